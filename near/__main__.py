@@ -1,0 +1,5 @@
+import sys
+
+from near.cli import main
+
+sys.exit(main())

@@ -1,0 +1,48 @@
+"""The `near` command line.
+
+Each command group lives in `near/commands/<group>.py` and exposes `register(subparsers)`;
+heavy imports (torch, hydra, pandas) happen inside the handlers so that `near --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from near.errors import NearError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Assemble the full parser from the command modules."""
+    from near.commands import report, slurm, sweep, train
+
+    parser = argparse.ArgumentParser(
+        prog="near",
+        description="Sweeps for imitation-learning experiments: spec -> job table -> executors -> figures.",
+    )
+    groups = parser.add_subparsers(dest="group", required=True, metavar="{sweep,train,report}")
+    sweep_parser = groups.add_parser("sweep", help="add, run, submit and inspect sweeps")
+    sweep_commands = sweep_parser.add_subparsers(dest="command", required=True)
+    sweep.register(sweep_commands)
+    slurm.register(sweep_commands)
+    train.register(groups)
+    report.register(groups)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `near` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except NearError as err:
+        print(f"near: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("near: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Command groups of the `near` CLI; each module exposes `register(subparsers)`."""
