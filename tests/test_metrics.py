@@ -1,0 +1,115 @@
+"""Known-answer tests of near.metrics."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from near import metrics
+
+DT = 0.02
+
+
+def _circle(n: int = 100, shift: int = 0) -> np.ndarray:
+    t = (np.arange(n) + shift) * DT
+    return np.stack([np.cos(2 * np.pi * t), np.sin(2 * np.pi * t)], axis=1)
+
+
+def test_dtw_of_a_trajectory_with_itself_is_zero():
+    x = _circle()
+    assert float(metrics.dtw_error(x, x)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_dtw_of_a_constant_offset_is_the_offset():
+    # a straight line moved sideways: no warping can bring the frames closer than the offset
+    x = np.stack([np.linspace(0, 1, 60), np.zeros(60)], axis=1)
+    assert float(metrics.dtw_error(x, x + np.array([0.0, 0.3]))) == pytest.approx(0.3, abs=1e-9)
+
+
+def test_dtw_of_a_time_shifted_copy_is_below_the_euclidean_error():
+    x, y = _circle(shift=0), _circle(shift=10)
+    dtw = float(metrics.dtw_error(x, y))
+    euc = float(metrics.euclidean_error(x, y))
+    assert euc > 0.5  # 10 frames of a 1 Hz circle at 50 Hz is 72 degrees: chord ~1.18
+    assert dtw < 0.25 * euc
+
+
+def test_dtw_handles_different_lengths_and_batches():
+    ref = _circle(80)
+    slow = _circle(160)[::1]  # the same curve sampled over twice the time range: more than one turn
+    x = np.stack([_circle(120), _circle(120) + 1.0])
+    out = metrics.dtw_error(x, ref)
+    assert out.shape == (2,)
+    assert float(out[0]) < float(out[1])
+    # a resampled copy (every frame repeated twice) aligns perfectly
+    doubled = np.repeat(ref, 2, axis=0)
+    assert float(metrics.dtw_error(doubled, ref)) == pytest.approx(0.0, abs=1e-12)
+    assert float(metrics.dtw_error(slow, ref)) > 0.0
+
+
+def test_dtw_matches_a_brute_force_recursion():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(7, 3)), rng.normal(size=(5, 3))
+    # classic O(nm) recursion with path lengths (ties broken in the same order as near.metrics)
+    n, m = len(x), len(y)
+    acc = np.full((n + 1, m + 1), np.inf)
+    ln = np.zeros((n + 1, m + 1))
+    acc[0, 0] = 0
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            c = [acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1]]
+            lens = [ln[i - 1, j - 1], ln[i - 1, j], ln[i, j - 1]]
+            k = int(np.argmin(c))
+            acc[i, j] = c[k] + np.linalg.norm(x[i - 1] - y[j - 1])
+            ln[i, j] = lens[k] + 1
+    assert float(metrics.dtw_error(x, y)) == pytest.approx(acc[n, m] / ln[n, m], rel=1e-9)
+
+
+def test_constant_velocity_has_zero_acceleration_and_jerk():
+    t = np.arange(50)[:, None] * DT
+    pos = np.hstack([2.0 * t, -1.0 * t])
+    assert float(metrics.root_velocity(pos, DT)) == pytest.approx(math.sqrt(5.0), rel=1e-9)
+    assert float(metrics.root_acceleration(pos, DT)) == pytest.approx(0.0, abs=1e-8)
+    assert float(metrics.root_jerk(pos, DT)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_constant_acceleration_has_zero_jerk_and_known_acceleration():
+    t = np.arange(50)[:, None] * DT
+    pos = np.hstack([0.5 * 3.0 * t**2, np.zeros_like(t)])
+    assert float(metrics.root_acceleration(pos, DT)) == pytest.approx(3.0, rel=1e-6)
+    assert float(metrics.root_jerk(pos, DT)) == pytest.approx(0.0, abs=1e-4)
+    # a cubic has a constant jerk of 6 * c
+    cubic = np.hstack([2.0 * t**3, np.zeros_like(t)])
+    assert float(metrics.root_jerk(cubic, DT)) == pytest.approx(12.0, rel=1e-5)
+
+
+def test_sparc_of_a_smooth_bell_is_higher_than_a_noisy_one():
+    t = np.arange(0, 2.0, 0.01)
+    bell = np.exp(-((t - 1.0) ** 2) / (2 * 0.15**2))
+    noisy = np.abs(bell + np.random.default_rng(1).normal(0, 0.2, size=t.shape))
+    two_peaks = np.exp(-((t - 0.6) ** 2) / (2 * 0.1**2)) + np.exp(-((t - 1.4) ** 2) / (2 * 0.1**2))
+    s_bell = float(metrics.sparc(bell, 0.01))
+    assert -1.7 < s_bell < -1.3  # a single Gaussian bell is close to the theoretical optimum
+    assert float(metrics.sparc(noisy, 0.01)) < s_bell - 0.5
+    assert float(metrics.sparc(two_peaks, 0.01)) < s_bell
+    batch = metrics.sparc(np.stack([bell, noisy]), 0.01)
+    assert batch.shape == (2,) and float(batch[0]) == pytest.approx(s_bell)
+
+
+def test_episode_length_and_success_rate():
+    assert metrics.mean_episode_length([10, 20, 30]) == pytest.approx(20.0)
+    assert metrics.success_rate(torch.tensor([True, False, True, True])) == pytest.approx(0.75)
+    assert math.isnan(metrics.mean_episode_length([]))
+
+
+def test_trajectory_metrics_keys_match_tags_and_bad_shapes_are_rejected():
+    x = _circle()
+    vals = metrics.trajectory_metrics(x, x, DT)
+    assert set(vals) <= set(metrics.TAGS)
+    assert vals["dtw_error"] == pytest.approx(0.0, abs=1e-12)
+    assert vals["root_velocity"] == pytest.approx(2 * np.pi, rel=1e-2)
+    with pytest.raises(ValueError, match="feature dims"):
+        metrics.dtw_error(np.zeros((3, 2)), np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="frames"):
+        metrics.root_jerk(np.zeros((3, 2)), DT)
