@@ -1,0 +1,300 @@
+"""Event files of a sweep -> one tidy scalars frame, cached in parquet, read in parallel.
+
+Cache layout (``EXP/.cache/scalars/``): ``scalars.parquet`` holds every point of every event file
+(columns path, tag, step, value, wall_time) and ``index.json`` maps each event file's absolute path
+to the (size, mtime_ns) it had when read, plus any warning. A report stats every event file and
+re-reads only those whose (path, size, mtime) changed; nothing changed -> one parquet read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+CACHE_VERSION = 1
+SKIP_DIRS = {".cache", "figures", "nn", "__pycache__"}
+
+
+@dataclass
+class ReadReport:
+    """What a load did: how many files came from the cache, how many were decoded, warnings."""
+
+    files: int = 0
+    read: int = 0
+    cached: int = 0
+    points: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def is_event_file(name: str) -> bool:
+    """True for tensorboard event file names (``events.out.tfevents.*``)."""
+    return "tfevents" in name
+
+
+def find_event_files(roots: list[Path]) -> list[Path]:
+    """Every event file under each root, searched recursively (absolute, sorted, unique)."""
+    found: set[str] = set()
+    for root in roots:
+        root = Path(root)
+        if root.is_file():
+            if is_event_file(root.name):
+                found.add(str(root.resolve()))
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
+            for name in filenames:
+                if is_event_file(name):
+                    found.add(os.path.abspath(os.path.join(dirpath, name)))
+    return [Path(p) for p in sorted(found)]
+
+
+def _read_one(path: str) -> tuple[str, dict]:
+    """Decode one file into plain arrays (runs in a worker process)."""
+    from near.report.events import read_event_file
+
+    try:
+        data = read_event_file(path)
+    except OSError as err:
+        return path, {"error": f"{path}: cannot be read ({err})"}
+    return path, {
+        "tags": data.tags,
+        "tag_index": data.tag_index,
+        "step": data.step,
+        "value": data.value,
+        "wall_time": data.wall_time,
+        "warning": data.warning,
+    }
+
+
+def _read_many(paths: list[str], workers: int) -> list[tuple[str, dict]]:
+    """Decode files, in a process pool when there are enough of them to pay for it."""
+    if workers <= 1 or len(paths) < 8:
+        return [_read_one(p) for p in paths]
+    import multiprocessing as mp
+
+    workers = min(workers, len(paths))
+    chunk = max(1, len(paths) // (workers * 4))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("forkserver")) as pool:
+        return list(pool.map(_read_one, paths, chunksize=chunk))
+
+
+def _to_table(results: list[tuple[str, dict]]):
+    """Concatenate decoded files into one arrow table with dictionary-encoded path and tag."""
+    import pyarrow as pa
+
+    tag_ids: dict[str, int] = {}
+    paths, path_idx, tag_idx, steps, values, walls = [], [], [], [], [], []
+    for k, (path, res) in enumerate(results):
+        paths.append(path)
+        n = len(res["step"])
+        local = np.array([tag_ids.setdefault(t, len(tag_ids)) for t in res["tags"]], dtype=np.int32)
+        tag_idx.append(local[res["tag_index"]] if n else np.zeros(0, np.int32))
+        path_idx.append(np.full(n, k, dtype=np.int32))
+        steps.append(res["step"])
+        values.append(res["value"])
+        walls.append(res["wall_time"])
+
+    def cat(parts, dtype):
+        return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+
+    return pa.table(
+        {
+            "path": pa.DictionaryArray.from_arrays(pa.array(cat(path_idx, np.int32)), pa.array(paths, pa.string())),
+            "tag": pa.DictionaryArray.from_arrays(pa.array(cat(tag_idx, np.int32)), pa.array(list(tag_ids), pa.string())),
+            "step": cat(steps, np.int64),
+            "value": cat(values, np.float64),
+            "wall_time": cat(walls, np.float64),
+        }
+    )
+
+
+def _empty_table():
+    return _to_table([])
+
+
+def _atomic_write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def load_scalars(
+    files: list[Path],
+    cache_dir: Path | None,
+    workers: int | None = None,
+    log=None,
+) -> tuple[pd.DataFrame, ReadReport]:
+    """Tidy frame (path, tag, step, value, wall_time) of all scalars in `files`, via the cache.
+
+    Only files whose (path, size, mtime) differ from the cache index are decoded. Files that
+    vanished are dropped from the cache. Broken or cut-off files contribute what they hold and
+    a warning; they never raise.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    log = log or (lambda msg: None)
+    workers = workers or max(1, os.cpu_count() or 1)
+    report = ReadReport(files=len(files))
+    current: dict[str, tuple[int, int]] = {}
+    for f in files:
+        try:
+            st = os.stat(f)
+        except OSError:
+            continue
+        current[str(f)] = (st.st_size, st.st_mtime_ns)
+
+    index: dict = {}
+    data_path = index_path = None
+    if cache_dir is not None:
+        cache_dir = Path(cache_dir)
+        data_path, index_path = cache_dir / "scalars.parquet", cache_dir / "index.json"
+        if index_path.is_file() and data_path.is_file():
+            try:
+                raw = json.loads(index_path.read_text())
+                if raw.get("version") == CACHE_VERSION:
+                    index = raw["files"]
+            except (ValueError, KeyError):
+                log(f"warning: cache index {index_path} is unreadable; rebuilding it")
+                index = {}
+
+    unchanged = [p for p, key in current.items() if p in index and tuple(index[p]["key"]) == key]
+    to_read = [p for p in current if p not in set(unchanged)]
+    removed = [p for p in index if p not in current]
+    report.cached, report.read = len(unchanged), len(to_read)
+
+    cached_table = _empty_table()
+    if unchanged:
+        try:
+            cached_table = pq.read_table(data_path)
+        except Exception as err:  # a broken cache is rebuilt, never fatal
+            log(f"warning: cache {data_path} is unreadable ({err}); re-reading every file")
+            to_read, unchanged, index = list(current), [], {}
+            report.cached, report.read = 0, len(to_read)
+            cached_table = _empty_table()
+        if to_read or removed:
+            keep = pa.array(unchanged, pa.string())
+            cached_table = cached_table.filter(pc.is_in(cached_table["path"].cast(pa.string()), value_set=keep))
+
+    if to_read:
+        log(f"reading {len(to_read)} event file(s) ({len(unchanged)} unchanged, from cache)")
+        results = _read_many(to_read, workers)
+        good = []
+        for path, res in results:
+            if "error" in res:
+                report.warnings.append(res["error"])
+                continue
+            good.append((path, res))
+            index[path] = {"key": list(current[path]), "warning": res["warning"]}
+        new_table = _to_table(good)
+        table = pa.concat_tables([cached_table.unify_dictionaries() if cached_table.num_rows else cached_table,
+                                  new_table], promote_options="permissive") if cached_table.num_rows else new_table
+    else:
+        table = cached_table
+    for p in removed:
+        index.pop(p, None)
+
+    if cache_dir is not None and (to_read or removed):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = data_path.with_suffix(".parquet.tmp")
+        pq.write_table(table, tmp, compression="lz4")
+        os.replace(tmp, data_path)
+        _atomic_write_json(index_path, {"version": CACHE_VERSION, "files": {p: index[p] for p in current if p in index}})
+
+    for p in current:
+        if p in index and index[p].get("warning"):
+            report.warnings.append(index[p]["warning"])
+    frame = table.to_pandas()
+    for col in ("path", "tag"):
+        if not isinstance(frame[col].dtype, pd.CategoricalDtype):
+            frame[col] = frame[col].astype("category")
+    report.points = len(frame)
+    return frame, report
+
+
+def attach_metadata(scalars: pd.DataFrame, jobs: pd.DataFrame | None) -> pd.DataFrame:
+    """Join job metadata onto scalar rows (PURE: no I/O).
+
+    Each event file belongs to the job whose ``run_dir`` is its closest ancestor directory. Adds
+    every column of `jobs` (job_id, stage, state, algorithm, motion, seed, ...) and a ``run``
+    column identifying the run (job_id, or the directory holding ``summaries`` when no job
+    matches). Files under no job keep NaN metadata.
+    """
+    out = scalars.copy()
+    paths = out["path"].astype("category")
+    uniq = [str(p) for p in paths.cat.categories]
+    run_of_path: list[str] = []
+    job_row = np.full(len(uniq), -1, dtype=np.int64)
+    run_dirs: dict[str, int] = {}
+    if jobs is not None and len(jobs) and "run_dir" in jobs.columns:
+        for i, rd in enumerate(jobs["run_dir"].tolist()):
+            if isinstance(rd, str) and rd:
+                run_dirs[os.path.normpath(rd)] = i
+    for k, p in enumerate(uniq):
+        parent = os.path.dirname(os.path.normpath(p))
+        match = -1
+        while True:  # walk up to the closest ancestor that is a job's run dir
+            if parent in run_dirs:
+                match = run_dirs[parent]
+                break
+            up = os.path.dirname(parent)
+            if up == parent:
+                break
+            parent = up
+        job_row[k] = match
+        if match >= 0:
+            run_of_path.append(str(jobs["job_id"].iloc[match]) if "job_id" in jobs.columns else parent)
+        else:
+            parts = Path(p).parts
+            cut = len(parts) - 1 - parts[::-1].index("summaries") if "summaries" in parts else len(parts) - 1
+            run_of_path.append(str(Path(*parts[:cut])))
+    codes = paths.cat.codes.to_numpy()
+    run_cat = pd.Categorical(run_of_path)
+    out["run"] = pd.Categorical.from_codes(run_cat.codes[codes], categories=run_cat.categories)
+    if jobs is not None and len(jobs):
+        src = jobs.reset_index(drop=True)
+        for col in src.columns:
+            if col in out.columns:
+                continue
+            per_path = [src[col].iloc[j] if j >= 0 else None for j in job_row]
+            per_path = [None if (v is None or (isinstance(v, float) and np.isnan(v))) else v for v in per_path]
+            try:
+                cat = pd.Categorical(per_path)
+            except TypeError:  # unorderable mixture of types
+                cat = pd.Categorical([None if v is None else str(v) for v in per_path])
+            out[col] = pd.Categorical.from_codes(cat.codes[codes], categories=cat.categories)
+    return out
+
+
+def dedupe_resumed(frame: pd.DataFrame) -> pd.DataFrame:
+    """A resumed run logs some steps twice (once per event file): keep the latest write per step."""
+    if frame.empty:
+        return frame
+    files_per_run = frame.groupby("run", observed=True)["path"].nunique()
+    multi = files_per_run[files_per_run > 1].index
+    if len(multi) == 0:
+        return frame
+    mask = frame["run"].isin(multi)
+    part = frame[mask].sort_values("wall_time", kind="stable")
+    part = part.drop_duplicates(subset=["run", "tag", "step"], keep="last")
+    return pd.concat([frame[~mask], part], ignore_index=True)
+
+
+def read_tbparse(folder: Path) -> pd.DataFrame:
+    """Reference reader: plain tbparse over `folder` (columns dir_name, tag, step, value)."""
+    from tbparse import SummaryReader
+
+    return SummaryReader(str(folder), extra_columns={"dir_name"}).scalars
+
+
+def warn(msg: str) -> None:
+    """Print a warning on stderr."""
+    print(f"near report: warning: {msg}", file=sys.stderr)
