@@ -1,0 +1,1 @@
+"""Vectorized PyTorch environments (see ``base.py`` for the interface)."""

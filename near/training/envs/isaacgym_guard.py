@@ -1,0 +1,32 @@
+"""Isaac Gym tasks (``Humanoid*``): a guarded import with a clear error.
+
+Isaac Gym is not on any package registry and cannot be installed or tested here, so
+nothing claims to support these tasks; selecting one explains how to get Isaac Gym.
+"""
+
+from __future__ import annotations
+
+from near.errors import ConfigError
+from near.training.registry import register_env
+
+INSTALL_HINT = (
+    "needs NVIDIA Isaac Gym (Preview 4), which is not on PyPI: download it from "
+    "https://developer.nvidia.com/isaac-gym, then `pip install -e isaacgym/python` into this "
+    "environment and install NEAR's isaacgymenvs tasks (github.com/anishhdiwan/near). "
+    "Isaac Gym tasks are not supported by near's own training core; use the maze or motion tasks "
+    "(task=mazeNEAR, task=motionNEAR)."
+)
+
+
+def isaacgym_env(task_cfg, num_envs: int, device: str, seed: int):
+    """Import Isaac Gym or explain how to install it."""
+    name = task_cfg.get("name", "Humanoid")
+    try:
+        import isaacgym  # noqa: F401
+    except ImportError as err:
+        raise ConfigError(f"task {name!r} {INSTALL_HINT}") from err
+    raise ConfigError(f"task {name!r}: Isaac Gym is installed, but near does not drive Isaac Gym tasks; "
+                      "run them with NEAR's own train.py (isaacgymenvs)")
+
+
+register_env("Humanoid", isaacgym_env)
