@@ -49,7 +49,7 @@ TAGS: dict[str, str] = {
 
 def _as_tensor(x: ArrayLike) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    return t.to(torch.float64)
+    return t.detach().to("cpu", torch.float64)
 
 
 def _batched(x: ArrayLike) -> tuple[torch.Tensor, bool]:
@@ -64,12 +64,15 @@ def _batched(x: ArrayLike) -> tuple[torch.Tensor, bool]:
     raise ValueError(f"expected a trajectory of shape (T, D) or (B, T, D), got {tuple(t.shape)}")
 
 
-def dtw_error(x: ArrayLike, y: ArrayLike) -> torch.Tensor:
+def dtw_error(
+    x: ArrayLike, y: ArrayLike, x_len: ArrayLike | None = None, y_len: ArrayLike | None = None
+) -> torch.Tensor:
     """Mean per-frame Euclidean distance between `x` and `y` along their optimal DTW path.
 
     x: (T1, D) or (B, T1, D); y: (T2, D) or (B, T2, D) (a single y is broadcast over the batch).
-    Returns a scalar tensor (unbatched input) or shape (B,). The recursion runs over
-    anti-diagonals so the cost is O(T1 + T2) vectorised steps, batched over B.
+    x_len / y_len (B,): valid frames of each padded batch row (default: all). Returns a scalar
+    tensor (unbatched input) or shape (B,). The recursion runs over anti-diagonals so the cost
+    is O(T1 + T2) vectorised steps, batched over B.
     """
     xb, x_single = _batched(x)
     yb, y_single = _batched(y)
@@ -82,7 +85,7 @@ def dtw_error(x: ArrayLike, y: ArrayLike) -> torch.Tensor:
     yb = yb.expand(batch, -1, -1)
     n, m = xb.shape[1], yb.shape[1]
     # exact differences (cdist's matrix-product shortcut loses ~1e-9 for identical frames)
-    cost = torch.cdist(xb, yb, compute_mode="donot_use_mm_for_euclid_dist")  # (B, n, m)
+    cost = torch.cdist(xb, yb, compute_mode="donot_use_mm_for_euclid_dist").cpu()  # (B, n, m)
     inf = torch.tensor(math.inf, dtype=cost.dtype)
     acc = torch.full((batch, n + 1, m + 1), math.inf, dtype=cost.dtype)
     length = torch.zeros((batch, n + 1, m + 1), dtype=cost.dtype)
@@ -96,7 +99,13 @@ def dtw_error(x: ArrayLike, y: ArrayLike) -> torch.Tensor:
         best = torch.where(torch.isfinite(best), best, inf)
         acc[:, i, j] = best + cost[:, i - 1, j - 1]
         length[:, i, j] = lens.gather(-1, arg[..., None])[..., 0] + 1.0
-    out = acc[:, n, m] / length[:, n, m]
+    # cell (a, b) depends only on cells <= (a, b): padding beyond a row's own lengths is harmless
+    rows = torch.arange(batch)
+    xl = torch.full((batch,), n, dtype=torch.long) if x_len is None else torch.as_tensor(x_len).long().cpu().expand(batch)
+    yl = torch.full((batch,), m, dtype=torch.long) if y_len is None else torch.as_tensor(y_len).long().cpu().expand(batch)
+    if bool(((xl < 1) | (xl > n) | (yl < 1) | (yl > m)).any()):
+        raise ValueError("dtw_error: lengths must lie in [1, padded length]")
+    out = acc[rows, xl, yl] / length[rows, xl, yl]
     return out[0] if (x_single and y_single) else out
 
 
@@ -109,32 +118,35 @@ def euclidean_error(x: ArrayLike, y: ArrayLike) -> torch.Tensor:
     return out[0] if (x_single and y_single) else out
 
 
-def _derivative_norm(pos: ArrayLike, dt: float, order: int) -> torch.Tensor:
+def _derivative_norm(pos: ArrayLike, dt: float, order: int, lengths: ArrayLike | None = None) -> torch.Tensor:
     if dt <= 0:
         raise ValueError(f"dt must be positive, got {dt}")
     p, single = _batched(pos)
-    if p.shape[1] <= order:
-        raise ValueError(f"need more than {order} frames for derivative order {order}, got {p.shape[1]}")
+    lens = torch.full((p.shape[0],), p.shape[1]) if lengths is None else torch.as_tensor(lengths).long().cpu()
+    if p.shape[1] <= order or bool((lens <= order).any()):
+        raise ValueError(f"need more than {order} frames for derivative order {order}, got {int(lens.min())}")
     d = p
     for _ in range(order):
         d = torch.diff(d, dim=1) / dt
-    out = torch.linalg.vector_norm(d, dim=-1).mean(dim=-1)
+    norms = torch.linalg.vector_norm(d, dim=-1)
+    valid = torch.arange(norms.shape[1])[None, :] < (lens - order)[:, None]
+    out = (norms * valid).sum(dim=-1) / valid.sum(dim=-1)
     return out[0] if single else out
 
 
-def root_velocity(pos: ArrayLike, dt: float) -> torch.Tensor:
+def root_velocity(pos: ArrayLike, dt: float, lengths: ArrayLike | None = None) -> torch.Tensor:
     """Mean speed of the root: mean over frames of |d pos / dt| (finite differences)."""
-    return _derivative_norm(pos, dt, 1)
+    return _derivative_norm(pos, dt, 1, lengths)
 
 
-def root_acceleration(pos: ArrayLike, dt: float) -> torch.Tensor:
+def root_acceleration(pos: ArrayLike, dt: float, lengths: ArrayLike | None = None) -> torch.Tensor:
     """Mean norm of the root's second finite-difference derivative."""
-    return _derivative_norm(pos, dt, 2)
+    return _derivative_norm(pos, dt, 2, lengths)
 
 
-def root_jerk(pos: ArrayLike, dt: float) -> torch.Tensor:
+def root_jerk(pos: ArrayLike, dt: float, lengths: ArrayLike | None = None) -> torch.Tensor:
     """Mean norm of the root's third finite-difference derivative (zero for constant acceleration)."""
-    return _derivative_norm(pos, dt, 3)
+    return _derivative_norm(pos, dt, 3, lengths)
 
 
 def speed_profile(pos: ArrayLike, dt: float) -> torch.Tensor:
@@ -144,7 +156,14 @@ def speed_profile(pos: ArrayLike, dt: float) -> torch.Tensor:
     return s[0] if single else s
 
 
-def sparc(speed: ArrayLike, dt: float, pad_level: int = 4, fc: float = 10.0, amp_th: float = 0.05) -> torch.Tensor:
+def sparc(
+    speed: ArrayLike,
+    dt: float,
+    pad_level: int = 4,
+    fc: float = 10.0,
+    amp_th: float = 0.05,
+    lengths: ArrayLike | None = None,
+) -> torch.Tensor:
     """Spectral arc length of a speed profile (Balasubramanian, Melendez-Calderon, Burdet 2015).
 
     speed: (T,) or (B, T) non-negative speeds sampled every `dt` seconds. The magnitude spectrum
@@ -152,6 +171,7 @@ def sparc(speed: ArrayLike, dt: float, pad_level: int = 4, fc: float = 10.0, amp
     at the last frequency below `fc` Hz whose magnitude is at least `amp_th`; the result is minus
     the arc length of that curve with the frequency axis normalised to [0, 1]. Higher = smoother;
     a single smooth bell scores about -1.4, noise and extra peaks push it lower.
+    lengths (B,): valid samples of each padded row (default: all).
     """
     s = _as_tensor(speed)
     single = s.ndim == 1
@@ -159,14 +179,15 @@ def sparc(speed: ArrayLike, dt: float, pad_level: int = 4, fc: float = 10.0, amp
         s = s[None]
     if s.ndim != 2 or s.shape[1] < 2:
         raise ValueError(f"sparc expects a speed profile of shape (T,) or (B, T) with T >= 2, got {tuple(s.shape)}")
-    nfft = int(2 ** (math.ceil(math.log2(s.shape[1])) + pad_level))
-    freq = torch.arange(nfft // 2 + 1, dtype=torch.float64) / (nfft * dt)
-    mag = torch.fft.rfft(s, n=nfft).abs()
-    mag = mag / mag[:, :1].clamp_min(1e-12)
+    lens = [s.shape[1]] * s.shape[0] if lengths is None else [int(v) for v in torch.as_tensor(lengths).tolist()]
     out = torch.empty(s.shape[0], dtype=torch.float64)
-    in_band = freq <= fc
     for b in range(s.shape[0]):
-        m = mag[b][in_band]
+        nfft = int(2 ** (math.ceil(math.log2(max(lens[b], 2))) + pad_level))
+        freq = torch.arange(nfft // 2 + 1, dtype=torch.float64) / (nfft * dt)
+        mag = torch.fft.rfft(s[b, : lens[b]], n=nfft).abs()
+        mag = mag / mag[:1].clamp_min(1e-12)
+        in_band = freq <= fc
+        m = mag[in_band]
         f = freq[in_band]
         above = torch.nonzero(m >= amp_th).flatten()
         last = int(above[-1]) if above.numel() else 0
@@ -189,6 +210,32 @@ def success_rate(successes: ArrayLike) -> float:
     """Fraction of finished episodes that solved the task (booleans or 0/1); NaN when none."""
     t = _as_tensor(successes).flatten()
     return float(t.mean()) if t.numel() else float("nan")
+
+
+def episode_metrics(
+    root_pos: ArrayLike, reference: ArrayLike, dt: float, lengths: ArrayLike | None = None
+) -> dict[str, torch.Tensor]:
+    """Per-episode trajectory metrics, keyed like TAGS, each of shape (B,).
+
+    root_pos, reference: (B, T, D) padded root paths of the rollouts and of the reference over the
+    same steps; lengths (B,): valid frames of each row (>= 4, default T).
+    """
+    p, _ = _batched(root_pos)
+    r, _ = _batched(reference)
+    lens = torch.full((p.shape[0],), p.shape[1]) if lengths is None else torch.as_tensor(lengths).long().cpu()
+    return {
+        "dtw_error": dtw_error(p, r, lens, lens),
+        "euclidean_error": _masked_mean(torch.linalg.vector_norm(p - r[:, : p.shape[1]], dim=-1), lens),
+        "sparc": sparc(speed_profile(p, dt), dt, lengths=lens - 1),
+        "root_velocity": root_velocity(p, dt, lens),
+        "root_acceleration": root_acceleration(p, dt, lens),
+        "root_jerk": root_jerk(p, dt, lens),
+    }
+
+
+def _masked_mean(v: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+    valid = torch.arange(v.shape[1])[None, :] < lens[:, None]
+    return (v * valid).sum(dim=-1) / valid.sum(dim=-1)
 
 
 def trajectory_metrics(root_pos: ArrayLike, reference: ArrayLike, dt: float) -> dict[str, float]:

@@ -113,3 +113,19 @@ def test_trajectory_metrics_keys_match_tags_and_bad_shapes_are_rejected():
         metrics.dtw_error(np.zeros((3, 2)), np.zeros((3, 3)))
     with pytest.raises(ValueError, match="frames"):
         metrics.root_jerk(np.zeros((3, 2)), DT)
+
+
+def test_padded_batches_give_the_same_answers_as_single_episodes():
+    rng = np.random.default_rng(3)
+    a = np.cumsum(rng.normal(size=(30, 2)), axis=0) * 0.1
+    b = np.cumsum(rng.normal(size=(30, 2)), axis=0) * 0.1
+    ref = _circle(30)
+    paths = np.stack([a, b])
+    refs = np.stack([ref, ref])
+    lens = torch.tensor([30, 17])
+    batch = metrics.episode_metrics(paths, refs, DT, lens)
+    single_b = metrics.trajectory_metrics(b[:17], ref[:17], DT)
+    single_a = metrics.trajectory_metrics(a, ref, DT)
+    for key, val in batch.items():
+        assert float(val[1]) == pytest.approx(single_b[key], rel=1e-9), key
+        assert float(val[0]) == pytest.approx(single_a[key], rel=1e-9), key

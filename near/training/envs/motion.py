@@ -24,10 +24,17 @@ Early termination (``earlyTermination``): ``arena`` ends an episode when the roo
 3 m box; ``reference`` also ends it when the root is more than ``terminationDistance`` from the
 reference (DeepMimic-style, used by tracking); ``none`` never terminates early.
 
-Metrics: the root path of every episode is recorded; :meth:`MotionImitationEnv.pop_metrics`
-returns the metrics of ``near.metrics`` (DTW error against the reference path starting at the
-episode's initial phase, SPARC, velocity, acceleration, jerk, episode length, success) over the
-episodes finished since the last call.
+Interface: :class:`near.training.envs.base.VecEnv`. ``infos['paired_obs']`` holds the last
+``numObsSteps`` state feature vectors (oldest first); :meth:`MotionImitationEnv.demo_transitions`
+returns the reference motions in that layout (NEAR's NCSN stage and AMP's discriminator train on
+it). ``infos['reference']`` is the reference frame each env aimed at this step (tracking reward).
+
+Metrics: the root path of every episode is recorded; when an episode ends,
+``infos['episode_metrics']`` holds, per env (valid where done), the metrics of ``near.metrics``
+against the reference root path over the same steps from the episode's initial phase:
+``dtw_error``, ``euclidean_error``, ``sparc``, ``root_velocity``, ``root_acceleration``,
+``root_jerk`` and ``success_rate`` (the trainers log them as ``<name>/step``; see
+``near.metrics.TAGS``). ``episodeMetrics: False`` skips the trajectory metrics (huge GPU runs).
 """
 
 from __future__ import annotations
@@ -39,7 +46,9 @@ import torch
 
 from near import metrics
 from near.errors import ConfigError
+from near.training.envs.base import VecEnv
 from near.training.motions import DT, Motion, load_motions
+from near.training.registry import register_env
 
 STATE_DIM = 8
 ACTION_DIM = 4
@@ -64,7 +73,8 @@ class MotionEnvConfig:
     kd_root: float = 20.0
     kp_end: float = 200.0
     kd_end: float = 28.0
-    max_metric_episodes: int = 32
+    episode_metrics: bool = True
+    demo_oversample: int = 8
 
     @classmethod
     def from_dict(cls, d: dict) -> "MotionEnvConfig":
@@ -80,7 +90,8 @@ class MotionEnvConfig:
             "targetObs": "target_obs",
             "numObsSteps": "num_obs_steps",
             "numAMPObsSteps": "num_obs_steps",
-            "maxMetricEpisodes": "max_metric_episodes",
+            "episodeMetrics": "episode_metrics",
+            "demoOversample": "demo_oversample",
         }
         fields = set(cls.__dataclass_fields__)
         kw = {}
@@ -98,15 +109,19 @@ class MotionEnvConfig:
         return cfg
 
 
-class MotionImitationEnv:
+class MotionImitationEnv(VecEnv):
     """Batched planar character imitating a reference motion; all tensors live on `device`."""
 
     dt = DT
+    obs_per_step = STATE_DIM
+    action_dim = ACTION_DIM
 
     def __init__(self, cfg: MotionEnvConfig, device: str | torch.device = "cpu", seed: int | None = None):
         self.cfg = cfg
         self.device = torch.device(device)
         self.num_envs = cfg.num_envs
+        self.num_obs_steps = cfg.num_obs_steps
+        self.max_episode_length = cfg.episode_length
         self.motions: list[Motion] = load_motions(cfg.motion_file)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(0 if seed is None else int(seed))
@@ -120,22 +135,25 @@ class MotionImitationEnv:
         self.ref_speed_mean = torch.tensor(
             [float(m.frames[:, 2:4].norm(dim=1).mean()) for m in self.motions], device=self.device
         )
-        self.num_obs = STATE_DIM + (2 if cfg.phase_obs else 0) + (4 if cfg.target_obs else 0)
-        self.num_actions = ACTION_DIM
+        self.obs_dim = STATE_DIM + (2 if cfg.phase_obs else 0) + (4 if cfg.target_obs else 0)
         n, d = self.num_envs, self.device
         self.state = torch.zeros(n, STATE_DIM, device=d)
+        self.history = torch.zeros(n, cfg.num_obs_steps, STATE_DIM, device=d)
         self.phase = torch.zeros(n, device=d)
         self.start_phase = torch.zeros(n, device=d)
         self.motion_id = torch.zeros(n, dtype=torch.long, device=d)
         self.progress = torch.zeros(n, dtype=torch.long, device=d)
         self.speed_err = torch.zeros(n, device=d)
         self.path = torch.zeros(n, cfg.episode_length + 1, 2, device=d)
-        self._finished: list[dict] = []
-        self._finished_lengths: list[float] = []
-        self._finished_success: list[float] = []
+        self.ref_path = torch.zeros(n, cfg.episode_length + 1, 2, device=d)
         self.reset_idx(torch.arange(n, device=d))
 
     # ----------------------------------------------------------------- reference
+    def phase_step(self, motion_id: torch.Tensor | None = None) -> torch.Tensor:
+        """Phase advance per control step of each env's motion (1 / number of frames)."""
+        motion_id = self.motion_id if motion_id is None else motion_id
+        return 1.0 / self.num_frames[motion_id].float()
+
     def reference_state(self, motion_id: torch.Tensor | None = None, phase: torch.Tensor | None = None) -> torch.Tensor:
         """Reference features (N, 8) of each env's motion at its current phase (or the given ones)."""
         motion_id = self.motion_id if motion_id is None else motion_id
@@ -147,24 +165,25 @@ class MotionImitationEnv:
         w = (f - torch.floor(f)).unsqueeze(-1)
         return self.frames[motion_id, i0] * (1 - w) + self.frames[motion_id, i1] * w
 
-    def demo_transitions(self, num_obs_steps: int | None = None) -> torch.Tensor:
-        """All demonstration transitions: (M, num_obs_steps * 8), consecutive frames of each motion
-        flattened oldest first (the layout of :meth:`transition_obs`)."""
-        k = num_obs_steps or self.cfg.num_obs_steps
-        out = []
-        for m in self.motions:
-            idx = (torch.arange(m.num_frames)[:, None] + torch.arange(k)[None, :]) % m.num_frames
-            out.append(m.frames[idx].reshape(m.num_frames, k * STATE_DIM))
-        return torch.cat(out).to(self.device)
+    def reference_history(self, motion_id: torch.Tensor, phase: torch.Tensor, k: int) -> torch.Tensor:
+        """(n, k, 8): the reference at the k consecutive steps ending at `phase` (oldest first)."""
+        step = self.phase_step(motion_id)
+        return torch.stack([self.reference_state(motion_id, phase - (k - 1 - j) * step) for j in range(k)], 1)
 
-    def sample_demo_transitions(self, n: int, num_obs_steps: int | None = None) -> torch.Tensor:
-        """`n` demonstration transitions at random (continuous) phases, motions drawn by weight."""
-        k = num_obs_steps or self.cfg.num_obs_steps
-        mid = torch.multinomial(self.motion_weights, n, replacement=True, generator=self.generator)
-        phase = torch.rand(n, device=self.device, generator=self.generator)
-        step = DT / (self.num_frames[mid] * DT)
-        frames = [self.reference_state(mid, phase + j * step) for j in range(k)]
-        return torch.cat(frames, dim=1)
+    def demo_transitions(self) -> torch.Tensor:
+        """All demonstration transitions (M, numObsSteps * 8): every reference frame of every motion
+        (and ``demoOversample`` - 1 interpolated phases between frames) with its predecessors,
+        flattened oldest first -- the layout of ``infos['paired_obs']``. Motion weights are
+        applied by repeating rows (rounded)."""
+        out = []
+        wmin = float(self.motion_weights.min())
+        for k, m in enumerate(self.motions):
+            count = m.num_frames * self.cfg.demo_oversample
+            phase = torch.arange(count, device=self.device, dtype=torch.float32) / count
+            mid = torch.full((count,), k, dtype=torch.long, device=self.device)
+            rows = self.reference_history(mid, phase, self.num_obs_steps).reshape(count, -1)
+            out.append(rows.repeat(max(1, round(m.weight / wmin)), 1))
+        return torch.cat(out)
 
     # ----------------------------------------------------------------- dynamics
     def reset_idx(self, env_ids: torch.Tensor) -> None:
@@ -180,116 +199,122 @@ class MotionImitationEnv:
         self.motion_id[env_ids] = mid
         self.phase[env_ids] = phase
         self.start_phase[env_ids] = phase
-        self.state[env_ids] = self.reference_state(mid, phase)
+        self.history[env_ids] = self.reference_history(mid, phase, self.num_obs_steps)
+        self.state[env_ids] = self.history[env_ids, -1]
         self.progress[env_ids] = 0
         self.speed_err[env_ids] = 0.0
         self.path[env_ids] = 0.0
+        self.ref_path[env_ids] = 0.0
         self.path[env_ids, 0] = self.state[env_ids, :2]
+        self.ref_path[env_ids, 0] = self.state[env_ids, :2]
+
+    def reset(self) -> torch.Tensor:
+        self.reset_idx(torch.arange(self.num_envs, device=self.device))
+        return self.observe()
 
     def observe(self) -> torch.Tensor:
-        """Policy observations (N, num_obs)."""
+        """Policy observations (N, obs_dim)."""
         parts = [self.state]
         if self.cfg.phase_obs:
             a = 2 * math.pi * self.phase
             parts.append(torch.stack([torch.sin(a), torch.cos(a)], 1))
         if self.cfg.target_obs:
-            ref = self.reference_state()
+            ref = self.reference_state(phase=self.phase + self.phase_step())  # next step's target
             parts.append(torch.cat([ref[:, :2] - self.state[:, :2], ref[:, 4:6] - self.state[:, 4:6]], 1))
         return torch.cat(parts, 1)
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-        """Advance one control step; finished envs are reset. Returns obs, task reward, done, extras.
+        """Advance one control step; finished envs are reset (see ``base.VecEnv``).
 
-        extras: ``terminate`` (early termination, not time-out), ``time_outs``, ``state`` and
-        ``prev_state`` (the features before reset, for imitation rewards), ``reference`` (the
-        reference frame the step was aiming at, before reset).
+        Returns obs, task reward (N,), done (N,) and infos with ``paired_obs``, ``time_outs``,
+        ``terminate`` (early termination), ``reference`` (the reference frame this step aimed
+        at) and, where an episode ended, ``episode_metrics``.
         """
         cfg = self.cfg
         a = torch.clamp(actions.to(self.device, torch.float32), -1.0, 1.0)
-        prev = self.state.clone()
-        pos, vel, end, evel = self.state[:, 0:2], self.state[:, 2:4], self.state[:, 4:6], self.state[:, 6:8]
-        pos, vel, end, evel = pos.clone(), vel.clone(), end.clone(), evel.clone()
+        pos, vel = self.state[:, 0:2], self.state[:, 2:4]
+        end, evel = self.state[:, 4:6], self.state[:, 6:8]
         h = DT / cfg.substeps
         for _ in range(cfg.substeps):
-            acc = cfg.kp_root * (0.5 * a[:, :2]) - cfg.kd_root * vel  # target = pos + 0.5 a
+            acc = cfg.kp_root * (0.5 * a[:, :2]) - cfg.kd_root * vel  # PD towards pos + 0.5 a
             vel = vel + h * acc
             pos = pos + h * vel
             eacc = cfg.kp_end * (0.5 * a[:, 2:] - end) - cfg.kd_end * evel
             evel = evel + h * eacc
             end = end + h * evel
         self.state = torch.cat([pos, vel, end, evel], 1)
-        self.phase = self.phase + DT / (self.num_frames[self.motion_id] * DT)
+        self.history = torch.cat([self.history[:, 1:], self.state[:, None]], 1)
+        self.phase = self.phase + self.phase_step()
         self.progress += 1
         ref = self.reference_state()
         speed_gap = vel.norm(dim=1) - ref[:, 2:4].norm(dim=1)
         reward = torch.exp(-4.0 * speed_gap**2)
         self.speed_err += speed_gap.abs()
-        self.path[torch.arange(self.num_envs, device=self.device), self.progress.clamp(max=cfg.episode_length)] = pos
+        rows = torch.arange(self.num_envs, device=self.device)
+        col = self.progress.clamp(max=cfg.episode_length)
+        self.path[rows, col] = pos
+        self.ref_path[rows, col] = ref[:, :2]
 
         terminate = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         if cfg.early_termination in ("arena", "reference"):
             terminate |= (pos.abs() > cfg.arena_size).any(dim=1)
         if cfg.early_termination == "reference":
             terminate |= (pos - ref[:, :2]).norm(dim=1) > cfg.termination_distance
-        time_out = self.progress >= cfg.episode_length
+        time_out = (self.progress >= cfg.episode_length) & ~terminate
         done = terminate | time_out
-        extras = {"terminate": terminate, "time_outs": time_out & ~terminate, "state": self.state.clone(),
-                  "prev_state": prev, "reference": ref}
+        infos = {
+            "paired_obs": self.history.reshape(self.num_envs, -1).clone(),
+            "time_outs": time_out.float(),
+            "terminate": terminate,
+            "reference": ref,
+        }
         done_ids = torch.nonzero(done).flatten()
         if done_ids.numel():
-            self._record(done_ids)
+            infos["episode_metrics"] = self._episode_metrics(done_ids)
             self.reset_idx(done_ids)
-        return self.observe(), reward, done, extras
+        return self.observe(), reward, done, infos
 
     # ----------------------------------------------------------------- metrics
-    def _record(self, ids: torch.Tensor) -> None:
+    def _episode_metrics(self, ids: torch.Tensor, chunk: int = 256) -> dict[str, torch.Tensor]:
+        """Per-env metrics (N,) valid at `ids` (the episodes ending now); zeros elsewhere."""
+        n = self.num_envs
         lengths = self.progress[ids]
         mean_err = self.speed_err[ids] / lengths.clamp(min=1)
-        success = mean_err < 0.2 * self.ref_speed_mean[self.motion_id[ids]]
-        self._finished_lengths += lengths.float().tolist()
-        self._finished_success += success.float().tolist()
-        room = self.cfg.max_metric_episodes - len(self._finished)
-        for i in ids[: max(room, 0)].tolist():
-            steps = int(self.progress[i]) + 1
-            self._finished.append({
-                "path": self.path[i, :steps].cpu().clone(),
-                "motion": int(self.motion_id[i]),
-                "start_phase": float(self.start_phase[i]),
-            })
-
-    def pop_metrics(self) -> dict[str, float]:
-        """Metrics (keys of ``near.metrics.TAGS``) over episodes finished since the last call; {} if none."""
-        out: dict[str, float] = {}
-        if self._finished_lengths:
-            out["episode_length"] = metrics.mean_episode_length(self._finished_lengths)
-            out["success_rate"] = metrics.success_rate(self._finished_success)
-        eps = [e for e in self._finished if e["path"].shape[0] >= 5]
-        if eps:
-            out.update(episode_trajectory_metrics(self.motions, eps, self.dt))
-        self._finished, self._finished_lengths, self._finished_success = [], [], []
+        out = {"success_rate": torch.zeros(n, device=self.device)}
+        out["success_rate"][ids] = (mean_err < 0.2 * self.ref_speed_mean[self.motion_id[ids]]).float()
+        if not self.cfg.episode_metrics:
+            return out
+        # trajectory metrics need >= 4 frames (jerk); shorter episodes get those of a standing path
+        frames = (lengths + 1).clamp(min=4)
+        width = int(frames.max())
+        for start in range(0, ids.numel(), chunk):
+            sel = ids[start : start + chunk]
+            vals = metrics.episode_metrics(
+                self.path[sel, :width], self.ref_path[sel, :width], self.dt, frames[start : start + chunk].cpu()
+            )
+            for key, v in vals.items():
+                out.setdefault(key, torch.zeros(n, device=self.device))[sel] = v.to(self.device, torch.float32)
         return out
 
+    # ----------------------------------------------------------------- checkpoints
+    _STATE_KEYS = ("state", "history", "phase", "start_phase", "motion_id", "progress", "speed_err", "path", "ref_path")
 
-def episode_trajectory_metrics(motions: list[Motion], episodes: list[dict], dt: float) -> dict[str, float]:
-    """Trajectory metrics averaged over recorded episodes ({path (T, 2), motion, start_phase}).
+    def state_dict(self) -> dict:
+        out = {k: getattr(self, k).clone() for k in self._STATE_KEYS}
+        out["generator"] = self.generator.get_state()
+        return out
 
-    Episodes of equal length are evaluated as one batch (one DTW recursion for all of them).
-    """
-    groups: dict[int, list[dict]] = {}
-    for e in episodes:
-        groups.setdefault(int(e["path"].shape[0]), []).append(e)
-    sums: dict[str, float] = {}
-    for steps, group in groups.items():
-        paths = torch.stack([e["path"].double() for e in group])
-        refs = torch.stack([motions[e["motion"]].root_path(e["start_phase"], steps).double() for e in group])
-        vals = {
-            "dtw_error": metrics.dtw_error(paths, refs),
-            "euclidean_error": metrics.euclidean_error(paths, refs),
-            "sparc": metrics.sparc(metrics.speed_profile(paths, dt), dt),
-            "root_velocity": metrics.root_velocity(paths, dt),
-            "root_acceleration": metrics.root_acceleration(paths, dt),
-            "root_jerk": metrics.root_jerk(paths, dt),
-        }
-        for k, v in vals.items():
-            sums[k] = sums.get(k, 0.0) + float(v.sum())
-    return {k: v / len(episodes) for k, v in sums.items()}
+    def load_state_dict(self, state: dict) -> None:
+        for k in self._STATE_KEYS:
+            setattr(self, k, state[k].to(self.device))
+        self.generator.set_state(state["generator"].cpu())
+
+
+def make_motion_env(task_cfg, num_envs: int, device: str, seed: int) -> MotionImitationEnv:
+    """Registry factory: build the env from the task config's ``env`` block."""
+    env_cfg = dict(task_cfg.get("env", {}) or {})
+    env_cfg["numEnvs"] = num_envs
+    return MotionImitationEnv(MotionEnvConfig.from_dict(env_cfg), device=device, seed=seed)
+
+
+register_env("motion", make_motion_env)
