@@ -1,0 +1,972 @@
+"""The job table: the ONE place where a job's state changes.
+
+An SQLite file (``experiments/<sweep>/jobs.db``) in WAL mode. Every state change is a
+compare-and-set inside ``BEGIN IMMEDIATE`` so that any number of processes (local workers,
+SLURM submitters, reconcilers) can share one table without ever dispatching a job twice.
+
+Public API (stable; other stages build on it):
+
+- ``JobTable.create(path)`` / ``JobTable.open(path)`` / ``JobTable.open_or_create(path)``
+- ``add(jobs) -> AddResult(new, existing, shared)``: insert :class:`JobSpec` s, deduplicated by id
+- ``claim(owner, limit, lease_s, *, to_state="running", stages=None, job_ids=None) -> list[JobRecord]``
+  atomically takes pending jobs whose dependencies are all done
+- ``heartbeat(owner, job_ids, lease_s) -> set[str]``: extend leases; returns the ids still owned
+- ``transition(job_id, to_state, *, reason, exit_code, scheduler_id, expect, owner, detail) -> bool``
+  (compare-and-set) and the conveniences ``mark_queued/mark_running/mark_done/mark_failed/
+  mark_cancelled/release``
+- ``requeue_stale(now=None)``: expired leases -> pending (or failed after ``max_attempts``)
+- ``reset(states)``, ``cancel(job_ids)``; failures block dependents, ``reset`` unblocks them
+- ``get(job_id)``, ``find(prefix)``, ``jobs(states=None, stages=None)``, ``counts()``, ``history(job_id)``,
+  ``deps(job_id)``, ``dependents(job_id)``, ``axes()``
+- ``to_frame()`` (pandas; one column per axis), ``export(path, fmt)`` (csv | parquet)
+
+Attempt accounting: ``attempts`` counts dispatches (it is incremented when a job is claimed or
+marked running/queued from pending). An interruption the executor caused (``release``) refunds
+the attempt; a lost worker (expired lease) does not. ``max_attempts`` bounds dispatches.
+
+Command templates keep ``${run_dir}``, ``${job_id}``, ``${exp_dir}`` and ``${<ref>.run_dir}``
+placeholders; :meth:`JobRecord.command` resolves them against the table's current location, so an
+experiment folder can be moved. ``$${`` is a literal ``${`` (e.g. a hydra interpolation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from near.errors import TableError
+
+MAGIC = "near-jobtable"
+SCHEMA_VERSION = 1
+TABLE_FILENAME = "jobs.db"
+
+PENDING, QUEUED, RUNNING, DONE, FAILED, BLOCKED, CANCELLED = (
+    "pending", "queued", "running", "done", "failed", "blocked", "cancelled",
+)
+STATES: tuple[str, ...] = (PENDING, QUEUED, RUNNING, DONE, FAILED, BLOCKED, CANCELLED)
+ACTIVE_STATES = (QUEUED, RUNNING)
+FINAL_STATES = (DONE, FAILED, CANCELLED)
+# States whose dependents can never run until someone resets them.
+BLOCKING_STATES = (FAILED, CANCELLED, BLOCKED)
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL UNIQUE,
+    sweep TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    command_template TEXT NOT NULL,
+    command TEXT,
+    params TEXT NOT NULL,
+    resources TEXT NOT NULL,
+    workdir TEXT,
+    point TEXT,
+    state TEXT NOT NULL,
+    reason TEXT,
+    exit_code INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL DEFAULT 3,
+    scheduler_id TEXT,
+    lease_owner TEXT,
+    lease_expires REAL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    started REAL,
+    finished REAL
+);
+CREATE INDEX jobs_state ON jobs(state, seq);
+CREATE TABLE deps (
+    job_id TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    dep_job_id TEXT NOT NULL,
+    PRIMARY KEY (job_id, ref)
+);
+CREATE INDEX deps_dep ON deps(dep_job_id);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    reason TEXT,
+    detail TEXT
+);
+CREATE INDEX events_job ON events(job_id, id);
+"""
+
+_JOB_COLUMNS = (
+    "job_id, sweep, stage, command_template, command, params, resources, workdir, point, state, reason, "
+    "exit_code, attempts, max_attempts, scheduler_id, lease_owner, lease_expires, created, updated, "
+    "started, finished"
+)
+
+_PLACEHOLDER = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
+
+
+@dataclass
+class JobSpec:
+    """A job to be added: what expansion produces. ``job_id`` is a content hash (see near.expand).
+
+    ``command`` is a template: axis values already substituted, dispatch-time placeholders left
+    (``${run_dir}``, ``${job_id}``, ``${exp_dir}``, ``${<ref>.run_dir}`` for each ``deps`` ref).
+    ``deps`` maps a reference name to the job id it points at. ``uses`` counts the grid points that
+    share this job (more than one: a shared job, e.g. an ncsn stage common to several ablations).
+    """
+
+    job_id: str
+    stage: str
+    command: str
+    params: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+    deps: dict[str, str] = field(default_factory=dict)
+    sweep: str = ""
+    max_attempts: int = 3
+    workdir: str | None = None
+    point: str | None = None
+    uses: int = 1
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """Outcome of :meth:`JobTable.add`: jobs inserted, jobs already present, jobs used by >1 grid point."""
+
+    new: int
+    existing: int
+    shared: int
+    new_ids: tuple[str, ...] = ()
+
+
+@dataclass
+class JobRecord:
+    """One row of the job table, as read. ``run_dir`` is absolute."""
+
+    job_id: str
+    sweep: str
+    stage: str
+    command_template: str
+    params: dict[str, Any]
+    resources: dict[str, Any]
+    workdir: str | None
+    point: str | None
+    state: str
+    reason: str | None
+    exit_code: int | None
+    attempts: int
+    max_attempts: int
+    scheduler_id: str | None
+    lease_owner: str | None
+    lease_expires: float | None
+    created: float
+    updated: float
+    started: float | None
+    finished: float | None
+    run_dir: str
+    exp_dir: str
+    deps: dict[str, str]
+
+    @property
+    def command(self) -> str:
+        """The exact shell command of this job, placeholders resolved against the table location."""
+        return resolve_command(self.command_template, self.job_id, self.exp_dir, self.deps)
+
+    def dep_run_dirs(self) -> dict[str, str]:
+        """Reference name -> absolute run dir of the job it points at."""
+        return {ref: run_dir_for(self.exp_dir, dep) for ref, dep in self.deps.items()}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One state change of a job (``history``)."""
+
+    job_id: str
+    ts: float
+    from_state: str | None
+    to_state: str
+    reason: str | None
+    detail: str | None
+
+
+def run_dir_for(exp_dir: str | os.PathLike, job_id: str) -> str:
+    """The run directory of a job: ``<exp_dir>/runs/<job_id>`` (stable across attempts)."""
+    return os.path.join(os.fspath(exp_dir), "runs", job_id)
+
+
+def resolve_command(template: str, job_id: str, exp_dir: str | os.PathLike, deps: dict[str, str]) -> str:
+    """Substitute dispatch-time placeholders in a command template.
+
+    ``${run_dir}``, ``${job_id}``, ``${exp_dir}`` and ``${<ref>.run_dir}`` / ``${<ref>.job_id}`` for
+    each dependency ``ref``; ``$${`` yields a literal ``${``. Unknown placeholders raise TableError.
+    """
+    exp_dir = os.fspath(exp_dir)
+
+    def sub(m: re.Match) -> str:
+        if m.group(0) == "$${":
+            return "${"
+        name, attr = m.group(1), m.group(2)
+        if attr is None:
+            if name == "run_dir":
+                return run_dir_for(exp_dir, job_id)
+            if name == "job_id":
+                return job_id
+            if name == "exp_dir":
+                return exp_dir
+        elif name in deps:
+            if attr == "run_dir":
+                return run_dir_for(exp_dir, deps[name])
+            if attr == "job_id":
+                return deps[name]
+        raise TableError(f"job {job_id}: unresolvable placeholder {m.group(0)} in command {template!r}")
+
+    return _PLACEHOLDER.sub(sub, template)
+
+
+def _now() -> float:
+    return time.time()
+
+
+class JobTable:
+    """Handle on one job table file. One instance per process/thread (sqlite connections are not shared)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection):
+        self.path = path
+        self.exp_dir = str(path.parent.resolve())
+        self._conn = conn
+
+    # ------------------------------------------------------------------ opening
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so every transition takes the
+        # write lock before reading the state it compares against.
+        conn = sqlite3.connect(str(path), timeout=60.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=60000")
+        return conn
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, *, sweep: str = "") -> "JobTable":
+        """Create a new table at ``path`` (a file, or a directory that gets ``jobs.db``)."""
+        path = cls._file(path)
+        if path.exists():
+            raise TableError(f"{path}: job table already exists")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = cls._connect(path)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("BEGIN IMMEDIATE")
+            for stmt in _SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            conn.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)",
+                [("magic", MAGIC), ("schema_version", str(SCHEMA_VERSION)), ("sweep", sweep),
+                 ("axes", "[]"), ("created", repr(_now()))],
+            )
+            conn.execute("COMMIT")
+        except Exception:
+            conn.close()
+            path.unlink(missing_ok=True)
+            raise
+        table = cls(path, conn)
+        table._tune()
+        return table
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "JobTable":
+        """Open an existing table; a missing, foreign or corrupt file raises TableError naming it."""
+        path = cls._file(path)
+        if not path.is_file():
+            raise TableError(f"{path}: no job table here (run `near sweep add SPEC` first)")
+        try:
+            with open(path, "rb") as fh:
+                header = fh.read(16)
+        except OSError as err:
+            raise TableError(f"{path}: cannot read job table: {err}") from err
+        if header != b"SQLite format 3\x00":
+            raise TableError(f"{path}: not a near job table (not an SQLite database)")
+        conn = cls._connect(path)
+        try:
+            rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as err:
+            conn.close()
+            raise TableError(f"{path}: not a near job table or corrupt ({err})") from err
+        if rows.get("magic") != MAGIC:
+            conn.close()
+            raise TableError(f"{path}: not a near job table (foreign SQLite database)")
+        version = int(rows.get("schema_version", "0"))
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise TableError(f"{path}: job table schema {version}, this near reads {SCHEMA_VERSION}")
+        table = cls(path, conn)
+        table._tune()
+        return table
+
+    @classmethod
+    def open_or_create(cls, path: str | os.PathLike, *, sweep: str = "") -> "JobTable":
+        """Open the table at ``path``, creating it if the file does not exist."""
+        file = cls._file(path)
+        if file.exists():
+            return cls.open(file)
+        try:
+            return cls.create(file, sweep=sweep)
+        except TableError:
+            return cls.open(file)  # another process created it between our check and create
+
+    @staticmethod
+    def _file(path: str | os.PathLike) -> Path:
+        p = Path(path)
+        if p.is_dir() or (not p.suffix and not p.exists()):
+            p = p / TABLE_FILENAME
+        return p
+
+    def _tune(self) -> None:
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL: commits survive a crash of any process; only an OS crash may lose the last ones.
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA foreign_keys=OFF")
+        except sqlite3.DatabaseError as err:
+            raise TableError(f"{self.path}: cannot use job table ({err})") from err
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def __enter__(self) -> "JobTable":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ transactions
+    class _Tx:
+        def __init__(self, conn: sqlite3.Connection, path: Path):
+            self.conn, self.path = conn, path
+
+        def __enter__(self) -> sqlite3.Connection:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as err:
+                raise TableError(f"{self.path}: cannot lock job table ({err})") from err
+            return self.conn
+
+        def __exit__(self, exc_type, exc, tb) -> None:
+            if exc_type is None:
+                self.conn.execute("COMMIT")
+            else:
+                try:
+                    self.conn.execute("ROLLBACK")
+                except sqlite3.DatabaseError:
+                    pass
+
+    def _tx(self) -> "JobTable._Tx":
+        return JobTable._Tx(self._conn, self.path)
+
+    # ------------------------------------------------------------------ meta
+    def meta(self) -> dict[str, str]:
+        """The meta key/value pairs (magic, schema_version, sweep, axes, spec files, ...)."""
+        return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a meta value (e.g. the spec file a sweep came from)."""
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def axes(self) -> list[str]:
+        """Axis names of this sweep in first-seen order (the per-axis columns of ``to_frame``)."""
+        return json.loads(self.meta().get("axes", "[]"))
+
+    @property
+    def sweep(self) -> str:
+        return self.meta().get("sweep", "")
+
+    # ------------------------------------------------------------------ add
+    def add(self, jobs: Iterable[JobSpec], *, axes: Sequence[str] | None = None) -> AddResult:
+        """Insert jobs not yet present (by id). Dependencies must be in the batch or the table.
+
+        A new job whose dependency is failed/cancelled/blocked starts blocked. All or nothing:
+        on error the table is unchanged.
+        """
+        merged: dict[str, JobSpec] = {}
+        for job in jobs:
+            prev = merged.get(job.job_id)
+            if prev is None:
+                merged[job.job_id] = job
+            else:
+                prev.uses += job.uses
+        shared = sum(1 for j in merged.values() if j.uses > 1)
+        axis_names = list(axes) if axes is not None else []
+        if axes is None:
+            seen: set[str] = set()
+            for j in merged.values():
+                for k in j.params:
+                    if k not in seen:
+                        seen.add(k)
+                        axis_names.append(k)
+        now = _now()
+        with self._tx() as c:
+            existing_ids = {r[0] for r in c.execute("SELECT job_id FROM jobs")}
+            new = [j for jid, j in merged.items() if jid not in existing_ids]
+            new_set = {j.job_id for j in new}
+            dep_states: dict[str, str] = {}
+            for j in new:
+                for ref, dep in j.deps.items():
+                    if dep not in new_set and dep not in existing_ids:
+                        raise TableError(
+                            f"{self.path}: job {j.job_id} ({j.stage}) needs {ref}={dep}, which is neither "
+                            "in the table nor being added"
+                        )
+                    if dep in existing_ids and dep not in dep_states:
+                        dep_states[dep] = ""
+            if dep_states:
+                for jid, st in self._states_of(c, list(dep_states)).items():
+                    dep_states[jid] = st
+            # Initial state: blocked if any dependency (existing, or new and itself blocked) cannot finish.
+            order = _topo_order(new, new_set)
+            init: dict[str, tuple[str, str | None]] = {}
+            for j in order:
+                state, reason = PENDING, None
+                for ref, dep in j.deps.items():
+                    st = dep_states.get(dep) if dep in dep_states else init.get(dep, (PENDING,))[0]
+                    if st in BLOCKING_STATES:
+                        state, reason = BLOCKED, f"dependency {ref}={dep} is {st}"
+                        break
+                init[j.job_id] = (state, reason)
+            c.executemany(
+                "INSERT INTO jobs(job_id, sweep, stage, command_template, params, resources, workdir, point, "
+                "state, reason, max_attempts, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (j.job_id, j.sweep, j.stage, j.command, json.dumps(j.params, sort_keys=True),
+                     json.dumps(j.resources, sort_keys=True), j.workdir, j.point, init[j.job_id][0],
+                     init[j.job_id][1], int(j.max_attempts), now, now)
+                    for j in order
+                ],
+            )
+            c.executemany(
+                "INSERT INTO deps(job_id, ref, dep_job_id) VALUES (?,?,?)",
+                [(j.job_id, ref, dep) for j in order for ref, dep in j.deps.items()],
+            )
+            blocked = [(jid, now, None, BLOCKED, r, None) for jid, (s, r) in init.items() if s == BLOCKED]
+            if blocked:
+                c.executemany(
+                    "INSERT INTO events(job_id, ts, from_state, to_state, reason, detail) VALUES (?,?,?,?,?,?)",
+                    blocked,
+                )
+            old_axes = json.loads(
+                (c.execute("SELECT value FROM meta WHERE key='axes'").fetchone() or ["[]"])[0]
+            )
+            all_axes = old_axes + [a for a in axis_names if a not in old_axes]
+            if all_axes != old_axes:
+                c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('axes', ?)", (json.dumps(all_axes),))
+            if not (c.execute("SELECT value FROM meta WHERE key='sweep'").fetchone() or [""])[0]:
+                sweep_name = next((j.sweep for j in new if j.sweep), "")
+                if sweep_name:
+                    c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('sweep', ?)", (sweep_name,))
+        return AddResult(
+            new=len(new), existing=len(merged) - len(new), shared=shared,
+            new_ids=tuple(j.job_id for j in order),
+        )
+
+    @staticmethod
+    def _states_of(c: sqlite3.Connection, ids: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = f"SELECT job_id, state FROM jobs WHERE job_id IN ({','.join('?' * len(chunk))})"
+            out.update(c.execute(q, chunk).fetchall())
+        return out
+
+    # ------------------------------------------------------------------ reading
+    def _deps_map(self, ids: Sequence[str] | None = None) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        if ids is None:
+            rows = self._conn.execute("SELECT job_id, ref, dep_job_id FROM deps").fetchall()
+        else:
+            rows = []
+            for i in range(0, len(ids), 500):
+                chunk = list(ids[i : i + 500])
+                rows += self._conn.execute(
+                    f"SELECT job_id, ref, dep_job_id FROM deps WHERE job_id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+        for jid, ref, dep in rows:
+            out.setdefault(jid, {})[ref] = dep
+        return out
+
+    def _records(self, rows: list[tuple], deps: dict[str, dict[str, str]] | None = None) -> list[JobRecord]:
+        if deps is None:
+            deps = self._deps_map([r[0] for r in rows]) if len(rows) < 2000 else self._deps_map()
+        out = []
+        for r in rows:
+            (job_id, sweep, stage, template, _cmd, params, resources, workdir, point, state, reason,
+             exit_code, attempts, max_attempts, scheduler_id, lease_owner, lease_expires, created,
+             updated, started, finished) = r
+            out.append(JobRecord(
+                job_id=job_id, sweep=sweep, stage=stage, command_template=template,
+                params=json.loads(params), resources=json.loads(resources), workdir=workdir, point=point,
+                state=state, reason=reason, exit_code=exit_code, attempts=attempts,
+                max_attempts=max_attempts, scheduler_id=scheduler_id, lease_owner=lease_owner,
+                lease_expires=lease_expires, created=created, updated=updated, started=started,
+                finished=finished, run_dir=run_dir_for(self.exp_dir, job_id), exp_dir=self.exp_dir,
+                deps=deps.get(job_id, {}),
+            ))
+        return out
+
+    def get(self, job_id: str) -> JobRecord:
+        """The job with this exact id; TableError if absent."""
+        rows = self._conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id=?", (job_id,)).fetchall()
+        if not rows:
+            raise TableError(f"{self.path}: no job {job_id}")
+        return self._records(rows)[0]
+
+    def find(self, prefix: str) -> JobRecord:
+        """The job whose id starts with ``prefix`` (must be unique)."""
+        ids = [r[0] for r in self._conn.execute(
+            "SELECT job_id FROM jobs WHERE job_id >= ? AND job_id < ? LIMIT 3", (prefix, prefix + "\uffff")
+        )]
+        if not ids:
+            raise TableError(f"{self.path}: no job matches {prefix!r}")
+        if len(ids) > 1 and prefix not in ids:
+            raise TableError(f"{self.path}: {prefix!r} is ambiguous ({', '.join(ids)}, ...)")
+        return self.get(prefix if prefix in ids else ids[0])
+
+    def jobs(self, states: Iterable[str] | None = None, stages: Iterable[str] | None = None) -> list[JobRecord]:
+        """All jobs (optionally only those in ``states`` / ``stages``), in insertion order."""
+        q, args = f"SELECT {_JOB_COLUMNS} FROM jobs", []
+        where = []
+        if states is not None:
+            states = list(states)
+            _check_states(states)
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args += states
+        if stages is not None:
+            stages = list(stages)
+            where.append(f"stage IN ({','.join('?' * len(stages))})")
+            args += stages
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        return self._records(self._conn.execute(q + " ORDER BY seq", args).fetchall())
+
+    def counts(self) -> dict[str, int]:
+        """Number of jobs per state (every state present as a key)."""
+        out = {s: 0 for s in STATES}
+        out.update(self._conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+        return out
+
+    def __len__(self) -> int:
+        return self._conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+
+    def history(self, job_id: str) -> list[Event]:
+        """The job's state changes, oldest first (the first entry is its creation)."""
+        job = self.get(job_id)
+        events = [Event(job_id, job.created, None, "created", None, None)]
+        events += [Event(*r) for r in self._conn.execute(
+            "SELECT job_id, ts, from_state, to_state, reason, detail FROM events WHERE job_id=? ORDER BY id",
+            (job_id,),
+        )]
+        return events
+
+    def deps(self, job_id: str) -> dict[str, str]:
+        """Reference name -> job id this job depends on."""
+        return self._deps_map([job_id]).get(job_id, {})
+
+    def dependents(self, job_id: str) -> list[str]:
+        """Ids of the jobs that depend directly on ``job_id``."""
+        return [r[0] for r in self._conn.execute("SELECT job_id FROM deps WHERE dep_job_id=?", (job_id,))]
+
+    # ------------------------------------------------------------------ transitions
+    def _event(self, c: sqlite3.Connection, job_id: str, ts: float, frm: str | None, to: str,
+               reason: str | None, detail: str | None = None) -> None:
+        c.execute(
+            "INSERT INTO events(job_id, ts, from_state, to_state, reason, detail) VALUES (?,?,?,?,?,?)",
+            (job_id, ts, frm, to, reason, detail),
+        )
+
+    def claim(
+        self,
+        owner: str,
+        limit: int = 1,
+        lease_s: float | None = 60.0,
+        *,
+        to_state: str = RUNNING,
+        stages: Iterable[str] | None = None,
+        job_ids: Iterable[str] | None = None,
+    ) -> list[JobRecord]:
+        """Atomically take up to ``limit`` pending jobs whose dependencies are all done.
+
+        They move to ``to_state`` (running, or queued for a scheduler) owned by ``owner`` with a lease
+        of ``lease_s`` seconds (None: no lease, e.g. SLURM owns liveness), attempts+1. Never returns
+        a job another claim returned, across processes. Oldest jobs first.
+        """
+        if to_state not in ACTIVE_STATES:
+            raise TableError(f"claim: to_state must be one of {ACTIVE_STATES}, not {to_state!r}")
+        now = _now()
+        expires = None if lease_s is None else now + lease_s
+        where, args = ["j.state='pending'"], []
+        if stages is not None:
+            stages = list(stages)
+            where.append(f"j.stage IN ({','.join('?' * len(stages))})")
+            args += stages
+        if job_ids is not None:
+            job_ids = list(job_ids)
+            if not job_ids:
+                return []
+            where.append(f"j.job_id IN ({','.join('?' * len(job_ids))})")
+            args += job_ids
+        with self._tx() as c:
+            rows = c.execute(
+                f"UPDATE jobs SET state=?, lease_owner=?, lease_expires=?, attempts=attempts+1, updated=?, "
+                f"reason=NULL, exit_code=NULL, started=CASE WHEN ?='running' THEN ? ELSE started END "
+                f"WHERE job_id IN (SELECT j.job_id FROM jobs j WHERE {' AND '.join(where)} AND NOT EXISTS ("
+                f"SELECT 1 FROM deps d JOIN jobs p ON p.job_id=d.dep_job_id "
+                f"WHERE d.job_id=j.job_id AND p.state!='done') ORDER BY j.seq LIMIT ?) "
+                f"RETURNING {_JOB_COLUMNS}",
+                [to_state, owner, expires, now, to_state, now] + args + [int(limit)],
+            ).fetchall()
+            for r in rows:
+                self._event(c, r[0], now, PENDING, to_state, None, f"owner={owner}")
+        return self._records(rows)
+
+    def heartbeat(self, owner: str, job_ids: Iterable[str], lease_s: float = 60.0) -> set[str]:
+        """Extend the leases ``owner`` holds on ``job_ids``; returns the ids it still owns."""
+        ids = list(job_ids)
+        if not ids:
+            return set()
+        now = _now()
+        with self._tx() as c:
+            rows = c.execute(
+                f"UPDATE jobs SET lease_expires=?, updated=? WHERE lease_owner=? AND state IN ('running','queued') "
+                f"AND job_id IN ({','.join('?' * len(ids))}) RETURNING job_id",
+                [now + lease_s, now, owner] + ids,
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def transition(
+        self,
+        job_id: str,
+        to_state: str,
+        *,
+        reason: str | None = None,
+        exit_code: int | None = None,
+        scheduler_id: str | None = None,
+        expect: Iterable[str] | None = None,
+        owner: str | None = None,
+        detail: str | None = None,
+        charge: int = 0,
+        new_owner: str | None = None,
+        lease_s: float | None = None,
+    ) -> bool:
+        """Compare-and-set one job's state. Returns False (and changes nothing) if the job is not in
+        one of ``expect`` (default: any state) or, with ``owner``, not leased by ``owner``.
+
+        Side effects, in the same transaction: timestamps (started on running, finished on
+        done/failed/cancelled), the lease is dropped when leaving running/queued, attempts += ``charge``
+        (+1 automatically when going from pending to running/queued), dependents of a job going to
+        failed/cancelled become blocked (transitively), an event row is written. Going to an active
+        state, ``new_owner``/``lease_s`` set the lease holder and its expiry.
+        """
+        _check_states([to_state])
+        expect = list(expect) if expect is not None else None
+        if expect is not None:
+            _check_states(expect)
+        now = _now()
+        with self._tx() as c:
+            row = c.execute(
+                "SELECT state, lease_owner FROM jobs WHERE job_id=?", (job_id,)
+            ).fetchone()
+            if row is None:
+                raise TableError(f"{self.path}: no job {job_id}")
+            frm, lease_owner = row
+            if expect is not None and frm not in expect:
+                return False
+            if owner is not None and lease_owner != owner:
+                return False
+            self._apply(c, job_id, frm, to_state, now, reason=reason, exit_code=exit_code,
+                        scheduler_id=scheduler_id, detail=detail, charge=charge, new_owner=new_owner,
+                        lease_s=lease_s)
+        return True
+
+    def _apply(self, c: sqlite3.Connection, job_id: str, frm: str, to: str, now: float, *,
+               reason: str | None, exit_code: int | None = None, scheduler_id: str | None = None,
+               detail: str | None = None, charge: int = 0, new_owner: str | None = None,
+               lease_s: float | None = None) -> None:
+        sets = ["state=?", "reason=?", "updated=?"]
+        args: list[Any] = [to, reason, now]
+        if exit_code is not None or to in (PENDING, QUEUED, RUNNING):
+            sets.append("exit_code=?")
+            args.append(exit_code)
+        if scheduler_id is not None:
+            sets.append("scheduler_id=?")
+            args.append(scheduler_id)
+        if to == RUNNING and frm != RUNNING:
+            sets.append("started=?")
+            args.append(now)
+        if to in FINAL_STATES:
+            sets.append("finished=?")
+            args.append(now)
+        elif to in (PENDING, QUEUED, RUNNING):
+            sets.append("finished=NULL")
+        if frm == PENDING and to in ACTIVE_STATES:
+            charge += 1
+        if charge:
+            sets.append("attempts=MAX(0, attempts+?)")
+            args.append(charge)
+        if to in ACTIVE_STATES:
+            if new_owner is not None:
+                sets.append("lease_owner=?")
+                args.append(new_owner)
+            if lease_s is not None:
+                sets.append("lease_expires=?")
+                args.append(now + lease_s)
+        else:
+            sets.append("lease_owner=NULL, lease_expires=NULL")
+        c.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE job_id=?", args + [job_id])
+        ev_detail = detail
+        if exit_code is not None:
+            ev_detail = f"exit_code={exit_code}" + (f"; {detail}" if detail else "")
+        self._event(c, job_id, now, frm, to, reason, ev_detail)
+        if to in (FAILED, CANCELLED) and frm not in (FAILED, CANCELLED):
+            self._block_dependents(c, job_id, now, f"dependency {job_id} {to}")
+
+    def _block_dependents(self, c: sqlite3.Connection, job_id: str, now: float, reason: str) -> None:
+        frontier = [job_id]
+        while frontier:
+            nxt = []
+            for jid in frontier:
+                rows = c.execute(
+                    "UPDATE jobs SET state='blocked', reason=?, updated=? WHERE state='pending' AND job_id IN "
+                    "(SELECT job_id FROM deps WHERE dep_job_id=?) RETURNING job_id",
+                    (reason, now, jid),
+                ).fetchall()
+                for (dep,) in rows:
+                    self._event(c, dep, now, PENDING, BLOCKED, reason)
+                    nxt.append(dep)
+            frontier = nxt
+
+    # conveniences -------------------------------------------------------
+    def mark_queued(self, job_id: str, scheduler_id: str | None = None, *, owner: str | None = None,
+                    expect: Iterable[str] = (PENDING,)) -> bool:
+        """pending -> queued (submitted to a scheduler), recording its scheduler id."""
+        return self.transition(job_id, QUEUED, scheduler_id=scheduler_id, expect=expect, owner=owner)
+
+    def mark_running(self, job_id: str, *, owner: str | None = None, scheduler_id: str | None = None,
+                     lease_s: float | None = None, expect: Iterable[str] = (PENDING, QUEUED, RUNNING)) -> bool:
+        """-> running (e.g. a SLURM job started); with ``owner``/``lease_s`` it takes the lease."""
+        return self.transition(job_id, RUNNING, scheduler_id=scheduler_id, expect=expect,
+                               new_owner=owner, lease_s=lease_s, detail=f"owner={owner}" if owner else None)
+
+    def mark_done(self, job_id: str, *, owner: str | None = None, exit_code: int | None = 0,
+                  expect: Iterable[str] = ACTIVE_STATES) -> bool:
+        """running/queued -> done."""
+        return self.transition(job_id, DONE, exit_code=exit_code, expect=expect, owner=owner)
+
+    def mark_failed(self, job_id: str, reason: str, *, exit_code: int | None = None, owner: str | None = None,
+                    expect: Iterable[str] = ACTIVE_STATES + (PENDING,)) -> bool:
+        """-> failed with a reason (e.g. ``exit code 1``, ``timeout``); dependents become blocked."""
+        return self.transition(job_id, FAILED, reason=reason, exit_code=exit_code, expect=expect, owner=owner)
+
+    def mark_cancelled(self, job_id: str, reason: str = "cancelled", *,
+                       expect: Iterable[str] = (PENDING, QUEUED, RUNNING, BLOCKED)) -> bool:
+        """-> cancelled; dependents become blocked."""
+        return self.transition(job_id, CANCELLED, reason=reason, expect=expect)
+
+    def release(self, job_id: str, reason: str = "interrupted", *, owner: str | None = None,
+                refund: bool = True, exit_code: int | None = None) -> bool:
+        """Put an active job back to pending after an interruption the executor caused (Ctrl-C,
+        SIGTERM, preemption): no attempt charged when ``refund``."""
+        return self.transition(job_id, PENDING, reason=reason, owner=owner, expect=ACTIVE_STATES,
+                               charge=-1 if refund else 0, exit_code=exit_code)
+
+    def retry_or_fail(self, job_id: str, reason: str, *, exit_code: int | None = None,
+                      owner: str | None = None) -> str | None:
+        """An attempt was lost (time-out, crash, preemption): back to pending if attempts remain,
+        else failed. Returns the new state, or None if the CAS did not apply."""
+        now = _now()
+        with self._tx() as c:
+            row = c.execute("SELECT state, lease_owner, attempts, max_attempts FROM jobs WHERE job_id=?",
+                            (job_id,)).fetchone()
+            if row is None:
+                raise TableError(f"{self.path}: no job {job_id}")
+            frm, lease_owner, attempts, max_attempts = row
+            if frm not in ACTIVE_STATES or (owner is not None and lease_owner != owner):
+                return None
+            if attempts >= max_attempts:
+                to, why = FAILED, f"{reason} (after {attempts} attempts)"
+            else:
+                to, why = PENDING, f"{reason}; retrying (attempt {attempts}/{max_attempts} lost)"
+            self._apply(c, job_id, frm, to, now, reason=why, exit_code=exit_code)
+        return to
+
+    def set_scheduler_id(self, job_id: str, scheduler_id: str) -> None:
+        """Record the executor's id for a job without changing its state."""
+        with self._tx() as c:
+            c.execute("UPDATE jobs SET scheduler_id=?, updated=? WHERE job_id=?", (scheduler_id, _now(), job_id))
+
+    def set_command(self, job_id: str, command: str) -> None:
+        """Record the exact command dispatched (shown by ``show``)."""
+        with self._tx() as c:
+            c.execute("UPDATE jobs SET command=? WHERE job_id=?", (command, job_id))
+
+    def requeue_stale(self, now: float | None = None) -> list[tuple[str, str]]:
+        """Jobs whose lease expired (their worker or controller died): back to pending, or failed
+        once ``attempts >= max_attempts``. Returns ``[(job_id, new_state), ...]``."""
+        now = _now() if now is None else now
+        out = []
+        with self._tx() as c:
+            rows = c.execute(
+                "SELECT job_id, state, lease_owner, attempts, max_attempts FROM jobs "
+                "WHERE state IN ('running','queued') AND lease_expires IS NOT NULL AND lease_expires < ?",
+                (now,),
+            ).fetchall()
+            for job_id, frm, owner, attempts, max_attempts in rows:
+                if attempts >= max_attempts:
+                    to, why = FAILED, f"lease expired (worker {owner} lost) after {attempts} attempts"
+                else:
+                    to, why = PENDING, f"lease expired (worker {owner} lost); attempt {attempts}/{max_attempts}"
+                self._apply(c, job_id, frm, to, _now(), reason=why)
+                out.append((job_id, to))
+        return out
+
+    def reset(self, states: Iterable[str], *, job_ids: Iterable[str] | None = None, force: bool = False) -> int:
+        """Put jobs in ``states`` back to pending with attempts=0; blocked jobs whose dependencies no
+        longer fail become pending again. Active states need ``force`` (they may still be running).
+        Returns the number of jobs changed (reset + unblocked)."""
+        states = list(states)
+        _check_states(states)
+        if not force and any(s in ACTIVE_STATES for s in states):
+            raise TableError("reset of queued/running jobs could run them twice; stop them first (or force)")
+        now = _now()
+        changed = 0
+        with self._tx() as c:
+            q = f"SELECT job_id, state FROM jobs WHERE state IN ({','.join('?' * len(states))})"
+            args: list[Any] = list(states)
+            if job_ids is not None:
+                ids = list(job_ids)
+                q += f" AND job_id IN ({','.join('?' * len(ids))})"
+                args += ids
+            for job_id, frm in c.execute(q, args).fetchall():
+                if frm == BLOCKED:
+                    continue  # unblocked below only if their dependencies allow it
+                c.execute(
+                    "UPDATE jobs SET state='pending', reason=NULL, exit_code=NULL, attempts=0, "
+                    "lease_owner=NULL, lease_expires=NULL, finished=NULL, updated=? WHERE job_id=?",
+                    (now, job_id),
+                )
+                self._event(c, job_id, now, frm, PENDING, "reset")
+                changed += 1
+            changed += self._unblock(c, now)
+        return changed
+
+    def _unblock(self, c: sqlite3.Connection, now: float) -> int:
+        changed = 0
+        while True:
+            rows = c.execute(
+                "SELECT j.job_id FROM jobs j WHERE j.state='blocked' AND NOT EXISTS (SELECT 1 FROM deps d "
+                "JOIN jobs p ON p.job_id=d.dep_job_id WHERE d.job_id=j.job_id "
+                "AND p.state IN ('failed','cancelled','blocked'))"
+            ).fetchall()
+            if not rows:
+                return changed
+            for (job_id,) in rows:
+                c.execute("UPDATE jobs SET state='pending', reason=NULL, updated=? WHERE job_id=?", (now, job_id))
+                self._event(c, job_id, now, BLOCKED, PENDING, "unblocked: dependencies no longer failed")
+                changed += 1
+
+    def cancel(self, job_ids: Iterable[str], reason: str = "cancelled by user") -> int:
+        """Cancel the given jobs that are not yet final; dependents become blocked."""
+        n = 0
+        for jid in job_ids:
+            n += self.mark_cancelled(jid, reason)
+        return n
+
+    # ------------------------------------------------------------------ views
+    def to_frame(self):
+        """pandas DataFrame, one row per job: job_id, sweep, stage, state, reason, exit_code, attempts,
+        max_attempts, run_dir (absolute), command (resolved), command_template, scheduler_id,
+        created/updated/started/finished (UTC timestamps), deps (ref -> job id), resources, plus one
+        column per sweep axis (NaN/None where a job does not use the axis)."""
+        import pandas as pd
+
+        axes = self.axes()
+        recs = self.jobs()
+        rows = []
+        for r in recs:
+            row = {
+                "job_id": r.job_id, "sweep": r.sweep, "stage": r.stage, "state": r.state, "reason": r.reason,
+                "exit_code": r.exit_code, "attempts": r.attempts, "max_attempts": r.max_attempts,
+                "run_dir": r.run_dir, "command": r.command, "command_template": r.command_template,
+                "scheduler_id": r.scheduler_id, "point": r.point,
+                "created": r.created, "updated": r.updated, "started": r.started, "finished": r.finished,
+                "deps": json.dumps(r.deps, sort_keys=True), "resources": json.dumps(r.resources, sort_keys=True),
+            }
+            for a in axes:
+                row[a] = r.params.get(a)
+            for k, v in r.params.items():
+                if k not in row:
+                    row[k] = v
+            rows.append(row)
+        cols = ["job_id", "sweep", "stage", "state", "reason", "exit_code", "attempts", "max_attempts",
+                "run_dir", "command", "command_template", "scheduler_id", "point", "created", "updated",
+                "started", "finished", "deps", "resources"]
+        cols += [a for a in axes if a not in cols]
+        df = pd.DataFrame(rows, columns=cols if not rows else None)
+        if rows:
+            df = df[cols + [c for c in df.columns if c not in cols]]
+        for col in ("created", "updated", "started", "finished"):
+            df[col] = pd.to_datetime(df[col], unit="s", utc=True)
+        df["exit_code"] = df["exit_code"].astype("Int64")
+        return df
+
+    def export(self, path: str | os.PathLike, fmt: str | None = None) -> Path:
+        """Write ``to_frame()`` to CSV or parquet (``fmt`` from the suffix if omitted)."""
+        path = Path(path)
+        fmt = (fmt or path.suffix.lstrip(".")).lower()
+        df = self.to_frame()
+        if fmt == "csv":
+            df.to_csv(path, index=False)
+        elif fmt == "parquet":
+            # axis columns may mix types across axes' values; parquet needs one type per column
+            for col in df.columns:
+                if df[col].dtype == object:
+                    types = {type(v) for v in df[col] if v is not None and v == v}
+                    if len(types) > 1:
+                        df[col] = df[col].map(lambda v: None if v is None or v != v else str(v))
+            df.to_parquet(path, index=False)
+        else:
+            raise TableError(f"export: unknown format {fmt!r} (csv or parquet)")
+        return path
+
+
+def _check_states(states: Iterable[str]) -> None:
+    bad = [s for s in states if s not in STATES]
+    if bad:
+        raise TableError(f"unknown job state(s) {', '.join(map(repr, bad))}; states are {', '.join(STATES)}")
+
+
+def _topo_order(jobs: list[JobSpec], ids: set[str]) -> list[JobSpec]:
+    """Jobs ordered so that dependencies inside the batch come first (stable otherwise)."""
+    if not any(j.deps for j in jobs):
+        return jobs
+    by_id = {j.job_id: j for j in jobs}
+    done: set[str] = set()
+    out: list[JobSpec] = []
+    for j in jobs:
+        stack = [(j, False)]
+        while stack:
+            cur, expanded = stack.pop()
+            if cur.job_id in done:
+                continue
+            if expanded:
+                done.add(cur.job_id)
+                out.append(cur)
+                continue
+            stack.append((cur, True))
+            for dep in cur.deps.values():
+                if dep in ids and dep not in done:
+                    stack.append((by_id[dep], False))
+    return out
