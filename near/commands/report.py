@@ -1,7 +1,31 @@
-"""`near` CLI commands of the report group (placeholder until the stage lands)."""
+"""`near report EXP [--spec plotting/NAME.yaml] [--out DIR]`: regenerate figures and tables from logs."""
+
+from __future__ import annotations
 
 import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this group's commands to `subparsers`."""
+    """Add the `report` command."""
+    p = subparsers.add_parser(
+        "report",
+        help="figures and tables from a sweep's tensorboard logs",
+        description="Read every run's event files (cached in EXP/.cache/scalars), join the job table's "
+        "metadata, and write the figures and tables of a plotting spec. Default spec: the one in plotting/ "
+        "whose `sweep:` is EXP's folder name, else one derived from the data.",
+    )
+    p.add_argument("exp", help="experiment folder, e.g. experiments/demo (holds jobs.db and runs/)")
+    p.add_argument("--spec", default=None, help="plotting spec YAML (default: matched by sweep name)")
+    p.add_argument("--out", default=None, help="output folder (default: EXP/figures)")
+    p.add_argument("--workers", type=int, default=None, help="processes that decode event files (default: CPUs)")
+    p.add_argument("--no-cache", action="store_true", help="ignore and do not write EXP/.cache/scalars")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from near.report.pipeline import run_report
+
+    rep = run_report(args.exp, args.spec, args.out, args.workers, not args.no_cache)
+    print(f"near report: {len(rep.written)} file(s) written to {rep.out}"
+          + (f"; {len(rep.warnings)} warning(s)" if rep.warnings else ""))
+    return 0

@@ -137,9 +137,12 @@ def bootstrap_ci(
     block = max(1, 4_000_000 // max(1, n * x.shape[1]))
     boot = np.concatenate([stat(x[idx[i : i + block]], axis=1) for i in range(0, n_boot, block)])
     alpha = (1.0 - level) / 2.0
-    with np.errstate(invalid="ignore"):
-        lo = np.nanquantile(boot, alpha, axis=0) if np.isfinite(boot).any() else np.full(x.shape[1], np.nan)
-        hi = np.nanquantile(boot, 1.0 - alpha, axis=0) if np.isfinite(boot).any() else np.full(x.shape[1], np.nan)
+    lo = np.full(boot.shape[1], np.nan)
+    hi = np.full(boot.shape[1], np.nan)
+    cols = np.isfinite(boot).any(axis=0)  # columns where no run has data stay NaN
+    if cols.any():
+        lo[cols] = np.nanquantile(boot[:, cols], alpha, axis=0)
+        hi[cols] = np.nanquantile(boot[:, cols], 1.0 - alpha, axis=0)
     if squeeze:
         return lo[0], hi[0]
     return lo, hi

@@ -1,0 +1,178 @@
+"""Seaborn/matplotlib figures from aggregated curves (Agg backend; PDF and PNG).
+
+Colours are a pure function of the label (`color_for`), so an algorithm has the same colour in
+every figure of every report, whichever subset of algorithms a figure shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+# Fixed colours for the algorithms this project ships; anything else is hashed into EXTRA.
+FIXED_COLOURS = {
+    "NEAR": "#e6194B",
+    "AMP": "#4363d8",
+    "Track": "#3cb44b",
+    "PPO": "#f58231",
+    "DMP": "#911eb4",
+    "CEM": "#469990",
+}
+EXTRA = ["#42d4f4", "#f032e6", "#9A6324", "#808000", "#800000", "#000075", "#a9a9a9", "#bcf60c", "#fabebe"]
+EXPERT_COLOUR = "#000000"
+
+
+def color_for(name: str, overrides: dict | None = None) -> str:
+    """Colour of a curve label: spec override, else fixed table, else a stable hash of the name."""
+    if overrides and name in overrides:
+        return overrides[name]
+    if name in FIXED_COLOURS:
+        return FIXED_COLOURS[name]
+    digest = int(hashlib.sha1(name.encode()).hexdigest(), 16)
+    return EXTRA[digest % len(EXTRA)]
+
+
+def ordered_colours(names: list[str]) -> dict[str, str]:
+    """Distinct colours for ablation variants: a seaborn palette in the variants' order."""
+    import seaborn as sns
+
+    pal = sns.color_palette("colorblind", max(len(names), 1))
+    return {n: pal[i % len(pal)] for i, n in enumerate(names)}
+
+
+def _setup():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import seaborn as sns
+
+    sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
+
+
+def _spread(values: list[float], min_gap: float) -> list[float]:
+    """Move label positions apart (keeping their order) so no two are closer than `min_gap`."""
+    order = np.argsort(values)
+    pos = np.array(values, dtype=float)[order]
+    for i in range(1, len(pos)):
+        pos[i] = max(pos[i], pos[i - 1] + min_gap)
+    shift = (pos.mean() - np.array(values)[order].mean()) if len(pos) else 0.0
+    pos -= shift
+    out = np.empty_like(pos)
+    out[order] = pos
+    return out.tolist()
+
+
+def curves_figure(
+    panels: list[dict],
+    out_base: Path,
+    title: str | None,
+    x_label: str,
+    y_label: str,
+    colours: dict[str, str],
+    annotate_end: bool = True,
+    col_wrap: int = 4,
+    size: tuple[float, float] = (4.2, 3.2),
+    sharey: bool = False,
+    formats: tuple[str, ...] = ("pdf", "png"),
+    ci_level: float = 0.95,
+) -> list[Path]:
+    """One figure: a panel per facet value, a line + CI band per curve, optional expert line.
+
+    `panels`: list of {"title": str, "curves": {label: Curve}, "expert": float | None}.
+    Returns the files written.
+    """
+    _setup()
+    import matplotlib.pyplot as plt
+
+    n = max(1, len(panels))
+    ncols = min(n, col_wrap)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols + (0.6 if annotate_end else 0), size[1] * nrows),
+                             squeeze=False, sharey=sharey)
+    handles: dict[str, object] = {}
+    for k, panel in enumerate(panels):
+        ax = axes[k // ncols][k % ncols]
+        ends = []
+        for label, curve in panel["curves"].items():
+            colour = colours[label]
+            valid = ~np.isnan(curve.center)
+            if not valid.any():
+                continue
+            (line,) = ax.plot(curve.grid[valid], curve.center[valid], color=colour, lw=1.6, label=label)
+            band = valid & ~np.isnan(curve.low) & ~np.isnan(curve.high)
+            ax.fill_between(curve.grid[band], curve.low[band], curve.high[band], color=colour, alpha=0.2, lw=0)
+            handles.setdefault(label, line)
+            last = np.flatnonzero(valid)[-1]
+            ends.append((float(curve.center[last]), float(curve.grid[last]), colour))
+        expert = panel.get("expert")
+        if expert is not None:
+            line = ax.axhline(expert, color=EXPERT_COLOUR, ls="--", lw=1.2, label="Expert")
+            handles.setdefault("Expert", line)
+        ax.set_title(panel["title"])
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label if k % ncols == 0 or not sharey else "")
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+        if annotate_end and ends:
+            lo, hi = ax.get_ylim()
+            ys = _spread([e[0] for e in ends], 0.07 * (hi - lo))
+            x_right = ax.get_xlim()[1]
+            for (yv, xv, colour), ytext in zip(ends, ys):
+                ax.annotate(f"{yv:.3g}", xy=(xv, yv), xytext=(x_right + 0.02 * (x_right - ax.get_xlim()[0]), ytext),
+                            textcoords="data", color=colour, fontsize=8, va="center", annotation_clip=False,
+                            arrowprops=dict(arrowstyle="-", color=colour, lw=0.6, alpha=0.7))
+    for k in range(len(panels), nrows * ncols):
+        axes[k // ncols][k % ncols].set_visible(False)
+    if handles:
+        fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=min(len(handles), 6),
+                   frameon=False, bbox_to_anchor=(0.5, 0.0))
+    if title:
+        fig.suptitle(f"{title}  (shaded: {int(round(ci_level * 100))}% bootstrap CI)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.08 if nrows == 1 else 0.05, 1, 1))
+    return _save(fig, out_base, formats)
+
+
+def _save(fig, out_base: Path, formats) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    out_base.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        path = out_base.with_suffix(f".{fmt}")
+        fig.savefig(path, dpi=150 if fmt == "png" else None, bbox_inches="tight")
+        written.append(path)
+    plt.close(fig)
+    return written
+
+
+def heatmap_figure(
+    panels: list[dict], out_base: Path, title: str | None, formats=("pdf", "png"), walls=None,
+) -> list[Path]:
+    """Learnt-reward landscapes: one heatmap per panel {"title", "x", "y", "z", "label"} over the 2-D maze.
+
+    `walls`: optional list of (x0, y0, x1, y1) rectangles drawn on top (the maze's obstacles).
+    """
+    _setup()
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.3), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        mesh = ax.pcolormesh(panel["x"], panel["y"], panel["z"], shading="auto", cmap="viridis")
+        fig.colorbar(mesh, ax=ax, fraction=0.046, pad=0.04, label=panel.get("label", ""))
+        for (x0, y0, x1, y1) in walls or []:
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, facecolor="white", edgecolor="black", lw=0.5))
+        if panel.get("demo") is not None:
+            demo = np.asarray(panel["demo"])
+            ax.plot(demo[:, 0], demo[:, 1], ".", color="white", ms=1.5, alpha=0.6)
+        ax.set_title(panel["title"])
+        ax.set_aspect("equal")
+        ax.grid(False)
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, out_base, formats)

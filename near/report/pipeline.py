@@ -1,0 +1,270 @@
+"""`near report EXP`: job table + event files -> tidy frame -> figures and tables named by a spec."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from near.errors import SpecError
+from near.report import figures, logs, spec as specmod, stats, tables
+
+META_HINT = ("algorithm", "motion", "seed", "ablation", "stage", "state")
+
+
+def load_jobs(exp: Path) -> pd.DataFrame | None:
+    """The sweep's job table as a frame, or None when EXP has no jobs.db (a bare folder of runs)."""
+    db = Path(exp) / "jobs.db"
+    if not db.is_file():
+        return None
+    from near.jobtable import JobTable  # the issue-2 job table: to_frame() with run_dir and axis columns
+
+    return JobTable.open(db).to_frame()
+
+
+def plotting_dirs() -> list[Path]:
+    """Where specs are looked up: ./plotting, then the checkout's plotting/ next to the package."""
+    here = Path(__file__).resolve().parents[2] / "plotting"
+    cwd = Path.cwd() / "plotting"
+    return [cwd] if cwd.resolve() == here else [cwd, here]
+
+
+def slug(text: str) -> str:
+    """File-name-safe form of a tag or label."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
+
+
+def _runs_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per run with its metadata columns (those constant per run)."""
+    skip = {"path", "tag", "step", "value", "wall_time"}
+    cols = [c for c in frame.columns if c not in skip]
+    return frame[cols].drop_duplicates("run").set_index("run", drop=False)
+
+
+def select_runs(runs: pd.DataFrame, select: dict, where: str) -> pd.DataFrame:
+    """Runs whose metadata match every `select` entry (value or list of values; compared as text)."""
+    for key, want in select.items():
+        if key not in runs.columns:
+            avail = ", ".join(c for c in runs.columns if c != "run")
+            raise SpecError(f"{where}: key 'select.{key}' is not a column of the runs (available: {avail})")
+        wanted = {str(v) for v in (want if isinstance(want, list) else [want])}
+        runs = runs[runs[key].astype(str).isin(wanted)]
+    return runs
+
+
+def _value_order(values, order: list | None) -> list[str]:
+    present = sorted({str(v) for v in values if not pd.isna(v)})
+    if order:
+        first = [str(o) for o in order if str(o) in present]
+        return first + [v for v in present if v not in first]
+    return present
+
+
+def _expert_for(tag_spec: dict, facet_value: str | None) -> float | None:
+    exp = tag_spec.get("expert")
+    if exp is None:
+        return None
+    if isinstance(exp, dict):
+        val = exp.get(facet_value) if facet_value is not None else None
+        return float(val) if val is not None else None
+    return float(exp)
+
+
+class Report:
+    """One report run: holds the frame, the spec and the output folder; prints progress."""
+
+    def __init__(self, exp: Path, spec_path: Path | None = None, out: Path | None = None,
+                 workers: int | None = None, use_cache: bool = True, log=print, jobs: pd.DataFrame | None = None):
+        self.exp = Path(exp).resolve()
+        if not self.exp.is_dir():
+            raise SpecError(f"{exp}: no such experiment folder")
+        self.spec_path = spec_path
+        self.out = Path(out) if out else self.exp / "figures"
+        self.workers = workers
+        self.use_cache = use_cache
+        self.log = log
+        self.jobs = jobs  # a ready job frame (tests, notebooks); else read from EXP/jobs.db
+        self.written: list[Path] = []
+        self.warnings: list[str] = []
+
+    # -- reading -----------------------------------------------------------------------
+    def load(self) -> pd.DataFrame:
+        """Tidy frame of all scalars with job metadata (cached)."""
+        t0 = time.perf_counter()
+        jobs = self.jobs if self.jobs is not None else load_jobs(self.exp)
+        roots = [self.exp]
+        if jobs is not None and "run_dir" in jobs.columns:
+            roots = [Path(r) for r in jobs["run_dir"].dropna().astype(str) if os.path.isdir(r)]
+        files = logs.find_event_files(roots)
+        self.log(f"near report: {self.exp}: {len(files)} event file(s) in "
+                 f"{len(jobs) if jobs is not None else 'no'} job(s)")
+        cache = self.exp / ".cache" / "scalars" if self.use_cache else None
+        frame, rep = logs.load_scalars(files, cache, self.workers, log=self.log)
+        for w in rep.warnings:
+            self.warn(w)
+        frame = logs.dedupe_resumed(logs.attach_metadata(frame, jobs))
+        self.log(f"near report: {rep.points} scalar points from {rep.files} file(s) "
+                 f"({rep.read} read, {rep.cached} from cache) in {time.perf_counter() - t0:.2f}s")
+        self.frame = frame
+        return frame
+
+    def warn(self, msg: str) -> None:
+        self.warnings.append(msg)
+        logs.warn(msg)
+
+    def resolve_spec(self) -> dict:
+        """The spec given, else plotting/*.yaml whose sweep matches EXP's name, else a default."""
+        if self.spec_path:
+            spec = specmod.load(Path(self.spec_path))
+        else:
+            found = None
+            for d in plotting_dirs():
+                found = specmod.find_for_sweep(d, self.exp.name)
+                if found:
+                    break
+            if found:
+                spec = specmod.load(found)
+            else:
+                tags = sorted(str(t) for t in self.frame["tag"].unique()) if len(self.frame) else []
+                spec = specmod.default_spec(tags, list(self.frame.columns), self.exp.name)
+        self.log(f"near report: spec {spec['_file']}")
+        self.spec = spec
+        return spec
+
+    # -- outputs -----------------------------------------------------------------------
+    def run(self) -> list[Path]:
+        """Read, then write every figure and table of the spec; returns the files written."""
+        self.load()
+        spec = self.resolve_spec()
+        if self.frame.empty:
+            self.warn(f"{self.exp}: no scalar data in any event file; nothing to plot")
+            return []
+        runs = select_runs(_runs_table(self.frame), spec["select"], spec["_file"])
+        frame = self.frame[self.frame["run"].isin(runs.index)]
+        present = set(map(str, frame["tag"].unique()))
+        tags = spec["tags"] if spec["tags"] is not None else {t: {"label": t} for t in sorted(present)}
+        for tag, tspec in tags.items():
+            if tag not in present and not tspec.get("optional"):
+                self.warn(f"{spec['_file']}: tag '{tag}' is in no selected run (present: {', '.join(sorted(present))})")
+        self.tags = {t: v for t, v in tags.items() if t in present}
+        by_tag = {t: g for t, g in frame[frame["tag"].isin(list(self.tags))].groupby("tag", observed=True)}
+        self.by_tag = {str(k): v for k, v in by_tag.items()}
+        figs = spec["figures"]
+        if figs is None:
+            figs = specmod.default_spec([], list(frame.columns))["figures"]
+        for fig in figs:
+            t0 = time.perf_counter()
+            files = self._figure(fig)
+            self.written += files
+            self.log(f"near report: figure '{fig['name']}': {len(files)} file(s) in {time.perf_counter() - t0:.2f}s")
+        tbls = spec["tables"]
+        if tbls is None:
+            tbls = specmod.default_spec([], list(frame.columns))["tables"]
+        for tbl in tbls:
+            self.written += self._table(tbl, frame)
+        for p in self.written:
+            self.log(f"  wrote {p}")
+        return self.written
+
+    def _figure(self, fig: dict) -> list[Path]:
+        if fig["kind"] == "landscape":
+            from near.report import landscape
+
+            try:
+                return landscape.landscape_figure(self, fig)
+            except Exception as err:  # a missing checkpoint must not stop the curves and tables
+                self.warn(f"{self.spec['_file']}: figure '{fig['name']}' skipped: {err}")
+                return []
+        hue = fig["hue"] if fig["kind"] == "curves" or fig["hue"] != "algorithm" else "ablation"
+        facet = fig["facet"]
+        written = []
+        tags = fig["tags"] or list(self.tags)
+        for tag in tags:
+            if tag not in self.tags:
+                if tag not in (self.spec["tags"] or {}):
+                    raise SpecError(f"{self.spec['_file']}: figure '{fig['name']}' names tag '{tag}' not listed under tags")
+                continue
+            data = self.by_tag[tag]
+            runs = select_runs(_runs_table(data), fig["select"], f"{self.spec['_file']}: figures '{fig['name']}'")
+            data = data[data["run"].isin(runs.index)]
+            for col in [hue] + ([facet] if facet else []):
+                if col not in data.columns:
+                    raise SpecError(f"{self.spec['_file']}: figure '{fig['name']}': column '{col}' is not in the "
+                                    f"data (available: {', '.join(c for c in data.columns if c not in ('path', 'value', 'step', 'wall_time', 'tag'))})")
+            if data.empty:
+                continue
+            written += self._curves(fig, tag, data, hue, facet)
+        return written
+
+    def _curves(self, fig: dict, tag: str, data: pd.DataFrame, hue: str, facet: str | None) -> list[Path]:
+        spec, tspec = self.spec, self.tags[tag]
+        smoothing = tspec["smoothing"] if tspec.get("smoothing") is not None else spec["smoothing"]
+        hue_values = _value_order(data[hue].astype(object).unique(), fig["order"])
+        if fig["kind"] == "ablation":
+            colours = figures.ordered_colours(hue_values)
+        else:
+            colours = {h: figures.color_for(h, spec["palette"]) for h in hue_values}
+        facet_values = _value_order(data[facet].astype(object).unique(), None) if facet else [None]
+        panels = []
+        for fv in facet_values:
+            part = data if fv is None else data[data[facet].astype(str) == fv]
+            run_steps = [g["step"].to_numpy() for _, g in part.groupby("run", observed=True)]
+            grid = stats.step_grid(run_steps, spec["grid"]["points"], spec["grid"]["truncate"])
+            curves = {}
+            for hv in hue_values:
+                sub = part[part[hue].astype(str) == hv]
+                if sub.empty:
+                    continue
+                g, mat, names = stats.run_matrix(sub, grid=grid, smoothing=smoothing)
+                curves[hv] = stats.aggregate_curve(g, mat, names, spec["statistic"], spec["ci"]["level"],
+                                                   spec["ci"]["n_boot"], spec["ci"]["seed"])
+            panels.append({"title": fv if fv is not None else tspec["label"], "curves": curves,
+                           "expert": _expert_for(tspec, fv) if fig["expert"] else None})
+        title = fig["title"] or spec.get("title")
+        title = f"{title}: {tspec['label']}" if title else tspec["label"]
+        stat_name = "IQM" if spec["statistic"] == "iqm" else "mean"
+        return figures.curves_figure(
+            panels, self.out / f"{slug(fig['name'])}_{slug(tag)}", title, spec["x_label"],
+            f"{tspec['label']} ({stat_name})", colours, fig["annotate_end"], fig["col_wrap"], tuple(fig["size"]),
+            fig["sharey"], tuple(spec["formats"]), spec["ci"]["level"])
+
+    def _table(self, tbl: dict, frame: pd.DataFrame) -> list[Path]:
+        spec = self.spec
+        runs = select_runs(_runs_table(frame), tbl["select"], f"{spec['_file']}: tables '{tbl['name']}'")
+        frame = frame[frame["run"].isin(runs.index)]
+        by = tbl["by"] or [c for c in ("algorithm", "motion", "ablation") if c in frame.columns] or ["run"]
+        for col in by:
+            if col not in frame.columns:
+                raise SpecError(f"{spec['_file']}: table '{tbl['name']}': column '{col}' is not in the data")
+        parts = []
+        for tag in tbl["tags"] or list(self.tags):
+            if tag not in self.tags:
+                continue
+            data = self.by_tag[tag]
+            data = data[data["run"].isin(runs.index)]
+            if data.empty:
+                continue
+            data = data.assign(**{c: data[c].astype(str) for c in by})
+            summ = stats.final_summary(data, by, tbl["window"], spec["ci"]["level"], spec["ci"]["n_boot"],
+                                       spec["ci"]["seed"])
+            parts.append(summ.assign(tag=tag))
+        if not parts:
+            self.warn(f"{spec['_file']}: table '{tbl['name']}' has no data")
+            return []
+        summary = pd.concat(parts, ignore_index=True)
+        labels = {t: v["label"] for t, v in self.tags.items()}
+        return tables.write_tables(summary, by, self.out / slug(tbl["name"]), tbl["digits"], labels,
+                                   caption=f"Final performance (mean of the last {tbl['window']} logged values per run; "
+                                           f"mean over runs with {int(spec['ci']['level'] * 100)}% bootstrap CI).")
+
+
+def run_report(exp: Path, spec: Path | None = None, out: Path | None = None, workers: int | None = None,
+               use_cache: bool = True, log=print) -> Report:
+    """Regenerate every figure and table for experiment folder `exp`; returns the finished Report."""
+    rep = Report(exp, spec, out, workers, use_cache, log)
+    rep.run()
+    return rep

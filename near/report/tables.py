@@ -1,0 +1,71 @@
+"""Final-performance tables in Markdown, LaTeX and CSV (string builders are pure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+
+def _fmt(mean: float, lo: float, hi: float, digits: int) -> str:
+    if pd.isna(mean):
+        return "--"
+    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def wide(summary: pd.DataFrame, by: list[str], digits: int = 2, labels: dict | None = None) -> pd.DataFrame:
+    """One row per group, one column per tag: 'mean [ci_low, ci_high]' (summary has a `tag` column)."""
+    labels = labels or {}
+    cells = summary.assign(
+        cell=[_fmt(m, lo, hi, digits) for m, lo, hi in zip(summary["mean"], summary["ci_low"], summary["ci_high"])],
+        column=[labels.get(t, t) for t in summary["tag"]],
+    )
+    n = cells.groupby(by, observed=True, sort=True)["n"].max().rename("runs")
+    table = cells.pivot_table(index=by, columns="column", values="cell", aggfunc="first", observed=True, sort=True)
+    cols = [labels.get(t, t) for t in dict.fromkeys(summary["tag"])]
+    table = table[[c for c in cols if c in table.columns]]
+    table = table.join(n)
+    table.columns.name = None
+    return table.reset_index()
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """GitHub-flavoured Markdown table."""
+    cols = [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(" --- " for _ in cols) + "|"]
+    for row in table.itertuples(index=False):
+        lines.append("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex(s: object) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(s))
+
+
+def to_latex(table: pd.DataFrame, caption: str | None = None) -> str:
+    """A booktabs tabular (wrapped in a table environment when a caption is given)."""
+    cols = [str(c) for c in table.columns]
+    body = [r"\begin{tabular}{" + "l" * len(cols) + "}", r"\toprule", " & ".join(_tex(c) for c in cols) + r" \\",
+            r"\midrule"]
+    for row in table.itertuples(index=False):
+        body.append(" & ".join("" if pd.isna(v) else _tex(v) for v in row) + r" \\")
+    body += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        body = [r"\begin{table}[t]", r"\centering", *body, r"\caption{" + _tex(caption) + "}", r"\end{table}"]
+    return "\n".join(body) + "\n"
+
+
+def write_tables(summary: pd.DataFrame, by: list[str], out_base: Path, digits: int = 2, labels: dict | None = None,
+                 caption: str | None = None) -> list[Path]:
+    """Write `out_base`.md/.tex (formatted, wide) and .csv (tidy numbers); return the paths."""
+    out_base.parent.mkdir(parents=True, exist_ok=True)
+    table = wide(summary, by, digits, labels)
+    md, tex, csv = out_base.with_suffix(".md"), out_base.with_suffix(".tex"), out_base.with_suffix(".csv")
+    md.write_text(to_markdown(table))
+    tex.write_text(to_latex(table, caption))
+    summary.to_csv(csv, index=False)
+    return [md, tex, csv]
