@@ -20,8 +20,8 @@ Metrics and their conventions (lower is better unless said otherwise):
   has zero acceleration and zero jerk.
 - :func:`mean_episode_length` and :func:`success_rate` -- averages over finished episodes.
 
-Tensorboard tag names for these metrics are in :data:`TAGS` (used by the trainers and the
-evaluation run, read by the report stage).
+Tensorboard tag names for these metrics are in :data:`TAGS` (written by the trainers, read by
+the report stage).
 """
 
 from __future__ import annotations
@@ -34,16 +34,19 @@ import torch
 
 ArrayLike = torch.Tensor | np.ndarray | Sequence[float]
 
-#: Tensorboard tags under which trainers and `near train eval` log each metric.
+#: Tensorboard tags under which the trainers log each metric (mean over the episodes that
+#: finished recently; x axis = environment frames). Environments report per-episode values in
+#: ``infos['episode_metrics'][name]`` and the PPO base logs them as ``<name>/step``; the episode
+#: length is rl-games' own ``episode_lengths/step``.
 TAGS: dict[str, str] = {
-    "dtw_error": "metrics/dtw_error",
-    "euclidean_error": "metrics/euclidean_error",
-    "sparc": "metrics/sparc",
-    "root_velocity": "metrics/root_velocity",
-    "root_acceleration": "metrics/root_acceleration",
-    "root_jerk": "metrics/root_jerk",
-    "episode_length": "metrics/episode_length",
-    "success_rate": "metrics/success_rate",
+    "dtw_error": "dtw_error/step",
+    "euclidean_error": "euclidean_error/step",
+    "sparc": "sparc/step",
+    "root_velocity": "root_velocity/step",
+    "root_acceleration": "root_acceleration/step",
+    "root_jerk": "root_jerk/step",
+    "episode_length": "episode_lengths/step",
+    "success_rate": "success_rate/step",
 }
 
 

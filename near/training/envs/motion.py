@@ -115,6 +115,8 @@ class MotionImitationEnv(VecEnv):
     dt = DT
     obs_per_step = STATE_DIM
     action_dim = ACTION_DIM
+    #: feature groups of the tracking reward (indices into the 8 state features)
+    tracking_groups = {"pose": [0, 1], "velocity": [2, 3, 6, 7], "end": [4, 5]}
 
     def __init__(self, cfg: MotionEnvConfig, device: str | torch.device = "cpu", seed: int | None = None):
         self.cfg = cfg
