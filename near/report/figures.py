@@ -108,8 +108,11 @@ def curves_figure(
             ends.append((float(curve.center[last]), float(curve.grid[last]), colour))
         expert = panel.get("expert")
         if expert is not None:
-            line = ax.axhline(expert, color=EXPERT_COLOUR, ls="--", lw=1.2, label="Expert")
+            line = ax.axhline(expert, color=EXPERT_COLOUR, ls="--", lw=1.2, label="Expert", zorder=5)
             handles.setdefault("Expert", line)
+            lo, hi = ax.get_ylim()  # keep the expert line off the frame's edge, where the spine hides it
+            pad = 0.05 * (hi - lo)
+            ax.set_ylim(min(lo, expert - pad), max(hi, expert + pad))
         ax.set_title(panel["title"])
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label if k % ncols == 0 or not sharey else "")

@@ -20,6 +20,8 @@ import pandas as pd
 
 CACHE_VERSION = 1
 SKIP_DIRS = {".cache", "figures", "nn", "__pycache__"}
+# Job-table columns not worth repeating on every scalar row (look them up in the job table instead).
+BULKY_JOB_COLUMNS = {"command", "command_template", "deps", "resources", "created", "updated", "started", "finished"}
 
 
 @dataclass
@@ -237,9 +239,9 @@ def attach_metadata(scalars: pd.DataFrame, jobs: pd.DataFrame | None) -> pd.Data
     if jobs is not None and len(jobs) and "run_dir" in jobs.columns:
         for i, rd in enumerate(jobs["run_dir"].tolist()):
             if isinstance(rd, str) and rd:
-                run_dirs[os.path.normpath(rd)] = i
+                run_dirs[os.path.abspath(rd)] = i
     for k, p in enumerate(uniq):
-        parent = os.path.dirname(os.path.normpath(p))
+        parent = os.path.dirname(os.path.abspath(p))
         match = -1
         while True:  # walk up to the closest ancestor that is a job's run dir
             if parent in run_dirs:
@@ -262,7 +264,7 @@ def attach_metadata(scalars: pd.DataFrame, jobs: pd.DataFrame | None) -> pd.Data
     if jobs is not None and len(jobs):
         src = jobs.reset_index(drop=True)
         for col in src.columns:
-            if col in out.columns:
+            if col in out.columns or col in BULKY_JOB_COLUMNS:
                 continue
             per_path = [src[col].iloc[j] if j >= 0 else None for j in job_row]
             per_path = [None if (v is None or (isinstance(v, float) and np.isnan(v))) else v for v in per_path]
