@@ -67,6 +67,9 @@ SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# cred_expire also sets how long a requeued job waits before it may start again (default 120 s):
+# short here so the time-out -> requeue -> resume tests take seconds, not minutes.
+AuthInfo=cred_expire=10
 StateSaveLocation=/var/lib/slurm/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldPidFile=$RUN/slurmctld.pid
@@ -84,7 +87,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 DefMemPerCPU=256
 SchedulerType=sched/backfill
-SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
+# Schedule often: a requeued or newly eligible job starts within seconds.
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,sched_interval=2,bf_interval=2
 # Requeue on time-out/preemption (submitit calls scontrol requeue); forget finished jobs fast
 # (sacct keeps them) so squeue stays small.
 JobRequeue=1
@@ -183,11 +187,12 @@ EOF
 
 # ---------------------------------------------------------------- slurmdbd
 restart() {  # restart DAEMON when its config changed and it is running
-    local pidf=$RUN/$1.pid
+    local pidf=$RUN/$1.pid pid
     if [ $changed = 1 ] && alive "$pidf"; then
+        pid=$(cat "$pidf")
         say "config changed: stopping $1"
-        kill "$(cat "$pidf")"
-        wait_for 20 "$1 stop" sh -c "! kill -0 $(cat "$pidf")" || kill -9 "$(cat "$pidf")" 2>/dev/null || true
+        kill "$pid"
+        wait_for 20 "$1 stop" sh -c "! kill -0 $pid" || kill -9 "$pid" 2>/dev/null || true
         rm -f "$pidf"
     fi
 }
