@@ -1,0 +1,255 @@
+"""rl-games' continuous PPO with near's run loop (the base of every near RL algorithm).
+
+:class:`PPOAgent` subclasses ``rl_games.algos_torch.a2c_continuous.A2CAgent`` and keeps its
+rollout, losses and optimiser. It replaces ``train()`` by a loop that
+
+* checkpoints everything needed to continue exactly (networks, optimiser, normalisers,
+  counters, env state, the agent's current observation and episode accumulators, every RNG,
+  plus :meth:`PPOAgent.extra_state` of subclasses) into ``<run_dir>/nn/checkpoint.pth``
+  every ``save_frequency`` epochs, at the end, and on SIGTERM/SIGUSR2;
+* resumes from that file (the entry point truncates newer tensorboard events first);
+* after each rollout, recomputes rewards through :meth:`PPOAgent.compute_rewards` (a hook:
+  task reward here, NEAR's energy reward, AMP's discriminator reward, ...), then the GAE
+  returns;
+* logs rl-games' own tags (``losses/a_loss``, ``rewards/step``, ``episode_lengths/step``,
+  ``performance/*``, ...) plus per-episode task metrics (``success_rate/step``, ...).
+
+Subclass hooks: :meth:`compute_rewards`, :meth:`extra_state`, :meth:`load_extra_state`,
+:meth:`write_extra_stats`. The rollout of the last epoch is in ``self.last_rollout``
+(``task_rewards`` (H,N,1), ``paired_obs`` (H,N,D), ``time_outs`` (H,N)); ``batch_dict``
+gains ``paired_obs`` flattened to (H*N, D) for algorithms that train on it (AMP).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import torch
+from rl_games.algos_torch import a2c_continuous, players, torch_ext
+from rl_games.common import a2c_common
+
+from near.training import runtime
+from near.training.registry import register_algorithm
+
+CHECKPOINT_NAME = "checkpoint.pth"
+
+
+class PPOAgent(a2c_continuous.A2CAgent):
+    """Continuous PPO on the task reward, with checkpoints, exact resume and signal handling."""
+
+    def __init__(self, base_name: str, params: dict[str, Any]):
+        super().__init__(base_name, params)
+        config = params["config"]
+        self.stop: runtime.StopRequest = config.get("near_stop") or runtime.StopRequest()
+        self.resume_from: str | None = config.get("near_resume_from")
+        self.run_result: dict[str, Any] = config.setdefault("near_result", {})
+        self.checkpoint_path = os.path.join(self.nn_dir, CHECKPOINT_NAME)
+        self.episode_meters: dict[str, torch_ext.AverageMeter] = {}
+        self._rollout: dict[str, Any] | None = None
+        self.last_rollout: dict[str, Any] | None = None
+        self.total_time = 0.0
+
+    # ------------------------------------------------------------------ rollout
+    def env_step(self, actions):
+        obs, rewards, dones, infos = super().env_step(actions)
+        rec = self._rollout
+        if rec is not None:
+            n = rec["n"]
+            rec["task_rewards"][n] = rewards
+            rec["paired_obs"][n] = infos["paired_obs"]
+            rec["time_outs"][n] = infos.get("time_outs", rec["time_outs"][n]).float()
+            rec["n"] = n + 1
+        metrics = infos.get("episode_metrics")
+        if metrics:
+            done_ids = dones.nonzero(as_tuple=False).squeeze(-1)
+            if done_ids.numel():
+                for name, values in metrics.items():
+                    meter = self.episode_meters.get(name)
+                    if meter is None:
+                        meter = torch_ext.AverageMeter(1, self.games_to_track).to(self.ppo_device)
+                        self.episode_meters[name] = meter
+                    meter.update(values[done_ids].float().unsqueeze(-1))
+        return obs, rewards, dones, infos
+
+    def play_steps(self):
+        h, n = self.horizon_length, self.num_actors * self.num_agents
+        paired_dim = self.env_info["paired_observation_space"].shape[0]
+        dev = self.ppo_device
+        self._rollout = {
+            "n": 0,
+            "task_rewards": torch.zeros((h, n, 1), device=dev),
+            "paired_obs": torch.zeros((h, n, paired_dim), device=dev),
+            "time_outs": torch.zeros((h, n), device=dev),
+        }
+        batch_dict = super().play_steps()
+        rec, self._rollout = self._rollout, None
+        self.last_rollout = rec
+
+        # Recompute returns from this algorithm's rewards (rl-games used the task reward).
+        rewards = self.rewards_shaper(self.compute_rewards(rec))
+        values = self.experience_buffer.tensor_dict["values"]
+        if self.value_bootstrap:
+            rewards = rewards + self.gamma * values * rec["time_outs"].unsqueeze(-1)
+        last_values = self.get_values(self.obs)
+        advs = self.discount_values(self.dones.float(), last_values,
+                                    self.experience_buffer.tensor_dict["dones"].float(), values, rewards)
+        batch_dict["returns"] = a2c_common.swap_and_flatten01(advs + values)
+        batch_dict["paired_obs"] = a2c_common.swap_and_flatten01(rec["paired_obs"])
+        return batch_dict
+
+    def compute_rewards(self, rollout: dict[str, Any]) -> torch.Tensor:
+        """Rewards (H, N, 1) that PPO maximises; plain PPO: the task reward."""
+        return rollout["task_rewards"]
+
+    # ------------------------------------------------------------------ hooks
+    def extra_state(self) -> dict[str, Any]:
+        """Subclass state to checkpoint (annealing, reward statistics, discriminators, ...)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+
+    def write_extra_stats(self, frame: int, epoch_num: int) -> None:
+        """Log subclass scalars after each epoch (tensorboard step = frame)."""
+
+    # ------------------------------------------------------------------ checkpoints
+    @staticmethod
+    def _meter_state(meter: torch_ext.AverageMeter) -> tuple[torch.Tensor, int]:
+        return meter.mean.detach().clone(), int(meter.current_size)
+
+    @staticmethod
+    def _load_meter(meter: torch_ext.AverageMeter, state) -> None:
+        mean, size = state
+        meter.mean = mean.to(meter.mean.device)
+        meter.current_size = size
+
+    def full_state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly (superset of rl-games' checkpoint)."""
+        state = self.get_full_state_weights()  # model (+ normalisers), optimizer, epoch, frame, env_state
+        state.update({
+            "format": "near-rl-v1",
+            "total_time": self.total_time,
+            "last_lr": self.last_lr,
+            "entropy_coef": self.entropy_coef,
+            "agent_obs": self.obs,
+            "dones": self.dones,
+            "current_rewards": self.current_rewards,
+            "current_shaped_rewards": self.current_shaped_rewards,
+            "current_lengths": self.current_lengths,
+            "meters": {
+                "game_rewards": self._meter_state(self.game_rewards),
+                "game_shaped_rewards": self._meter_state(self.game_shaped_rewards),
+                "game_lengths": self._meter_state(self.game_lengths),
+                **{f"episode/{k}": self._meter_state(m) for k, m in self.episode_meters.items()},
+            },
+            "rng": runtime.capture_rng(),
+            "extra": self.extra_state(),
+        })
+        return state
+
+    def save_checkpoint(self) -> None:
+        """Flush the summaries, then write ``nn/checkpoint.pth`` stamped with the wall time."""
+        if self.writer is not None:
+            self.writer.flush()
+        state = self.full_state()
+        state["wall_time"] = runtime.now()
+        runtime.atomic_save(state, self.checkpoint_path)
+
+    def load_full_state(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`full_state` checkpoint (after ``init_tensors`` and the first reset)."""
+        self.set_full_state_weights(state, set_epoch=True)
+        self.total_time = float(state.get("total_time", 0.0))
+        self.last_lr = state.get("last_lr", self.last_lr)
+        self.update_lr(self.last_lr)
+        self.entropy_coef = state.get("entropy_coef", self.entropy_coef)
+        dev = self.ppo_device
+        if "agent_obs" in state:
+            obs = state["agent_obs"]
+            self.obs = {k: v.to(dev) for k, v in obs.items()} if isinstance(obs, dict) else obs.to(dev)
+            self.dones = state["dones"].to(dev)
+            self.current_rewards = state["current_rewards"].to(dev)
+            self.current_shaped_rewards = state["current_shaped_rewards"].to(dev)
+            self.current_lengths = state["current_lengths"].to(dev)
+        meters = state.get("meters", {})
+        for name in ("game_rewards", "game_shaped_rewards", "game_lengths"):
+            if name in meters:
+                self._load_meter(getattr(self, name), meters[name])
+        for key, value in meters.items():
+            if key.startswith("episode/"):
+                meter = torch_ext.AverageMeter(1, self.games_to_track).to(dev)
+                self._load_meter(meter, value)
+                self.episode_meters[key[len("episode/"):]] = meter
+        self.load_extra_state(state.get("extra", {}))
+        if "rng" in state:
+            runtime.restore_rng(state["rng"])
+
+    # ------------------------------------------------------------------ loop
+    def write_episode_stats(self, frame: int, epoch_num: int) -> None:
+        """rl-games' reward / episode-length tags plus per-episode task metrics."""
+        if self.game_rewards.current_size > 0:
+            mean_rewards = self.game_rewards.get_mean()
+            mean_shaped = self.game_shaped_rewards.get_mean()
+            mean_lengths = self.game_lengths.get_mean()
+            self.mean_rewards = mean_rewards[0]
+            for i in range(self.value_size):
+                name = "rewards" if i == 0 else f"rewards{i}"
+                self.writer.add_scalar(f"{name}/step", mean_rewards[i], frame)
+                self.writer.add_scalar(f"{name}/iter", mean_rewards[i], epoch_num)
+                self.writer.add_scalar(f"{name}/time", mean_rewards[i], self.total_time)
+                self.writer.add_scalar(f"shaped_{name}/step", mean_shaped[i], frame)
+            self.writer.add_scalar("episode_lengths/step", mean_lengths, frame)
+            self.writer.add_scalar("episode_lengths/iter", mean_lengths, epoch_num)
+            self.writer.add_scalar("episode_lengths/time", mean_lengths, self.total_time)
+        for name, meter in self.episode_meters.items():
+            if meter.current_size > 0:
+                self.writer.add_scalar(f"{name}/step", float(meter.get_mean()), frame)
+
+    def train(self):
+        """Train until ``max_epochs``; return 0, or 3 after a stop signal (checkpoint written)."""
+        self.init_tensors()
+        self.obs = self.env_reset()
+        self.curr_frames = self.batch_size_envs
+        if self.resume_from:
+            self.load_full_state(runtime.load_checkpoint(self.resume_from, self.ppo_device))
+            print(f"near: resumed from {self.resume_from} at epoch {self.epoch_num}, frame {self.frame}", flush=True)
+        exit_code = runtime.EXIT_DONE
+        while self.max_epochs < 0 or self.epoch_num < self.max_epochs:
+            if self.stop.requested:
+                self.save_checkpoint()
+                exit_code = runtime.EXIT_INTERRUPTED
+                break
+            epoch_num = self.update_epoch()
+            (step_time, play_time, update_time, sum_time, a_losses, c_losses, b_losses,
+             entropies, kls, last_lr, lr_mul) = self.train_epoch()
+            self.dataset.update_values_dict(None)
+            self.total_time += sum_time
+            self.frame += self.curr_frames
+            frame = self.frame // self.num_agents
+            a2c_common.print_statistics(self.print_stats, self.curr_frames, step_time, play_time, sum_time,
+                                        epoch_num, self.max_epochs, frame, self.max_frames)
+            self.write_stats(self.total_time, epoch_num, step_time, play_time, update_time, a_losses, c_losses,
+                             entropies, kls, last_lr, lr_mul, frame, sum_time, play_time, self.curr_frames)
+            if len(b_losses) > 0:
+                self.writer.add_scalar("losses/bounds_loss", torch_ext.mean_list(b_losses).item(), frame)
+            self.write_episode_stats(frame, epoch_num)
+            self.write_extra_stats(frame, epoch_num)
+            finished = self.max_epochs >= 0 and epoch_num >= self.max_epochs
+            periodic = self.save_freq > 0 and epoch_num % self.save_freq == 0
+            if finished or periodic or self.stop.requested:
+                self.save_checkpoint()
+            if self.stop.requested and not finished:
+                exit_code = runtime.EXIT_INTERRUPTED
+                break
+        if self.writer is not None:
+            self.writer.flush()
+        self.run_result.update({"exit_code": exit_code, "epoch": self.epoch_num, "frame": self.frame})
+        return exit_code
+
+
+def _ppo_agent(**kwargs):
+    return PPOAgent(**kwargs)
+
+
+register_algorithm("ppo_continuous", _ppo_agent, lambda **kwargs: players.PpoPlayerContinuous(**kwargs))

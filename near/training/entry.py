@@ -1,0 +1,158 @@
+"""The two stage entry points: ``near train ncsn`` and ``near train rl`` (NEAR's
+``train_ncsn.py`` and ``train.py``).
+
+Both compose the hydra config, put every output under ``run_dir`` (default
+``runs/<experiment or task name>``), write the resolved config there (``config.yaml``),
+install the SIGTERM/SIGUSR2 handlers and resume from ``run_dir/nn/checkpoint.pth`` when it
+exists. Exit status: 0 finished, 3 interrupted (checkpoint written, resumable).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from near.errors import ConfigError
+from near.training import runtime
+
+
+def _device(cfg: Any) -> str:
+    import torch
+
+    device = str(cfg.get("device", "") or cfg.get("rl_device", "cpu"))
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device}: CUDA is not available on this machine (use device=cpu)")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device={device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif device != "cpu":
+        raise ConfigError(f"device={device!r}: expected cpu or cuda:N")
+    return device
+
+
+def _run_dir(cfg: Any) -> str:
+    run_dir = str(cfg.get("run_dir", "") or "")
+    if not run_dir:
+        name = str(cfg.get("experiment", "") or cfg.task.name)
+        run_dir = os.path.join("runs", name)
+    return os.path.abspath(run_dir)
+
+
+def _seed(cfg: Any) -> int:
+    import random
+
+    seed = int(cfg.seed)
+    if seed == -1:
+        seed = random.randint(0, 2**31 - 1)
+    return seed
+
+
+def _prepare(stage: str, overrides: list[str]) -> tuple[Any, str, str, int]:
+    import torch
+    from omegaconf import OmegaConf
+
+    from near.training.config import compose
+
+    cfg = compose(overrides)
+    threads = int(cfg.get("torch_threads", 0) or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if cfg.get("torch_deterministic", False):
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    device, run_dir, seed = _device(cfg), _run_dir(cfg), _seed(cfg)
+    os.makedirs(run_dir, exist_ok=True)
+    name = "ncsn_config.yaml" if stage == "ncsn" else "config.yaml"
+    with open(os.path.join(run_dir, name), "w") as fh:
+        fh.write(OmegaConf.to_yaml(cfg))
+    return cfg, run_dir, device, seed
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train_ncsn_stage(overrides: list[str]) -> int:
+    """Stage ``ncsn``: train the energy model on the task's demonstrations."""
+    from near.training import registry
+    from near.training.ncsn.trainer import train_ncsn
+
+    cfg, run_dir, device, seed = _prepare("ncsn", overrides)
+    if "near_config" not in cfg.train.params.config:
+        raise ConfigError(f"task={cfg.task.name}: its train config has no near_config (an ncsn stage needs a NEAR task)")
+    _seed_everything(seed)
+    env = registry.make_env(cfg.task, num_envs=1, device="cpu", seed=seed)
+    stop = runtime.StopRequest().install()
+    try:
+        return train_ncsn(cfg, run_dir, device, stop, env)
+    finally:
+        stop.uninstall()
+
+
+def train_rl_stage(overrides: list[str]) -> int:
+    """Stage ``rl``: NEAR / PPO (/ AMP, tracking) on rl-games."""
+    from omegaconf import OmegaConf
+    from rl_games.common.algo_observer import AlgoObserver
+    from rl_games.torch_runner import Runner
+
+    from near.training import registry, tblog
+    from near.training.algos.ppo import CHECKPOINT_NAME
+    from near.training.envs.base import register_with_rl_games
+
+    cfg, run_dir, device, seed = _prepare("rl", overrides)
+    params = OmegaConf.to_container(cfg.train.params, resolve=True)
+    algo_name = params["algo"]["name"]
+    registry.algorithm(algo_name)  # clear error for unknown algorithms before building anything
+    config = params["config"]
+    num_envs = int(config.get("num_actors") or cfg.task.env.numEnvs)
+    _seed_everything(seed)
+    env = registry.make_env(cfg.task, num_envs=num_envs, device=device, seed=seed)
+
+    ckpt = os.path.join(run_dir, "nn", CHECKPOINT_NAME)
+    summaries = os.path.join(run_dir, "summaries")
+    resume_from = None
+    if os.path.isfile(ckpt):
+        state = runtime.load_checkpoint(ckpt, "cpu")
+        max_epochs = int(config.get("max_epochs", -1))
+        tblog.truncate_after(summaries, state.get("wall_time"))
+        if 0 <= max_epochs <= int(state.get("epoch", 0)):
+            print(f"near: {run_dir} already finished ({state.get('epoch')} epochs)", flush=True)
+            return runtime.EXIT_DONE
+        resume_from = ckpt
+    else:
+        tblog.truncate_after(summaries, None)
+
+    stop = runtime.StopRequest().install()
+    result: dict[str, Any] = {}
+    config.update({
+        "device": device,
+        "train_dir": os.path.dirname(run_dir),
+        "full_experiment_name": os.path.basename(run_dir),
+        "env_name": register_with_rl_games(env),
+        "env_config": {},
+        "near_stop": stop,
+        "near_resume_from": resume_from,
+        "near_result": result,
+    })
+    config.setdefault("torch_compile", False)
+    params["seed"] = seed
+    params["torch_threads"] = int(cfg.get("torch_threads", 0) or 0)
+    load_path = str(cfg.get("checkpoint", "") or "")
+    if load_path and resume_from is None and not os.path.isfile(load_path):
+        raise ConfigError(f"checkpoint={load_path}: file not found")
+    runner = Runner(algo_observer=AlgoObserver())
+    registry.install_into_rl_games(runner)
+    try:
+        runner.load_config(params=params)
+        runner.run_train({"train": True, "play": False,
+                          "checkpoint": load_path if (load_path and resume_from is None) else None})
+    finally:
+        stop.uninstall()
+    return int(result.get("exit_code", 1))

@@ -1,0 +1,99 @@
+"""Run-time plumbing shared by the stages: stop signals, RNG capture, atomic checkpoints.
+
+Signals contract (COMMON.md): on SIGTERM or SIGUSR2 a trainer writes a checkpoint at the
+next iteration boundary and exits with :data:`EXIT_INTERRUPTED` (3, "interrupted, resumable").
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from typing import Any
+
+#: exit status of a trainer stopped by SIGTERM/SIGUSR2 after writing its checkpoint
+EXIT_INTERRUPTED = 3
+EXIT_DONE = 0
+
+
+class StopRequest:
+    """Set by SIGTERM / SIGUSR2; trainers poll :attr:`requested` at iteration boundaries."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame) -> None:
+        # Only record the request: the trainer checkpoints at the next iteration boundary.
+        self.signum = signum
+        print(f"near: received signal {signum}; checkpointing at the next iteration boundary", flush=True)
+
+    def install(self) -> "StopRequest":
+        for sig in (signal.SIGTERM, signal.SIGUSR2):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def capture_rng() -> dict[str, Any]:
+    """States of every global random generator a run draws from."""
+    import numpy as np
+    import torch
+
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Restore what :func:`capture_rng` returned."""
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """``torch.save`` to a temporary file, fsync, then rename over ``path`` (never half-written)."""
+    import torch
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, device: str = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by near (clear error naming the file if it is unreadable)."""
+    import torch
+
+    from near.errors import ConfigError
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as err:  # corrupt / foreign file
+        raise ConfigError(f"checkpoint {path} is unreadable ({type(err).__name__}: {err})") from err
+
+
+def now() -> float:
+    """Wall-clock time used to stamp checkpoints (compared with event wall times on resume)."""
+    return time.time()

@@ -1,0 +1,69 @@
+"""Tensorboard event files that continue the same curve across restarts.
+
+A trainer flushes its summary writer, then writes a checkpoint stamped with the wall time.
+When the run restarts from that checkpoint, every event recorded *after* the stamp (the
+iterations that will be redone) is removed from the run's event files, so the continued
+curve has no duplicated and no missing steps. Without any checkpoint, the old event files
+are removed (the run starts from zero). Files are rewritten atomically; a record cut off
+mid-write at the end of a file (a killed writer) is dropped.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import struct
+
+
+def _read_records(path: str) -> list[bytes]:
+    """The complete TFRecord frames (header, data and CRCs, as bytes) of one event file."""
+    with open(path, "rb") as fh:
+        blob = fh.read()
+    frames, pos = [], 0
+    while pos + 12 <= len(blob):
+        (length,) = struct.unpack("<Q", blob[pos:pos + 8])
+        end = pos + 12 + length + 4
+        if end > len(blob):
+            break  # truncated tail
+        frames.append(blob[pos:end])
+        pos = end
+    return frames
+
+
+def _wall_time(frame: bytes) -> float:
+    from tensorboardX.proto import event_pb2
+
+    event = event_pb2.Event()
+    event.ParseFromString(frame[12:-4])
+    return event.wall_time
+
+
+def event_files(summaries_dir: str) -> list[str]:
+    """Event files directly under ``summaries_dir``."""
+    return sorted(glob.glob(os.path.join(summaries_dir, "events.out.tfevents.*")))
+
+
+def truncate_after(summaries_dir: str, wall_time: float | None) -> int:
+    """Drop events newer than ``wall_time`` (all events if None); return how many were dropped."""
+    dropped = 0
+    for path in event_files(summaries_dir):
+        if wall_time is None:
+            os.remove(path)
+            dropped += 1
+            continue
+        frames = _read_records(path)
+        keep = [f for f in frames if _wall_time(f) <= wall_time]
+        if not keep:
+            os.remove(path)
+            dropped += len(frames)
+            continue
+        if len(keep) == len(frames) and os.path.getsize(path) == sum(len(f) for f in frames):
+            continue
+        dropped += len(frames) - len(keep)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(b"".join(keep))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    return dropped
