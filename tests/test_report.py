@@ -1,0 +1,164 @@
+"""`near report`: specs, figures, tables and the command, on small real experiments."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from near.errors import SpecError
+from near.report import figures, spec as specmod, stats
+from near.report.pipeline import Report
+from _report_helpers import make_experiment, write_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    exp = tmp_path_factory.mktemp("exp") / "demo"
+    jobs = make_experiment(exp, algorithms=("NEAR", "AMP", "PPO"), motions=("circle", "figure8"), seeds=(1, 2, 3))
+    return exp, jobs
+
+
+def test_shipped_specs_validate():
+    for path in sorted((REPO / "plotting").glob("*.yaml")):
+        spec = specmod.load(path)
+        assert spec["tags"], path
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sweep: x\nfigures:\n  - kind: curves\n    hue2: algorithm\n")
+    with pytest.raises(SpecError, match=r"bad\.yaml: unknown key 'figures\[0\]\.hue2'"):
+        specmod.load(bad)
+    bad.write_text("tags:\n  r: {labl: R}\n")
+    with pytest.raises(SpecError, match=r"unknown key 'tags\.r\.labl'"):
+        specmod.load(bad)
+    bad.write_text("smoothing: 1.5\n")
+    with pytest.raises(SpecError, match="smoothing"):
+        specmod.load(bad)
+    bad.write_text("ci: {level: high}\n")
+    with pytest.raises(SpecError, match=r"'ci\.level' must be float"):
+        specmod.load(bad)
+
+
+def test_palette_is_fixed_per_algorithm():
+    assert figures.color_for("NEAR") == figures.color_for("NEAR") != figures.color_for("AMP")
+    assert figures.color_for("MyNewAlgo") == figures.color_for("MyNewAlgo")
+    assert figures.color_for("NEAR", {"NEAR": "#123456"}) == "#123456"
+
+
+def test_demo_spec_report_writes_figures_and_tables(demo, tmp_path):
+    exp, jobs = demo
+    out = tmp_path / "figs"
+    rep = Report(exp, REPO / "plotting" / "demo.yaml", out, workers=1, jobs=jobs, log=lambda m: None)
+    written = rep.run()
+    names = sorted(p.name for p in written)
+    for stem in ("comparison_rewards_iter", "comparison_metrics_dtw_error"):
+        assert f"{stem}.pdf" in names and f"{stem}.png" in names
+    for ext in ("md", "tex", "csv"):
+        assert f"final_performance.{ext}" in names
+    for p in written:
+        assert p.stat().st_size > 200, p
+    assert (out / "comparison_rewards_iter.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "comparison_rewards_iter.pdf").read_bytes()[:5] == b"%PDF-"
+    # the table agrees with statistics computed directly from the event data
+    csv = pd.read_csv(out / "final_performance.csv")
+    row = csv[(csv.algorithm == "NEAR") & (csv.motion == "circle") & (csv.tag == "rewards/iter")].iloc[0]
+    data = rep.frame[(rep.frame.tag == "rewards/iter") & (rep.frame.algorithm == "NEAR") & (rep.frame.motion == "circle")]
+    finals = stats.final_values(data, window=10)
+    assert row["n"] == 3 and row["mean"] == pytest.approx(finals.mean())
+    assert row["ci_low"] <= row["mean"] <= row["ci_high"]
+    md = (out / "final_performance.md").read_text()
+    assert "| algorithm | motion | Episode return | DTW pose error | runs |" in md
+    assert f"{row['mean']:.2f} [" in md
+    tex = (out / "final_performance.tex").read_text()
+    assert r"\toprule" in tex and "NEAR" in tex
+
+
+def test_default_spec_from_data_and_selection_errors(demo, tmp_path):
+    exp, jobs = demo
+    rep = Report(exp, None, tmp_path / "d", workers=1, jobs=jobs, log=lambda m: None)
+    rep.load()
+    spec = specmod.default_spec(sorted(rep.frame.tag.unique()), list(rep.frame.columns))
+    assert set(spec["tags"]) == {"rewards/iter", "metrics/dtw_error"}
+    assert spec["figures"][0]["hue"] == "algorithm" and spec["figures"][0]["facet"] == "motion"
+    bad = tmp_path / "s.yaml"
+    bad.write_text("select: {colour: red}\ntags: [rewards/iter]\n")
+    with pytest.raises(SpecError, match=r"s\.yaml: key 'select\.colour' is not a column"):
+        Report(exp, bad, tmp_path / "d", workers=1, jobs=jobs, log=lambda m: None).run()
+
+
+def test_ablation_figure_and_expert_lines(tmp_path):
+    exp = tmp_path / "paper_ablations"
+    jobs = make_experiment(exp, algorithms=("NEAR",), motions=("circle",), seeds=(1, 2), n_steps=12,
+                           ablations=("anneal", "sigma5"))
+    spec = tmp_path / "abl.yaml"
+    spec.write_text(
+        "select: {algorithm: NEAR}\n"
+        "tags:\n  metrics/dtw_error: {label: Pose error, expert: {circle: 1.5}}\n"
+        "figures:\n  - {kind: ablation, name: abl, hue: ablation, facet: motion}\n"
+        "tables:\n  - {name: t, by: [ablation, motion], window: 3}\n")
+    rep = Report(exp, spec, tmp_path / "out", workers=1, jobs=jobs, log=lambda m: None)
+    names = {p.name for p in rep.run()}
+    assert {"abl_metrics_dtw_error.png", "abl_metrics_dtw_error.pdf", "t.csv"} <= names
+    t = pd.read_csv(tmp_path / "out" / "t.csv")
+    assert sorted(t.ablation) == ["anneal", "sigma5"] and (t.n == 2).all()
+
+
+def test_broken_run_does_not_stop_the_report(tmp_path):
+    exp = tmp_path / "demo"
+    jobs = make_experiment(exp, algorithms=("NEAR", "AMP"), motions=("circle",), seeds=(1, 2), n_steps=10)
+    victim = next((exp / "runs" / "AMP-circle-2" / "summaries").glob("events*"))
+    victim.write_bytes(victim.read_bytes()[:-9])  # cut off mid-record, like a killed writer
+    empty = exp / "runs" / "NEAR-circle-2" / "summaries" / "events.out.tfevents.0.empty"
+    empty.write_bytes(b"")
+    seen = []
+    rep = Report(exp, None, tmp_path / "out", workers=1, jobs=jobs, log=seen.append)
+    written = rep.run()
+    assert any(str(victim) in w and "mid-record" in w for w in rep.warnings)
+    assert any(p.suffix == ".png" for p in written)
+    assert any("wrote" in m for m in seen)
+
+
+def test_real_job_table_and_cli(tmp_path):
+    """End to end: a real jobs.db (near.jobtable), real event files, `near report` as a subprocess."""
+    from near.jobtable import JobSpec, JobTable
+
+    exp = tmp_path / "demo"
+    table = JobTable.create(exp / "jobs.db", sweep="demo")
+    specs = []
+    for alg in ("NEAR", "PPO"):
+        for seed in (1, 2):
+            specs.append(JobSpec(job_id=f"{alg.lower()}{seed}", stage="rl", command="true",
+                                 params={"algorithm": alg, "motion": "circle", "seed": seed}, sweep="demo"))
+    table.add(specs, axes=["algorithm", "motion", "seed"])
+    frame = table.to_frame()
+    table.close()
+    for _, job in frame.iterrows():
+        steps = np.arange(8) * 10
+        write_run(Path(job.run_dir), {"rewards/iter": (steps.tolist(), (steps * (2 if job.algorithm == "NEAR" else 1)).tolist())})
+    out = tmp_path / "figs"
+    cmd = [sys.executable, "-m", "near", "report", str(exp), "--spec", str(REPO / "plotting" / "demo.yaml"),
+           "--out", str(out), "--workers", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {out / 'comparison_rewards_iter.png'}" in proc.stdout
+    assert "4 event file(s) in 4 job(s)" in proc.stdout
+    csv = pd.read_csv(out / "final_performance.csv")
+    assert sorted(csv.algorithm) == ["NEAR", "PPO"]
+    near_final = csv[csv.algorithm == "NEAR"]["mean"].iloc[0]
+    assert near_final == pytest.approx(np.mean([140.0, 120.0, 100.0, 80.0, 60.0, 40.0, 20.0, 0.0]))
+    # second run: everything from the cache
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0 and "(0 read, 4 from cache)" in proc.stdout
+    # a bad spec is a clean error (exit 2) naming the file
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tagz: []\n")
+    proc = subprocess.run([sys.executable, "-m", "near", "report", str(exp), "--spec", str(bad)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 2 and "bad.yaml: unknown key 'tagz'" in proc.stderr
