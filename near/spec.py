@@ -1,0 +1,525 @@
+"""Sweep specs: YAML files in ``sweeps/`` loaded into a validated :class:`Spec`.
+
+Every error names the file and the key path, e.g.
+``sweeps/demo.yaml: axes.motion.overrides.circle: unknown stage 'rll' (stages: ncsn, rl)``.
+
+Format (all keys but ``axes`` and ``stages`` optional)::
+
+    name: demo                 # sweep name -> experiments/<name>/ (default: file stem)
+    workdir: ..                # where commands run, relative to this file (default: ..)
+    max_attempts: 3            # dispatches per job before it is failed
+    resources: {cpus: 1, gpus: 0, mem: 2G, time: "00:30:00"}   # defaults for every stage
+    axes:                      # the cartesian product of all axes, in this order
+      algorithm: [NEAR, AMP]                 # short form: a list of values
+      seed: {count: 3, base: 42}             # seeds: an explicit list or count + base
+      motion:
+        values: [circle, figure8]
+        overrides:                           # per-value overrides (NEAR's task_specific_cfg)
+          circle: [max_iterations=20]        # a list: every stage
+          figure8: {rl: [max_iterations=40], ncsn: "++a.b=1 ++c=2"}   # per stage
+      ablation:
+        when: {algorithm: NEAR}              # conditional: only at points matching (earlier axes)
+        values:                              # named variants: value -> bundle of overrides
+          default: [++x.sigma_level=-1]
+          no_anneal: {"*": [++x.sigma_level=5], ncsn: []}
+    x-rl: &rl near train rl ...   # x-* keys are ignored: a place for YAML anchors
+    zip: [[task, budget]]      # axes that vary together (same length), one factor of the product
+    exclude: [{algorithm: Track, motion: figure8}]   # drop matching points (values or lists)
+    include: [{algorithm: NEAR, motion: stepturn, seed: [1, 2]}]   # extra points (lists: product)
+    stages:                    # a list (or a name -> definition mapping)
+      - name: ncsn
+        when: {algorithm: NEAR}              # which grid points run this stage
+        command: near train ncsn task=motion${algorithm} seed=${seed} run_dir=${run_dir}
+        overrides: [++train.params.config.near_config.training.n_iters=200]
+        resources: {cpus: 1, time: "00:10:00"}
+      - name: rl
+        when: {algorithm: NEAR}
+        needs: {ncsn: ncsn}                  # ref -> stage of the same point, or
+        # needs: {walk: {stage: ncsn, with: {motion: walk}}}   # ... of another point
+        command: near train rl ... eb_model_checkpoint=${ncsn.run_dir}/nn/checkpoint.pth
+
+Template variables: ``${<axis>}``, ``${sweep}``, ``${stage}`` (substituted at expansion) and
+``${run_dir}``, ``${job_id}``, ``${exp_dir}``, ``${<ref>.run_dir}`` (resolved at dispatch).
+``$${`` is a literal ``${``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from near.errors import SpecError
+
+RESOURCE_KEYS = ("cpus", "gpus", "mem", "time", "slurm")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$|^\d+$")
+_MEM = re.compile(r"^\d+(\.\d+)?\s*[KMGT]?B?$", re.IGNORECASE)
+ALL_STAGES = "*"
+
+# Overrides per stage: {"*": [...], "rl": [...]}
+StageOverrides = dict[str, list[str]]
+
+
+@dataclass
+class Axis:
+    """One axis: its values, per-value overrides and an optional condition on earlier axes."""
+
+    name: str
+    values: list[Any]
+    overrides: dict[str, StageOverrides] = field(default_factory=dict)  # str(value) -> overrides
+    when: dict[str, list[Any]] | None = None
+
+
+@dataclass
+class Need:
+    """A reference from a stage to an earlier stage's job (at this point, or with some axes replaced)."""
+
+    ref: str
+    stage: str
+    with_: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Stage:
+    """One stage definition (several definitions may share a name under different ``when``)."""
+
+    name: str
+    command: str
+    overrides: list[str] = field(default_factory=list)
+    needs: list[Need] = field(default_factory=list)
+    resources: dict[str, Any] = field(default_factory=dict)
+    when: dict[str, list[Any]] | None = None
+    max_attempts: int | None = None
+    validate: bool = True
+    where: str = ""  # key path in the spec, for error messages
+
+
+@dataclass
+class Spec:
+    """A loaded, validated sweep spec."""
+
+    path: Path
+    name: str
+    workdir: Path
+    axes: list[Axis]
+    stages: list[Stage]
+    zip: list[list[str]] = field(default_factory=list)
+    include: list[dict[str, Any]] = field(default_factory=list)
+    exclude: list[dict[str, list[Any]]] = field(default_factory=list)
+    max_attempts: int = 3
+    resources: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def label(self) -> str:
+        """The spec file as shown in messages (relative to the working directory when possible)."""
+        return display_path(self.path)
+
+    def axis(self, name: str) -> Axis:
+        for a in self.axes:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the current directory if it is below it, else absolute."""
+    try:
+        return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
+    except ValueError:
+        return str(path)
+
+
+def format_value(value: Any) -> str:
+    """How an axis value appears in a command (hydra-friendly: True/False, null)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return str(value)
+
+
+class _Ctx:
+    """Error helper: knows the file and builds key paths."""
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def err(self, where: str, msg: str) -> SpecError:
+        return SpecError(f"{self.label}: {where}: {msg}" if where else f"{self.label}: {msg}")
+
+
+def load_spec(path: str | os.PathLike) -> Spec:
+    """Read and validate a sweep spec file; SpecError names the file and the key path."""
+    import yaml
+
+    path = Path(path)
+    label = display_path(path.resolve()) if path.exists() else str(path)
+    ctx = _Ctx(label)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError(f"{label}: cannot read spec: {err.strerror or err}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        pos = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise SpecError(f"{label}: malformed YAML: {pos}{problem}") from err
+    return parse_spec(data, path.resolve(), ctx)
+
+
+def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
+    """Validate an already-parsed spec mapping (``path`` names it in errors and anchors ``workdir``)."""
+    ctx = ctx or _Ctx(display_path(path))
+    if not isinstance(data, dict):
+        raise ctx.err("", f"a sweep spec is a mapping with 'axes' and 'stages', not {type(data).__name__}")
+    known = {"name", "description", "workdir", "max_attempts", "resources", "axes", "zip", "include",
+             "exclude", "stages"}
+    for key in data:
+        # x-* keys hold YAML anchors for reuse (`x-rl: &rl ...` then `command: *rl`)
+        if key not in known and not str(key).startswith("x-"):
+            raise ctx.err(str(key), f"unknown key (known: {', '.join(sorted(known))}, or x-* for anchors)")
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
+        raise ctx.err("name", f"{name!r} is not a valid sweep name (letters, digits, _ . -)")
+    workdir_raw = data.get("workdir", "..")
+    if not isinstance(workdir_raw, str):
+        raise ctx.err("workdir", "must be a path")
+    workdir = (path.parent / workdir_raw).resolve()
+    max_attempts = _posint(data.get("max_attempts", 3), "max_attempts", ctx)
+    resources = _resources(data.get("resources", {}), "resources", ctx)
+
+    if "stages" not in data:
+        raise ctx.err("stages", "missing: a spec needs at least one stage with a command")
+    stages = _stages(data["stages"], ctx)
+    stage_names = list(dict.fromkeys(s.name for s in stages))
+
+    if "axes" not in data or data["axes"] is None:
+        raw_axes: dict = {}
+    else:
+        raw_axes = data["axes"]
+    if not isinstance(raw_axes, dict):
+        raise ctx.err("axes", "must be a mapping axis name -> values")
+    axes: list[Axis] = []
+    for aname, raw in raw_axes.items():
+        axes.append(_axis(str(aname), raw, stage_names, [a.name for a in axes], ctx))
+    axis_names = [a.name for a in axes]
+
+    zips = data.get("zip", []) or []
+    if not isinstance(zips, list) or not all(isinstance(z, list) for z in zips):
+        raise ctx.err("zip", "must be a list of lists of axis names, e.g. [[task, budget]]")
+    seen_zip: set[str] = set()
+    for i, group in enumerate(zips):
+        if len(group) < 2:
+            raise ctx.err(f"zip[{i}]", "zip at least two axes together")
+        for a in group:
+            if a not in axis_names:
+                raise ctx.err(f"zip[{i}]", f"unknown axis {a!r} (axes: {', '.join(axis_names)})")
+            if a in seen_zip:
+                raise ctx.err(f"zip[{i}]", f"axis {a!r} is in two zip groups")
+            seen_zip.add(a)
+        lengths = {a: len(next(x for x in axes if x.name == a).values) for a in group}
+        if len(set(lengths.values())) != 1:
+            raise ctx.err(f"zip[{i}]", "zipped axes need the same number of values: "
+                          + ", ".join(f"{a}={n}" for a, n in lengths.items()))
+
+    exclude = []
+    for i, entry in enumerate(data.get("exclude", []) or []):
+        exclude.append(_point_filter(entry, f"exclude[{i}]", axis_names, ctx))
+    include = []
+    for i, entry in enumerate(data.get("include", []) or []):
+        include.append(_point_filter(entry, f"include[{i}]", axis_names, ctx))
+
+    for s in stages:
+        for need in s.needs:
+            if need.stage not in stage_names:
+                raise ctx.err(f"{s.where}.needs.{need.ref}",
+                              f"unknown stage {need.stage!r} (stages: {', '.join(stage_names)})")
+            for k in need.with_:
+                if k not in axis_names:
+                    raise ctx.err(f"{s.where}.needs.{need.ref}.with",
+                                  f"unknown axis {k!r} (axes: {', '.join(axis_names)})")
+        if s.when:
+            for k in s.when:
+                if k not in axis_names:
+                    raise ctx.err(f"{s.where}.when", f"unknown axis {k!r} (axes: {', '.join(axis_names)})")
+    _check_stage_cycles(stages, ctx)
+
+    desc = data.get("description", "")
+    return Spec(path=path, name=name, workdir=workdir, axes=axes, stages=stages, zip=[list(z) for z in zips],
+                include=include, exclude=exclude, max_attempts=max_attempts, resources=resources,
+                description=str(desc or ""))
+
+
+def _posint(v: Any, where: str, ctx: _Ctx) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ctx.err(where, f"must be a positive integer, not {v!r}")
+    return v
+
+
+def _resources(raw: Any, where: str, ctx: _Ctx) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ctx.err(where, "must be a mapping with cpus, gpus, mem, time")
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        if k not in RESOURCE_KEYS:
+            raise ctx.err(f"{where}.{k}", f"unknown resource (known: {', '.join(RESOURCE_KEYS)})")
+        if k in ("cpus", "gpus"):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ctx.err(f"{where}.{k}", f"must be a non-negative integer, not {v!r}")
+        elif k == "mem":
+            if not (isinstance(v, int) or (isinstance(v, str) and _MEM.match(v))):
+                raise ctx.err(f"{where}.{k}", f"{v!r} is not a memory size (e.g. 4G, 512M)")
+            v = f"{v}M" if isinstance(v, int) else v
+        elif k == "time":
+            if not (isinstance(v, int) or (isinstance(v, str) and _TIME.match(v))):
+                raise ctx.err(f"{where}.{k}", f"{v!r} is not a time limit (HH:MM:SS, D-HH:MM:SS or minutes)")
+            v = str(v)
+        elif k == "slurm":
+            if not isinstance(v, dict):
+                raise ctx.err(f"{where}.{k}", "must be a mapping of extra sbatch options")
+        out[k] = v
+    return out
+
+
+def time_to_seconds(t: str | int) -> int:
+    """A SLURM-style time limit (minutes, MM:SS, HH:MM:SS, D-HH:MM:SS) in seconds."""
+    s = str(t)
+    if s.isdigit():
+        return int(s) * 60
+    days = 0
+    if "-" in s:
+        d, s = s.split("-", 1)
+        days = int(d)
+    parts = [int(p) for p in s.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    h, m, sec = parts
+    return ((days * 24 + h) * 60 + m) * 60 + sec
+
+
+def parse_overrides(raw: Any, where: str, stage_names: list[str], ctx: _Ctx) -> StageOverrides:
+    """A list / string of overrides (every stage) or a mapping stage -> list / string."""
+    if raw is None:
+        return {}
+    if isinstance(raw, dict):
+        out: StageOverrides = {}
+        for k, v in raw.items():
+            k = str(k)
+            if k != ALL_STAGES and k not in stage_names:
+                raise ctx.err(f"{where}.{k}", f"unknown stage {k!r} (stages: {', '.join(stage_names)}, or '*')")
+            out[k] = _override_list(v, f"{where}.{k}", ctx)
+        return out
+    return {ALL_STAGES: _override_list(raw, where, ctx)}
+
+
+def _override_list(raw: Any, where: str, ctx: _Ctx) -> list[str]:
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        try:
+            items = shlex.split(raw)
+        except ValueError as err:
+            raise ctx.err(where, f"cannot split overrides: {err}") from err
+    elif isinstance(raw, list):
+        items = raw
+    else:
+        raise ctx.err(where, f"overrides are a list of key=value strings, not {type(raw).__name__}")
+    out = []
+    for i, o in enumerate(items):
+        if not isinstance(o, str):
+            raise ctx.err(f"{where}[{i}]", f"override {o!r} must be a string key=value (quote it)")
+        if "=" not in o and not o.startswith("~") and not o.startswith("-"):
+            raise ctx.err(f"{where}[{i}]", f"override {o!r} is not key=value")
+        out.append(o)
+    return out
+
+
+def _cond(raw: Any, where: str, ctx: _Ctx) -> dict[str, list[Any]]:
+    if not isinstance(raw, dict) or not raw:
+        raise ctx.err(where, "must be a mapping axis -> value or list of values, e.g. {algorithm: NEAR}")
+    return {str(k): (list(v) if isinstance(v, list) else [v]) for k, v in raw.items()}
+
+
+def _axis(name: str, raw: Any, stage_names: list[str], earlier: list[str], ctx: _Ctx) -> Axis:
+    where = f"axes.{name}"
+    if not _NAME.match(name):
+        raise ctx.err(where, "axis names are identifiers (letters, digits, _)")
+    reserved = {"run_dir", "job_id", "exp_dir", "sweep", "stage"}
+    if name in reserved:
+        raise ctx.err(where, f"{name!r} is reserved ({', '.join(sorted(reserved))})")
+    when = None
+    overrides: dict[str, StageOverrides] = {}
+    if isinstance(raw, list):
+        values = raw
+    elif isinstance(raw, dict):
+        if set(raw) <= {"count", "base"} and "count" in raw:
+            values = _seeds(raw, where, ctx)
+        else:
+            allowed = {"values", "overrides", "when", "count", "base"}
+            for k in raw:
+                if k not in allowed:
+                    raise ctx.err(f"{where}.{k}", f"unknown key (known: {', '.join(sorted(allowed))})")
+            if "count" in raw:
+                if "values" in raw:
+                    raise ctx.err(where, "give either values or count/base, not both")
+                values = _seeds({k: raw[k] for k in ("count", "base") if k in raw}, where, ctx)
+            elif "values" not in raw:
+                raise ctx.err(f"{where}.values", "missing (a list, a mapping of named variants, or count/base)")
+            else:
+                vals = raw["values"]
+                if isinstance(vals, dict):  # named variants: value -> bundle of overrides
+                    values = list(vals)
+                    for v, bundle in vals.items():
+                        overrides[format_value(v)] = parse_overrides(bundle, f"{where}.values.{v}", stage_names, ctx)
+                elif isinstance(vals, list):
+                    values = vals
+                else:
+                    raise ctx.err(f"{where}.values", "must be a list or a mapping of named variants")
+            if raw.get("overrides") is not None:
+                if not isinstance(raw["overrides"], dict):
+                    raise ctx.err(f"{where}.overrides", "must be a mapping value -> overrides")
+                keys = {format_value(v) for v in values}
+                for v, bundle in raw["overrides"].items():
+                    fv = format_value(v)
+                    if fv not in keys:
+                        raise ctx.err(f"{where}.overrides.{v}", f"{v!r} is not a value of axis {name} "
+                                      f"({', '.join(map(format_value, values))})")
+                    parsed = parse_overrides(bundle, f"{where}.overrides.{v}", stage_names, ctx)
+                    merged = overrides.setdefault(fv, {})
+                    for st, lst in parsed.items():
+                        merged[st] = merged.get(st, []) + lst
+            if "when" in raw:
+                when = _cond(raw["when"], f"{where}.when", ctx)
+                for k in when:
+                    if k not in earlier:
+                        raise ctx.err(f"{where}.when", f"{k!r} is not an axis declared before {name!r} "
+                                      f"(earlier axes: {', '.join(earlier) or 'none'})")
+    else:
+        raise ctx.err(where, "an axis is a list of values or a mapping with 'values'")
+    if not values:
+        raise ctx.err(where, "has no values")
+    for i, v in enumerate(values):
+        if isinstance(v, (dict, list)):
+            raise ctx.err(f"{where}.values[{i}]", "axis values are scalars (use named variants for bundles)")
+    fvals = [format_value(v) for v in values]
+    dup = {v for v in fvals if fvals.count(v) > 1}
+    if dup:
+        raise ctx.err(where, f"duplicate value(s) {', '.join(sorted(dup))}")
+    return Axis(name=name, values=values, overrides=overrides, when=when)
+
+
+def _seeds(raw: dict, where: str, ctx: _Ctx) -> list[int]:
+    count = raw.get("count")
+    base = raw.get("base", 0)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ctx.err(f"{where}.count", f"must be a positive integer, not {count!r}")
+    if isinstance(base, bool) or not isinstance(base, int):
+        raise ctx.err(f"{where}.base", f"must be an integer, not {base!r}")
+    return list(range(base, base + count))
+
+
+def _point_filter(entry: Any, where: str, axis_names: list[str], ctx: _Ctx) -> dict[str, list[Any]]:
+    if not isinstance(entry, dict) or not entry:
+        raise ctx.err(where, "must be a mapping axis -> value (or list of values)")
+    for k in entry:
+        if k not in axis_names:
+            raise ctx.err(f"{where}.{k}", f"unknown axis {k!r} (axes: {', '.join(axis_names)})")
+    return {str(k): (list(v) if isinstance(v, list) else [v]) for k, v in entry.items()}
+
+
+def _stages(raw: Any, ctx: _Ctx) -> list[Stage]:
+    items: list[tuple[str, Any, str]] = []
+    if isinstance(raw, dict):
+        for name, body in raw.items():
+            items.append((str(name), body, f"stages.{name}"))
+    elif isinstance(raw, list):
+        for i, body in enumerate(raw):
+            if not isinstance(body, dict) or "name" not in body:
+                raise ctx.err(f"stages[{i}]", "each stage is a mapping with a name and a command")
+            items.append((str(body["name"]), body, f"stages[{i}]"))
+    else:
+        raise ctx.err("stages", "must be a list of stages or a mapping name -> stage")
+    if not items:
+        raise ctx.err("stages", "no stages")
+    names = list(dict.fromkeys(n for n, _, _ in items))
+    out = []
+    allowed = {"name", "command", "overrides", "needs", "resources", "when", "max_attempts", "validate"}
+    for name, body, where in items:
+        if not _NAME.match(name):
+            raise ctx.err(where, f"stage name {name!r} must be an identifier")
+        if isinstance(body, str):
+            body = {"command": body}
+        if not isinstance(body, dict):
+            raise ctx.err(where, "a stage is a mapping with a command")
+        for k in body:
+            if k not in allowed:
+                raise ctx.err(f"{where}.{k}", f"unknown key (known: {', '.join(sorted(allowed))})")
+        cmd = body.get("command")
+        if not isinstance(cmd, str) or not cmd.strip():
+            raise ctx.err(f"{where}.command", "missing or empty: the command template this stage runs")
+        overrides = parse_overrides(body.get("overrides"), f"{where}.overrides", names, ctx)
+        if set(overrides) - {ALL_STAGES}:
+            raise ctx.err(f"{where}.overrides", "a stage's own overrides are a plain list")
+        needs = []
+        raw_needs = body.get("needs") or {}
+        if isinstance(raw_needs, list):  # needs: [ncsn] == {ncsn: ncsn}
+            raw_needs = {str(n): str(n) for n in raw_needs}
+        if not isinstance(raw_needs, dict):
+            raise ctx.err(f"{where}.needs", "must be a mapping ref -> stage (or {stage, with})")
+        for ref, target in raw_needs.items():
+            ref = str(ref)
+            if not _NAME.match(ref) or ref in ("run_dir", "job_id", "exp_dir", "sweep", "stage"):
+                raise ctx.err(f"{where}.needs.{ref}", "reference names are identifiers, not reserved names")
+            if isinstance(target, str):
+                needs.append(Need(ref, target))
+            elif isinstance(target, dict) and "stage" in target:
+                for k in target:
+                    if k not in ("stage", "with"):
+                        raise ctx.err(f"{where}.needs.{ref}.{k}", "unknown key (known: stage, with)")
+                w = target.get("with") or {}
+                if not isinstance(w, dict):
+                    raise ctx.err(f"{where}.needs.{ref}.with", "must be a mapping axis -> value")
+                needs.append(Need(ref, str(target["stage"]), {str(k): v for k, v in w.items()}))
+            else:
+                raise ctx.err(f"{where}.needs.{ref}", "must be a stage name or {stage: NAME, with: {axis: value}}")
+        when = _cond(body["when"], f"{where}.when", ctx) if "when" in body else None
+        ma = body.get("max_attempts")
+        out.append(Stage(
+            name=name, command=" ".join(cmd.split()), overrides=overrides.get(ALL_STAGES, []), needs=needs,
+            resources=_resources(body.get("resources"), f"{where}.resources", ctx), when=when,
+            max_attempts=None if ma is None else _posint(ma, f"{where}.max_attempts", ctx),
+            validate=bool(body.get("validate", True)), where=where,
+        ))
+    return out
+
+
+def _check_stage_cycles(stages: list[Stage], ctx: _Ctx) -> None:
+    graph: dict[str, set[str]] = {}
+    where: dict[str, str] = {}
+    for s in stages:
+        graph.setdefault(s.name, set()).update(n.stage for n in s.needs)
+        where.setdefault(s.name, s.where)
+    state: dict[str, int] = {}
+
+    def visit(n: str, chain: list[str]) -> None:
+        if state.get(n) == 2:
+            return
+        if state.get(n) == 1:
+            raise ctx.err(f"{where[n]}.needs", "stages depend on each other in a cycle: "
+                          + " -> ".join(chain + [n]))
+        state[n] = 1
+        for m in sorted(graph.get(n, ())):
+            visit(m, chain + [n])
+        state[n] = 2
+
+    for n in graph:
+        visit(n, [])
