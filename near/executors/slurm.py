@@ -1,0 +1,482 @@
+"""The SLURM executor: submit a sweep's jobs as job arrays, reconcile, cancel.
+
+- :func:`submit` claims every pending job (compare-and-set pending -> queued in the job table, so
+  two submitters never queue a job twice), groups the claimed jobs by (stage, resources), and
+  sends each group as ONE submitit job array (one ``sbatch``), throttled with ``%N``. A later stage
+  waits on exactly the scheduler ids it needs (``afterok``, ``kill-on-invalid-dep=yes``: if one of
+  them fails SLURM removes the dependent array instead of leaving it pending forever; ``sync``
+  then blocks the jobs whose dependency failed and puts the others back to pending).
+- :func:`sync` reconciles the table with ``squeue`` and ``sacct`` in a bounded number of calls
+  (ids batched by array, not one call per job).
+- :func:`cancel` records ``cancelled`` and ``scancel`` s, batched.
+
+What runs on the node is :class:`near.executors.slurm_node.NodeJob`. submitit's files (pickles,
+sbatch scripts, logs) live under ``<exp>/slurm/submitit``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from near.errors import NearError, TableError
+from near.executors.slurm_profile import SlurmProfile
+from near.jobtable import (
+    ACTIVE_STATES, BLOCKED, BLOCKING_STATES, CANCELLED, DONE, FAILED, PENDING, QUEUED, RUNNING,
+    JobRecord, JobTable,
+)
+
+ID_BATCH = 400          # scheduler ids per squeue/sacct/scancel call (keeps argv small)
+LOST = "lost on the cluster"
+
+
+class SlurmError(NearError):
+    """A SLURM command failed (the message has its stderr)."""
+
+
+def slurm_dir(exp_dir: str | os.PathLike) -> Path:
+    """Where this sweep's SLURM files live: ``<exp>/slurm``."""
+    return Path(exp_dir) / "slurm"
+
+
+# --------------------------------------------------------------------------- resources
+def job_slurm_params(profile: SlurmProfile, resources: dict) -> dict:
+    """The submitit/sbatch parameters of one job: the profile, overridden by the job's resources
+    (``cpus``, ``gpus``, ``mem``, ``time``, ``partition``, ``qos``, ``account``)."""
+    from near.executors.slurm_profile import parse_time_min
+
+    r = resources or {}
+    time_min = parse_time_min(r["time"], "job resources 'time'") if "time" in r else profile.time
+    params = {
+        "partition": r.get("partition", profile.partition),
+        "account": r.get("account", profile.account),
+        "qos": r.get("qos", profile.qos),
+        "time": time_min,
+        "cpus_per_task": int(r.get("cpus", profile.cpus)),
+        "gpus_per_node": int(r.get("gpus", profile.gpus)) or None,
+        "mem": str(r["mem"]) if "mem" in r else profile.mem,
+        "mem_per_cpu": None if "mem" in r else profile.mem_per_cpu,
+    }
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _group_key(stage: str, params: dict) -> tuple:
+    return (stage, json.dumps(params, sort_keys=True))
+
+
+# --------------------------------------------------------------------------- submit
+@dataclass
+class ArraySubmission:
+    """One sbatch: a stage's jobs sharing resources."""
+
+    stage: str
+    params: dict
+    job_ids: list[str]
+    scheduler_id: str = ""            # the array id (or the job id of a 1-job group)
+    dependency: str = ""
+
+
+@dataclass
+class SubmitResult:
+    """What :func:`submit` did."""
+
+    submitted: int = 0
+    arrays: list[ArraySubmission] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)   # reason -> count
+    seconds: float = 0.0
+
+    @property
+    def sbatch_calls(self) -> int:
+        return len(self.arrays)
+
+
+def _dependency_spec(dep_sids: Iterable[str], array_sizes: dict[str, int]) -> str:
+    """``afterok:`` over the given scheduler ids; whole arrays (all tasks needed) by their base id."""
+    by_array: dict[str, set[str]] = defaultdict(set)
+    singles: list[str] = []
+    for sid in set(dep_sids):
+        base, _, task = sid.partition("_")
+        if task:
+            by_array[base].add(sid)
+        else:
+            singles.append(sid)
+    parts = sorted(singles)
+    for base, sids in sorted(by_array.items()):
+        parts += [base] if array_sizes.get(base) == len(sids) else sorted(sids)
+    return "afterok:" + ":".join(parts) if parts else ""
+
+
+def submit(
+    exp_dir: str | os.PathLike,
+    profile: SlurmProfile,
+    *,
+    stages: Sequence[str] | None = None,
+    resubmit: Sequence[str] = (),
+    hold: bool = False,
+    log=print,
+) -> SubmitResult:
+    """Submit every pending job of the sweep (plus ``resubmit`` states, reset first) to SLURM.
+
+    Jobs are claimed with compare-and-set (pending -> queued) before any sbatch: a job another
+    submitter claimed is skipped, so concurrent or repeated submits never queue a job twice.
+    ``hold`` submits the arrays held (``sbatch --hold``; benchmarks use it).
+    """
+    import submitit
+
+    t0 = time.perf_counter()
+    res = SubmitResult()
+    table = JobTable.open(exp_dir)
+    try:
+        if resubmit:
+            n = table.reset(resubmit)
+            log(f"reset {n} job(s) in {', '.join(resubmit)} to pending")
+        everything = {j.job_id: j for j in table.jobs()}
+        pending = [j for j in everything.values() if j.state == PENDING
+                   and (stages is None or j.stage in stages)]
+        owner = f"slurm-submit-{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+        # 1. claim, dependencies first. A job goes if each dependency is done, active on the
+        #    cluster (has a scheduler id) or claimed in this same call.
+        claimed: dict[str, JobRecord] = {}
+        order = _topo(pending, everything)
+        roots = [j.job_id for j in order if all(everything[d].state == DONE for d in j.deps.values())]
+        for rec in table.claim(owner, limit=len(roots) or 1, lease_s=None, to_state=QUEUED, job_ids=roots):
+            claimed[rec.job_id] = rec
+        for j in order:
+            if j.job_id in claimed or j.job_id in roots:
+                if j.job_id not in claimed:
+                    res.skipped["claimed by another submitter"] = res.skipped.get("claimed by another submitter", 0) + 1
+                continue
+            ok = True
+            for dep in j.deps.values():
+                d = everything[dep]
+                if dep in claimed or d.state == DONE or (d.state in ACTIVE_STATES and d.scheduler_id):
+                    continue
+                ok = False
+            if not ok:
+                res.skipped["dependency not submitted"] = res.skipped.get("dependency not submitted", 0) + 1
+                continue
+            if table.transition(j.job_id, QUEUED, expect=(PENDING,), owner=None, new_owner=owner,
+                                reason="submitting to slurm"):
+                claimed[j.job_id] = table.get(j.job_id)
+            else:
+                res.skipped["claimed by another submitter"] = res.skipped.get("claimed by another submitter", 0) + 1
+        if not claimed:
+            res.seconds = time.perf_counter() - t0
+            return res
+
+        # 2. group by (stage, resources); order groups so that dependencies are submitted first
+        level: dict[str, int] = {}
+        for j in _topo(list(claimed.values()), everything):
+            level[j.job_id] = 1 + max((level.get(d, 0) for d in j.deps.values() if d in claimed), default=-1)
+        groups: dict[tuple, ArraySubmission] = {}
+        group_level: dict[tuple, int] = {}
+        for jid, rec in claimed.items():
+            params = job_slurm_params(profile, rec.resources)
+            key = _group_key(rec.stage, params)
+            g = groups.setdefault(key, ArraySubmission(rec.stage, params, []))
+            g.job_ids.append(jid)
+            group_level[key] = max(group_level.get(key, 0), level[jid])
+        # a group whose jobs sit at different depths (a stage depending on itself) splits by depth
+        ordered: list[ArraySubmission] = []
+        for key in sorted(groups, key=lambda k: (group_level[k], k)):
+            g = groups[key]
+            depths = sorted({level[j] for j in g.job_ids})
+            if len(depths) == 1:
+                ordered.append(g)
+            else:
+                for dlev in depths:
+                    ordered.append(ArraySubmission(g.stage, g.params, [j for j in g.job_ids if level[j] == dlev]))
+        ordered.sort(key=lambda g: max(level[j] for j in g.job_ids))
+
+        # 3. one sbatch per group
+        folder = slurm_dir(exp_dir) / "submitit"
+        folder.mkdir(parents=True, exist_ok=True)
+        sid_of = {jid: r.scheduler_id for jid, r in everything.items()
+                  if r.state in ACTIVE_STATES and r.scheduler_id}
+        array_sizes: dict[str, int] = {}
+        from near.executors.slurm_node import NodeJob
+
+        sweep = table.sweep or Path(exp_dir).name
+        try:
+            for g in ordered:
+                deps = [sid_of[d] for jid in g.job_ids for d in claimed[jid].deps.values()
+                        if everything[d].state != DONE]
+                g.dependency = _dependency_spec(deps, array_sizes)
+                extra = dict(profile.sbatch)
+                if g.dependency:
+                    extra["dependency"] = g.dependency
+                    extra["kill-on-invalid-dep"] = "yes"
+                if hold:
+                    extra["hold"] = True
+                ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=profile.max_requeues,
+                                            python=profile.python)
+                ex.update_parameters(
+                    job_name=f"near-{sweep}-{g.stage}", setup=list(profile.setup),
+                    array_parallelism=profile.max_running, signal_delay_s=profile.signal_delay_s,
+                    additional_parameters=extra, stderr_to_stdout=True, **g.params,
+                )
+                margin = profile.margin_s(g.params["time"])
+                with ex.batch():
+                    sub = [ex.submit(NodeJob(str(Path(exp_dir).resolve()), jid, g.params["time"] * 60,
+                                             margin, profile.max_requeues)) for jid in g.job_ids]
+                ids = [s.job_id for s in sub]
+                g.scheduler_id = ids[0].split("_")[0]
+                if len(ids) > 1:
+                    array_sizes[g.scheduler_id] = len(ids)
+                for jid, sid in zip(g.job_ids, ids):
+                    sid_of[jid] = sid
+                    table.set_scheduler_id(jid, sid)
+                res.arrays.append(g)
+                res.submitted += len(ids)
+                log(f"submitted {len(ids)} {g.stage} job(s) as slurm {'array ' if len(ids) > 1 else ''}"
+                    f"{g.scheduler_id}" + (f" ({g.dependency[:60]}{'...' if len(g.dependency) > 60 else ''})"
+                                           if g.dependency else ""))
+        except Exception as err:
+            # sbatch refused: put back what was not submitted (no attempt charged); keep what was
+            done_ids = {jid for g in res.arrays for jid in g.job_ids}
+            for jid in claimed:
+                if jid not in done_ids:
+                    table.release(jid, reason=f"sbatch failed: {str(err).strip()[-300:]}")
+            raise SlurmError(f"sbatch failed after {len(res.arrays)} array(s): {str(err).strip()[-1500:]}") from err
+    finally:
+        table.close()
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _topo(jobs: list[JobRecord], everything: dict[str, JobRecord]) -> list[JobRecord]:
+    """``jobs`` ordered so that each comes after those of its dependencies that are in ``jobs``."""
+    ids = {j.job_id for j in jobs}
+    out: list[JobRecord] = []
+    seen: set[str] = set()
+    for j in jobs:
+        stack = [(j, False)]
+        while stack:
+            cur, expanded = stack.pop()
+            if cur.job_id in seen:
+                continue
+            if expanded:
+                seen.add(cur.job_id)
+                out.append(cur)
+                continue
+            stack.append((cur, True))
+            stack += [(everything[d], False) for d in cur.deps.values() if d in ids and d not in seen]
+    return out
+
+
+# --------------------------------------------------------------------------- scheduler queries
+def _run(cmd: list[str], ok_codes: Sequence[int] = (0,)) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except FileNotFoundError as err:
+        raise SlurmError(f"{cmd[0]} not found: is this a SLURM machine? ({err})") from err
+    except subprocess.TimeoutExpired as err:
+        raise SlurmError(f"{cmd[0]} did not answer in 120 s") from err
+    if out.returncode not in ok_codes:
+        if "Invalid job id" in out.stderr:
+            return out.stdout  # every id in the batch already left slurmctld's memory
+        raise SlurmError(f"{' '.join(cmd[:3])} ... failed ({out.returncode}): {out.stderr.strip()[-500:]}")
+    return out.stdout
+
+
+def _batches(ids: Sequence[str], n: int = ID_BATCH) -> Iterable[list[str]]:
+    ids = sorted(set(ids))
+    for i in range(0, len(ids), n):
+        yield ids[i : i + n]
+
+
+@dataclass
+class SchedulerView:
+    """States of jobs as SLURM reports them, keyed by near's scheduler id (``ARRAY_TASK`` or ``JOB``)."""
+
+    live: dict[str, tuple[str, str]] = field(default_factory=dict)      # squeue: state, reason
+    accounted: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # sacct: state, exit, reason
+    calls: int = 0
+
+
+def query_scheduler(scheduler_ids: Iterable[str]) -> SchedulerView:
+    """squeue + sacct for the arrays/jobs behind ``scheduler_ids``: ceil(#arrays / 400) calls each."""
+    view = SchedulerView()
+    bases = sorted({sid.split("_")[0] for sid in scheduler_ids if sid})
+    for chunk in _batches(bases):
+        out = _run(["squeue", "-h", "-r", "-j", ",".join(chunk), "-o", "%i|%T|%r"], ok_codes=(0,))
+        view.calls += 1
+        for line in out.splitlines():
+            sid, state, reason = (line.split("|") + ["", ""])[:3]
+            view.live[sid.strip()] = (state.strip(), reason.strip())
+    for chunk in _batches(bases):
+        out = _run(["sacct", "-X", "-n", "-P", "-j", ",".join(chunk), "-o", "JobID,State,ExitCode,Reason"])
+        view.calls += 1
+        for line in out.splitlines():
+            parts = line.split("|")
+            if len(parts) < 4 or "[" in parts[0]:
+                continue  # "A_[3-9%2]": tasks not started yet, squeue has them one by one
+            view.accounted[parts[0]] = (parts[1].split()[0] if parts[1] else "", parts[2], parts[3])
+    return view
+
+
+# --------------------------------------------------------------------------- sync
+@dataclass
+class SyncResult:
+    """What :func:`sync` changed: ``changes[new state] = count``; ``scancelled`` dependents removed."""
+
+    checked: int = 0
+    changes: dict[str, int] = field(default_factory=dict)
+    scancelled: int = 0
+    scheduler_calls: int = 0
+    seconds: float = 0.0
+
+
+_LOST_STATES = {"FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "TIMEOUT", "PREEMPTED",
+                "COMPLETED"}
+_DEP_REASONS = ("DependencyNeverSatisfied", "Dependency")
+
+
+def _retry_or_fail(table: JobTable, job: JobRecord, why: str, exit_code: int | None) -> str | None:
+    """A lost attempt: back to pending (the next submit resumes it from its checkpoint) unless the
+    job was lost ``max_attempts`` times already. Time-outs survived by requeue do not count: only
+    the losses recorded here do (built on ``transition``; the table's own retry_or_fail counts all
+    attempts, and on SLURM every requeue is an attempt)."""
+    lost = sum(1 for e in table.history(job.job_id) if e.reason and e.reason.startswith(LOST)) + 1
+    if lost >= job.max_attempts:
+        ok = table.transition(job.job_id, FAILED, expect=ACTIVE_STATES, exit_code=exit_code,
+                              reason=f"{LOST}: {why} (lost {lost} times, max_attempts {job.max_attempts})")
+        return FAILED if ok else None
+    ok = table.transition(job.job_id, PENDING, expect=ACTIVE_STATES, exit_code=exit_code,
+                          reason=f"{LOST}: {why}; will be resubmitted ({lost}/{job.max_attempts})")
+    return PENDING if ok else None
+
+
+def _exit_code(text: str) -> int | None:
+    try:
+        return int(text.split(":")[0])
+    except (ValueError, AttributeError):
+        return None
+
+
+def sync(exp_dir: str | os.PathLike, *, log=print) -> SyncResult:
+    """Reconcile the job table with SLURM (and with what the jobs wrote into the table themselves)."""
+    t0 = time.perf_counter()
+    res = SyncResult()
+    table = JobTable.open(exp_dir)
+    try:
+        active = [j for j in table.jobs(states=ACTIVE_STATES)]
+        res.checked = len(active)
+        view = query_scheduler(j.scheduler_id for j in active if j.scheduler_id)
+        res.scheduler_calls = view.calls
+        states = None  # lazily: every job's state, for dependency checks
+        to_scancel: list[str] = []
+
+        def note(new: str | None) -> None:
+            if new:
+                res.changes[new] = res.changes.get(new, 0) + 1
+
+        def dep_states(job: JobRecord) -> dict[str, str]:
+            nonlocal states
+            if states is None:
+                states = {j.job_id: j.state for j in table.jobs()}
+            return {d: states.get(d, "") for d in job.deps.values()}
+
+        for job in active:
+            sid = job.scheduler_id
+            if not sid:
+                continue  # claimed by a submit that is still running (or died before sbatch)
+            failed_deps = [d for d, s in dep_states(job).items() if s in BLOCKING_STATES] if job.deps else []
+            if failed_deps and job.state == QUEUED:
+                # its dependency failed: never let it pend on the cluster
+                if sid in view.live:
+                    to_scancel.append(sid)
+                if table.transition(job.job_id, BLOCKED, expect=(QUEUED,),
+                                    reason=f"dependency {failed_deps[0]} {states[failed_deps[0]]}"):
+                    note(BLOCKED)
+                continue
+            if sid in view.live:
+                st, why = view.live[sid]
+                if st == "RUNNING" and job.state == QUEUED:
+                    table.transition(job.job_id, RUNNING, expect=(QUEUED,), detail=f"slurm {sid} (sync)")
+                    note(RUNNING)
+                elif st == "PENDING" and why in _DEP_REASONS[:1]:
+                    to_scancel.append(sid)
+                    if table.transition(job.job_id, PENDING, expect=ACTIVE_STATES, charge=-1,
+                                        reason="dependency array failed on the cluster; will be resubmitted"):
+                        note(PENDING)
+                elif st == "PENDING" and job.state == RUNNING:
+                    table.transition(job.job_id, QUEUED, expect=(RUNNING,), reason="requeued by the scheduler")
+                    note(QUEUED)
+                continue
+            if sid not in view.accounted:
+                continue  # not in sacct yet (or purged): nothing to conclude
+            st, code, why = view.accounted[sid]
+            exit_code = _exit_code(code)
+            if st in ("PENDING", "RUNNING", "REQUEUED", "SUSPENDED", "RESIZING", "REQUEUE_HOLD", "REQUEUE_FED"):
+                continue
+            fresh = table.get(job.job_id)  # the node may have written its result since we listed
+            if fresh.state not in ACTIVE_STATES:
+                continue
+            if st == "CANCELLED":
+                if any(r in why for r in _DEP_REASONS):
+                    # removed by kill-on-invalid-dep although its own dependencies are fine
+                    if table.transition(job.job_id, PENDING, expect=ACTIVE_STATES, charge=-1,
+                                        reason="dependency array failed on the cluster; will be resubmitted"):
+                        note(PENDING)
+                elif table.transition(job.job_id, CANCELLED, expect=ACTIVE_STATES, exit_code=exit_code,
+                                      reason=f"cancelled on the cluster (slurm {sid})"):
+                    note(CANCELLED)
+            elif st in _LOST_STATES:
+                what = "finished without recording a result" if st == "COMPLETED" else st
+                note(_retry_or_fail(table, fresh, f"slurm {sid} {what}", exit_code))
+        for chunk in _batches(to_scancel):
+            _run(["scancel", *chunk])
+            res.scheduler_calls += 1
+            res.scancelled += len(chunk)
+    finally:
+        table.close()
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+# --------------------------------------------------------------------------- cancel
+@dataclass
+class CancelResult:
+    """What :func:`cancel` did."""
+
+    cancelled: int = 0
+    scancelled: int = 0
+
+
+def cancel(exp_dir: str | os.PathLike, *, states: Sequence[str] = (PENDING, QUEUED, RUNNING),
+           job_ids: Sequence[str] | None = None, reason: str = "cancelled by user (near sweep cancel)") -> CancelResult:
+    """Record ``cancelled`` for the selected jobs, then ``scancel`` those on the cluster (batched).
+
+    The table is written first, so a job that starts between the two steps sees itself cancelled
+    and does not run; one already running gets SIGTERM, checkpoints and exits.
+    """
+    bad = [s for s in states if s not in (PENDING, QUEUED, RUNNING, BLOCKED)]
+    if bad:
+        raise TableError(f"cancel: cannot cancel jobs in state(s) {', '.join(bad)}")
+    res = CancelResult()
+    with JobTable.open(exp_dir) as table:
+        jobs = table.jobs(states=states)
+        if job_ids is not None:
+            wanted = set()
+            for p in job_ids:
+                wanted.add(table.find(p).job_id)
+            jobs = [j for j in jobs if j.job_id in wanted]
+        sids = []
+        for j in jobs:
+            if table.mark_cancelled(j.job_id, reason, expect=(j.state,)):
+                res.cancelled += 1
+                if j.state in ACTIVE_STATES and j.scheduler_id:
+                    sids.append(j.scheduler_id)
+        for chunk in _batches(sids):
+            _run(["scancel", *chunk])
+            res.scancelled += len(chunk)
+    return res
