@@ -153,9 +153,16 @@ def test_real_job_table_and_cli(tmp_path):
     assert sorted(csv.algorithm) == ["NEAR", "PPO"]
     near_final = csv[csv.algorithm == "NEAR"]["mean"].iloc[0]
     assert near_final == pytest.approx(np.mean([140.0, 120.0, 100.0, 80.0, 60.0, 40.0, 20.0, 0.0]))
-    # second run: everything from the cache
+    # second run: nothing changed -> nothing redrawn
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert proc.returncode == 0 and "(0 read, 4 from cache)" in proc.stdout
+    assert proc.returncode == 0 and "up to date" in proc.stdout and "wrote" not in proc.stdout
+    # --force redraws, reading every point from the scalar cache
+    proc = subprocess.run(cmd + ["--force"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0 and "(0 read, 4 from cache)" in proc.stdout and "wrote" in proc.stdout
+    # one run logs more: the report is stale again and decodes only that file
+    write_run(Path(frame.run_dir.iloc[0]), {"rewards/iter": ([100], [1.0])})
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0 and "(1 read, 4 from cache)" in proc.stdout
     # a bad spec is a clean error (exit 2) naming the file
     bad = tmp_path / "bad.yaml"
     bad.write_text("tagz: []\n")

@@ -18,14 +18,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--spec", default=None, help="plotting spec YAML (default: matched by sweep name)")
     p.add_argument("--out", default=None, help="output folder (default: EXP/figures)")
     p.add_argument("--workers", type=int, default=None, help="processes that decode event files (default: CPUs)")
-    p.add_argument("--no-cache", action="store_true", help="ignore and do not write EXP/.cache/scalars")
+    p.add_argument("--no-cache", action="store_true", help="ignore and do not write EXP/.cache (re-read everything)")
+    p.add_argument("--force", action="store_true", help="redraw even when nothing changed since the last report")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from near.report.pipeline import run_report
 
-    rep = run_report(args.exp, args.spec, args.out, args.workers, not args.no_cache)
+    rep = run_report(args.exp, args.spec, args.out, args.workers, not args.no_cache, force=args.force)
     print(f"near report: {len(rep.written)} file(s) written to {rep.out}"
           + (f"; {len(rep.warnings)} warning(s)" if rep.warnings else ""))
     return 0

@@ -13,7 +13,8 @@ import pandas as pd
 from near.errors import SpecError
 from near.report import figures, logs, spec as specmod, stats, tables
 
-META_HINT = ("algorithm", "motion", "seed", "ablation", "stage", "state")
+# Bump when a change of this package changes what a report draws (invalidates up-to-date stamps).
+REPORT_VERSION = 1
 
 
 def load_jobs(exp: Path) -> pd.DataFrame | None:
@@ -78,7 +79,8 @@ class Report:
     """One report run: holds the frame, the spec and the output folder; prints progress."""
 
     def __init__(self, exp: Path, spec_path: Path | None = None, out: Path | None = None,
-                 workers: int | None = None, use_cache: bool = True, log=print, jobs: pd.DataFrame | None = None):
+                 workers: int | None = None, use_cache: bool = True, log=print, jobs: pd.DataFrame | None = None,
+                 force: bool = False):
         self.exp = Path(exp).resolve()
         if not self.exp.is_dir():
             raise SpecError(f"{exp}: no such experiment folder")
@@ -86,31 +88,81 @@ class Report:
         self.out = Path(out) if out else self.exp / "figures"
         self.workers = workers
         self.use_cache = use_cache
+        self.force = force
         self.log = log
         self.jobs = jobs  # a ready job frame (tests, notebooks); else read from EXP/jobs.db
         self.written: list[Path] = []
         self.warnings: list[str] = []
 
     # -- reading -----------------------------------------------------------------------
-    def load(self) -> pd.DataFrame:
-        """Tidy frame of all scalars with job metadata (cached)."""
-        t0 = time.perf_counter()
+    def discover(self) -> list[Path]:
+        """Job table and event files of the experiment (cheap: SQLite read + directory walk)."""
         jobs = self.jobs if self.jobs is not None else load_jobs(self.exp)
+        self.jobs = jobs
         roots = [self.exp]
         if jobs is not None and "run_dir" in jobs.columns:
             roots = [Path(r) for r in jobs["run_dir"].dropna().astype(str) if os.path.isdir(r)]
-        files = logs.find_event_files(roots)
-        self.log(f"near report: {self.exp}: {len(files)} event file(s) in "
+        self.files = logs.find_event_files(roots)
+        self.log(f"near report: {self.exp}: {len(self.files)} event file(s) in "
                  f"{len(jobs) if jobs is not None else 'no'} job(s)")
+        return self.files
+
+    def load(self) -> pd.DataFrame:
+        """Tidy frame of all scalars with job metadata (cached)."""
+        t0 = time.perf_counter()
+        if not hasattr(self, "files"):
+            self.discover()
         cache = self.exp / ".cache" / "scalars" if self.use_cache else None
-        frame, rep = logs.load_scalars(files, cache, self.workers, log=self.log)
+        frame, rep = logs.load_scalars(self.files, cache, self.workers, log=self.log)
         for w in rep.warnings:
             self.warn(w)
-        frame = logs.dedupe_resumed(logs.attach_metadata(frame, jobs))
+        frame = logs.dedupe_resumed(logs.attach_metadata(frame, self.jobs))
         self.log(f"near report: {rep.points} scalar points from {rep.files} file(s) "
                  f"({rep.read} read, {rep.cached} from cache) in {time.perf_counter() - t0:.2f}s")
         self.frame = frame
         return frame
+
+    def spec_source(self) -> tuple[Path | None, str]:
+        """(spec file or None for the derived default, its text) -- what the outputs depend on."""
+        path = Path(self.spec_path) if self.spec_path else None
+        if path is None:
+            for d in plotting_dirs():
+                path = specmod.find_for_sweep(d, self.exp.name)
+                if path:
+                    break
+        if path is None:
+            return None, "<default>"
+        try:
+            return path, path.read_text()
+        except OSError:
+            raise SpecError(f"{path}: no such spec file") from None
+
+    def fingerprint(self) -> str:
+        """Hash of everything the outputs depend on: event files (path, size, mtime), job metadata,
+        spec text, output folder and this module's version. Equal hash -> outputs are up to date."""
+        import hashlib
+        import json
+
+        keys = []
+        for f in self.files:
+            try:
+                st = os.stat(f)
+                keys.append((str(f), st.st_size, st.st_mtime_ns))
+            except OSError:
+                pass
+        jobs = None
+        if self.jobs is not None:
+            keep = [c for c in self.jobs.columns if c not in logs.BULKY_JOB_COLUMNS | {"attempts", "reason",
+                                                                                          "scheduler_id", "exit_code"}]
+            jobs = self.jobs[keep].astype(str).to_json(orient="split")
+        _, text = self.spec_source()
+        blob = json.dumps([REPORT_VERSION, keys, jobs, text, str(self.out.resolve())])
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _stamp_path(self) -> Path:
+        import hashlib
+
+        return self.exp / ".cache" / f"report-{hashlib.sha1(str(self.out.resolve()).encode()).hexdigest()[:12]}.json"
 
     def warn(self, msg: str) -> None:
         self.warnings.append(msg)
@@ -118,26 +170,45 @@ class Report:
 
     def resolve_spec(self) -> dict:
         """The spec given, else plotting/*.yaml whose sweep matches EXP's name, else a default."""
-        if self.spec_path:
-            spec = specmod.load(Path(self.spec_path))
+        path, _ = self.spec_source()
+        if path is not None:
+            spec = specmod.load(path)
         else:
-            found = None
-            for d in plotting_dirs():
-                found = specmod.find_for_sweep(d, self.exp.name)
-                if found:
-                    break
-            if found:
-                spec = specmod.load(found)
-            else:
-                tags = sorted(str(t) for t in self.frame["tag"].unique()) if len(self.frame) else []
-                spec = specmod.default_spec(tags, list(self.frame.columns), self.exp.name)
+            tags = sorted(str(t) for t in self.frame["tag"].unique()) if len(self.frame) else []
+            spec = specmod.default_spec(tags, list(self.frame.columns), self.exp.name)
         self.log(f"near report: spec {spec['_file']}")
         self.spec = spec
         return spec
 
     # -- outputs -----------------------------------------------------------------------
+    def up_to_date(self) -> bool:
+        """True (and `written` filled) when a previous report made the same outputs from the same inputs."""
+        import json
+
+        self.discover()
+        stamp = self._stamp_path()
+        if not self.use_cache or self.force or not stamp.is_file():
+            return False
+        try:
+            old = json.loads(stamp.read_text())
+        except ValueError:
+            return False
+        self._fp = self.fingerprint()
+        files = [Path(p) for p in old.get("written", [])]
+        if old.get("fingerprint") != self._fp or not all(p.is_file() for p in files):
+            return False
+        self.written = files
+        for w in old.get("warnings", []):
+            self.warn(w)
+        self.log(f"near report: outputs in {self.out} are up to date (no event file, job or spec changed)")
+        return True
+
     def run(self) -> list[Path]:
         """Read, then write every figure and table of the spec; returns the files written."""
+        if self.up_to_date():
+            for p in self.written:
+                self.log(f"  up to date {p}")
+            return self.written
         self.load()
         spec = self.resolve_spec()
         if self.frame.empty:
@@ -168,6 +239,13 @@ class Report:
             self.written += self._table(tbl, frame)
         for p in self.written:
             self.log(f"  wrote {p}")
+        if self.use_cache:
+            import json
+
+            stamp = self._stamp_path()
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(json.dumps({"fingerprint": getattr(self, "_fp", None) or self.fingerprint(),
+                                         "written": [str(p) for p in self.written], "warnings": self.warnings}))
         return self.written
 
     def _figure(self, fig: dict) -> list[Path]:
@@ -263,8 +341,8 @@ class Report:
 
 
 def run_report(exp: Path, spec: Path | None = None, out: Path | None = None, workers: int | None = None,
-               use_cache: bool = True, log=print) -> Report:
+               use_cache: bool = True, log=print, force: bool = False) -> Report:
     """Regenerate every figure and table for experiment folder `exp`; returns the finished Report."""
-    rep = Report(exp, spec, out, workers, use_cache, log)
+    rep = Report(exp, spec, out, workers, use_cache, log, force=force)
     rep.run()
     return rep

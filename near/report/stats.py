@@ -139,10 +139,15 @@ def bootstrap_ci(
     alpha = (1.0 - level) / 2.0
     lo = np.full(boot.shape[1], np.nan)
     hi = np.full(boot.shape[1], np.nan)
-    cols = np.isfinite(boot).any(axis=0)  # columns where no run has data stay NaN
-    if cols.any():
-        lo[cols] = np.nanquantile(boot[:, cols], alpha, axis=0)
-        hi[cols] = np.nanquantile(boot[:, cols], 1.0 - alpha, axis=0)
+    finite = np.isfinite(boot)
+    full = finite.all(axis=0)  # the common case: plain (fast) quantiles
+    if full.any():
+        q = np.quantile(boot[:, full], [alpha, 1.0 - alpha], axis=0)
+        lo[full], hi[full] = q[0], q[1]
+    part = finite.any(axis=0) & ~full  # some resamples missing: NaN-aware; none present: stays NaN
+    if part.any():
+        lo[part] = np.nanquantile(boot[:, part], alpha, axis=0)
+        hi[part] = np.nanquantile(boot[:, part], 1.0 - alpha, axis=0)
     if squeeze:
         return lo[0], hi[0]
     return lo, hi
