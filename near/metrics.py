@@ -67,6 +67,38 @@ def _batched(x: ArrayLike) -> tuple[torch.Tensor, bool]:
     raise ValueError(f"expected a trajectory of shape (T, D) or (B, T, D), got {tuple(t.shape)}")
 
 
+def dtw_start(batch: int, m: int, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"):
+    """The DTW recursion's row 0 against a reference of `m` frames: (acc, length), each (batch, m + 1).
+
+    acc[:, j] is the accumulated cost of the best warping path ending at reference frame j
+    (1-based; column 0 is the boundary), length[:, j] that path's number of cells.
+    """
+    acc = torch.full((batch, m + 1), math.inf, dtype=dtype, device=device)
+    acc[:, 0] = 0.0
+    return acc, torch.zeros((batch, m + 1), dtype=dtype, device=device)
+
+
+def dtw_step(acc: torch.Tensor, length: torch.Tensor, cost_row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advance the DTW recursion by one frame of x: `cost_row` (B, m) = distances of that frame to
+    every reference frame. Returns the new (acc, length) rows; column 0 stays the boundary (inf).
+
+    D[i, j] = c[i, j] + min(D[i-1, j-1], D[i-1, j], D[i, j-1]). Unrolling the in-row term gives
+    D[i, j] = S[j] + cummin_{k<=j}(M[k] - S[k]) with S the row's cumulative cost and
+    M[k] = c[i, k] + min(D[i-1, k-1], D[i-1, k]): one vectorised scan per frame. This is also
+    how environments keep an episode's DTW error up to date step by step.
+    """
+    diag, up = acc[:, :-1], acc[:, 1:]
+    use_up = up < diag  # ties go to the diagonal
+    prev_best = torch.where(use_up, up, diag)
+    prev_len = torch.where(use_up, length[:, 1:], length[:, :-1])
+    csum = torch.cumsum(cost_row, dim=-1)
+    run_min, start = torch.cummin(prev_best + cost_row - csum, dim=-1)
+    cols = torch.arange(cost_row.shape[-1], device=cost_row.device, dtype=cost_row.dtype)
+    new_len = prev_len.gather(-1, start) + 1.0 + (cols - start.to(cost_row.dtype))
+    boundary = torch.full_like(acc[:, :1], math.inf)
+    return torch.cat([boundary, csum + run_min], -1), torch.cat([torch.zeros_like(boundary), new_len], -1)
+
+
 def dtw_error(
     x: ArrayLike, y: ArrayLike, x_len: ArrayLike | None = None, y_len: ArrayLike | None = None
 ) -> torch.Tensor:
@@ -74,8 +106,8 @@ def dtw_error(
 
     x: (T1, D) or (B, T1, D); y: (T2, D) or (B, T2, D) (a single y is broadcast over the batch).
     x_len / y_len (B,): valid frames of each padded batch row (default: all). Returns a scalar
-    tensor (unbatched input) or shape (B,). The recursion runs over anti-diagonals so the cost
-    is O(T1 + T2) vectorised steps, batched over B.
+    tensor (unbatched input) or shape (B,). One vectorised :func:`dtw_step` per frame of x,
+    batched over B.
     """
     xb, x_single = _batched(x)
     yb, y_single = _batched(y)
@@ -87,28 +119,21 @@ def dtw_error(
     xb = xb.expand(batch, -1, -1)
     yb = yb.expand(batch, -1, -1)
     n, m = xb.shape[1], yb.shape[1]
-    # exact differences (cdist's matrix-product shortcut loses ~1e-9 for identical frames)
-    cost = torch.cdist(xb, yb, compute_mode="donot_use_mm_for_euclid_dist").cpu()  # (B, n, m)
-    inf = torch.tensor(math.inf, dtype=cost.dtype)
-    acc = torch.full((batch, n + 1, m + 1), math.inf, dtype=cost.dtype)
-    length = torch.zeros((batch, n + 1, m + 1), dtype=cost.dtype)
-    acc[:, 0, 0] = 0.0
-    for diag in range(2, n + m + 1):  # i + j == diag, 1-based cell indices
-        i = torch.arange(max(1, diag - m), min(n, diag - 1) + 1)
-        j = diag - i
-        cands = torch.stack([acc[:, i - 1, j - 1], acc[:, i - 1, j], acc[:, i, j - 1]], dim=-1)
-        lens = torch.stack([length[:, i - 1, j - 1], length[:, i - 1, j], length[:, i, j - 1]], dim=-1)
-        best, arg = cands.min(dim=-1)
-        best = torch.where(torch.isfinite(best), best, inf)
-        acc[:, i, j] = best + cost[:, i - 1, j - 1]
-        length[:, i, j] = lens.gather(-1, arg[..., None])[..., 0] + 1.0
-    # cell (a, b) depends only on cells <= (a, b): padding beyond a row's own lengths is harmless
-    rows = torch.arange(batch)
     xl = torch.full((batch,), n, dtype=torch.long) if x_len is None else torch.as_tensor(x_len).long().cpu().expand(batch)
     yl = torch.full((batch,), m, dtype=torch.long) if y_len is None else torch.as_tensor(y_len).long().cpu().expand(batch)
     if bool(((xl < 1) | (xl > n) | (yl < 1) | (yl > m)).any()):
         raise ValueError("dtw_error: lengths must lie in [1, padded length]")
-    out = acc[rows, xl, yl] / length[rows, xl, yl]
+    # exact differences (cdist's matrix-product shortcut loses ~1e-9 for identical frames)
+    cost = torch.cdist(xb, yb, compute_mode="donot_use_mm_for_euclid_dist")  # (B, n, m)
+    acc, length = dtw_start(batch, m)
+    out = torch.zeros(batch, dtype=torch.float64)
+    rows = torch.arange(batch)
+    # cell (a, b) depends only on cells <= (a, b): padding beyond a row's own lengths is harmless
+    for i in range(n):
+        acc, length = dtw_step(acc, length, cost[:, i])
+        done = xl == i + 1
+        if bool(done.any()):
+            out[done] = acc[rows[done], yl[done]] / length[rows[done], yl[done]]
     return out[0] if (x_single and y_single) else out
 
 
@@ -170,11 +195,12 @@ def sparc(
     """Spectral arc length of a speed profile (Balasubramanian, Melendez-Calderon, Burdet 2015).
 
     speed: (T,) or (B, T) non-negative speeds sampled every `dt` seconds. The magnitude spectrum
-    (zero padded to 2**(ceil(log2 T) + pad_level) points) is normalised by its DC value and cut
-    at the last frequency below `fc` Hz whose magnitude is at least `amp_th`; the result is minus
-    the arc length of that curve with the frequency axis normalised to [0, 1]. Higher = smoother;
-    a single smooth bell scores about -1.4, noise and extra peaks push it lower.
-    lengths (B,): valid samples of each padded row (default: all).
+    (zero padded to 2**(ceil(log2 T) + pad_level) points, T the array's width) is normalised by
+    its DC value and cut at the last frequency below `fc` Hz whose magnitude is at least
+    `amp_th`; the result is minus the arc length of that curve with the frequency axis
+    normalised to [0, 1]. Higher = smoother; a single smooth bell scores about -1.4, noise and
+    extra peaks push it lower. lengths (B,): valid samples of each padded row (the rest is
+    treated as zero padding; default: all). Fully vectorised over B.
     """
     s = _as_tensor(speed)
     single = s.ndim == 1
@@ -182,24 +208,22 @@ def sparc(
         s = s[None]
     if s.ndim != 2 or s.shape[1] < 2:
         raise ValueError(f"sparc expects a speed profile of shape (T,) or (B, T) with T >= 2, got {tuple(s.shape)}")
-    lens = [s.shape[1]] * s.shape[0] if lengths is None else [int(v) for v in torch.as_tensor(lengths).tolist()]
-    out = torch.empty(s.shape[0], dtype=torch.float64)
-    for b in range(s.shape[0]):
-        nfft = int(2 ** (math.ceil(math.log2(max(lens[b], 2))) + pad_level))
-        freq = torch.arange(nfft // 2 + 1, dtype=torch.float64) / (nfft * dt)
-        mag = torch.fft.rfft(s[b, : lens[b]], n=nfft).abs()
-        mag = mag / mag[:1].clamp_min(1e-12)
-        in_band = freq <= fc
-        m = mag[in_band]
-        f = freq[in_band]
-        above = torch.nonzero(m >= amp_th).flatten()
-        last = int(above[-1]) if above.numel() else 0
-        m, f = m[: last + 1], f[: last + 1]
-        if m.numel() < 2:
-            out[b] = 0.0
-            continue
-        f = f / f[-1]
-        out[b] = -torch.sqrt(torch.diff(f) ** 2 + torch.diff(m) ** 2).sum()
+    if lengths is not None:
+        lens = torch.as_tensor(lengths).long().cpu()
+        s = s * (torch.arange(s.shape[1])[None, :] < lens[:, None])
+    nfft = int(2 ** (math.ceil(math.log2(s.shape[1])) + pad_level))
+    freq = torch.arange(nfft // 2 + 1, dtype=torch.float64) / (nfft * dt)
+    band = freq <= fc
+    freq = freq[band]
+    mag = torch.fft.rfft(s, n=nfft).abs()[:, band]
+    mag = mag / mag[:, :1].clamp_min(1e-12)
+    idx = torch.arange(freq.numel())
+    last = torch.where(mag >= amp_th, idx, torch.zeros_like(idx)).max(dim=1).values  # (B,)
+    f_last = freq[last].clamp_min(1e-12)
+    df = torch.diff(freq)[None, :] / f_last[:, None]
+    dm = torch.diff(mag, dim=1)
+    seg = torch.sqrt(df**2 + dm**2) * (idx[None, 1:] <= last[:, None])
+    out = -seg.sum(dim=1)
     return out[0] if single else out
 
 
@@ -216,18 +240,23 @@ def success_rate(successes: ArrayLike) -> float:
 
 
 def episode_metrics(
-    root_pos: ArrayLike, reference: ArrayLike, dt: float, lengths: ArrayLike | None = None
+    root_pos: ArrayLike,
+    reference: ArrayLike,
+    dt: float,
+    lengths: ArrayLike | None = None,
+    dtw: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-episode trajectory metrics, keyed like TAGS, each of shape (B,).
 
     root_pos, reference: (B, T, D) padded root paths of the rollouts and of the reference over the
-    same steps; lengths (B,): valid frames of each row (>= 4, default T).
+    same steps; lengths (B,): valid frames of each row (>= 4, default T). `dtw`: the DTW errors
+    if already known (an environment that ran :func:`dtw_step` along the episode).
     """
     p, _ = _batched(root_pos)
     r, _ = _batched(reference)
     lens = torch.full((p.shape[0],), p.shape[1]) if lengths is None else torch.as_tensor(lengths).long().cpu()
     return {
-        "dtw_error": dtw_error(p, r, lens, lens),
+        "dtw_error": dtw_error(p, r, lens, lens) if dtw is None else _as_tensor(dtw),
         "euclidean_error": _masked_mean(torch.linalg.vector_norm(p - r[:, : p.shape[1]], dim=-1), lens),
         "sparc": sparc(speed_profile(p, dt), dt, lengths=lens - 1),
         "root_velocity": root_velocity(p, dt, lens),

@@ -126,6 +126,20 @@ def test_padded_batches_give_the_same_answers_as_single_episodes():
     batch = metrics.episode_metrics(paths, refs, DT, lens)
     single_b = metrics.trajectory_metrics(b[:17], ref[:17], DT)
     single_a = metrics.trajectory_metrics(a, ref, DT)
+    # SPARC zero-pads to the batch's width: compare with the short episode padded the same way
+    speed_b = metrics.speed_profile(b[:17], DT)
+    single_b["sparc"] = float(metrics.sparc(torch.cat([speed_b, torch.zeros(12, dtype=speed_b.dtype)]), DT))
     for key, val in batch.items():
         assert float(val[1]) == pytest.approx(single_b[key], rel=1e-9), key
         assert float(val[0]) == pytest.approx(single_a[key], rel=1e-9), key
+
+
+def test_dtw_step_by_step_equals_the_whole_recursion():
+    rng = np.random.default_rng(5)
+    x = torch.tensor(rng.normal(size=(3, 12, 2)))
+    ref = torch.tensor(rng.normal(size=(3, 15, 2)))
+    acc, length = metrics.dtw_start(3, 15)
+    for t in range(12):
+        acc, length = metrics.dtw_step(acc, length, torch.linalg.vector_norm(x[:, t, None] - ref, dim=-1))
+    online = acc[:, 15] / length[:, 15]
+    assert torch.allclose(online, metrics.dtw_error(x, ref), rtol=1e-12)

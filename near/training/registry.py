@@ -34,6 +34,10 @@ REGISTRATION_MODULES: list[str] = [
     "near.training.envs.isaacgym_guard",
     "near.training.algos.ppo",
     "near.training.algos.near",
+    # issue 5: motion-imitation env, AMP, DeepMimic-style tracking
+    "near.training.envs.motion",
+    "near.training.algos.amp",
+    "near.training.algos.tracking",
 ]
 
 #: env type (or task-name prefix) -> factory(task_cfg, num_envs, device, seed) -> VecEnv

@@ -14,9 +14,10 @@ features. PPO maximises ``task_reward_w * task + tracking_reward_w * r_track``.
 Where the environment provides the reference (``infos['reference']``, the motion env: phase
 variable, reference state initialisation and early termination when the root strays more
 than ``terminationDistance`` from the reference, set in cfg/task/motionTrack.yaml), that frame
-is the target. Environments without a phase variable (the maze) are tracked against one
-demonstration trajectory, indexed by the step count since the episode started (a time-indexed
-phase), held at its last frame; they keep their own initial state and termination.
+is the target. Environments without a phase variable (the maze) are tracked against their first
+demonstration trajectory (``demo_states()[0]``, else the rows of ``demo_transitions()``), indexed
+by the step count since the episode started (a time-indexed phase) and held at its last frame;
+they keep their own initial state and termination.
 
 Config (``params.config.tracking_config``): ``task_reward_w``, ``tracking_reward_w``,
 ``combine``, ``weights: {group: w}``, ``scales: {group: k}``.
@@ -95,8 +96,8 @@ class TrackingAgent(PPOAgent):
     def _fallback_reference(self) -> torch.Tensor:
         env = self.vec_env.env
         if self.demo_track is None:
-            if hasattr(env, "demo_trajectory"):
-                track = env.demo_trajectory()
+            if hasattr(env, "demo_states"):  # the maze: a list of demonstration trajectories
+                track = env.demo_states()[0]
             else:
                 rows = env.demo_transitions()
                 track = rows[:, -self.obs_per_step:]  # consecutive rows of one demonstration

@@ -148,6 +148,8 @@ class MotionImitationEnv(VecEnv):
         self.speed_err = torch.zeros(n, device=d)
         self.path = torch.zeros(n, cfg.episode_length + 1, 2, device=d)
         self.ref_path = torch.zeros(n, cfg.episode_length + 1, 2, device=d)
+        # DTW recursion rows of each episode's root path against its reference path (kept online)
+        self.dtw_acc, self.dtw_len = metrics.dtw_start(n, cfg.episode_length + 1, torch.float32, d)
         self.reset_idx(torch.arange(n, device=d))
 
     # ----------------------------------------------------------------- reference
@@ -206,9 +208,15 @@ class MotionImitationEnv(VecEnv):
         self.progress[env_ids] = 0
         self.speed_err[env_ids] = 0.0
         self.path[env_ids] = 0.0
-        self.ref_path[env_ids] = 0.0
         self.path[env_ids, 0] = self.state[env_ids, :2]
-        self.ref_path[env_ids, 0] = self.state[env_ids, :2]
+        # the reference root path over the whole episode, from the initial phase on
+        t = torch.arange(self.cfg.episode_length + 1, device=self.device)
+        phases = phase[:, None] + t[None, :] * self.phase_step(mid)[:, None]
+        mids = mid[:, None].expand_as(phases)
+        self.ref_path[env_ids] = self.reference_state(mids.reshape(-1), phases.reshape(-1))[:, :2].reshape(n, -1, 2)
+        acc, length = metrics.dtw_start(n, self.cfg.episode_length + 1, torch.float32, self.device)
+        cost = (self.path[env_ids, :1] - self.ref_path[env_ids]).norm(dim=-1)
+        self.dtw_acc[env_ids], self.dtw_len[env_ids] = metrics.dtw_step(acc, length, cost)
 
     def reset(self) -> torch.Tensor:
         self.reset_idx(torch.arange(self.num_envs, device=self.device))
@@ -255,7 +263,9 @@ class MotionImitationEnv(VecEnv):
         rows = torch.arange(self.num_envs, device=self.device)
         col = self.progress.clamp(max=cfg.episode_length)
         self.path[rows, col] = pos
-        self.ref_path[rows, col] = ref[:, :2]
+        if cfg.episode_metrics:
+            cost = (pos[:, None] - self.ref_path).norm(dim=-1)
+            self.dtw_acc, self.dtw_len = metrics.dtw_step(self.dtw_acc, self.dtw_len, cost)
 
         terminate = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         if cfg.early_termination in ("arena", "reference"):
@@ -286,20 +296,35 @@ class MotionImitationEnv(VecEnv):
         out["success_rate"][ids] = (mean_err < 0.2 * self.ref_speed_mean[self.motion_id[ids]]).float()
         if not self.cfg.episode_metrics:
             return out
-        # trajectory metrics need >= 4 frames (jerk); shorter episodes get those of a standing path
+        # DTW over the episode's frames 0..L, kept up to date step by step
+        dtw = self.dtw_acc[ids, lengths + 1] / self.dtw_len[ids, lengths + 1]
+        # derivatives need >= 4 frames (jerk); shorter episodes get those of a standing path
         frames = (lengths + 1).clamp(min=4)
-        width = int(frames.max())
+        width = self.path.shape[1]
         for start in range(0, ids.numel(), chunk):
             sel = ids[start : start + chunk]
-            vals = metrics.episode_metrics(
-                self.path[sel, :width], self.ref_path[sel, :width], self.dt, frames[start : start + chunk].cpu()
-            )
+            vals = metrics.episode_metrics(self.path[sel, :width], self.ref_path[sel, :width], self.dt,
+                                           frames[start : start + chunk].cpu(), dtw=dtw[start : start + chunk])
             for key, v in vals.items():
                 out.setdefault(key, torch.zeros(n, device=self.device))[sel] = v.to(self.device, torch.float32)
         return out
 
+    #: named feature masks (NEAR's ``near_config.model.feature_mask``): kept per-state features
+    FEATURE_MASKS = {"root": [0, 1, 2, 3], "positions": [0, 1, 4, 5], "end": [4, 5, 6, 7]}
+
+    def feature_mask(self, name: str | None) -> torch.Tensor | None:
+        """Masks over ``paired_obs``: ``root`` (root position and velocity), ``positions`` (root and
+        end point positions), ``end`` (end point position and velocity), for every state."""
+        if name in (None, "", "None"):
+            return None
+        if name in self.FEATURE_MASKS:
+            keep = self.FEATURE_MASKS[name]
+            return torch.tensor([i % STATE_DIM in keep for i in range(self.paired_obs_dim)], dtype=torch.bool)
+        raise KeyError(f"motion env has no feature mask named {name!r} (known: {', '.join(self.FEATURE_MASKS)})")
+
     # ----------------------------------------------------------------- checkpoints
-    _STATE_KEYS = ("state", "history", "phase", "start_phase", "motion_id", "progress", "speed_err", "path", "ref_path")
+    _STATE_KEYS = ("state", "history", "phase", "start_phase", "motion_id", "progress", "speed_err", "path",
+                   "ref_path", "dtw_acc", "dtw_len")
 
     def state_dict(self) -> dict:
         out = {k: getattr(self, k).clone() for k in self._STATE_KEYS}
