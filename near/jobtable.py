@@ -15,7 +15,9 @@ Public API (stable; other stages build on it):
   (compare-and-set) and the conveniences ``mark_queued/mark_running/mark_done/mark_failed/
   mark_cancelled/release``
 - ``requeue_stale(now=None)``: expired leases -> pending (or failed after ``max_attempts``)
-- ``reset(states)``, ``cancel(job_ids)``; failures block dependents, ``reset`` unblocks them
+- ``reset(states)``, ``cancel(job_ids)``; failed/cancelled/blocked jobs block their pending
+  dependents (transitively), ``reset`` unblocks them
+- ``retry_or_fail(job_id, reason)``, ``set_scheduler_id``, ``set_command``, ``set_max_attempts``
 - ``get(job_id)``, ``find(prefix)``, ``jobs(states=None, stages=None)``, ``counts()``, ``history(job_id)``,
   ``deps(job_id)``, ``dependents(job_id)``, ``axes()``
 - ``to_frame()`` (pandas; one column per axis), ``export(path, fmt)`` (csv | parquet)
@@ -441,7 +443,7 @@ class JobTable:
                 "INSERT INTO jobs(job_id, sweep, stage, command_template, params, resources, workdir, point, "
                 "state, reason, max_attempts, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
-                    (j.job_id, j.sweep, j.stage, j.command, json.dumps(j.params, sort_keys=True),
+                    (j.job_id, j.sweep, j.stage, j.command, json.dumps(j.params),
                      json.dumps(j.resources, sort_keys=True), j.workdir, j.point, init[j.job_id][0],
                      init[j.job_id][1], int(j.max_attempts), now, now)
                     for j in order
@@ -730,7 +732,7 @@ class JobTable:
         if exit_code is not None:
             ev_detail = f"exit_code={exit_code}" + (f"; {detail}" if detail else "")
         self._event(c, job_id, now, frm, to, reason, ev_detail)
-        if to in (FAILED, CANCELLED) and frm not in (FAILED, CANCELLED):
+        if to in BLOCKING_STATES and frm not in BLOCKING_STATES:
             self._block_dependents(c, job_id, now, f"dependency {job_id} {to}")
 
     def _block_dependents(self, c: sqlite3.Connection, job_id: str, now: float, reason: str) -> None:
@@ -806,6 +808,17 @@ class JobTable:
         """Record the executor's id for a job without changing its state."""
         with self._tx() as c:
             c.execute("UPDATE jobs SET scheduler_id=?, updated=? WHERE job_id=?", (scheduler_id, _now(), job_id))
+
+    def set_max_attempts(self, max_attempts: int, states: Iterable[str] = (PENDING, QUEUED, RUNNING, BLOCKED)) -> int:
+        """Change ``max_attempts`` of the jobs in ``states``; returns how many changed."""
+        states = list(states)
+        _check_states(states)
+        with self._tx() as c:
+            cur = c.execute(
+                f"UPDATE jobs SET max_attempts=? WHERE state IN ({','.join('?' * len(states))})",
+                [int(max_attempts)] + states,
+            )
+            return cur.rowcount
 
     def set_command(self, job_id: str, command: str) -> None:
         """Record the exact command dispatched (shown by ``show``)."""

@@ -1,7 +1,269 @@
-"""`near` CLI commands of the sweep group (placeholder until the stage lands)."""
+"""`near sweep add|status|run|reset|show|export`: from a spec to a job table to local runs.
+
+``EXP`` is a sweep folder (``experiments/<name>``) holding the table ``jobs.db`` and ``runs/``; a bare
+name is looked up under ``experiments/``.
+"""
+
+from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from near.errors import TableError
+
+DEFAULT_ROOT = "experiments"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this group's commands to `subparsers`."""
+    p = subparsers.add_parser("add", help="expand a sweep spec into its job table (adds only new jobs)")
+    p.add_argument("spec", help="sweep spec YAML, e.g. sweeps/demo.yaml")
+    p.add_argument("--root", default=DEFAULT_ROOT, help="output root; the sweep goes to ROOT/<name> (default: experiments)")
+    p.add_argument("--dry-run", action="store_true", help="expand and validate, print the jobs, write nothing")
+    p.add_argument("--no-validate", action="store_true", help="skip composing trainer jobs with hydra")
+    p.set_defaults(func=cmd_add)
+
+    p = subparsers.add_parser("status", help="counts by state and per axis, failures, scheduler ids")
+    p.add_argument("exp", help="sweep folder, e.g. experiments/demo")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = subparsers.add_parser("run", help="run pending jobs on this machine (resumable; Ctrl-C stops cleanly)")
+    p.add_argument("exp", help="sweep folder, e.g. experiments/demo")
+    p.add_argument("--workers", "-j", type=int, default=1, help="jobs run in parallel (default 1)")
+    p.add_argument("--max-attempts", type=int, default=None, help="set max attempts of unfinished jobs first")
+    p.add_argument("--lease", type=float, default=60.0, help="lease seconds: a dead controller's jobs are "
+                   "requeued this long after its last heartbeat (default 60)")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL on stop")
+    p.add_argument("--progress", type=float, default=10.0, help="seconds between counts lines")
+    p.add_argument("--max-jobs", type=int, default=None, help="start at most this many jobs, then finish")
+    p.set_defaults(func=cmd_run)
+
+    p = subparsers.add_parser("reset", help="put jobs back to pending (default: failed); unblocks dependents")
+    p.add_argument("exp")
+    p.add_argument("--state", action="append", default=None,
+                   help="state to reset (repeatable; default failed): failed, cancelled, blocked, done")
+    p.add_argument("--job", action="append", default=None, help="only these job ids (unique prefixes)")
+    p.set_defaults(func=cmd_reset)
+
+    p = subparsers.add_parser("show", help="one job: exact command, state history, run dir")
+    p.add_argument("exp")
+    p.add_argument("job", help="job id or a unique prefix")
+    p.set_defaults(func=cmd_show)
+
+    p = subparsers.add_parser("export", help="write the job table as CSV or parquet")
+    p.add_argument("exp")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.add_argument("--out", default=None, help="output file (default: EXP/jobs.<format>)")
+    p.set_defaults(func=cmd_export)
+
+
+def exp_dir(arg: str) -> Path:
+    """The sweep folder named by ``arg`` (a path, or a bare name under experiments/)."""
+    p = Path(arg)
+    if not p.is_dir() and os.sep not in arg and (Path(DEFAULT_ROOT) / arg).is_dir():
+        p = Path(DEFAULT_ROOT) / arg
+    if not (p / "jobs.db").is_file():
+        raise TableError(f"{p}: no job table here (expected {p / 'jobs.db'}; run `near sweep add SPEC` first)")
+    return p
+
+
+def _open(arg: str):
+    from near.jobtable import JobTable
+
+    return JobTable.open(exp_dir(arg))
+
+
+# ---------------------------------------------------------------------- add
+def cmd_add(args: argparse.Namespace) -> int:
+    from near.expand import expand
+    from near.jobtable import JobTable
+    from near.spec import load_spec
+    from near.validate import validate_jobs
+
+    t0 = time.perf_counter()
+    spec = load_spec(args.spec)
+    expansion = expand(spec)
+    notes: list[str] = []
+    if not args.no_validate:
+        skip = [(j.job_id, "stage has validate: false") for j in expansion.jobs
+                if any(s.name == j.stage and not s.validate for s in spec.stages)]
+        report = validate_jobs(expansion.jobs, spec.label, skip_stages=skip)
+        notes = report.notes()
+        if report.checked:
+            notes.insert(0, f"validated {report.checked} trainer job(s) against cfg/ ({report.shapes} distinct "
+                         "override shape(s))")
+    target = Path(args.root) / spec.name
+    if args.dry_run:
+        for j in expansion.jobs:
+            deps = " ".join(f"{r}={d}" for r, d in j.deps.items())
+            print(f"{j.job_id} {j.stage:<5} {j.point}" + (f"  needs {deps}" if deps else ""))
+            print(f"    {j.command}")
+        print(f"{spec.label}: {len(expansion.points)} grid points, {len(expansion.jobs)} jobs "
+              f"({expansion.shared} shared); dry run, nothing written to {target}")
+        for n in notes:
+            print(f"note: {n}")
+        return 0
+    # everything is validated: only now touch the disk
+    table = JobTable.open_or_create(target, sweep=spec.name)
+    try:
+        result = table.add(expansion.jobs, axes=expansion.axes)
+        specs = json.loads(table.meta().get("specs", "[]"))
+        spec_path = str(spec.path)
+        if spec_path not in specs:
+            table.set_meta("specs", json.dumps(specs + [spec_path]))
+        total = len(table)
+    finally:
+        table.close()
+    took = time.perf_counter() - t0
+    print(f"{spec.label} -> {target}/jobs.db: {len(expansion.points)} grid points, {len(expansion.jobs)} jobs: "
+          f"{result.new} new, {result.existing} existing, {result.shared} shared "
+          f"({total} in table; {took:.2f}s)")
+    for n in notes:
+        print(f"note: {n}")
+    return 0
+
+
+# ---------------------------------------------------------------------- status
+def status_data(table) -> dict:
+    """Counts by state, per axis value and stage, and the jobs that need attention."""
+    from near.jobtable import STATES
+
+    jobs = table.jobs()
+    axes = table.axes()
+    by_axis: dict[str, dict[str, dict[str, int]]] = {}
+    for a in ["stage"] + axes:
+        by_axis[a] = {}
+    for j in jobs:
+        for a in ["stage"] + axes:
+            v = j.stage if a == "stage" else j.params.get(a)
+            if v is None:
+                continue
+            row = by_axis[a].setdefault(str(v), {})
+            row[j.state] = row.get(j.state, 0) + 1
+    attention = [
+        {"job_id": j.job_id, "stage": j.stage, "state": j.state, "reason": j.reason, "exit_code": j.exit_code,
+         "attempts": j.attempts, "max_attempts": j.max_attempts, "scheduler_id": j.scheduler_id,
+         "params": j.params, "run_dir": j.run_dir}
+        for j in jobs if j.state not in ("pending", "done") or j.reason
+    ]
+    counts = {s: 0 for s in STATES}
+    for j in jobs:
+        counts[j.state] += 1
+    return {"exp_dir": table.exp_dir, "sweep": table.sweep, "total": len(jobs), "counts": counts,
+            "by_axis": by_axis, "jobs": attention}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _open(args.exp) as table:
+        data = status_data(table)
+    if args.json:
+        json.dump(data, sys.stdout, indent=1, default=str)
+        print()
+        return 0
+    from near.jobtable import STATES
+
+    counts = data["counts"]
+    print(f"{data['sweep'] or data['exp_dir']}: {data['total']} jobs  "
+          + "  ".join(f"{s} {counts[s]}" for s in STATES if counts[s]))
+    states = [s for s in STATES if counts[s]]
+    for axis, values in data["by_axis"].items():
+        if not values:
+            continue
+        print(f"\n{axis}:")
+        width = max(len(v) for v in values)
+        print(f"  {'':<{width}}  " + "  ".join(f"{s:>9}" for s in states))
+        for v, row in values.items():
+            print(f"  {v:<{width}}  " + "  ".join(f"{row.get(s, 0):>9}" for s in states))
+    if data["jobs"]:
+        print("\njobs:")
+        for j in data["jobs"]:
+            point = " ".join(f"{k}={v}" for k, v in j["params"].items())
+            sid = f" [{j['scheduler_id']}]" if j["scheduler_id"] else ""
+            why = f": {j['reason']}" if j["reason"] else ""
+            print(f"  {j['job_id']} {j['stage']:<5} {j['state']:<9}{sid} {point} "
+                  f"(attempts {j['attempts']}/{j['max_attempts']}){why}")
+    return 0
+
+
+# ---------------------------------------------------------------------- run
+def cmd_run(args: argparse.Namespace) -> int:
+    from near.executors.local import LocalExecutor
+
+    if args.workers < 1:
+        raise TableError("--workers must be at least 1")
+    with _open(args.exp) as table:
+        if args.max_attempts is not None:
+            table.set_max_attempts(args.max_attempts)
+        ex = LocalExecutor(table, workers=args.workers, lease_s=args.lease, grace_s=args.grace,
+                           progress_s=args.progress, max_jobs=args.max_jobs)
+        result = ex.run()
+    if result.interrupted:
+        print("near: stopped; run the same command again to continue", file=sys.stderr)
+        return 130
+    return 0 if result.ok or args.max_jobs is not None else 1
+
+
+# ---------------------------------------------------------------------- reset
+def cmd_reset(args: argparse.Namespace) -> int:
+    states = args.state or ["failed"]
+    with _open(args.exp) as table:
+        ids = None
+        if args.job:
+            ids = [table.find(p).job_id for p in args.job]
+        before = table.counts()
+        n = table.reset(states, job_ids=ids)
+        after = table.counts()
+    print(f"reset {n} job(s) to pending ({', '.join(states)}"
+          + (f"; {before['blocked'] - after['blocked']} unblocked" if before["blocked"] != after["blocked"] else "")
+          + ")")
+    return 0
+
+
+# ---------------------------------------------------------------------- show
+def _ts(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with _open(args.exp) as table:
+        job = table.find(args.job)
+        history = table.history(job.job_id)
+        deps = {ref: table.get(d) for ref, d in job.deps.items()}
+        dependents = table.dependents(job.job_id)
+    print(f"job        {job.job_id}  ({job.sweep}, stage {job.stage})")
+    print(f"point      {' '.join(f'{k}={v}' for k, v in job.params.items()) or '-'}")
+    print(f"state      {job.state}" + (f": {job.reason}" if job.reason else "")
+          + (f" (exit code {job.exit_code})" if job.exit_code is not None else ""))
+    print(f"attempts   {job.attempts}/{job.max_attempts}")
+    if job.scheduler_id:
+        print(f"scheduler  {job.scheduler_id}")
+    print(f"resources  {json.dumps(job.resources, sort_keys=True)}")
+    print(f"run dir    {job.run_dir}")
+    print(f"workdir    {job.workdir}")
+    for ref, d in deps.items():
+        print(f"needs      {ref} = {d.job_id} ({d.stage}, {d.state}) {d.run_dir}")
+    if dependents:
+        print(f"needed by  {', '.join(dependents)}")
+    print("\ncommand (run it from the workdir; or: bash <run dir>/command.sh):")
+    print(f"  {job.command}")
+    print("\nhistory:")
+    for e in history:
+        arrow = f"{e.from_state} -> {e.to_state}" if e.from_state else e.to_state
+        extra = "".join(f"; {x}" for x in (e.reason, e.detail) if x)
+        print(f"  {_ts(e.ts)}  {arrow}{extra}")
+    return 0
+
+
+# ---------------------------------------------------------------------- export
+def cmd_export(args: argparse.Namespace) -> int:
+    with _open(args.exp) as table:
+        out = Path(args.out) if args.out else Path(table.exp_dir) / f"jobs.{args.format}"
+        table.export(out, args.format)
+        n = len(table)
+    print(f"wrote {n} jobs to {out}")
+    return 0

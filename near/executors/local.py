@@ -1,0 +1,256 @@
+"""The local executor: runs a sweep's jobs on this machine, N at a time.
+
+The controller claims jobs from the table with a lease, heartbeats the leases while they run and
+records every outcome through the table's compare-and-set transitions:
+
+- exit 0 -> done; exit 3 (trainer interrupted from outside, resumable) or death by a signal ->
+  pending again with the attempt charged (failed once ``max_attempts`` are used up);
+  any other status -> failed (``exit code N``), which blocks the job's dependents;
+- a job running past its ``time`` resource is stopped and treated like a lost attempt (timeout);
+- Ctrl-C / SIGTERM: every running job is stopped gracefully (SIGTERM to its process group, wait,
+  SIGKILL) and put back to pending with no attempt charged; running again continues;
+- a controller that dies (even SIGKILL) takes its jobs with it (parent-death signal) and stops
+  heartbeating: once the lease expires any controller requeues the jobs (attempts count).
+
+Several controllers on one table never run the same job: claims are atomic, and a controller that
+finds it lost a lease stops that job.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, TextIO
+
+from near.executors import runner
+from near.jobtable import FAILED, PENDING, JobRecord, JobTable
+from near.spec import time_to_seconds
+
+
+@dataclass
+class _Running:
+    job: JobRecord
+    proc: subprocess.Popen
+    started: float
+    deadline: float | None
+
+
+@dataclass
+class RunResult:
+    """Summary of one ``run``: final counts and whether it was interrupted."""
+
+    counts: dict[str, int]
+    interrupted: bool = False
+    finished: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and self.counts.get("failed", 0) == 0 and self.counts.get("blocked", 0) == 0 \
+            and self.counts.get("cancelled", 0) == 0
+
+
+def _label(job: JobRecord) -> str:
+    point = " ".join(f"{k}={v}" for k, v in job.params.items())
+    return f"{job.job_id} {job.stage:<5} {point}"
+
+
+class LocalExecutor:
+    """Runs the pending jobs of one table with ``workers`` parallel processes."""
+
+    def __init__(self, table: JobTable, *, workers: int = 1, lease_s: float = 60.0,
+                 heartbeat_s: float | None = None, grace_s: float = 10.0, progress_s: float = 10.0,
+                 poll_s: float = 0.1, out: TextIO | None = None, max_jobs: int | None = None):
+        self.table = table
+        self.workers = max(1, workers)
+        self.lease_s = lease_s
+        self.heartbeat_s = heartbeat_s if heartbeat_s is not None else max(0.2, lease_s / 4)
+        self.grace_s = grace_s
+        self.progress_s = progress_s
+        self.poll_s = poll_s
+        self.out = out or sys.stdout
+        self.max_jobs = max_jobs
+        self.owner = f"local:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.running: dict[str, _Running] = {}
+        self._stop_signal: int | None = None
+        self._started = 0
+
+    # ------------------------------------------------------------------ output
+    def say(self, msg: str) -> None:
+        self.out.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
+        self.out.flush()
+
+    def _counts_line(self) -> str:
+        c = self.table.counts()
+        return "  ".join(f"{k} {v}" for k, v in c.items() if v or k in ("pending", "running", "done"))
+
+    # ------------------------------------------------------------------ signals
+    def _on_signal(self, signum: int, frame) -> None:
+        if self._stop_signal is None:
+            self._stop_signal = signum
+        else:  # a second Ctrl-C: stop waiting politely
+            self.grace_s = 0.5
+
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """Ask ``run`` to stop (as a signal would)."""
+        self._on_signal(signum, None)
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, install_signals: bool = True) -> RunResult:
+        """Run until no job is left to run (or a stop is requested); returns the final counts."""
+        old = {}
+        if install_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old[sig] = signal.signal(sig, self._on_signal)
+        finished: list[str] = []
+        try:
+            for job_id, state in self.table.requeue_stale():
+                self.say(f"{state:<8} {job_id} (lease of a dead worker expired)")
+            self.say(f"controller {self.owner}: {self.workers} worker(s); {self._counts_line()}")
+            last_beat = last_progress = last_stale = time.monotonic()
+            while self._stop_signal is None:
+                now = time.monotonic()
+                if now - last_beat >= self.heartbeat_s and self.running:
+                    self._heartbeat()
+                    last_beat = now
+                if now - last_stale >= self.lease_s / 2:
+                    for job_id, state in self.table.requeue_stale():
+                        self.say(f"{state:<8} {job_id} (lease of a dead worker expired)")
+                    last_stale = now
+                finished += self._reap()
+                self._launch_more()
+                if not self.running and self._nothing_left():
+                    break
+                if now - last_progress >= self.progress_s:
+                    self.say(self._counts_line())
+                    last_progress = now
+                time.sleep(self.poll_s)
+            interrupted = self._stop_signal is not None
+            if interrupted:
+                self._stop_all(f"interrupted by {signal.Signals(self._stop_signal).name}")
+        finally:
+            # never leave a job behind, whatever went wrong in the loop
+            if self.running:
+                self._stop_all("controller error")
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+        counts = self.table.counts()
+        self.say(("stopped; " if interrupted else "finished; ") + self._counts_line())
+        return RunResult(counts=counts, interrupted=interrupted, finished=finished)
+
+    def _nothing_left(self) -> bool:
+        if self.max_jobs is not None and self._started >= self.max_jobs:
+            return True
+        c = self.table.counts()
+        # pending jobs may still wait for dependencies that other controllers are running
+        return c["pending"] == 0 or (c["running"] == 0 and c["queued"] == 0 and not self._claimable())
+
+    def _claimable(self) -> bool:
+        # pending jobs none of whose deps can ever finish should not exist (they would be blocked);
+        # guard anyway so a controller never spins forever
+        return any(all(self.table.get(d).state in ("done", "pending", "running", "queued")
+                       for d in j.deps.values()) for j in self.table.jobs(states=[PENDING])[:50])
+
+    def _launch_more(self) -> None:
+        free = self.workers - len(self.running)
+        if self.max_jobs is not None:
+            free = min(free, self.max_jobs - self._started)
+        if free <= 0:
+            return
+        for job in self.table.claim(self.owner, limit=free, lease_s=self.lease_s):
+            try:
+                proc = runner.launch(job)
+            except OSError as err:
+                self.table.mark_failed(job.job_id, f"cannot start: {err}", owner=self.owner)
+                self.say(f"failed   {_label(job)} (cannot start: {err})")
+                continue
+            self.table.set_command(job.job_id, job.command)
+            limit = job.resources.get("time")
+            deadline = time.monotonic() + time_to_seconds(limit) if limit else None
+            self.running[job.job_id] = _Running(job, proc, time.monotonic(), deadline)
+            self._started += 1
+            self.say(f"running  {_label(job)} (attempt {job.attempts}/{job.max_attempts})")
+
+    def _heartbeat(self) -> None:
+        owned = self.table.heartbeat(self.owner, list(self.running), self.lease_s)
+        for job_id in [j for j in self.running if j not in owned]:
+            r = self.running.pop(job_id)
+            runner.stop(r.proc, self.grace_s)
+            self.say(f"lost     {_label(r.job)} (lease taken over; stopped here)")
+
+    def _reap(self) -> list[str]:
+        done = []
+        now = time.monotonic()
+        for job_id, r in list(self.running.items()):
+            rc = r.proc.poll()
+            if rc is None and r.deadline is not None and now > r.deadline:
+                runner.stop(r.proc, self.grace_s)
+                del self.running[job_id]
+                state = self.table.retry_or_fail(job_id, f"timeout after {r.job.resources.get('time')}",
+                                                 owner=self.owner)
+                self.say(f"{state or 'lost':<8} {_label(r.job)} (time limit {r.job.resources.get('time')})")
+                continue
+            if rc is None:
+                continue
+            del self.running[job_id]
+            self._record(r, runner.exit_status(rc))
+            done.append(job_id)
+        return done
+
+    def _record(self, r: _Running, status: int) -> None:
+        job, took = r.job, time.monotonic() - r.started
+        if status == 0:
+            ok = self.table.mark_done(job.job_id, owner=self.owner)
+            self.say(f"{'done' if ok else 'lost':<8} {_label(job)} ({took:.1f}s)")
+            return
+        if status == runner.EXIT_INTERRUPTED or status > 128:
+            why = ("interrupted (exit 3, resumable)" if status == runner.EXIT_INTERRUPTED
+                   else f"killed by {_signame(status - 128)}")
+            state = self.table.retry_or_fail(job.job_id, why, exit_code=status, owner=self.owner)
+            self.say(f"{state or 'lost':<8} {_label(job)} ({why})")
+            return
+        ok = self.table.mark_failed(job.job_id, f"exit code {status}", exit_code=status, owner=self.owner)
+        blocked = len(self.table.dependents(job.job_id))
+        extra = f"; {blocked} dependent job(s) blocked" if blocked else ""
+        self.say(f"{FAILED if ok else 'lost':<8} {_label(job)} (exit code {status}, see "
+                 f"{job.run_dir}/{runner.STDERR_FILE}{extra})")
+
+    def _stop_all(self, reason: str) -> None:
+        items = list(self.running.items())
+        for _, r in items:
+            runner.signal_group(r.proc, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_s
+        for job_id, r in items:
+            try:
+                r.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            runner.stop(r.proc, 0.0)
+            status = runner.exit_status(r.proc.returncode)
+            if status == 0:  # it finished while we were stopping it
+                self.table.mark_done(job_id, owner=self.owner)
+                self.say(f"done     {_label(r.job)}")
+            else:
+                self.table.release(job_id, reason, owner=self.owner, exit_code=status)
+                self.say(f"pending  {_label(r.job)} ({reason}; no attempt charged)")
+            del self.running[job_id]
+
+
+def _signame(n: int) -> str:
+    try:
+        return signal.Signals(n).name
+    except ValueError:
+        return f"signal {n}"
+
+
+def run_local(table: JobTable, workers: int = 1, **kwargs) -> RunResult:
+    """Convenience: ``LocalExecutor(table, workers=workers, **kwargs).run()``."""
+    return LocalExecutor(table, workers=workers, **kwargs).run()
+
+
+Progress = Callable[[str], None]

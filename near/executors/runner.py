@@ -1,0 +1,170 @@
+"""Launching one job: shared by the local and SLURM executors.
+
+``prepare(job)`` creates the run dir and writes ``command.sh`` (the exact command, placeholders
+resolved, runnable by hand to reproduce the job). ``launch(job)`` starts
+``python -m near.executors.runner RUN_DIR`` in its own session (process group) with stdout/stderr
+appended to ``RUN_DIR/stdout.log`` / ``stderr.log``.
+
+That supervisor process (``main``) holds an exclusive ``flock`` on ``RUN_DIR/.near.lock`` while the
+job runs (a stray earlier attempt can never write into the run dir at the same time), asks the
+kernel to SIGTERM it when its parent dies (a SIGKILLed controller leaves no orphans), runs
+``bash command.sh`` in the same process group, forwards SIGTERM/SIGINT to the whole group and
+exits with the job's status (128+N when the job died of signal N).
+
+``stop(proc)`` is SIGTERM to the group -> wait ``grace_s`` -> SIGKILL.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from near.jobtable import JobRecord
+
+COMMAND_FILE = "command.sh"
+STDOUT_FILE = "stdout.log"
+STDERR_FILE = "stderr.log"
+LOCK_FILE = ".near.lock"
+# Exit status of near's trainers after a graceful SIGTERM/SIGUSR2: checkpoint written, resumable.
+EXIT_INTERRUPTED = 3
+
+
+def command_script(job: JobRecord) -> str:
+    """The text of ``command.sh`` for ``job``."""
+    workdir = job.workdir or os.getcwd()
+    point = " ".join(f"{k}={v}" for k, v in job.params.items())
+    deps = "".join(f"\n#   {ref}: {path}" for ref, path in job.dep_run_dirs().items())
+    bindir = os.path.dirname(sys.executable)
+    return (
+        "#!/usr/bin/env bash\n"
+        f"# near job {job.job_id} (sweep {job.sweep}, stage {job.stage}) {point}\n"
+        f"# run dir: {job.run_dir}{(chr(10) + '# needs:' + deps) if deps else ''}\n"
+        "# Reproduce: bash command.sh (running it again in the same run dir resumes)\n"
+        f"cd {shlex.quote(workdir)} || exit 2\n"
+        f"export PATH={shlex.quote(bindir)}:\"$PATH\"\n"
+        f"export NEAR_JOB_ID={job.job_id} NEAR_RUN_DIR={shlex.quote(job.run_dir)}\n"
+        f"{job.command}\n"
+    )
+
+
+def prepare(job: JobRecord) -> Path:
+    """Create the job's run dir and write ``command.sh``; returns the run dir."""
+    run_dir = Path(job.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    script = run_dir / COMMAND_FILE
+    tmp = run_dir / (COMMAND_FILE + ".tmp")
+    tmp.write_text(command_script(job))
+    os.replace(tmp, script)
+    return run_dir
+
+
+def launch(job: JobRecord) -> subprocess.Popen:
+    """Prepare and start ``job`` under the supervisor, in a new session; returns the Popen."""
+    run_dir = prepare(job)
+    header = f"=== near: job {job.job_id} attempt {job.attempts} started {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n"
+    out = open(run_dir / STDOUT_FILE, "ab")
+    err = open(run_dir / STDERR_FILE, "ab")
+    try:
+        out.write(header.encode())
+        out.flush()
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        return subprocess.Popen(
+            [sys.executable, "-m", "near.executors.runner", str(run_dir)],
+            stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+            close_fds=True,
+        )
+    finally:
+        out.close()
+        err.close()
+
+
+def signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """Send ``sig`` to the job's process group (ignore it if already gone)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> int | None:
+    """SIGTERM the job's group, wait up to ``grace_s``, then SIGKILL it. Returns the exit status."""
+    if proc.poll() is None:
+        signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            signal_group(proc, signal.SIGKILL)
+            proc.wait()
+    # the supervisor may be gone while a child ignoring SIGTERM lingers in the group
+    signal_group(proc, signal.SIGKILL)
+    return proc.returncode
+
+
+def exit_status(returncode: int) -> int:
+    """Shell-style status: 128+N for death by signal N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _set_parent_death_signal(sig: int) -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except OSError:  # not Linux: leases still catch a dead controller
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Supervisor: ``python -m near.executors.runner RUN_DIR``."""
+    argv = sys.argv[1:] if argv is None else argv
+    run_dir = Path(argv[0])
+    parent = os.getppid()
+    _set_parent_death_signal(signal.SIGTERM)
+    if os.getppid() != parent:  # the controller died before prctl took effect
+        return 128 + signal.SIGTERM
+    terminating = {"sig": None}
+
+    def on_signal(signum, frame):  # forward once to the whole group (the job and its children)
+        if terminating["sig"] is None:
+            terminating["sig"] = signum
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            try:
+                os.killpg(os.getpgrp(), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    lock = open(run_dir / LOCK_FILE, "a")
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if terminating["sig"] is not None:
+                return 128 + terminating["sig"]
+            print(f"near: waiting for an earlier attempt to release {run_dir / LOCK_FILE}", file=sys.stderr)
+            time.sleep(1.0)
+    child = subprocess.Popen(["bash", str(run_dir / COMMAND_FILE)], stdin=subprocess.DEVNULL)
+    while True:
+        try:
+            rc = child.wait()
+            break
+        except InterruptedError:
+            continue
+    if rc < 0:
+        return 128 - rc
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

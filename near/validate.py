@@ -1,0 +1,213 @@
+"""Validate jobs that run near's trainer against the hydra config tree, before anything is written.
+
+Every job whose command runs ``near train ncsn|rl`` (also ``python -m near train ...``) is composed
+with hydra's compose API against ``<workdir>/cfg``. Composition is cached by override *shape*: the
+override keys, the values of config-group overrides (``task=motionNEAR`` picks a different tree)
+and which values are placeholders; so the cost grows with the number of distinct shapes, not jobs.
+
+Beyond what hydra checks itself, a ``+key`` / ``++key`` override (which hydra accepts for any
+key) must have an existing parent node, so ``++train.params.config.near_confg.inference.x=1`` is
+reported as a misspelt key instead of silently adding a new branch.
+
+Isaac Gym tasks (``task=Humanoid*``) have no config here (Isaac Gym cannot be installed); their
+jobs are skipped and reported, not failed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from near.errors import ConfigError
+from near.jobtable import JobSpec
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
+_SHELL_OPS = {"&&", "||", ";", "|", "&", ">", ">>", "<", "2>", "2>&1"}
+DUMMY_ROOT = "/tmp/near-validate"
+ISAACGYM_TASK_PREFIX = "Humanoid"
+
+
+@dataclass
+class ValidationReport:
+    """What validation did: jobs checked, distinct shapes composed, jobs skipped and why."""
+
+    checked: int = 0
+    shapes: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> jobs
+    not_trainer: int = 0
+
+    def notes(self) -> list[str]:
+        return [f"skipped hydra validation of {n} job(s): {why}" for why, n in self.skipped.items()]
+
+
+def trainer_call(command: str) -> tuple[str, list[str]] | None:
+    """``(kind, overrides)`` if ``command`` runs ``near train KIND OVERRIDES...``, else None.
+
+    Placeholders are replaced by dummy paths first, so the result is what hydra would see."""
+    text = _PLACEHOLDER.sub(_dummy, command).replace("$${", "${")
+    try:
+        tokens = shlex.split(text)
+    except ValueError:
+        return None
+    for i, tok in enumerate(tokens):
+        start = None
+        if os.path.basename(tok) == "near" and tokens[i + 1 : i + 2] == ["train"]:
+            start = i + 2
+        elif tok == "-m" and tokens[i + 1 : i + 3] == ["near", "train"]:
+            start = i + 3
+        if start is not None and start < len(tokens):
+            kind = tokens[start]
+            rest = []
+            for t in tokens[start + 1 :]:
+                if t in _SHELL_OPS:
+                    break
+                rest.append(t)
+            return kind, rest
+    return None
+
+
+def _dummy(m: re.Match) -> str:
+    name, attr = m.group(1), m.group(2)
+    return f"{DUMMY_ROOT}/{name}" if attr is None else f"{DUMMY_ROOT}/{name}_{attr}"
+
+
+def _split(override: str) -> tuple[str, str, str]:
+    """(prefix, key, value) of a hydra override: ``++a.b=1`` -> ('++', 'a.b', '1')."""
+    m = re.match(r"^(\+\+|\+|~)?([^=]*)(?:=(.*))?$", override, re.S)
+    assert m is not None
+    return m.group(1) or "", m.group(2), m.group(3) or ""
+
+
+def shape_of(kind: str, overrides: list[str], cfg_dir: Path) -> tuple:
+    """The cache key: override keys, values of config-group overrides, placeholder-ness of values."""
+    parts = []
+    for o in overrides:
+        prefix, key, value = _split(o)
+        if "." not in key and (cfg_dir / key).is_dir():
+            parts.append((prefix, key, value))
+        elif DUMMY_ROOT in value:
+            parts.append((prefix, key, "<placeholder>"))
+        else:
+            parts.append((prefix, key, None))
+    return (str(cfg_dir), kind, tuple(parts))
+
+
+class Validator:
+    """Composes trainer commands with hydra, one composition per distinct shape."""
+
+    def __init__(self, config_name: str = "config"):
+        self.config_name = config_name
+        self.cache: dict[tuple, str | None] = {}  # shape -> error message or None
+
+    def check(self, kind: str, overrides: list[str], cfg_dir: Path) -> str | None:
+        """None if the overrides compose, else the error message (cached by shape)."""
+        key = shape_of(kind, overrides, cfg_dir)
+        if key not in self.cache:
+            self.cache[key] = self._compose(overrides, cfg_dir)
+        return self.cache[key]
+
+    def _compose(self, overrides: list[str], cfg_dir: Path) -> str | None:
+        from hydra import compose, initialize_config_dir
+        from hydra.core.global_hydra import GlobalHydra
+        from omegaconf import OmegaConf
+
+        GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(config_dir=str(cfg_dir), version_base=None):
+                try:
+                    compose(self.config_name, overrides=overrides)
+                except Exception as err:  # hydra raises several types; all mean "does not compose"
+                    return _hydra_message(err)
+                plain = [o for o in overrides if not _split(o)[0].startswith("+")]
+                try:
+                    base = compose(self.config_name, overrides=plain)
+                except Exception as err:
+                    return _hydra_message(err)
+                added: list[str] = []
+                for o in overrides:
+                    prefix, key, _ = _split(o)
+                    if not prefix.startswith("+"):
+                        continue
+                    parent = key.rsplit(".", 1)[0] if "." in key else ""
+                    if parent and not any(parent == a or parent.startswith(a + ".") for a in added):
+                        node = OmegaConf.select(base, parent, default=_MISSING, throw_on_resolution_failure=False)
+                        if node is _MISSING or not OmegaConf.is_dict(node):
+                            missing = _first_missing(base, parent)
+                            return (f"override {o!r}: key {missing!r} does not exist in the config "
+                                    f"(misspelt? {prefix}{key} would add a new branch)")
+                    added.append(key)
+        finally:
+            GlobalHydra.instance().clear()
+        return None
+
+
+_MISSING = object()
+
+
+def _first_missing(cfg, dotted: str) -> str:
+    from omegaconf import OmegaConf
+
+    parts = dotted.split(".")
+    for i in range(1, len(parts) + 1):
+        sub = ".".join(parts[:i])
+        node = OmegaConf.select(cfg, sub, default=_MISSING, throw_on_resolution_failure=False)
+        if node is _MISSING or (i < len(parts) and not OmegaConf.is_dict(node)):
+            return sub
+    return dotted
+
+
+def _hydra_message(err: Exception) -> str:
+    msg = str(err).strip()
+    cause = err.__cause__ or err.__context__
+    if cause is not None and str(cause).strip() and str(cause).strip() not in msg:
+        msg += f" ({str(cause).strip().splitlines()[0]})"
+    return " ".join(msg.split())
+
+
+def _task_of(overrides: list[str]) -> str | None:
+    for o in overrides:
+        prefix, key, value = _split(o)
+        if key == "task":
+            return value
+    return None
+
+
+def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Validator | None = None,
+                  skip_stages: Iterable[tuple[str, str]] = ()) -> ValidationReport:
+    """Compose every trainer job; ConfigError names the spec file, stage, grid point and override.
+
+    ``skip_stages``: (job_id, reason) pairs not to compose (e.g. stages with ``validate: false``).
+    """
+    validator = validator or Validator()
+    skip = dict(skip_stages)
+    report = ValidationReport()
+    shapes_before = len(validator.cache)
+    for job in jobs:
+        if job.job_id in skip:
+            report.skipped[skip[job.job_id]] = report.skipped.get(skip[job.job_id], 0) + 1
+            continue
+        call = trainer_call(job.command)
+        if call is None:
+            report.not_trainer += 1
+            continue
+        kind, overrides = call
+        cfg_dir = Path(job.workdir or ".") / "cfg"
+        if not (cfg_dir / "config.yaml").is_file():
+            raise ConfigError(f"{spec_label}: stage {job.stage!r} at grid point {job.point}: runs near's trainer "
+                              f"but {cfg_dir}/config.yaml does not exist (set the spec's workdir to the repo)")
+        task = _task_of(overrides)
+        if task and task.startswith(ISAACGYM_TASK_PREFIX) and not (cfg_dir / "task" / f"{task}.yaml").exists():
+            why = f"Isaac Gym tasks ({ISAACGYM_TASK_PREFIX}*) have no config in {cfg_dir}/task (Isaac Gym is not installed)"
+            report.skipped[why] = report.skipped.get(why, 0) + 1
+            continue
+        problem = validator.check(kind, overrides, cfg_dir)
+        report.checked += 1
+        if problem:
+            raise ConfigError(f"{spec_label}: stage {job.stage!r} at grid point {job.point}: "
+                              f"does not compose with {cfg_dir}: {problem}")
+    report.shapes = len(validator.cache) - shapes_before
+    return report
