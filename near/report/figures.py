@@ -143,7 +143,7 @@ def _save(fig, out_base: Path, formats) -> list[Path]:
     written = []
     for fmt in formats:
         path = out_base.with_suffix(f".{fmt}")
-        fig.savefig(path, dpi=150 if fmt == "png" else None, bbox_inches="tight")
+        fig.savefig(path, dpi=130 if fmt == "png" else None, bbox_inches="tight")
         written.append(path)
     plt.close(fig)
     return written

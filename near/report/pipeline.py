@@ -227,11 +227,12 @@ class Report:
         figs = spec["figures"]
         if figs is None:
             figs = specmod.default_spec([], list(frame.columns))["figures"]
+        self.draw_jobs = []
         for fig in figs:
-            t0 = time.perf_counter()
-            files = self._figure(fig)
-            self.written += files
-            self.log(f"near report: figure '{fig['name']}': {len(files)} file(s) in {time.perf_counter() - t0:.2f}s")
+            self.written += self._figure(fig)
+        t0 = time.perf_counter()
+        draw_all(self.draw_jobs, self.workers or os.cpu_count() or 1)
+        self.log(f"near report: {len(self.draw_jobs)} curve figure(s) drawn in {time.perf_counter() - t0:.2f}s")
         tbls = spec["tables"]
         if tbls is None:
             tbls = specmod.default_spec([], list(frame.columns))["tables"]
@@ -305,10 +306,11 @@ class Report:
         title = fig["title"] or spec.get("title")
         title = f"{title}: {tspec['label']}" if title else tspec["label"]
         stat_name = "IQM" if spec["statistic"] == "iqm" else "mean"
-        return figures.curves_figure(
-            panels, self.out / f"{slug(fig['name'])}_{slug(tag)}", title, spec["x_label"],
-            f"{tspec['label']} ({stat_name})", colours, fig["annotate_end"], fig["col_wrap"], tuple(fig["size"]),
-            fig["sharey"], tuple(spec["formats"]), spec["ci"]["level"])
+        args = (panels, self.out / f"{slug(fig['name'])}_{slug(tag)}", title, spec["x_label"],
+                f"{tspec['label']} ({stat_name})", colours, fig["annotate_end"], fig["col_wrap"], tuple(fig["size"]),
+                fig["sharey"], tuple(spec["formats"]), spec["ci"]["level"])
+        self.draw_jobs.append(args)  # drawn later, in parallel with the other figures
+        return [args[1].with_suffix(f".{fmt}") for fmt in spec["formats"]]
 
     def _table(self, tbl: dict, frame: pd.DataFrame) -> list[Path]:
         spec = self.spec
@@ -338,6 +340,23 @@ class Report:
         return tables.write_tables(summary, by, self.out / slug(tbl["name"]), tbl["digits"], labels,
                                    caption=f"Final performance (mean of the last {tbl['window']} logged values per run; "
                                            f"mean over runs with {int(spec['ci']['level'] * 100)}% bootstrap CI).")
+
+
+def _draw(args: tuple) -> None:
+    figures.curves_figure(*args)
+
+
+def draw_all(jobs: list[tuple], workers: int) -> None:
+    """Draw curve figures, in a process pool when there are several (matplotlib is single-threaded)."""
+    if workers <= 1 or len(jobs) < 3:
+        for args in jobs:
+            _draw(args)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("forkserver")) as pool:
+        list(pool.map(_draw, jobs))
 
 
 def run_report(exp: Path, spec: Path | None = None, out: Path | None = None, workers: int | None = None,

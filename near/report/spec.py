@@ -39,7 +39,7 @@ FIGURE_KEYS = {
     "annotate_end": ((bool,), True), "expert": ((bool,), True), "legend": ((str,), "below"),
     "size": ((list,), [4.2, 3.2]), "sharey": ((bool,), False),
     # landscape figures
-    "checkpoints": ((dict,), {}), "sigma_levels": ((list,), [0, 4, 9]), "resolution": ((int,), 120),
+    "extent": ((list,), [0.0, 1.0, 0.0, 1.0]), "sigma_levels": ((list,), [0, 4, 9]), "resolution": ((int,), 120),
     "model": ((str,), "ncsn"),
 }
 FIGURE_KINDS = {"curves", "ablation", "landscape"}

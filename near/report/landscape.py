@@ -1,0 +1,77 @@
+"""Learnt-reward figures: the energy landscape of an NCSN checkpoint over the 2-D maze.
+
+The training core's loaders are used as they are: ``near.training.ncsn.reward.EnergyFunction``
+(checkpoint + running-mean-std normaliser -> energy of paired observations at a noise level).
+Each maze point p is scored as the standing transition (p, p, ...) -- the energy model's input is
+``numObsSteps`` consecutive 2-D positions. AMP's discriminator needs a loader of the same shape
+(``near.training.algos.amp.load_discriminator(checkpoint) -> callable(paired) -> logits``); until
+the training core exposes one, an AMP landscape figure is skipped with a warning that says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from near.errors import NearError
+
+
+def grid_points(extent: tuple[float, float, float, float], resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mesh (X, Y) of `resolution` x `resolution` points over extent (x0, x1, y0, y1)."""
+    x0, x1, y0, y1 = extent
+    return np.meshgrid(np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution))
+
+
+def landscape(score: Callable, in_dim: int, extent, resolution: int = 120) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, Y, Z): `score` of the standing transition at every grid point; in_dim must be a multiple of 2."""
+    import torch
+
+    if in_dim % 2:
+        raise NearError(f"energy model takes {in_dim} features; a 2-D maze landscape needs a multiple of 2")
+    X, Y = grid_points(extent, resolution)
+    pts = torch.tensor(np.stack([X.ravel(), Y.ravel()], axis=1), dtype=torch.float32)
+    paired = pts.repeat(1, in_dim // 2)
+    with torch.no_grad():
+        Z = score(paired).reshape(X.shape).detach().cpu().numpy()
+    return X, Y, Z
+
+
+def ncsn_scorer(run_dir: Path, level: int):
+    """Scorer of the NCSN checkpoint in `run_dir/nn/` at noise level `level` (negative: from the end)."""
+    from near.training.ncsn.reward import EnergyFunction
+    from near.training.ncsn.trainer import load_energy_model
+
+    ckpt, rms = Path(run_dir) / "nn" / "checkpoint.pth", Path(run_dir) / "nn" / "running_mean_std.pth"
+    if not ckpt.is_file():
+        raise NearError(f"{ckpt}: no NCSN checkpoint (has the ncsn stage finished?)")
+    net, sigmas = load_energy_model(str(ckpt), "cpu")
+    in_dim = int(net.hparams["in_dim"])
+    fn = EnergyFunction(str(ckpt), str(rms) if rms.is_file() else None, "cpu", in_dim, normalize=rms.is_file())
+    lvl = level % len(sigmas)
+    return (lambda x: fn(x, lvl)), in_dim, float(sigmas[lvl])
+
+
+def landscape_figure(report, fig: dict) -> list[Path]:
+    """Figure `fig` (kind: landscape) of a Report: one panel per noise level for the first selected ncsn run."""
+    from near.report import figures
+    from near.report.pipeline import _runs_table, select_runs, slug
+
+    if fig["model"] != "ncsn":
+        raise NearError(f"landscape model {fig['model']!r}: only 'ncsn' has a loader in near.training so far")
+    runs = select_runs(_runs_table(report.frame), fig["select"], f"{report.spec['_file']}: figures '{fig['name']}'")
+    if "run_dir" not in runs.columns or runs.empty:
+        raise NearError("no selected run has a run_dir (is the job table there?)")
+    written = []
+    for _, run in runs.head(4).iterrows():
+        panels = []
+        for level in fig["sigma_levels"]:
+            score, in_dim, sigma = ncsn_scorer(Path(str(run["run_dir"])), int(level))
+            extent = tuple(float(v) for v in fig["extent"])
+            X, Y, Z = landscape(score, in_dim, extent, fig["resolution"])
+            panels.append({"title": f"level {level} (sigma={sigma:.3g})", "x": X, "y": Y, "z": Z, "label": "energy"})
+        name = f"{slug(fig['name'])}_{slug(str(run.get('motion', run['run'])))}_{slug(str(run['run']))}"
+        written += figures.heatmap_figure(panels, report.out / name, fig["title"] or "NCSN energy landscape",
+                                          tuple(report.spec["formats"]))
+    return written
