@@ -31,6 +31,9 @@ import torch
 
 FORMAT_VERSION = 1
 PLANNER = "maze-corridor-pursuit-v1"
+DYNAMICS_KEYS = ("substeps", "action_time", "kp", "kv", "max_speed")
+#: the planner's own time limit (independent of the task's maxEpisodeLength)
+PLANNER_MAX_STEPS = 1000
 
 
 def cache_root(cache_dir: str | None = None) -> str:
@@ -44,7 +47,8 @@ def cache_root(cache_dir: str | None = None) -> str:
 
 
 def _meta(maze_cfg: Any, num_demos: int, seed: int) -> dict[str, Any]:
-    dyn = {k: v for k, v in dataclasses.asdict(maze_cfg).items() if k not in ("compile", "num_obs_steps")}
+    # only what shapes the trajectories (not rewards, episode length or observation windows)
+    dyn = {k: v for k, v in dataclasses.asdict(maze_cfg).items() if k in DYNAMICS_KEYS}
     return {"format": FORMAT_VERSION, "planner": PLANNER, "num_demos": num_demos, "seed": seed, "dynamics": dyn}
 
 
@@ -58,7 +62,8 @@ def plan_demos(maze_cfg: Any, num_demos: int = 64, seed: int = 0) -> tuple[np.nd
     """Run the scripted planner; return ``(states (T, 2), episode_ends (num_demos,))``."""
     from near.training.envs import maze
 
-    env = maze.MazeEnv(num_demos, device="cpu", seed=seed, config=maze_cfg, demo_settings={"metrics": False})
+    planner_cfg = dataclasses.replace(maze_cfg, max_episode_length=PLANNER_MAX_STEPS, compile=False)
+    env = maze.MazeEnv(num_demos, device="cpu", seed=seed, config=planner_cfg, demo_settings={"metrics": False})
     gen = torch.Generator().manual_seed(seed + 7919)
     start = env.reset().clone()
     start_pos = env.pos.clone()
@@ -87,7 +92,7 @@ def plan_demos(maze_cfg: Any, num_demos: int = 64, seed: int = 0) -> tuple[np.nd
         actions = target / (maze.WINDOW / 2) - 1.0
         _, _, done, infos = env.step(actions)
         reached = infos["paired_obs"][:, -2:]
-        success = infos["episode_metrics"]["success"].bool()
+        success = infos["episode_metrics"]["success_rate"].bool()
         for i in torch.nonzero(~finished).squeeze(-1).tolist():
             trajs[i].append(reached[i].clone())
         if (done & ~success & ~finished).any():
@@ -96,7 +101,7 @@ def plan_demos(maze_cfg: Any, num_demos: int = 64, seed: int = 0) -> tuple[np.nd
         if finished.all():
             break
     if not finished.all():
-        raise RuntimeError("maze demo planner did not reach the goal within maxEpisodeLength steps")
+        raise RuntimeError(f"maze demo planner did not reach the goal within {PLANNER_MAX_STEPS} steps")
     states = torch.cat([torch.stack(t) for t in trajs]).numpy().astype(np.float32)
     ends = np.cumsum([len(t) for t in trajs]).astype(np.int64)
     return states, ends

@@ -48,12 +48,23 @@ def _seed(cfg: Any) -> int:
     return seed
 
 
+def _check_isaacgym(overrides: list[str]) -> None:
+    """``task=Humanoid*`` needs Isaac Gym: fail early with installation instructions."""
+    for item in overrides:
+        key, _, value = item.lstrip("+~").partition("=")
+        if key == "task" and value.startswith("Humanoid"):
+            from near.training.envs.isaacgym_guard import isaacgym_env
+
+            isaacgym_env({"name": value}, num_envs=1, device="cpu", seed=0)
+
+
 def _prepare(stage: str, overrides: list[str]) -> tuple[Any, str, str, int]:
     import torch
     from omegaconf import OmegaConf
 
     from near.training.config import compose
 
+    _check_isaacgym(overrides)
     cfg = compose(overrides)
     threads = int(cfg.get("torch_threads", 0) or 0)
     if threads > 0:

@@ -213,7 +213,7 @@ class MazeEnv(VecEnv):
         done = success | time_out
         reward = torch.where(success, cfg.goal_reward, cfg.step_reward)
 
-        metrics: dict[str, torch.Tensor] = {"success": success.float(), "goal_distance": goal_dist}
+        metrics: dict[str, torch.Tensor] = {"success_rate": success.float(), "goal_distance": goal_dist}
         if self.demo_settings.get("metrics", True):
             self.demo_dist_sum += self.demo_distance(self.pos)
             metrics["demo_distance"] = self.demo_dist_sum / self.progress.float()

@@ -173,6 +173,7 @@ def train_ncsn(cfg: Any, run_dir: str, device: str, stop: runtime.StopRequest, e
         net.train()
 
     t0, start_step = time.perf_counter(), step
+    print(f"ncsn: training iterations {step + 1}..{n_iters} on {len(train)} demo transitions ({device})", flush=True)
     exit_code = runtime.EXIT_DONE
     net.train()
     rms.train()

@@ -1,0 +1,103 @@
+"""Stage `ncsn`: NEAR's energy model trains, logs, checkpoints, resumes and ranks demos first.
+
+Every run is a real `near train ncsn` subprocess on CPU with one thread and a tiny budget.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+
+from _training_helpers import near_train, near_train_interrupted, scalars
+
+NCSN = "++train.params.config.near_config.training"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("near-cache"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cache):
+    run_dir = str(tmp_path_factory.mktemp("ncsn") / "run")
+    proc = near_train("ncsn", ["task=mazeNEAR", f"run_dir={run_dir}", f"{NCSN}.n_iters=400",
+                               f"{NCSN}.snapshot_freq=100", f"{NCSN}.eval_freq=100"], cache)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return run_dir
+
+
+def test_outputs_and_tags(trained):
+    assert os.path.isfile(os.path.join(trained, "nn", "checkpoint.pth"))
+    assert os.path.isfile(os.path.join(trained, "nn", "running_mean_std.pth"))
+    assert os.path.isfile(os.path.join(trained, "ncsn_config.yaml"))
+    tags = scalars(trained)
+    assert [s for s, _ in tags["loss"]] == list(range(1, 401))
+    assert [s for s, _ in tags["demo_data_energy/sigma_level_0"]] == [100, 200, 300, 400]
+    assert "random_data_energy/sigma_level_49" in tags
+    state = torch.load(os.path.join(trained, "nn", "checkpoint.pth"), weights_only=False)
+    assert state["step"] == 400 and state["ema"] is not None and len(state["sigmas"]) == 50
+    # geometric schedule from sigma_begin to sigma_end (ncsnv2)
+    assert state["sigmas"][0] == pytest.approx(20.0) and state["sigmas"][-1] == pytest.approx(0.01)
+
+
+def test_energy_ranks_demo_transitions_above_random(trained, cache):
+    from rl_games.algos_torch.running_mean_std import RunningMeanStd
+
+    from near.training.envs import maze
+    from near.training.ncsn.model import energies
+    from near.training.ncsn.trainer import load_energy_model
+
+    torch.set_num_threads(1)
+    net, sigmas = load_energy_model(os.path.join(trained, "nn", "checkpoint.pth"), "cpu")
+    rms = RunningMeanStd((4,))
+    rms.load_state_dict(torch.load(os.path.join(trained, "nn", "running_mean_std.pth")))
+    rms.eval()
+    env = maze.MazeEnv(1, config=maze.MazeConfig(), demo_settings={"cache_dir": cache})
+    demo = env.demo_transitions()
+    gen = torch.Generator().manual_seed(0)
+    start = maze.BOUNDS[0] + (maze.BOUNDS[1] - maze.BOUNDS[0]) * torch.rand((len(demo), 2), generator=gen)
+    step = (torch.rand((len(demo), 2), generator=gen) - 0.5) * 40.0
+    random_pairs = torch.cat([start, start + step], dim=1)   # plausible speeds, random places
+    for level in (0, 25, 49):
+        e_demo = energies(net, rms(demo), level, sigmas)
+        e_rand = energies(net, rms(random_pairs), level, sigmas)
+        # probability that a demo transition outranks a random one (AUC)
+        auc = (e_demo.unsqueeze(1) > e_rand.unsqueeze(0)).float().mean().item()
+        assert auc > 0.8, (level, auc)
+
+
+def test_resume_continues_the_same_curve(tmp_path, cache):
+    run_dir = str(tmp_path / "run")
+    base = ["task=mazeNEAR", f"run_dir={run_dir}", f"{NCSN}.snapshot_freq=50", f"{NCSN}.eval_freq=50"]
+    first = near_train("ncsn", base + [f"{NCSN}.n_iters=120"], cache)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = near_train("ncsn", base + [f"{NCSN}.n_iters=220"], cache)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed" in second.stdout and "iterations 121..220" in second.stdout
+    assert [s for s, _ in scalars(run_dir)["loss"]] == list(range(1, 221))
+
+
+def test_sigterm_checkpoints_and_exits_3_then_resumes(tmp_path, cache):
+    run_dir = str(tmp_path / "run")
+    base = ["task=mazeNEAR", f"run_dir={run_dir}", f"{NCSN}.snapshot_freq=100000", f"{NCSN}.eval_freq=50"]
+    code, out = near_train_interrupted("ncsn", base + [f"{NCSN}.n_iters=100000"], cache, marker="ncsn: training",
+                                           delay=1.0)
+    assert code == 3, out[-3000:]
+    stopped = torch.load(os.path.join(run_dir, "nn", "checkpoint.pth"), weights_only=False)["step"]
+    assert 0 < stopped < 100000
+    assert [s for s, _ in scalars(run_dir)["loss"]] == list(range(1, stopped + 1))
+    done = near_train("ncsn", base + [f"{NCSN}.n_iters={stopped + 30}"], cache)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [s for s, _ in scalars(run_dir)["loss"]] == list(range(1, stopped + 31))
+
+
+def test_sigusr2_also_interrupts(tmp_path, cache):
+    run_dir = str(tmp_path / "run")
+    code, out = near_train_interrupted("ncsn", ["task=mazeNEAR", f"run_dir={run_dir}", f"{NCSN}.n_iters=100000"],
+                                       cache, marker="ncsn: training", sig=signal.SIGUSR2)
+    assert code == 3, out[-3000:]
+    assert os.path.isfile(os.path.join(run_dir, "nn", "checkpoint.pth"))
