@@ -18,7 +18,7 @@ Public API (stable; other stages build on it):
 - ``reset(states)``, ``cancel(job_ids)``; failed/cancelled/blocked jobs block their pending
   dependents (transitively), ``reset`` unblocks them
 - ``retry_or_fail(job_id, reason)``, ``set_scheduler_id``, ``set_command``, ``set_max_attempts``
-- ``get(job_id)``, ``find(prefix)``, ``jobs(states=None, stages=None)``, ``counts()``, ``history(job_id)``,
+- ``get(job_id)``, ``find(prefix)``, ``jobs(states=None, stages=None)``, ``counts()``, ``leased()``, ``history(job_id)``,
   ``deps(job_id)``, ``dependents(job_id)``, ``axes()``
 - ``to_frame()`` (pandas; one column per axis), ``export(path, fmt)`` (csv | parquet)
 
@@ -559,6 +559,13 @@ class JobTable:
         out = {s: 0 for s in STATES}
         out.update(self._conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
         return out
+
+    def leased(self) -> list[tuple[str, str, float]]:
+        """``(job_id, lease_owner, lease_expires)`` of active jobs held under a lease."""
+        return self._conn.execute(
+            "SELECT job_id, lease_owner, lease_expires FROM jobs WHERE state IN ('running','queued') "
+            "AND lease_expires IS NOT NULL"
+        ).fetchall()
 
     def __len__(self) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]

@@ -144,17 +144,25 @@ class LocalExecutor:
         return RunResult(counts=counts, interrupted=interrupted, finished=finished)
 
     def _nothing_left(self) -> bool:
+        """True when this controller has nothing more to do (called with no job of its own running).
+
+        Jobs other controllers hold under a lease are waited for: they may finish (unlocking
+        dependents) or their controller may be dead, in which case the lease expires and the job
+        is requeued here."""
         if self.max_jobs is not None and self._started >= self.max_jobs:
             return True
-        c = self.table.counts()
-        # pending jobs may still wait for dependencies that other controllers are running
-        return c["pending"] == 0 or (c["running"] == 0 and c["queued"] == 0 and not self._claimable())
+        others = self.table.leased()
+        if others:
+            return False
+        pending = self.table.counts()["pending"]
+        return pending == 0 or not self._claimable()
 
     def _claimable(self) -> bool:
-        # pending jobs none of whose deps can ever finish should not exist (they would be blocked);
-        # guard anyway so a controller never spins forever
-        return any(all(self.table.get(d).state in ("done", "pending", "running", "queued")
-                       for d in j.deps.values()) for j in self.table.jobs(states=[PENDING])[:50])
+        # A pending job whose dependencies are all done or pending can eventually run here; one
+        # that waits only on unleased active jobs (e.g. queued on SLURM) cannot: do not spin on it.
+        ok = ("done", "pending")
+        return any(all(self.table.get(d).state in ok for d in j.deps.values())
+                   for j in self.table.jobs(states=[PENDING])[:50])
 
     def _launch_more(self) -> None:
         free = self.workers - len(self.running)

@@ -1,0 +1,275 @@
+"""The local executor end to end: real `near sweep` processes, real job processes, real SQLite."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from near.jobtable import JobTable
+
+REPO = Path(__file__).resolve().parents[1]
+JOB = f"{sys.executable} {REPO / 'tests' / '_count_job.py'}"
+
+
+def near(*args: str, cwd: Path, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    p = subprocess.run([sys.executable, "-m", "near", *args], cwd=cwd, capture_output=True, text=True,
+                       timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"near {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "near", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def write_spec(tmp: Path, body: str, name: str = "t") -> Path:
+    (tmp / "sweeps").mkdir(exist_ok=True)
+    spec = tmp / "sweeps" / f"{name}.yaml"
+    spec.write_text(f"name: {name}\nworkdir: ..\n" + body)
+    return spec
+
+
+def wait_for(cond, timeout: float = 20.0, what: str = "condition") -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ckpt(run_dir: str) -> int:
+    f = Path(run_dir) / "ckpt.txt"
+    try:
+        return int(f.read_text() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def log_lines(tmp: Path) -> list[str]:
+    f = tmp / "log.txt"
+    return f.read_text().splitlines() if f.exists() else []
+
+
+def test_run_respects_dependencies_shares_ncsn_and_writes_logs(tmp_path):
+    write_spec(tmp_path, f"""
+axes:
+  seed: [1, 2]
+  ablation: [a, b]
+stages:
+  - name: ncsn
+    command: {JOB} --run-dir ${{run_dir}} --n 3 --log {tmp_path}/log.txt seed=${{seed}}
+  - name: rl
+    needs: [ncsn]
+    command: {JOB} --run-dir ${{run_dir}} --needs ${{ncsn.run_dir}} --n 2 --log {tmp_path}/log.txt ${{ablation}}
+""")
+    out = near("sweep", "add", "sweeps/t.yaml", cwd=tmp_path).stdout
+    assert "6 new, 0 existing, 2 shared" in out
+    r = near("sweep", "run", "experiments/t", "--workers", "2", cwd=tmp_path)
+    assert "done" in r.stdout
+    t = JobTable.open(tmp_path / "experiments" / "t")
+    assert t.counts()["done"] == 6
+    jobs = {j.job_id: j for j in t.jobs()}
+    starts = [Path(line.split()[0]).name for line in log_lines(tmp_path)]
+    assert sorted(starts) == sorted(jobs)  # each job ran exactly once
+    for j in jobs.values():
+        run = Path(j.run_dir)
+        assert (run / "done.txt").exists() and (run / "command.sh").exists()
+        assert "step 1" in (run / "stdout.log").read_text()
+        for dep in j.deps.values():  # dependencies started (and finished) first
+            assert starts.index(dep) < starts.index(j.job_id)
+    # re-adding changes nothing; the CLI views work
+    assert "0 new, 6 existing" in near("sweep", "add", "sweeps/t.yaml", cwd=tmp_path).stdout
+    st = json.loads(near("sweep", "status", "experiments/t", "--json", cwd=tmp_path).stdout)
+    assert st["counts"]["done"] == 6 and st["by_axis"]["ablation"] == {"a": {"done": 2}, "b": {"done": 2}}
+    rl = next(j for j in jobs.values() if j.stage == "rl")
+    show = near("sweep", "show", "experiments/t", rl.job_id[:6], cwd=tmp_path).stdout
+    assert rl.command in show and rl.run_dir in show and "running -> done" in show
+    near("sweep", "export", "experiments/t", "--format", "parquet", cwd=tmp_path)
+    assert (tmp_path / "experiments" / "t" / "jobs.parquet").exists()
+
+
+def test_failed_ncsn_blocks_dependents_and_reset_unblocks(tmp_path):
+    fixed = tmp_path / "fixed"
+    write_spec(tmp_path, f"""
+axes:
+  ablation: [a, b]
+stages:
+  - name: ncsn
+    command: {JOB} --run-dir ${{run_dir}} --n 1 --fail-unless {fixed}
+  - name: rl
+    needs: [ncsn]
+    command: {JOB} --run-dir ${{run_dir}} --needs ${{ncsn.run_dir}} --n 1 ${{ablation}}
+""")
+    near("sweep", "add", "sweeps/t.yaml", cwd=tmp_path)
+    r = near("sweep", "run", "experiments/t", cwd=tmp_path, check=False)
+    assert r.returncode == 1
+    st = json.loads(near("sweep", "status", "experiments/t", "--json", cwd=tmp_path).stdout)
+    assert (st["counts"]["failed"], st["counts"]["blocked"]) == (1, 2)
+    failed = next(j for j in st["jobs"] if j["state"] == "failed")
+    assert failed["reason"] == "exit code 1" and failed["exit_code"] == 1
+    assert all(failed["job_id"] in j["reason"] for j in st["jobs"] if j["state"] == "blocked")
+    fixed.write_text("")
+    assert "3 job(s)" in near("sweep", "reset", "experiments/t", "--state", "failed", cwd=tmp_path).stdout
+    near("sweep", "run", "experiments/t", cwd=tmp_path)
+    assert JobTable.open(tmp_path / "experiments" / "t").counts()["done"] == 3
+
+
+def test_sigint_stops_jobs_gracefully_and_run_again_resumes(tmp_path):
+    write_spec(tmp_path, f"""
+stages:
+  - name: rl
+    command: {JOB} --run-dir ${{run_dir}} --n 150 --sleep 0.02 --log {tmp_path}/log.txt
+""")
+    near("sweep", "add", "sweeps/t.yaml", cwd=tmp_path)
+    table = JobTable.open(tmp_path / "experiments" / "t")
+    job = table.jobs()[0]
+    p = start("sweep", "run", "experiments/t", cwd=tmp_path)
+    wait_for(lambda: ckpt(job.run_dir) >= 5, what="job progress")
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 130, out + err
+    j = table.get(job.job_id)
+    assert (j.state, j.attempts) == ("pending", 0)
+    assert "SIGINT" in j.reason and j.lease_owner is None
+    stopped_at = ckpt(job.run_dir)
+    assert 5 <= stopped_at < 150
+    assert "interrupted at" in (Path(job.run_dir) / "stdout.log").read_text()  # the job got SIGTERM
+    near("sweep", "run", "experiments/t", cwd=tmp_path)
+    j = table.get(job.job_id)
+    assert (j.state, j.attempts) == ("done", 1)
+    assert log_lines(tmp_path)[-1].endswith(f"start {stopped_at}")  # resumed from its checkpoint
+
+
+def test_sigkilled_controller_leaves_no_orphan_and_job_is_requeued_after_lease(tmp_path):
+    write_spec(tmp_path, f"""
+stages:
+  - name: rl
+    command: {JOB} --run-dir ${{run_dir}} --n 120 --sleep 0.02 --log {tmp_path}/log.txt
+""")
+    near("sweep", "add", "sweeps/t.yaml", cwd=tmp_path)
+    table = JobTable.open(tmp_path / "experiments" / "t")
+    job = table.jobs()[0]
+    p = start("sweep", "run", "experiments/t", "--lease", "1.5", cwd=tmp_path)
+    wait_for(lambda: ckpt(job.run_dir) >= 5, what="job progress")
+    p.kill()
+    p.wait()
+    time.sleep(0.5)
+    k = ckpt(job.run_dir)
+    time.sleep(0.5)
+    assert ckpt(job.run_dir) == k, "the job kept running after its controller was SIGKILLed"
+    assert table.get(job.job_id).state == "running"  # nobody recorded anything yet
+    r = near("sweep", "run", "experiments/t", "--lease", "1.5", cwd=tmp_path)
+    assert "lease of a dead worker expired" in r.stdout
+    j = table.get(job.job_id)
+    assert (j.state, j.attempts) == ("done", 2)
+    assert any("lease expired" in (e.reason or "") for e in table.history(job.job_id))
+    assert log_lines(tmp_path)[-1].endswith(f"start {k}")
+
+
+def test_killed_jobs_retry_up_to_max_attempts_then_fail(tmp_path):
+    write_spec(tmp_path, f"""
+axes:
+  tries: [1, 2]
+stages:
+  - name: rl
+    when: {{tries: 1}}
+    command: {JOB} --run-dir ${{run_dir}} --n 4 --crash-at 2 t${{tries}}
+    max_attempts: 1
+  - name: rl
+    when: {{tries: 2}}
+    command: {JOB} --run-dir ${{run_dir}} --n 4 --crash-at 2 t${{tries}}
+    max_attempts: 2
+""")
+    near("sweep", "add", "sweeps/t.yaml", cwd=tmp_path)
+    table = JobTable.open(tmp_path / "experiments" / "t")
+    one, two = table.jobs()
+    r = near("sweep", "run", "experiments/t", cwd=tmp_path, check=False)
+    assert r.returncode == 1
+    a, b = table.get(one.job_id), table.get(two.job_id)
+    assert (a.state, a.attempts) == ("failed", 1) and "SIGKILL" in a.reason
+    assert (b.state, b.attempts) == ("done", 2)
+    assert "resumed from 2" in (Path(b.run_dir) / "stdout.log").read_text()
+
+
+def test_time_limit_stops_the_job(tmp_path):
+    write_spec(tmp_path, f"""
+max_attempts: 1
+stages:
+  - name: rl
+    command: {JOB} --run-dir ${{run_dir}} --n 1000 --sleep 0.02
+    resources: {{time: "0:01"}}
+""")
+    near("sweep", "add", "sweeps/t.yaml", cwd=tmp_path)
+    near("sweep", "run", "experiments/t", cwd=tmp_path, check=False)
+    j = JobTable.open(tmp_path / "experiments" / "t").jobs()[0]
+    assert j.state == "failed" and "timeout" in j.reason
+    assert 10 < ckpt(j.run_dir) < 1000
+
+
+def test_concurrent_controllers_never_run_a_job_twice(tmp_path):
+    write_spec(tmp_path, f"""
+axes:
+  i: {{count: 16}}
+stages:
+  - name: rl
+    command: {JOB} --run-dir ${{run_dir}} --n 3 --sleep 0.01 --log {tmp_path}/log.txt j${{i}}
+""")
+    near("sweep", "add", "sweeps/t.yaml", cwd=tmp_path)
+    procs = [start("sweep", "run", "experiments/t", "--workers", "2", cwd=tmp_path) for _ in range(3)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, out + err
+    runs = [line.split()[0] for line in log_lines(tmp_path)]
+    assert len(runs) == 16 and len(set(runs)) == 16
+    table = JobTable.open(tmp_path / "experiments" / "t")
+    assert table.counts()["done"] == 16
+    owners = {e.detail for j in table.jobs() for e in table.history(j.job_id) if e.to_state == "running"}
+    assert len(owners) >= 2  # the work really was shared
+
+
+def test_show_reports_missing_table_and_ambiguous_prefix(tmp_path):
+    r = near("sweep", "status", "experiments/nope", cwd=tmp_path, check=False)
+    assert r.returncode == 2 and "experiments/nope: no job table" in r.stderr
+    write_spec(tmp_path, f"""
+axes:
+  i: {{count: 40}}
+stages:
+  - name: rl
+    command: {JOB} --run-dir ${{run_dir}} j${{i}}
+""")
+    near("sweep", "add", "sweeps/t.yaml", cwd=tmp_path)
+    ids = [j.job_id for j in JobTable.open(tmp_path / "experiments" / "t").jobs()]
+    first = {i[0] for i in ids}
+    prefix = next(c for c in sorted(first) if sum(i.startswith(c) for i in ids) > 1)
+    r = near("sweep", "show", "experiments/t", prefix, cwd=tmp_path, check=False)
+    assert r.returncode == 2 and "ambiguous" in r.stderr
+    assert os.path.basename(ids[0]) in near("sweep", "show", "t", ids[0], cwd=tmp_path).stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM])
+def test_sigterm_behaves_like_ctrl_c(tmp_path, sig):
+    write_spec(tmp_path, f"""
+axes:
+  i: [1, 2]
+stages:
+  - name: rl
+    command: {JOB} --run-dir ${{run_dir}} --n 200 --sleep 0.02 j${{i}}
+""")
+    near("sweep", "add", "sweeps/t.yaml", cwd=tmp_path)
+    table = JobTable.open(tmp_path / "experiments" / "t")
+    p = start("sweep", "run", "experiments/t", "--workers", "2", cwd=tmp_path)
+    wait_for(lambda: all(ckpt(j.run_dir) >= 3 for j in table.jobs()), what="both jobs running")
+    p.send_signal(sig)
+    p.communicate(timeout=30)
+    assert p.returncode == 130
+    assert [(j.state, j.attempts) for j in table.jobs()] == [("pending", 0), ("pending", 0)]
