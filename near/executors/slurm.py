@@ -113,6 +113,27 @@ def _dependency_spec(dep_sids: Iterable[str], array_sizes: dict[str, int]) -> st
     return "afterok:" + ":".join(parts) if parts else ""
 
 
+def _aftercorr_order(job_ids: list[str], claimed: dict[str, JobRecord], everything: dict[str, JobRecord],
+                     sid_of: dict[str, str], array_sizes: dict[str, int]) -> tuple[list[str], str] | None:
+    """If each job needs exactly one not-done job, all in one array submitted in this call and
+    together covering its tasks 0..n-1 once, order the jobs by that task index and return them with
+    ``aftercorr:ARRAY``; else None (the group then waits with ``afterok`` on the union)."""
+    idx: dict[int, str] = {}
+    base = None
+    for jid in job_ids:
+        deps = [d for d in claimed[jid].deps.values() if everything[d].state != DONE]
+        if len(deps) != 1 or deps[0] not in claimed:
+            return None
+        b, _, task = sid_of[deps[0]].partition("_")
+        if not task or (base is not None and b != base) or int(task) in idx:
+            return None
+        base = b
+        idx[int(task)] = jid
+    if base is None or array_sizes.get(base) != len(job_ids) or set(idx) != set(range(len(job_ids))):
+        return None
+    return [idx[k] for k in range(len(job_ids))], f"aftercorr:{base}"
+
+
 def submit(
     exp_dir: str | os.PathLike,
     profile: SlurmProfile,
@@ -209,7 +230,12 @@ def submit(
             for g in ordered:
                 deps = [sid_of[d] for jid in g.job_ids for d in claimed[jid].deps.values()
                         if everything[d].state != DONE]
-                g.dependency = _dependency_spec(deps, array_sizes)
+                corr = _aftercorr_order(g.job_ids, claimed, everything, sid_of, array_sizes)
+                if corr is not None:
+                    # task k waits only for task k of the array it needs: one failure removes one dependent
+                    g.job_ids, g.dependency = corr
+                else:
+                    g.dependency = _dependency_spec(deps, array_sizes)
                 extra = dict(profile.sbatch)
                 if g.dependency:
                     extra["dependency"] = g.dependency

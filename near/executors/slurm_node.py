@@ -6,8 +6,9 @@ in the job table, starts the job's command in its own process group and waits. T
 - the command exits: 0 -> done; 3 after a SIGTERM from outside (scancel, ``scontrol requeue``,
   preemption) -> back to queued (the scheduler decides: a requeued job runs again, a cancelled one
   is recorded cancelled by the node or at the next ``sync``); anything else -> failed.
-- the time limit nears: SLURM's ``--signal=USR2`` (up to 60 s early or late) or the job's own
-  deadline (``time limit - margin``) raise USR2; submitit's handler calls :meth:`NodeJob.checkpoint`,
+- the time limit nears: at the job's own deadline (``time limit - margin``; SLURM's ``--signal=USR2``
+  warning comes up to 60 s early, so an early one is ignored) submitit's USR2 handler calls
+  :meth:`NodeJob.checkpoint`,
   which forwards SIGTERM to the command (near's trainers checkpoint and exit 3), records
   "timeout: checkpointed and requeued" with attempts+1, and submitit runs ``scontrol requeue``.
   The next run resumes from the checkpoint (same run dir, same command).
@@ -30,7 +31,8 @@ from near.jobtable import (
 )
 
 INTERRUPTED_EXIT = 3  # near's trainers: "checkpointed after SIGTERM/SIGUSR2, resumable"
-TERM_GRACE_S = 60.0   # wait this long for the checkpoint before SIGKILL
+TERM_GRACE_S = 60.0
+INTERRUPTED = "interrupted by the scheduler (SIGTERM)"   # wait this long for the checkpoint before SIGKILL
 
 
 def scheduler_id_from_env() -> str | None:
@@ -41,14 +43,9 @@ def scheduler_id_from_env() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
-def _scheduler_state(scheduler_id: str) -> str:
-    """The job's state as slurmctld sees it now ("" if unknown): tells a requeue from a cancel."""
-    try:
-        out = subprocess.run(["squeue", "-h", "-j", scheduler_id, "-o", "%T"], capture_output=True,
-                             text=True, timeout=30)
-        return out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""
-    except (OSError, subprocess.SubprocessError):
-        return ""
+class JobFailed(RuntimeError):
+    """Raised on the node when the job's command failed, so that the SLURM job fails too
+    (``afterok`` dependents are then removed by ``kill-on-invalid-dep`` instead of running)."""
 
 
 class NodeJob(submitit.helpers.Checkpointable):
@@ -87,9 +84,11 @@ class NodeJob(submitit.helpers.Checkpointable):
                 # afterok should make this impossible; never train on a missing checkpoint
                 table.transition(self.job_id, "blocked", expect=ACTIVE_STATES,
                                  reason=f"dependency not done at start: {bad}")
-                return "blocked"
-            attempt = job.attempts
-            table.transition(self.job_id, RUNNING, expect=(QUEUED, RUNNING), scheduler_id=sid,
+                raise JobFailed(f"near job {self.job_id}: dependencies not done: {bad}")
+            # a restart after a scheduler interruption (requeue, preemption) is a new attempt
+            charge = int(job.state == QUEUED and (job.reason or "").startswith(INTERRUPTED))
+            attempt = job.attempts + charge
+            table.transition(self.job_id, RUNNING, expect=(QUEUED, RUNNING), scheduler_id=sid, charge=charge,
                              detail=f"slurm {sid} on {os.uname().nodename}, attempt {attempt}")
             command = job.command
             run_dir = Path(job.run_dir)
@@ -105,17 +104,52 @@ class NodeJob(submitit.helpers.Checkpointable):
                                       start_new_session=True)
         deadline = start + self.time_limit_s - self.margin_s
         self._deadline = deadline
+        submitit_handler = signal.getsignal(signal.SIGUSR2)
+
+        def on_usr2(signum: int, frame: object) -> None:
+            # SLURM's --signal warning may come up to a minute early; our own deadline is exact, so an
+            # early warning is ignored (it only concerns the time limit: preemption sends SIGTERM)
+            if time.time() >= deadline - 1 or not callable(submitit_handler):
+                submitit_handler(signum, frame)
+            else:
+                print(f"near: early time-limit warning ignored ({deadline - time.time():.0f} s before "
+                      "this job's own checkpoint deadline)", flush=True)
+
+        signal.signal(signal.SIGUSR2, on_usr2)
         warned = False
+        restarts = 0
         while True:
             code = self._proc.poll()
+            if code == INTERRUPTED_EXIT and not self._external_term and not warned and restarts < 20:
+                # the command checkpointed on a signal meant for us (SLURM's early USR2 reaches every
+                # process of the step): time is left, so resume it right here from its checkpoint
+                restarts += 1
+                print(f"near: job {self.job_id} checkpointed early; resuming it in place", flush=True)
+                self._proc = subprocess.Popen(["bash", "-c", command], cwd=job.workdir or str(run_dir),
+                                              start_new_session=True)
+                continue
             if code is not None:
                 break
             if not warned and time.time() >= deadline:
-                # our own time-limit warning; goes through submitit's USR2 handler -> checkpoint()
+                # our own time-limit warning: submitit's USR2 handler -> checkpoint() -> scontrol requeue
                 warned = True
-                os.kill(os.getpid(), signal.SIGUSR2)
+                if callable(submitit_handler):
+                    submitit_handler(signal.SIGUSR2, None)
             time.sleep(0.5)
-        return self._finish(code, sid)
+        outcome = self._finish(code, sid)
+        if outcome == FAILED:
+            raise JobFailed(f"near job {self.job_id}: command exited with {code}")
+        return outcome
+
+    def _mine(self, table: JobTable) -> bool:
+        """False if the job was resubmitted under another scheduler id since this run started: then
+        this (stale) run must not overwrite what the current one records."""
+        current = table.get(self.job_id).scheduler_id
+        sid = scheduler_id_from_env()
+        if current and sid and current != sid:
+            print(f"near: job {self.job_id} now belongs to slurm {current}, not {sid}; not recording", flush=True)
+            return False
+        return True
 
     def _on_term(self, signum: int, frame: object) -> None:
         """SIGTERM from SLURM (scancel, scontrol requeue, preemption): pass it on, let it checkpoint."""
@@ -145,18 +179,17 @@ class NodeJob(submitit.helpers.Checkpointable):
 
     def _finish(self, code: int, sid: str | None) -> str:
         with JobTable.open(self.exp_dir) as table:
+            if not self._mine(table):
+                return "superseded"
             if code == 0:
                 table.transition(self.job_id, DONE, exit_code=0, expect=ACTIVE_STATES)
                 return DONE
             if code == INTERRUPTED_EXIT and self._external_term:
-                st = _scheduler_state(sid) if sid else ""
-                if st.startswith("CANCEL"):
-                    table.transition(self.job_id, CANCELLED, exit_code=code, expect=ACTIVE_STATES,
-                                     reason="cancelled on the cluster (scancel); checkpoint kept")
-                    return CANCELLED
-                # requeue or preemption: SLURM runs it again; the next run resumes from the checkpoint
-                table.transition(self.job_id, QUEUED, exit_code=code, expect=ACTIVE_STATES, charge=1,
-                                 reason=f"interrupted by the scheduler ({st or 'SIGTERM'}); checkpointed")
+                # scancel, scontrol requeue or preemption: slurmctld only says COMPLETING now. A requeued
+                # job runs again (that start counts the attempt) and resumes from the checkpoint; a
+                # cancelled one is recorded cancelled by the next `sync` (sacct: CANCELLED).
+                table.transition(self.job_id, QUEUED, exit_code=code, expect=ACTIVE_STATES,
+                                 reason=f"{INTERRUPTED}; checkpointed")
                 return QUEUED
             why = "killed by SIGKILL" if code in (-9, 137) else f"exit code {code}"
             table.transition(self.job_id, FAILED, exit_code=code, expect=ACTIVE_STATES, reason=why)
@@ -169,6 +202,8 @@ class NodeJob(submitit.helpers.Checkpointable):
         code = self._stop_child()
         with JobTable.open(self.exp_dir) as table:
             job = table.get(self.job_id)
+            if not self._mine(table):
+                return None
             if code == 0:
                 table.transition(self.job_id, DONE, exit_code=0, expect=ACTIVE_STATES)
                 return None  # finished just in time: nothing to requeue

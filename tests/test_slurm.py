@@ -1,0 +1,216 @@
+"""The SLURM executor against the REAL local cluster (`make slurm-up`): no fake sbatch, no mocked sacct.
+
+The time-out test needs ~3 minutes of work under a 1-minute limit; its job is submitted by the first
+test that runs and checked by the last one, so the rest of the module runs meanwhile.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from near.errors import ConfigError
+from near.executors.slurm_profile import load_profile, profile_from_dict
+from near.jobtable import JobSpec, JobTable
+from tests._slurm_helpers import (
+    REPO, job_cmd, jobs, make_sweep, near, require_cluster, squeue_ids, starts_logged, steps_logged,
+    wait_until,
+)
+
+LOCAL = REPO / "slurm" / "local.yaml"
+LONG_STEPS = 180  # x 1 s: 3 minutes of work under a 1-minute time limit
+
+
+# --------------------------------------------------------------------------- profiles (no cluster)
+def test_profiles_load_and_validate(tmp_path: Path) -> None:
+    local = load_profile(LOCAL)
+    assert local.partition == "debug" and local.cpus == 1 and local.time == 10
+    a100 = load_profile(REPO / "slurm" / "example_a100.yaml")
+    assert (a100.partition, a100.gpus, a100.cpus, a100.time) == ("gpu-a100", 1, 8, 60)
+    assert any("module load" in line for line in a100.setup)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("partition: debug\ngpu: 1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*'gpu'"):
+        load_profile(bad)
+    with pytest.raises(ConfigError, match="'time'"):
+        profile_from_dict({"time": "an hour"}, "x.yaml")
+    with pytest.raises(ConfigError, match="'cpus'"):
+        profile_from_dict({"cpus": "8"}, "x.yaml")
+    assert profile_from_dict({"time": "1-00:30:00"}).time == 24 * 60 + 30
+
+
+def test_cli_rejects_unknown_profile_key(tmp_path: Path) -> None:
+    bad = tmp_path / "p.yaml"
+    bad.write_text("partiton: debug\n")
+    make_sweep(tmp_path / "exp", [JobSpec(job_id="x", stage="s", command="true")])
+    out = near("sweep", "submit", tmp_path / "exp", "--profile", bad, check=False)
+    assert out.returncode == 2 and "p.yaml" in out.stderr and "partiton" in out.stderr
+
+
+# --------------------------------------------------------------------------- real cluster
+@pytest.fixture(scope="module")
+def cluster() -> None:
+    require_cluster()
+
+
+@pytest.fixture(scope="module")
+def long_sweep(cluster, tmp_path_factory) -> Path:
+    """Submit the 3-minutes-of-work job under a 1-minute limit (checked by the last test)."""
+    exp = make_sweep(tmp_path_factory.mktemp("timeout") / "timeout",
+                     [JobSpec(job_id="long", stage="rl", command=job_cmd(steps=LONG_STEPS, step_s=1.0))])
+    prof = exp.parent / "short.yaml"
+    prof.write_text(LOCAL.read_text().replace("time: 10", "time: 1"))
+    near("sweep", "submit", exp, "--profile", prof)
+    return exp
+
+
+@pytest.mark.slurm
+def test_sweep_of_real_jobs_completes(long_sweep, tmp_path: Path) -> None:
+    exp = make_sweep(tmp_path / "demo", [
+        *[JobSpec(job_id=f"ncsn{i}", stage="ncsn", command=job_cmd(steps=2, step_s=0.2)) for i in range(3)],
+        *[JobSpec(job_id=f"rl{i}", stage="rl", command=job_cmd(steps=2, step_s=0.2, needs="ncsn"),
+                  deps={"ncsn": f"ncsn{i}"}) for i in range(3)],
+    ])
+    out = near("sweep", "submit", exp, "--profile", LOCAL)
+    assert "6 job(s) submitted in 2 sbatch call(s)" in out.stdout
+    assert "aftercorr" in out.stdout  # each rl task waits for its own ncsn task only
+    wait_until(lambda: all(j.state == "done" for j in jobs(exp).values()), 120, "all done", exp, sync=True)
+    recs = jobs(exp)
+    for j in recs.values():
+        assert (Path(j.run_dir) / "done").exists()
+        assert j.scheduler_id and "_" in j.scheduler_id and j.attempts == 1
+    # the rl array is another sbatch than the ncsn array
+    assert recs["rl0"].scheduler_id.split("_")[0] != recs["ncsn0"].scheduler_id.split("_")[0]
+    assert near("sweep", "submit", exp, "--profile", LOCAL).stdout.startswith("0 job(s) submitted")
+
+
+@pytest.mark.slurm
+def test_double_and_concurrent_submit_queue_nothing_twice(cluster, tmp_path: Path) -> None:
+    exp = make_sweep(tmp_path / "twice", [
+        *[JobSpec(job_id=f"a{i}", stage="a", command=job_cmd()) for i in range(6)],
+        *[JobSpec(job_id=f"b{i}", stage="b", command=job_cmd(needs="up"), deps={"up": f"a{i}"}) for i in range(6)],
+    ])
+    try:
+        outs: list[subprocess.CompletedProcess] = []
+        threads = [threading.Thread(target=lambda: outs.append(near("sweep", "submit", exp, "--profile", LOCAL,
+                                                                   "--hold"))) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        outs.append(near("sweep", "submit", exp, "--profile", LOCAL, "--hold"))
+        total = sum(int(o.stdout.split()[0]) for o in outs)
+        assert total == 12, [o.stdout for o in outs]
+        ids = squeue_ids("near-twice-a") + squeue_ids("near-twice-b")
+        assert len(ids) == 12 and len(set(ids)) == 12
+        recs = jobs(exp)
+        assert sorted(r.scheduler_id for r in recs.values()) == sorted(ids)
+        with JobTable.open(exp) as t:
+            for jid in recs:
+                queued = [e for e in t.history(jid) if e.to_state == "queued"]
+                assert len(queued) == 1, (jid, queued)
+    finally:
+        out = near("sweep", "cancel", exp)
+        assert "cancelled 12 job(s)" in out.stdout
+    wait_until(lambda: not squeue_ids("near-twice-a") + squeue_ids("near-twice-b"), 60, "scancel", exp)
+    assert {r.state for r in jobs(exp).values()} == {"cancelled"}
+
+
+@pytest.mark.slurm
+def test_failing_first_stage_blocks_dependents(cluster, tmp_path: Path) -> None:
+    exp = make_sweep(tmp_path / "fails", [
+        JobSpec(job_id="a0", stage="ncsn", command=job_cmd(fail=True)),
+        JobSpec(job_id="a1", stage="ncsn", command=job_cmd(steps=1, step_s=0.2)),
+        JobSpec(job_id="shared", stage="ncsn", command=job_cmd(fail=True)),
+        JobSpec(job_id="b0", stage="rl", command=job_cmd(steps=1, needs="up"), deps={"up": "a0"}),
+        JobSpec(job_id="b1", stage="rl", command=job_cmd(steps=1, needs="up"), deps={"up": "a1"}),
+        JobSpec(job_id="c0", stage="rl", command=job_cmd(steps=1, needs="up"), deps={"up": "shared"}),
+        JobSpec(job_id="c1", stage="rl", command=job_cmd(steps=1, needs="up"), deps={"up": "shared"}),
+    ])
+    near("sweep", "submit", exp, "--profile", LOCAL)
+
+    def settled():
+        r = jobs(exp)
+        return r["a0"].state == "failed" and r["shared"].state == "failed" and \
+            all(r[j].state in ("blocked", "done", "pending") for j in ("b0", "b1", "c0", "c1"))
+
+    wait_until(settled, 120, "first stage failed, dependents settled", exp, sync=True)
+    r = jobs(exp)
+    assert r["a0"].reason == "exit code 1" and r["a1"].state == "done"
+    for j in ("b0", "c0", "c1"):
+        assert r[j].state == "blocked" and "failed" in r[j].reason, (j, r[j].reason)
+        assert not (Path(r[j].run_dir) / "progress.log").exists()  # never ran
+    # nothing of this sweep is left pending on the cluster (no DependencyNeverSatisfied zombies)
+    wait_until(lambda: not squeue_ids("near-fails-rl"), 30, "no rl job left in squeue", exp)
+    # b1's dependency succeeded: it ran, or (removed with its array) is resubmitted by the next submit
+    if r["b1"].state == "pending":
+        near("sweep", "submit", exp, "--profile", LOCAL)
+    wait_until(lambda: jobs(exp)["b1"].state == "done", 60, "b1 done", exp, sync=True)
+    assert {j: s.state for j, s in jobs(exp).items() if s.state == "blocked"} == \
+        {"b0": "blocked", "c0": "blocked", "c1": "blocked"}
+
+
+def _running_with_progress(exp: Path, job_id: str, n: int):
+    def pred():
+        rec = jobs(exp)[job_id]
+        return rec.state == "running" and len(steps_logged(rec.run_dir)) >= n and rec
+    return pred
+
+
+@pytest.mark.slurm
+def test_scancel_recorded_cancelled_and_resubmitted_only_when_asked(cluster, tmp_path: Path) -> None:
+    exp = make_sweep(tmp_path / "scancel", [JobSpec(job_id="j", stage="rl", command=job_cmd(steps=30, step_s=0.5))])
+    near("sweep", "submit", exp, "--profile", LOCAL)
+    rec = wait_until(_running_with_progress(exp, "j", 3), 90, "job running", exp)
+    subprocess.run(["scancel", rec.scheduler_id], check=True)
+    wait_until(lambda: jobs(exp)["j"].state == "cancelled", 60, "cancelled recorded", exp, sync=True)
+    assert "cancelled" in jobs(exp)["j"].reason
+    assert near("sweep", "submit", exp, "--profile", LOCAL).stdout.startswith("0 job(s) submitted")
+    assert jobs(exp)["j"].state == "cancelled"
+    out = near("sweep", "submit", exp, "--profile", LOCAL, "--resubmit", "cancelled")
+    assert out.stdout.splitlines()[-1].startswith("1 job(s) submitted")
+    wait_until(lambda: jobs(exp)["j"].state == "done", 90, "resubmitted job done", exp, sync=True)
+    run_dir = jobs(exp)["j"].run_dir
+    starts = starts_logged(run_dir)
+    assert len(starts) == 2 and starts[1] > 0           # resumed from the checkpoint
+    assert steps_logged(run_dir) == list(range(30))    # no step lost, none repeated
+
+
+@pytest.mark.slurm
+def test_scontrol_requeue_resumes_from_checkpoint(cluster, tmp_path: Path) -> None:
+    exp = make_sweep(tmp_path / "requeue", [JobSpec(job_id="j", stage="rl", command=job_cmd(steps=40, step_s=0.5))])
+    near("sweep", "submit", exp, "--profile", LOCAL)
+    rec = wait_until(_running_with_progress(exp, "j", 4), 90, "job running", exp)
+    subprocess.run(["scontrol", "requeue", rec.scheduler_id], check=True)
+    wait_until(lambda: jobs(exp)["j"].state == "done", 120, "requeued job done", exp, sync=True)
+    j = jobs(exp)["j"]
+    starts = starts_logged(j.run_dir)
+    assert len(starts) == 2 and starts[1] >= 4
+    assert steps_logged(j.run_dir) == list(range(40))
+    assert j.attempts == 2 and j.scheduler_id == rec.scheduler_id
+    with JobTable.open(exp) as t:
+        assert any("interrupted by the scheduler" in (e.reason or "") for e in t.history("j"))
+
+
+@pytest.mark.slurm
+def test_timeout_requeue_resume_without_lost_progress(long_sweep: Path) -> None:
+    """1-minute limit, 3 minutes of work: time-out -> checkpoint -> requeue -> resume, until done."""
+    exp = long_sweep
+    wait_until(lambda: jobs(exp)["long"].state in ("done", "failed"), 480, "long job finished", exp, every=3)
+    j = jobs(exp)["long"]
+    assert j.state == "done", j.reason
+    starts = starts_logged(j.run_dir)
+    assert starts[0] == 0 and starts == sorted(starts)
+    assert steps_logged(j.run_dir) == list(range(LONG_STEPS))   # nothing lost, nothing redone
+    with JobTable.open(exp) as t:
+        reasons = [e.reason or "" for e in t.history("long")]
+    requeues = [r for r in reasons if r.startswith("timeout: checkpointed and requeued")]
+    # at most 45 s of work fit in one 60 s allocation (15 s margin): >= 4 allocations, >= 3 requeues
+    assert len(requeues) >= 3 and j.attempts == len(requeues) + 1, (requeues, j.attempts)
+    # one scheduler job all along: requeued by SLURM, never resubmitted
+    sacct = subprocess.run(["sacct", "-n", "-X", "-D", "-P", "-j", j.scheduler_id, "-o", "JobID,State"],
+                           capture_output=True, text=True).stdout.split()
+    assert sum("REQUEUED" in line for line in sacct) >= len(requeues), sacct
