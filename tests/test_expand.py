@@ -1,0 +1,156 @@
+"""Expansion is pure: spec mapping -> grid points -> content-hashed jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from near.errors import SpecError
+from near.expand import expand, grid_points
+from near.spec import parse_spec
+
+SPEC_PATH = Path("/tmp/sweeps/x.yaml")
+
+
+def spec(text: str):
+    return parse_spec(yaml.safe_load(text), SPEC_PATH)
+
+
+NEAR_LIKE = """
+axes:
+  algorithm: [NEAR, AMP]
+  motion:
+    values: [walk, run]
+    overrides:
+      walk: {rl: [max_iterations=60], ncsn: [n_iters=150]}
+      run: [max_iterations=80]
+  seed: [42, 700]
+  ablation:
+    when: {algorithm: NEAR}
+    values:
+      anneal_style: {rl: [sigma_level=-1, w=1.0]}
+      fixed_style: {rl: [sigma_level=5, w=1.0]}
+      anneal_style_v1: ["ncsnv2=False"]
+stages:
+  - name: ncsn
+    when: {algorithm: NEAR}
+    command: near train ncsn task=x${algorithm} motion=${motion} seed=${seed} run_dir=${run_dir}
+  - name: rl
+    when: {algorithm: NEAR}
+    needs: {ncsn: ncsn}
+    command: near train rl task=x${algorithm} motion=${motion} seed=${seed} run_dir=${run_dir}
+    overrides: ["ckpt=${ncsn.run_dir}/nn/checkpoint.pth"]
+  - name: rl
+    when: {algorithm: AMP}
+    command: near train rl task=x${algorithm} motion=${motion} seed=${seed} run_dir=${run_dir}
+"""
+
+
+def test_product_with_conditional_axis():
+    pts = grid_points(spec(NEAR_LIKE))
+    near = [p for p in pts if p["algorithm"] == "NEAR"]
+    amp = [p for p in pts if p["algorithm"] == "AMP"]
+    assert len(near) == 2 * 2 * 3 and len(amp) == 2 * 2
+    assert all("ablation" not in p for p in amp)
+
+
+def test_ncsn_is_shared_across_ablations_that_do_not_touch_it():
+    e = expand(spec(NEAR_LIKE))
+    ncsn = [j for j in e.jobs if j.stage == "ncsn"]
+    rl_near = [j for j in e.jobs if j.stage == "rl" and j.params["algorithm"] == "NEAR"]
+    # two ablations leave ncsn alone (one job per motion x seed), the v1 ablation changes it
+    assert len(ncsn) == 2 * 2 * 2
+    assert len(rl_near) == 12
+    shared = [j for j in ncsn if j.uses == 2]
+    assert len(shared) == 4 and all("ablation" not in j.params for j in shared)
+    assert e.shared == 4
+    for j in rl_near:
+        dep = next(n for n in ncsn if n.job_id == j.deps["ncsn"])
+        assert dep.params["motion"] == j.params["motion"] and dep.params["seed"] == j.params["seed"]
+        assert "${ncsn.run_dir}/nn/checkpoint.pth" in j.command
+    assert all(j.deps == {} for j in e.jobs if j.stage == "ncsn")
+    # dependencies come before dependents
+    order = [j.job_id for j in e.jobs]
+    assert all(order.index(j.deps["ncsn"]) < order.index(j.job_id) for j in rl_near)
+
+
+def test_per_value_and_per_stage_overrides_reach_the_right_commands():
+    e = expand(spec(NEAR_LIKE))
+    by = {(j.stage, j.params.get("algorithm"), j.params["motion"], j.params["seed"], j.params.get("ablation")): j
+          for j in e.jobs}
+    walk_rl = by[("rl", "NEAR", "walk", 42, "fixed_style")].command
+    assert "max_iterations=60" in walk_rl and "sigma_level=5" in walk_rl and "n_iters" not in walk_rl
+    walk_ncsn = next(j for j in e.jobs if j.stage == "ncsn" and j.params["motion"] == "walk")
+    assert "n_iters=150" in walk_ncsn.command and "max_iterations" not in walk_ncsn.command
+    assert "max_iterations=80" in by[("rl", "AMP", "run", 700, None)].command
+    assert "${run_dir}" in walk_rl  # dispatch placeholders stay
+
+
+def test_ids_are_stable_when_the_grid_grows_and_ignore_override_order():
+    small = expand(spec(NEAR_LIKE))
+    bigger = expand(spec(NEAR_LIKE.replace("seed: [42, 700]", "seed: [42, 700, 8125]")))
+    old, new = {j.job_id for j in small.jobs}, {j.job_id for j in bigger.jobs}
+    assert old < new and len(new - old) == len(small.jobs) // 2
+    swapped = expand(spec(NEAR_LIKE.replace("[sigma_level=-1, w=1.0]", "[w=1.0, sigma_level=-1]")))
+    assert {j.job_id for j in swapped.jobs} == old
+
+
+def test_zip_include_exclude_and_seed_count():
+    s = spec("""
+axes:
+  task: [a, b, c]
+  budget: [10, 20, 30]
+  seed: {count: 3, base: 100}
+zip: [[task, budget]]
+exclude: [{task: b, seed: [100, 101]}]
+include: [{task: d, budget: 5, seed: [7, 8]}]
+stages: {run: "python x.py ${task} ${budget} --seed ${seed} --logdir ${run_dir}"}
+""")
+    pts = grid_points(s)
+    pairs = {(p["task"], p["budget"]) for p in pts}
+    assert pairs == {("a", 10), ("b", 20), ("c", 30), ("d", 5)}
+    assert {p["seed"] for p in pts if p["task"] == "a"} == {100, 101, 102}
+    assert [p["seed"] for p in pts if p["task"] == "b"] == [102]
+    assert [p["seed"] for p in pts if p["task"] == "d"] == [7, 8]
+    e = expand(s)
+    assert len(e.jobs) == 3 + 1 + 3 + 2
+    assert any(j.command == "python x.py d 5 --seed 8 --logdir ${run_dir}" for j in e.jobs)
+
+
+def test_needs_several_earlier_jobs_at_once():
+    s = spec("""
+axes:
+  motion: [walk_and_wave]
+  seed: [1]
+stages:
+  - name: ncsn
+    command: near train ncsn motion=${motion} seed=${seed} run_dir=${run_dir}
+  - name: rl
+    needs:
+      walk: {stage: ncsn, with: {motion: walk}}
+      wave: {stage: ncsn, with: {motion: hello}}
+    command: near train rl seed=${seed} run_dir=${run_dir}
+    overrides: ["ckpt={walk:${walk.run_dir}/nn/checkpoint.pth,wave:${wave.run_dir}/nn/checkpoint.pth}"]
+""")
+    e = expand(s)
+    rl = next(j for j in e.jobs if j.stage == "rl")
+    ncsn = {j.job_id: j for j in e.jobs if j.stage == "ncsn"}
+    assert set(rl.deps) == {"walk", "wave"}
+    assert {ncsn[d].params["motion"] for d in rl.deps.values()} == {"walk", "hello"}
+    # brace expansion would split the dict: the override is quoted
+    assert "'ckpt={walk:${walk.run_dir}/nn/checkpoint.pth,wave:${wave.run_dir}/nn/checkpoint.pth}'" in rl.command
+
+
+@pytest.mark.parametrize("body, message", [
+    ("axes: {a: [1]}\nstages: {s: 'run ${b}'}", "stages.s.command: unknown variable ${b}"),
+    ("axes: {a: [1]}\nstages: {s: 'run ${ref.run_dir}'}", "'ref' is not in this stage's needs"),
+    ("axes: {a: [1], b: {values: [2], when: {a: 9}}}\nstages: {s: 'run ${b}'}", "axis 'b' has no value"),
+    ("axes: {a: [1]}\nstages: [{name: s, command: x}, {name: s, command: y}]", "two definitions of stage 's'"),
+])
+def test_expansion_errors_name_the_key_and_the_point(body, message):
+    with pytest.raises(SpecError) as err:
+        expand(spec(body))
+    assert message in str(err.value)
+    assert "x.yaml" in str(err.value) and "grid point a=1" in str(err.value)

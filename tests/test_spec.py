@@ -1,0 +1,188 @@
+"""Spec loading and `near sweep add`: clear errors naming file and key; validation against a hydra
+config tree before anything is written; dedup on re-add."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from near.errors import SpecError
+from near.expand import expand
+from near.jobtable import JobTable
+from near.spec import load_spec
+from near.validate import Validator, validate_jobs
+
+
+def near(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "near", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60)
+
+
+def make_cfg(root: Path) -> None:
+    """A small hydra tree shaped like near's cfg/ (task group selects the train config)."""
+    (root / "cfg" / "task").mkdir(parents=True)
+    (root / "cfg" / "train").mkdir(parents=True)
+    (root / "cfg" / "config.yaml").write_text(
+        "task_name: ${task.name}\nrun_dir: ''\nseed: 42\nmax_iterations: ''\nnum_envs: ''\n"
+        "defaults:\n  - task: mazeNEAR\n  - train: ${task}PPO\n  - _self_\n"
+    )
+    for algo in ("NEAR", "PPO"):
+        (root / "cfg" / "task" / f"maze{algo}.yaml").write_text(f"name: maze{algo}\nenv:\n  numEnvs: 4\n")
+        near_cfg = "    near_config:\n      inference:\n        sigma_level: 0\n        eb_model_checkpoint: ''\n" \
+            if algo == "NEAR" else ""
+        (root / "cfg" / "train" / f"maze{algo}PPO.yaml").write_text(
+            f"params:\n  config:\n    name: x\n    minibatch_size: 8\n{near_cfg}")
+
+
+SPEC = """
+name: demo
+axes:
+  algorithm: [NEAR, PPO]
+  seed: {count: 2}
+stages:
+  - name: ncsn
+    when: {algorithm: NEAR}
+    command: near train ncsn task=maze${algorithm} seed=${seed} run_dir=${run_dir}
+  - name: rl
+    when: {algorithm: NEAR}
+    needs: [ncsn]
+    command: near train rl task=maze${algorithm} seed=${seed} run_dir=${run_dir}
+    overrides:
+      - ++train.params.config.near_config.inference.eb_model_checkpoint=${ncsn.run_dir}/nn/checkpoint.pth
+      - ++train.params.config.near_config.inference.sigma_level=-1
+  - name: rl
+    when: {algorithm: PPO}
+    command: near train rl task=maze${algorithm} seed=${seed} run_dir=${run_dir} ++train.params.config.minibatch_size=4
+"""
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    make_cfg(tmp_path)
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "demo.yaml").write_text(SPEC)
+    return tmp_path
+
+
+def digest(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_add_is_idempotent_and_a_new_seed_adds_only_its_jobs(repo):
+    r = near("sweep", "add", "sweeps/demo.yaml", cwd=repo)
+    assert r.returncode == 0, r.stderr
+    assert "6 new, 0 existing, 0 shared" in r.stdout and "3 distinct override shape" in r.stdout
+    r = near("sweep", "add", "sweeps/demo.yaml", cwd=repo)
+    assert "0 new, 6 existing" in r.stdout
+    (repo / "sweeps" / "demo.yaml").write_text(SPEC.replace("{count: 2}", "{count: 3}"))
+    r = near("sweep", "add", "sweeps/demo.yaml", cwd=repo)
+    assert "3 new, 6 existing" in r.stdout
+    assert len(JobTable.open(repo / "experiments" / "demo")) == 9
+
+
+@pytest.mark.parametrize("bad, where", [
+    ("++train.params.config.near_confg.inference.sigma_level=-1", "near_confg"),
+    ("++train.params.config.near_config.inference.sigma_level=-1 num_env=3", "num_env"),
+    ("++train.params.config.near_config.inference.sigma_level=-1 task=mazeNOPE", "mazeNOPE"),
+])
+def test_bad_override_fails_add_naming_file_point_key_and_leaves_table_untouched(repo, bad, where):
+    assert near("sweep", "add", "sweeps/demo.yaml", cwd=repo).returncode == 0
+    db = repo / "experiments" / "demo" / "jobs.db"
+    before = digest(db)
+    broken = SPEC.replace("{count: 2}", "{count: 3}").replace(
+        "      - ++train.params.config.near_config.inference.sigma_level=-1", f"      - {bad.split()[0]}")
+    if len(bad.split()) > 1:
+        broken = broken.replace("seed=${seed} run_dir=${run_dir}\n    overrides:",
+                                f"seed=${{seed}} run_dir=${{run_dir}} {bad.split()[1]}\n    overrides:")
+    (repo / "sweeps" / "demo.yaml").write_text(broken)
+    r = near("sweep", "add", "sweeps/demo.yaml", cwd=repo)
+    assert r.returncode == 2
+    assert "sweeps/demo.yaml" in r.stderr and "grid point algorithm=NEAR" in r.stderr and where in r.stderr
+    assert "stage 'rl'" in r.stderr
+    assert digest(db) == before
+    assert len(JobTable.open(db)) == 6
+
+
+def test_bad_spec_on_a_fresh_sweep_writes_nothing(repo):
+    (repo / "sweeps" / "demo.yaml").write_text(SPEC.replace("sigma_level=-1", "sigma_levl=-1").replace(
+        "++train.params.config.near_config.inference.sigma_levl", "train.params.config.near_config.inference.sigma_levl"))
+    r = near("sweep", "add", "sweeps/demo.yaml", cwd=repo)
+    assert r.returncode == 2 and "sigma_levl" in r.stderr
+    assert not (repo / "experiments" / "demo").exists()
+
+
+def test_validation_cost_grows_with_shapes_not_jobs(repo):
+    (repo / "sweeps" / "demo.yaml").write_text(SPEC.replace("{count: 2}", "{count: 300}"))
+    spec = load_spec(repo / "sweeps" / "demo.yaml")
+    jobs = expand(spec).jobs
+    v = Validator()
+    report = validate_jobs(jobs, spec.label, validator=v)
+    assert report.checked == 900 and report.shapes == 3 and len(v.cache) == 3
+
+
+def test_isaacgym_tasks_are_skipped_with_a_note(repo):
+    (repo / "sweeps" / "demo.yaml").write_text(SPEC.replace("maze${algorithm}", "Humanoid${algorithm}"))
+    spec = load_spec(repo / "sweeps" / "demo.yaml")
+    report = validate_jobs(expand(spec).jobs, spec.label)
+    assert report.checked == 0 and sum(report.skipped.values()) == 6
+    assert "Isaac Gym" in report.notes()[0]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "sweeps").mkdir(exist_ok=True)
+    p = tmp_path / "sweeps" / "bad.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("text, message", [
+    ("axes: {a: [1]\nstages: x", "malformed YAML: line"),
+    ("- just\n- a list\n", "a sweep spec is a mapping"),
+    ("axes: {a: [1]}\n", "stages: missing"),
+    ("axes: {a: [1]}\nstages: {s: x}\nexclude: [{b: 1}]", "exclude[0].b: unknown axis 'b'"),
+    ("axes: {a: [1]}\nstages: {s: x}\nzip: [[a, c]]", "zip[0]: unknown axis 'c'"),
+    ("axes: {a: [1, 2], b: [1]}\nstages: {s: x}\nzip: [[a, b]]", "zipped axes need the same number of values"),
+    ("axes: {a: {values: [x, y], overrides: {z: [k=1]}}}\nstages: {s: x}", "axes.a.overrides.z: 'z' is not a value"),
+    ("axes: {a: {values: [x], overrides: {x: {rll: [k=1]}}}}\nstages: {s: x}",
+     "axes.a.overrides.x.rll: unknown stage 'rll'"),
+    ("axes: {a: {values: [x], overrides: {x: [nokey]}}}\nstages: {s: x}", "axes.a.overrides.x[0]: override 'nokey'"),
+    ("axes: {a: {values: [1], when: {b: 1}}, b: [1]}\nstages: {s: x}", "axes.a.when: 'b' is not an axis declared before"),
+    ("axes: {seed: {count: 0}}\nstages: {s: x}", "axes.seed.count: must be a positive integer"),
+    ("axes: {a: [1]}\nstages: {s: {command: x, needs: {n: t}}}", "stages.s.needs.n: unknown stage 't'"),
+    ("axes: {a: [1]}\nstages: {s: {command: x, resources: {gpu: 1}}}", "stages.s.resources.gpu: unknown resource"),
+    ("axes: {a: [1]}\nstages: {s: {command: x, resources: {time: soon}}}", "is not a time limit"),
+    ("axes: {a: [1]}\nstages: {s: {command: x, needs: [t]}, t: {command: y, needs: [s]}}", "cycle"),
+    ("axes: {a: [1]}\nstages: {s: x}\ncolour: red", "colour: unknown key"),
+])
+def test_bad_specs_name_file_and_key(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert "bad.yaml" in str(err.value) and message in str(err.value), str(err.value)
+
+
+def test_cli_reports_spec_errors_without_traceback(tmp_path):
+    write(tmp_path, "axes: {a: [1]}\nstages: {s: x}\nexclude: [{b: 1}]")
+    r = near("sweep", "add", "sweeps/bad.yaml", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("near: error: sweeps/bad.yaml: exclude[0].b")
+    assert "Traceback" not in r.stderr
+
+
+def test_corrupt_table_is_named_and_not_overwritten(repo):
+    exp = repo / "experiments" / "demo"
+    exp.mkdir(parents=True)
+    (exp / "jobs.db").write_text("not a database\n")
+    r = near("sweep", "add", "sweeps/demo.yaml", cwd=repo)
+    assert r.returncode == 2 and "experiments/demo/jobs.db: not a near job table" in r.stderr
+    assert (exp / "jobs.db").read_text() == "not a database\n"
+
+
+def test_shipped_specs_load_and_expand():
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("demo", "paper_main", "paper_ablations"):
+        spec = load_spec(repo / "sweeps" / f"{name}.yaml")
+        assert expand(spec).jobs
