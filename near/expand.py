@@ -133,14 +133,28 @@ class _Expander:
     def stages_at(self, point: Point) -> dict[str, Stage]:
         out: dict[str, Stage] = {}
         for s in self.spec.stages:
-            if _matches(point, s.when):
+            if _matches(point, s.when) and not (s.unless and _matches(point, s.unless)):
                 if s.name in out:
                     raise self.err(s.where, point, f"two definitions of stage {s.name!r} match "
                                    f"({out[s.name].where} and {s.where}); make their 'when' exclusive")
                 out[s.name] = s
         return out
 
-    def subst(self, text: str, point: Point, stage: Stage, refs: set[str], used: set[str], where: str) -> str:
+    def lookup_var(self, point: Point, name: str) -> tuple[Any, str | None] | None:
+        """A template variable: the last axis (in point order) whose value's bundle sets it, else
+        the spec's ``vars``. Returns (value, axis or None)."""
+        for aname in reversed(list(point)):
+            axis = self.axes.get(aname)
+            if axis is not None and axis.vars:
+                vs = axis.vars.get(format_value(point[aname]))
+                if vs and name in vs:
+                    return vs[name], aname
+        if name in self.spec.vars:
+            return self.spec.vars[name], None
+        return None
+
+    def subst(self, text: str, point: Point, stage: Stage, refs: set[str], used: set[str], where: str,
+              depth: int = 0) -> str:
         def sub(m: re.Match) -> str:
             if m.group(0) == "$${":
                 return "$${"
@@ -155,6 +169,13 @@ class _Expander:
                 if name in point:
                     used.add(name)
                     return format_value(point[name])
+                var = self.lookup_var(point, name)
+                if var is not None:
+                    if depth > 8:
+                        raise self.err(where, point, f"${{{name}}}: variables refer to each other in a cycle")
+                    if var[1]:
+                        used.add(var[1])
+                    return self.subst(format_value(var[0]), point, stage, refs, used, where, depth + 1)
                 if name in self.axes:
                     raise self.err(where, point, f"${{{name}}}: axis {name!r} has no value at this point "
                                    "(its 'when' does not match)")
@@ -188,7 +209,8 @@ class _Expander:
             target = dict(point)
             for k, v in need.with_.items():
                 target[k] = v
-            target = {k: target[k] for k in self.order if k in target}
+            target = {k: target[k] for k in self.order if k in target} | \
+                {k: v for k, v in target.items() if k not in self.axes}
             dep_id, dep_used = self.job(target, need.stage, chain + (key,))
             deps[need.ref] = dep_id
             used |= dep_used - set(need.with_)
@@ -205,16 +227,23 @@ class _Expander:
                 used.add(aname)
                 where = f"axes.{aname}.overrides.{format_value(value)}"
                 overrides += [self.subst(o, point, stage, refs, used, where) for o in extra]
-        if stage.when:
+        if stage.when:  # labels the job (e.g. algorithm=NEAR for an ncsn stage); not part of its id
             used |= {k for k in stage.when if k in point}
         digest = hashlib.sha256(json.dumps(
             [stage_name, entry, sorted(overrides), sorted(deps.items())], separators=(",", ":")
         ).encode()).hexdigest()[:ID_LEN]
-        if digest not in self.jobs:
+        params = {k: point[k] for k in self.order if k in used and k in point}
+        params.update({k: v for k, v in point.items() if k not in self.axes and k in used})
+        if digest in self.jobs:
+            # the same job reached from another point: keep only the labels all its points agree on
+            # (a shared ncsn job gets no ablation value even if a variable of the ablation shaped it)
+            prev = self.jobs[digest]
+            prev.params = {k: v for k, v in prev.params.items() if k in params and params[k] == v}
+            prev.point = point_label(prev.params)
+        else:
             command = entry + "".join(" " + _quote(o) for o in overrides)
             resources = dict(self.spec.resources)
             resources.update(stage.resources)
-            params = {k: point[k] for k in self.order if k in used and k in point}
             self.jobs[digest] = JobSpec(
                 job_id=digest, stage=stage_name, command=command, params=params, resources=resources,
                 deps=deps, sweep=self.spec.name, workdir=str(self.spec.workdir),

@@ -9,6 +9,7 @@ Format (all keys but ``axes`` and ``stages`` optional)::
     workdir: ..                # where commands run, relative to this file (default: ..)
     max_attempts: 3            # dispatches per job before it is failed
     resources: {cpus: 1, gpus: 0, mem: 2G, time: "00:30:00"}   # defaults for every stage
+    vars: {budget: 100}        # template variables (defaults; axis values' bundles may set them)
     axes:                      # the cartesian product of all axes, in this order
       algorithm: [NEAR, AMP]                 # short form: a list of values
       seed: {count: 3, base: 42}             # seeds: an explicit list or count + base
@@ -22,6 +23,7 @@ Format (all keys but ``axes`` and ``stages`` optional)::
         values:                              # named variants: value -> bundle of overrides
           default: [++x.sigma_level=-1]
           no_anneal: {"*": [++x.sigma_level=5], ncsn: []}
+          v1: {vars: {model: ncsnv1}, rl: [...]}  # a bundle may also set template variables
     x-rl: &rl near train rl ...   # x-* keys are ignored: a place for YAML anchors
     zip: [[task, budget]]      # axes that vary together (same length), one factor of the product
     exclude: [{algorithm: Track, motion: figure8}]   # drop matching points (values or lists)
@@ -29,16 +31,19 @@ Format (all keys but ``axes`` and ``stages`` optional)::
     stages:                    # a list (or a name -> definition mapping)
       - name: ncsn
         when: {algorithm: NEAR}              # which grid points run this stage
+        unless: {motion: walk_and_wave}      # ... and which not
         command: near train ncsn task=motion${algorithm} seed=${seed} run_dir=${run_dir}
         overrides: [++train.params.config.near_config.training.n_iters=200]
         resources: {cpus: 1, time: "00:10:00"}
       - name: rl
         when: {algorithm: NEAR}
         needs: {ncsn: ncsn}                  # ref -> stage of the same point, or
-        # needs: {walk: {stage: ncsn, with: {motion: walk}}}   # ... of another point
+        # needs: {walk: {stage: ncsn, with: {motion: walk}}}   # ... of another point; `with` may
+        #   also pass new keys (e.g. {part: lower_body}) that the needed stage uses as ${part}
         command: near train rl ... eb_model_checkpoint=${ncsn.run_dir}/nn/checkpoint.pth
 
-Template variables: ``${<axis>}``, ``${sweep}``, ``${stage}`` (substituted at expansion) and
+Template variables: ``${<axis>}``, ``${<var>}`` (from ``vars`` and value bundles; may contain
+``${...}`` themselves), ``${sweep}``, ``${stage}`` (substituted at expansion) and
 ``${run_dir}``, ``${job_id}``, ``${exp_dir}``, ``${<ref>.run_dir}`` (resolved at dispatch).
 ``$${`` is a literal ``${``.
 """
@@ -59,6 +64,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$|^\d+$")
 _MEM = re.compile(r"^\d+(\.\d+)?\s*[KMGT]?B?$", re.IGNORECASE)
 ALL_STAGES = "*"
+_RESERVED = {"run_dir", "job_id", "exp_dir", "sweep", "stage"}
 
 # Overrides per stage: {"*": [...], "rl": [...]}
 StageOverrides = dict[str, list[str]]
@@ -72,6 +78,7 @@ class Axis:
     values: list[Any]
     overrides: dict[str, StageOverrides] = field(default_factory=dict)  # str(value) -> overrides
     when: dict[str, list[Any]] | None = None
+    vars: dict[str, dict[str, Any]] = field(default_factory=dict)  # str(value) -> template variables
 
 
 @dataclass
@@ -93,6 +100,7 @@ class Stage:
     needs: list[Need] = field(default_factory=list)
     resources: dict[str, Any] = field(default_factory=dict)
     when: dict[str, list[Any]] | None = None
+    unless: dict[str, list[Any]] | None = None
     max_attempts: int | None = None
     validate: bool = True
     where: str = ""  # key path in the spec, for error messages
@@ -113,6 +121,7 @@ class Spec:
     max_attempts: int = 3
     resources: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    vars: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -179,7 +188,7 @@ def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
     ctx = ctx or _Ctx(display_path(path))
     if not isinstance(data, dict):
         raise ctx.err("", f"a sweep spec is a mapping with 'axes' and 'stages', not {type(data).__name__}")
-    known = {"name", "description", "workdir", "max_attempts", "resources", "axes", "zip", "include",
+    known = {"name", "description", "workdir", "max_attempts", "resources", "vars", "axes", "zip", "include",
              "exclude", "stages"}
     for key in data:
         # x-* keys hold YAML anchors for reuse (`x-rl: &rl ...` then `command: *rl`)
@@ -242,19 +251,40 @@ def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
                 raise ctx.err(f"{s.where}.needs.{need.ref}",
                               f"unknown stage {need.stage!r} (stages: {', '.join(stage_names)})")
             for k in need.with_:
-                if k not in axis_names:
-                    raise ctx.err(f"{s.where}.needs.{need.ref}.with",
-                                  f"unknown axis {k!r} (axes: {', '.join(axis_names)})")
-        if s.when:
-            for k in s.when:
-                if k not in axis_names:
-                    raise ctx.err(f"{s.where}.when", f"unknown axis {k!r} (axes: {', '.join(axis_names)})")
+                if not _NAME.match(k) or k in _RESERVED:
+                    raise ctx.err(f"{s.where}.needs.{need.ref}.with.{k}",
+                                  "keys are axis names or new identifiers (passed to the needed job)")
+        with_keys = {k for st in stages for n in st.needs for k in n.with_}
+        for cond_name in ("when", "unless"):
+            cond = getattr(s, cond_name)
+            for k in cond or {}:
+                if k not in axis_names and k not in with_keys:
+                    raise ctx.err(f"{s.where}.{cond_name}", f"unknown axis {k!r} (axes: {', '.join(axis_names)})")
     _check_stage_cycles(stages, ctx)
 
+    top_vars = _vars(data.get("vars"), "vars", ctx)
+    for a in axes:
+        if a.name in top_vars:
+            raise ctx.err(f"vars.{a.name}", "a variable cannot have the name of an axis")
     desc = data.get("description", "")
     return Spec(path=path, name=name, workdir=workdir, axes=axes, stages=stages, zip=[list(z) for z in zips],
                 include=include, exclude=exclude, max_attempts=max_attempts, resources=resources,
-                description=str(desc or ""))
+                description=str(desc or ""), vars=top_vars)
+
+
+def _vars(raw: Any, where: str, ctx: _Ctx) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ctx.err(where, "must be a mapping name -> value")
+    out = {}
+    for k, v in raw.items():
+        if not _NAME.match(str(k)):
+            raise ctx.err(f"{where}.{k}", "variable names are identifiers")
+        if isinstance(v, (dict, list)):
+            raise ctx.err(f"{where}.{k}", "variable values are scalars (strings may use ${...})")
+        out[str(k)] = v
+    return out
 
 
 def _posint(v: Any, where: str, ctx: _Ctx) -> int:
@@ -353,11 +383,11 @@ def _axis(name: str, raw: Any, stage_names: list[str], earlier: list[str], ctx: 
     where = f"axes.{name}"
     if not _NAME.match(name):
         raise ctx.err(where, "axis names are identifiers (letters, digits, _)")
-    reserved = {"run_dir", "job_id", "exp_dir", "sweep", "stage"}
-    if name in reserved:
-        raise ctx.err(where, f"{name!r} is reserved ({', '.join(sorted(reserved))})")
+    if name in _RESERVED:
+        raise ctx.err(where, f"{name!r} is reserved ({', '.join(sorted(_RESERVED))})")
     when = None
     overrides: dict[str, StageOverrides] = {}
+    axis_vars: dict[str, dict[str, Any]] = {}
     if isinstance(raw, list):
         values = raw
     elif isinstance(raw, dict):
@@ -379,6 +409,9 @@ def _axis(name: str, raw: Any, stage_names: list[str], earlier: list[str], ctx: 
                 if isinstance(vals, dict):  # named variants: value -> bundle of overrides
                     values = list(vals)
                     for v, bundle in vals.items():
+                        bundle, vvars = _split_vars(bundle, f"{where}.values.{v}", ctx)
+                        if vvars:
+                            axis_vars[format_value(v)] = vvars
                         overrides[format_value(v)] = parse_overrides(bundle, f"{where}.values.{v}", stage_names, ctx)
                 elif isinstance(vals, list):
                     values = vals
@@ -393,6 +426,9 @@ def _axis(name: str, raw: Any, stage_names: list[str], earlier: list[str], ctx: 
                     if fv not in keys:
                         raise ctx.err(f"{where}.overrides.{v}", f"{v!r} is not a value of axis {name} "
                                       f"({', '.join(map(format_value, values))})")
+                    bundle, vvars = _split_vars(bundle, f"{where}.overrides.{v}", ctx)
+                    if vvars:
+                        axis_vars.setdefault(fv, {}).update(vvars)
                     parsed = parse_overrides(bundle, f"{where}.overrides.{v}", stage_names, ctx)
                     merged = overrides.setdefault(fv, {})
                     for st, lst in parsed.items():
@@ -414,7 +450,15 @@ def _axis(name: str, raw: Any, stage_names: list[str], earlier: list[str], ctx: 
     dup = {v for v in fvals if fvals.count(v) > 1}
     if dup:
         raise ctx.err(where, f"duplicate value(s) {', '.join(sorted(dup))}")
-    return Axis(name=name, values=values, overrides=overrides, when=when)
+    return Axis(name=name, values=values, overrides=overrides, when=when, vars=axis_vars)
+
+
+def _split_vars(bundle: Any, where: str, ctx: _Ctx) -> tuple[Any, dict[str, Any]]:
+    """A value's bundle may carry ``vars:`` (template variables) next to its overrides."""
+    if isinstance(bundle, dict) and "vars" in bundle:
+        rest = {k: v for k, v in bundle.items() if k != "vars"}
+        return (rest or None), _vars(bundle["vars"], f"{where}.vars", ctx)
+    return bundle, {}
 
 
 def _seeds(raw: dict, where: str, ctx: _Ctx) -> list[int]:
@@ -452,7 +496,7 @@ def _stages(raw: Any, ctx: _Ctx) -> list[Stage]:
         raise ctx.err("stages", "no stages")
     names = list(dict.fromkeys(n for n, _, _ in items))
     out = []
-    allowed = {"name", "command", "overrides", "needs", "resources", "when", "max_attempts", "validate"}
+    allowed = {"name", "command", "overrides", "needs", "resources", "when", "unless", "max_attempts", "validate"}
     for name, body, where in items:
         if not _NAME.match(name):
             raise ctx.err(where, f"stage name {name!r} must be an identifier")
@@ -492,10 +536,11 @@ def _stages(raw: Any, ctx: _Ctx) -> list[Stage]:
             else:
                 raise ctx.err(f"{where}.needs.{ref}", "must be a stage name or {stage: NAME, with: {axis: value}}")
         when = _cond(body["when"], f"{where}.when", ctx) if "when" in body else None
+        unless = _cond(body["unless"], f"{where}.unless", ctx) if "unless" in body else None
         ma = body.get("max_attempts")
         out.append(Stage(
             name=name, command=" ".join(cmd.split()), overrides=overrides.get(ALL_STAGES, []), needs=needs,
-            resources=_resources(body.get("resources"), f"{where}.resources", ctx), when=when,
+            resources=_resources(body.get("resources"), f"{where}.resources", ctx), when=when, unless=unless,
             max_attempts=None if ma is None else _posint(ma, f"{where}.max_attempts", ctx),
             validate=bool(body.get("validate", True)), where=where,
         ))
