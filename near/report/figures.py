@@ -89,8 +89,10 @@ def curves_figure(
     n = max(1, len(panels))
     ncols = min(n, col_wrap)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols + (0.6 if annotate_end else 0), size[1] * nrows),
-                             squeeze=False, sharey=sharey)
+    # Constrained layout sizes everything in the one draw each savefig does anyway (tight_layout and
+    # bbox_inches="tight" would each draw the figure again); end labels therefore stay inside the axes.
+    fig = plt.figure(figsize=(size[0] * ncols, size[1] * nrows + 0.5), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False, sharey=sharey))
     handles: dict[str, object] = {}
     for k, panel in enumerate(panels):
         ax = axes[k // ncols][k % ncols]
@@ -118,21 +120,23 @@ def curves_figure(
         ax.set_ylabel(y_label if k % ncols == 0 or not sharey else "")
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
         if annotate_end and ends:
+            x0, x1 = ax.get_xlim()
+            span = x1 - x0
+            right = max(e[1] for e in ends)
+            ax.set_xlim(x0, right + 0.16 * span)  # room for the labels inside the panel
             lo, hi = ax.get_ylim()
             ys = _spread([e[0] for e in ends], 0.07 * (hi - lo))
-            x_right = ax.get_xlim()[1]
             for (yv, xv, colour), ytext in zip(ends, ys):
-                ax.annotate(f"{yv:.3g}", xy=(xv, yv), xytext=(x_right + 0.02 * (x_right - ax.get_xlim()[0]), ytext),
-                            textcoords="data", color=colour, fontsize=8, va="center", annotation_clip=False,
+                ax.annotate(f"{yv:.3g}", xy=(xv, yv), xytext=(right + 0.03 * span, ytext), textcoords="data",
+                            color=colour, fontsize=8, va="center", ha="left",
                             arrowprops=dict(arrowstyle="-", color=colour, lw=0.6, alpha=0.7))
     for k in range(len(panels), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     if handles:
-        fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=min(len(handles), 6),
-                   frameon=False, bbox_to_anchor=(0.5, 0.0))
+        fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
+                   ncol=min(len(handles), 6), frameon=False)
     if title:
         fig.suptitle(f"{title}  (shaded: {int(round(ci_level * 100))}% bootstrap CI)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.08 if nrows == 1 else 0.05, 1, 1))
     return _save(fig, out_base, formats)
 
 
@@ -143,7 +147,7 @@ def _save(fig, out_base: Path, formats) -> list[Path]:
     written = []
     for fmt in formats:
         path = out_base.with_suffix(f".{fmt}")
-        fig.savefig(path, dpi=130 if fmt == "png" else None, bbox_inches="tight")
+        fig.savefig(path, dpi=130 if fmt == "png" else None)
         written.append(path)
     plt.close(fig)
     return written

@@ -60,7 +60,9 @@ def landscape_figure(report, fig: dict) -> list[Path]:
 
     if fig["model"] != "ncsn":
         raise NearError(f"landscape model {fig['model']!r}: only 'ncsn' has a loader in near.training so far")
-    runs = select_runs(_runs_table(report.frame), fig["select"], f"{report.spec['_file']}: figures '{fig['name']}'")
+    # ncsn jobs log few or no scalars, so select among all jobs of the table, not the plotted runs
+    table = report.jobs.assign(run=report.jobs["job_id"]) if report.jobs is not None else _runs_table(report.frame)
+    runs = select_runs(table, fig["select"], f"{report.spec['_file']}: figures '{fig['name']}'")
     if "run_dir" not in runs.columns or runs.empty:
         raise NearError("no selected run has a run_dir (is the job table there?)")
     written = []

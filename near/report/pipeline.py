@@ -40,10 +40,19 @@ def slug(text: str) -> str:
 
 
 def _runs_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per run with its metadata columns (those constant per run)."""
+    """One row per run with its metadata columns (constant per run), as plain objects; index = run name."""
     skip = {"path", "tag", "step", "value", "wall_time"}
     cols = [c for c in frame.columns if c not in skip]
-    return frame[cols].drop_duplicates("run").set_index("run", drop=False)
+    first = ~frame["run"].duplicated().to_numpy()
+    runs = frame.loc[first, cols]
+    runs = pd.DataFrame({c: runs[c].astype(object).to_numpy() for c in cols})
+    runs["run"] = runs["run"].astype(str)
+    return runs.set_index(runs["run"].to_numpy())
+
+
+def _text(values) -> list:
+    """Metadata values as text for matching and labels; missing stays None."""
+    return [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
 
 
 def select_runs(runs: pd.DataFrame, select: dict, where: str) -> pd.DataFrame:
@@ -53,7 +62,7 @@ def select_runs(runs: pd.DataFrame, select: dict, where: str) -> pd.DataFrame:
             avail = ", ".join(c for c in runs.columns if c != "run")
             raise SpecError(f"{where}: key 'select.{key}' is not a column of the runs (available: {avail})")
         wanted = {str(v) for v in (want if isinstance(want, list) else [want])}
-        runs = runs[runs[key].astype(str).isin(wanted)]
+        runs = runs[[v in wanted for v in _text(runs[key])]]
     return runs
 
 
@@ -214,16 +223,15 @@ class Report:
         if self.frame.empty:
             self.warn(f"{self.exp}: no scalar data in any event file; nothing to plot")
             return []
-        runs = select_runs(_runs_table(self.frame), spec["select"], spec["_file"])
-        frame = self.frame[self.frame["run"].isin(runs.index)]
-        present = set(map(str, frame["tag"].unique()))
+        self.runs = select_runs(_runs_table(self.frame), spec["select"], spec["_file"])
+        frame = self.frame[self.frame["run"].isin(self.runs.index)]
+        self.series = self._split(frame)
+        present = set(self.series)
         tags = spec["tags"] if spec["tags"] is not None else {t: {"label": t} for t in sorted(present)}
         for tag, tspec in tags.items():
             if tag not in present and not tspec.get("optional"):
                 self.warn(f"{spec['_file']}: tag '{tag}' is in no selected run (present: {', '.join(sorted(present))})")
         self.tags = {t: v for t, v in tags.items() if t in present}
-        by_tag = {t: g for t, g in frame[frame["tag"].isin(list(self.tags))].groupby("tag", observed=True)}
-        self.by_tag = {str(k): v for k, v in by_tag.items()}
         figs = spec["figures"]
         if figs is None:
             figs = specmod.default_spec([], list(frame.columns))["figures"]
@@ -249,6 +257,20 @@ class Report:
                                          "written": [str(p) for p in self.written], "warnings": self.warnings}))
         return self.written
 
+    @staticmethod
+    def _split(frame: pd.DataFrame) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """{tag: {run: (steps, values)}} with one sort over the whole frame (no per-group pandas)."""
+        tag_codes = frame["tag"].cat.codes.to_numpy()
+        run_codes = frame["run"].cat.codes.to_numpy()
+        key = tag_codes.astype(np.int64) * (int(run_codes.max(initial=0)) + 1) + run_codes
+        per_key = stats.split_runs(key, frame["step"].to_numpy(), frame["value"].to_numpy())
+        tags, runs = frame["tag"].cat.categories, frame["run"].cat.categories
+        width = int(run_codes.max(initial=0)) + 1
+        out: dict[str, dict] = {}
+        for k, sv in per_key.items():
+            out.setdefault(str(tags[k // width]), {})[str(runs[k % width])] = sv
+        return out
+
     def _figure(self, fig: dict) -> list[Path]:
         if fig["kind"] == "landscape":
             from near.report import landscape
@@ -262,44 +284,45 @@ class Report:
         facet = fig["facet"]
         written = []
         tags = fig["tags"] or list(self.tags)
+        runs = select_runs(self.runs, fig["select"], f"{self.spec['_file']}: figures '{fig['name']}'")
+        for col in [hue] + ([facet] if facet else []):
+            if col not in runs.columns:
+                avail = ", ".join(c for c in runs.columns if c not in ("path",))
+                raise SpecError(f"{self.spec['_file']}: figure '{fig['name']}': column '{col}' is not in the "
+                                f"data (available: {avail})")
         for tag in tags:
             if tag not in self.tags:
                 if tag not in (self.spec["tags"] or {}):
                     raise SpecError(f"{self.spec['_file']}: figure '{fig['name']}' names tag '{tag}' not listed under tags")
                 continue
-            data = self.by_tag[tag]
-            runs = select_runs(_runs_table(data), fig["select"], f"{self.spec['_file']}: figures '{fig['name']}'")
-            data = data[data["run"].isin(runs.index)]
-            for col in [hue] + ([facet] if facet else []):
-                if col not in data.columns:
-                    raise SpecError(f"{self.spec['_file']}: figure '{fig['name']}': column '{col}' is not in the "
-                                    f"data (available: {', '.join(c for c in data.columns if c not in ('path', 'value', 'step', 'wall_time', 'tag'))})")
-            if data.empty:
+            have = runs[runs.index.isin(list(self.series[tag]))]
+            if have.empty:
                 continue
-            written += self._curves(fig, tag, data, hue, facet)
+            written += self._curves(fig, tag, have, hue, facet)
         return written
 
-    def _curves(self, fig: dict, tag: str, data: pd.DataFrame, hue: str, facet: str | None) -> list[Path]:
-        spec, tspec = self.spec, self.tags[tag]
+    def _curves(self, fig: dict, tag: str, runs: pd.DataFrame, hue: str, facet: str | None) -> list[Path]:
+        spec, tspec, series = self.spec, self.tags[tag], self.series[tag]
         smoothing = tspec["smoothing"] if tspec.get("smoothing") is not None else spec["smoothing"]
-        hue_values = _value_order(data[hue].astype(object).unique(), fig["order"])
+        hue_of = pd.Series(_text(runs[hue]), index=runs.index)
+        facet_of = pd.Series(_text(runs[facet]), index=runs.index) if facet else pd.Series([None] * len(runs), index=runs.index, dtype=object)
+        hue_values = _value_order(hue_of.dropna().unique(), fig["order"])
         if fig["kind"] == "ablation":
             colours = figures.ordered_colours(hue_values)
         else:
             colours = {h: figures.color_for(h, spec["palette"]) for h in hue_values}
-        facet_values = _value_order(data[facet].astype(object).unique(), None) if facet else [None]
+        facet_values = _value_order(facet_of.dropna().unique(), None) if facet else [None]
         panels = []
         for fv in facet_values:
-            part = data if fv is None else data[data[facet].astype(str) == fv]
-            run_steps = [g["step"].to_numpy() for _, g in part.groupby("run", observed=True)]
-            grid = stats.step_grid(run_steps, spec["grid"]["points"], spec["grid"]["truncate"])
+            in_panel = runs.index if fv is None else runs.index[(facet_of == fv).to_numpy()]
+            grid = stats.step_grid([series[r][0] for r in in_panel], spec["grid"]["points"], spec["grid"]["truncate"])
             curves = {}
             for hv in hue_values:
-                sub = part[part[hue].astype(str) == hv]
-                if sub.empty:
+                members = [r for r in in_panel if hue_of[r] == hv]
+                if not members:
                     continue
-                g, mat, names = stats.run_matrix(sub, grid=grid, smoothing=smoothing)
-                curves[hv] = stats.aggregate_curve(g, mat, names, spec["statistic"], spec["ci"]["level"],
+                g, mat = stats.series_matrix([series[r] for r in members], grid=grid, smoothing=smoothing)
+                curves[hv] = stats.aggregate_curve(g, mat, members, spec["statistic"], spec["ci"]["level"],
                                                    spec["ci"]["n_boot"], spec["ci"]["seed"])
             panels.append({"title": fv if fv is not None else tspec["label"], "curves": curves,
                            "expert": _expert_for(tspec, fv) if fig["expert"] else None})
@@ -314,23 +337,22 @@ class Report:
 
     def _table(self, tbl: dict, frame: pd.DataFrame) -> list[Path]:
         spec = self.spec
-        runs = select_runs(_runs_table(frame), tbl["select"], f"{spec['_file']}: tables '{tbl['name']}'")
-        frame = frame[frame["run"].isin(runs.index)]
-        by = tbl["by"] or [c for c in ("algorithm", "motion", "ablation") if c in frame.columns] or ["run"]
+        runs = select_runs(self.runs, tbl["select"], f"{spec['_file']}: tables '{tbl['name']}'")
+        by = tbl["by"] or [c for c in ("algorithm", "motion", "ablation") if c in runs.columns] or ["run"]
         for col in by:
-            if col not in frame.columns:
+            if col not in runs.columns:
                 raise SpecError(f"{spec['_file']}: table '{tbl['name']}': column '{col}' is not in the data")
         parts = []
         for tag in tbl["tags"] or list(self.tags):
             if tag not in self.tags:
                 continue
-            data = self.by_tag[tag]
-            data = data[data["run"].isin(runs.index)]
-            if data.empty:
+            series = self.series[tag]
+            names = [r for r in runs.index if r in series]
+            if not names:
                 continue
-            data = data.assign(**{c: data[c].astype(str) for c in by})
-            summ = stats.final_summary(data, by, tbl["window"], spec["ci"]["level"], spec["ci"]["n_boot"],
-                                       spec["ci"]["seed"])
+            per_run = pd.DataFrame({c: _text(runs.loc[names, c]) for c in by}, index=names)
+            per_run["final"] = [float(np.mean(series[r][1][-tbl["window"]:])) for r in names]
+            summ = stats.summarize_finals(per_run, by, spec["ci"]["level"], spec["ci"]["n_boot"], spec["ci"]["seed"])
             parts.append(summ.assign(tag=tag))
         if not parts:
             self.warn(f"{spec['_file']}: table '{tbl['name']}' has no data")

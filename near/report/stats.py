@@ -133,9 +133,23 @@ def bootstrap_ci(
         return (nan[0], nan[0]) if squeeze else (nan, nan)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
+    if statistic == "mean":
+        # The mean of a resample is (how often each run was drawn) @ values / draws: one matrix
+        # product instead of materialising n_boot x runs x columns (same resamples as below).
+        counts = np.zeros((n_boot, n))
+        np.add.at(counts, (np.repeat(np.arange(n_boot), n), idx.ravel()), 1.0)
+        present = ~np.isnan(x)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boot = (counts @ np.where(present, x, 0.0)) / (counts @ present.astype(np.float64))
+        return _quantiles(boot, level, squeeze)
     # Resample in blocks so that (block x runs x columns) stays a few million numbers.
     block = max(1, 4_000_000 // max(1, n * x.shape[1]))
     boot = np.concatenate([stat(x[idx[i : i + block]], axis=1) for i in range(0, n_boot, block)])
+    return _quantiles(boot, level, squeeze)
+
+
+def _quantiles(boot: np.ndarray, level: float, squeeze: bool):
+    """Percentile interval per column of bootstrap statistics (n_boot, columns); NaN where empty."""
     alpha = (1.0 - level) / 2.0
     lo = np.full(boot.shape[1], np.nan)
     hi = np.full(boot.shape[1], np.nan)
@@ -165,25 +179,40 @@ class Curve:
     runs: list[str]
 
 
+def split_runs(run: np.ndarray, step: np.ndarray, value: np.ndarray) -> dict:
+    """{run: (steps, values)} sorted by step, from parallel arrays (one lexsort, no per-row Python)."""
+    run, step, value = np.asarray(run), np.asarray(step), np.asarray(value)
+    if run.size == 0:
+        return {}
+    order = np.lexsort((step, run))
+    run, step, value = run[order], step[order], value[order]
+    cuts = np.flatnonzero(run[1:] != run[:-1]) + 1
+    return {r[0]: (s, v) for r, s, v in zip(np.split(run, cuts), np.split(step, cuts), np.split(value, cuts))}
+
+
+def series_matrix(
+    series: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray | None = None, points: int | None = 200,
+    truncate: bool = False, smoothing: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(grid, runs x grid matrix) from per-run (steps, values) sorted by step.
+
+    Smoothing (EMA) is applied to each run on its own logged steps, before interpolation.
+    """
+    if grid is None:
+        grid = step_grid([s for s, _ in series], points=points, truncate=truncate)
+    rows = [align(s, ema(v, smoothing) if smoothing else v, grid) for s, v in series]
+    return grid, (np.vstack(rows) if rows else np.zeros((0, len(grid))))
+
+
 def run_matrix(
     frame: pd.DataFrame, grid: np.ndarray | None = None, points: int | None = 200, truncate: bool = False,
     smoothing: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(grid, runs x grid matrix, run names) for the rows of ONE tag in `frame` (columns run, step, value).
-
-    Smoothing (EMA) is applied to each run on its own logged steps, before interpolation.
-    """
-    groups = [(str(r), g) for r, g in frame.groupby("run", observed=True, sort=True)]
-    per_run = []
-    for name, g in groups:
-        g = g.sort_values("step", kind="stable")
-        steps = g["step"].to_numpy()
-        vals = ema(g["value"].to_numpy(), smoothing) if smoothing else g["value"].to_numpy()
-        per_run.append((name, steps, vals))
-    if grid is None:
-        grid = step_grid([s for _, s, _ in per_run], points=points, truncate=truncate)
-    mat = np.vstack([align(s, v, grid) for _, s, v in per_run]) if per_run else np.zeros((0, len(grid)))
-    return grid, mat, [n for n, _, _ in per_run]
+    """(grid, runs x grid matrix, run names) for the rows of ONE tag in `frame` (columns run, step, value)."""
+    per_run = split_runs(frame["run"].astype(str).to_numpy(), frame["step"].to_numpy(), frame["value"].to_numpy())
+    names = sorted(per_run)
+    grid, mat = series_matrix([per_run[n] for n in names], grid, points, truncate, smoothing)
+    return grid, mat, names
 
 
 def aggregate_curve(
@@ -216,6 +245,12 @@ def final_summary(
     finals = final_values(frame, window)
     meta = frame.drop_duplicates("run").set_index("run")[by] if by else pd.DataFrame(index=finals.index)
     per_run = meta.loc[finals.index].assign(final=finals.to_numpy())
+    return summarize_finals(per_run, by, level, n_boot, seed)
+
+
+def summarize_finals(per_run: pd.DataFrame, by: list[str], level: float = 0.95, n_boot: int = 2000,
+                     seed: int = 0) -> pd.DataFrame:
+    """Across-run statistics of a per-run frame with a `final` column, per group of `by` columns."""
     rows = []
     groups = per_run.groupby(by, observed=True, sort=True) if by else [((), per_run)]
     for key, g in groups:
