@@ -58,7 +58,8 @@ class MazeConfig:
     max_speed: float = 400.0
     goal_reward: float = 10.0
     step_reward: float = 0.0
-    compile: bool = False
+    #: torch.compile the physics: True, False or "auto" (on CUDA devices only)
+    compile: bool | str = "auto"
 
     @classmethod
     def from_task_env(cls, env_cfg: Any) -> "MazeConfig":
@@ -74,7 +75,7 @@ class MazeConfig:
             max_speed=float(get("maxSpeed", 400.0)),
             goal_reward=float(get("goalReward", 10.0)),
             step_reward=float(get("stepReward", 0.0)),
-            compile=bool(get("compile", False)),
+            compile=get("compile", "auto") if get("compile", "auto") == "auto" else bool(get("compile")),
         )
 
 
@@ -140,8 +141,23 @@ class MazeEnv(VecEnv):
         self._demos: torch.Tensor | None = None
         self._demo_grid: torch.Tensor | None = None
         self._physics = _physics
-        if self.cfg.compile:
-            self._physics = torch.compile(_physics, dynamic=False)
+        use_compile = self.cfg.compile
+        if use_compile == "auto":
+            use_compile = self.device.type == "cuda"
+        if use_compile:
+            self._physics = self._compiled_with_fallback(torch.compile(_physics, dynamic=False))
+
+    def _compiled_with_fallback(self, compiled):
+        """Use the compiled physics; fall back to eager if compilation fails on this machine."""
+        def physics(*args):
+            try:
+                return compiled(*args)
+            except Exception as err:  # e.g. no C compiler / triton for this device
+                print(f"near: torch.compile of the maze physics failed ({type(err).__name__}); running eager",
+                      flush=True)
+                self._physics = _physics
+                return _physics(*args)
+        return physics
 
     # ------------------------------------------------------------------ demos
     def demo_states(self) -> list[torch.Tensor]:
