@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=64)
     parser.add_argument("--random", action="store_true", help="uniform random actions instead of a checkpoint")
     parser.add_argument("--out", help="also write the JSON here")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         result = evaluate(list(args.overrides), args.episodes, args.random)
     except NearError as err:

@@ -25,7 +25,8 @@ Early termination (``earlyTermination``): ``arena`` ends an episode when the roo
 reference (DeepMimic-style, used by tracking); ``none`` never terminates early.
 
 Interface: :class:`near.training.envs.base.VecEnv`. ``infos['paired_obs']`` holds the last
-``numObsSteps`` state feature vectors (oldest first); :meth:`MotionImitationEnv.demo_transitions`
+``numObsSteps`` state feature vectors (oldest first; ``pairedFeatures``: ``all`` 8 features, or
+the subset ``root`` (root position, velocity), ``positions`` (root and end positions) or ``end``); :meth:`MotionImitationEnv.demo_transitions`
 returns the reference motions in that layout (NEAR's NCSN stage and AMP's discriminator train on
 it). ``infos['reference']`` is the reference frame each env aimed at this step (tracking reward).
 
@@ -74,6 +75,7 @@ class MotionEnvConfig:
     kp_end: float = 200.0
     kd_end: float = 28.0
     episode_metrics: bool = True
+    paired_features: str = "all"
     demo_oversample: int = 8
 
     @classmethod
@@ -91,6 +93,7 @@ class MotionEnvConfig:
             "numObsSteps": "num_obs_steps",
             "numAMPObsSteps": "num_obs_steps",
             "episodeMetrics": "episode_metrics",
+            "pairedFeatures": "paired_features",
             "demoOversample": "demo_oversample",
         }
         fields = set(cls.__dataclass_fields__)
@@ -104,6 +107,9 @@ class MotionEnvConfig:
             raise ConfigError(f"task.env.stateInit must be Random or Default, got {cfg.state_init!r}")
         if cfg.early_termination not in ("arena", "reference", "none"):
             raise ConfigError(f"task.env.earlyTermination must be arena, reference or none, got {cfg.early_termination!r}")
+        if cfg.paired_features != "all" and cfg.paired_features not in MotionImitationEnv.FEATURE_MASKS:
+            raise ConfigError(f"task.env.pairedFeatures must be all or one of "
+                              f"{sorted(MotionImitationEnv.FEATURE_MASKS)}, got {cfg.paired_features!r}")
         if cfg.num_envs < 1 or cfg.episode_length < 5 or cfg.num_obs_steps < 1:
             raise ConfigError("task.env: numEnvs >= 1, episodeLength >= 5 and numObsSteps >= 1 are required")
         return cfg
@@ -113,16 +119,23 @@ class MotionImitationEnv(VecEnv):
     """Batched planar character imitating a reference motion; all tensors live on `device`."""
 
     dt = DT
-    obs_per_step = STATE_DIM
     action_dim = ACTION_DIM
     #: feature groups of the tracking reward (indices into the 8 state features)
-    tracking_groups = {"pose": [0, 1], "velocity": [2, 3, 6, 7], "end": [4, 5]}
+    TRACKING_GROUPS = {"pose": [0, 1], "velocity": [2, 3, 6, 7], "end": [4, 5]}
+    #: named per-state feature subsets (``pairedFeatures``, NEAR's ``feature_mask``)
+    FEATURE_MASKS = {"root": [0, 1, 2, 3], "positions": [0, 1, 4, 5], "end": [4, 5, 6, 7]}
 
     def __init__(self, cfg: MotionEnvConfig, device: str | torch.device = "cpu", seed: int | None = None):
         self.cfg = cfg
         self.device = torch.device(device)
         self.num_envs = cfg.num_envs
         self.num_obs_steps = cfg.num_obs_steps
+        # state features in paired_obs / demo_transitions / infos['reference'] (pairedFeatures)
+        self.paired_idx = list(range(STATE_DIM)) if cfg.paired_features == "all" else self.FEATURE_MASKS[cfg.paired_features]
+        self.obs_per_step = len(self.paired_idx)
+        pos_of = {f: j for j, f in enumerate(self.paired_idx)}
+        self.tracking_groups = {g: [pos_of[f] for f in idx if f in pos_of] for g, idx in self.TRACKING_GROUPS.items()}
+        self.tracking_groups = {g: idx for g, idx in self.tracking_groups.items() if idx}
         self.max_episode_length = cfg.episode_length
         self.motions: list[Motion] = load_motions(cfg.motion_file)
         self.generator = torch.Generator(device=self.device)
@@ -185,7 +198,7 @@ class MotionImitationEnv(VecEnv):
             count = m.num_frames * self.cfg.demo_oversample
             phase = torch.arange(count, device=self.device, dtype=torch.float32) / count
             mid = torch.full((count,), k, dtype=torch.long, device=self.device)
-            rows = self.reference_history(mid, phase, self.num_obs_steps).reshape(count, -1)
+            rows = self.reference_history(mid, phase, self.num_obs_steps)[..., self.paired_idx].reshape(count, -1)
             out.append(rows.repeat(max(1, round(m.weight / wmin)), 1))
         return torch.cat(out)
 
@@ -275,10 +288,10 @@ class MotionImitationEnv(VecEnv):
         time_out = (self.progress >= cfg.episode_length) & ~terminate
         done = terminate | time_out
         infos = {
-            "paired_obs": self.history.reshape(self.num_envs, -1).clone(),
+            "paired_obs": self.history[..., self.paired_idx].reshape(self.num_envs, -1),
             "time_outs": time_out.float(),
             "terminate": terminate,
-            "reference": ref,
+            "reference": ref[:, self.paired_idx],
         }
         done_ids = torch.nonzero(done).flatten()
         if done_ids.numel():
@@ -309,9 +322,6 @@ class MotionImitationEnv(VecEnv):
                 out.setdefault(key, torch.zeros(n, device=self.device))[sel] = v.to(self.device, torch.float32)
         return out
 
-    #: named feature masks (NEAR's ``near_config.model.feature_mask``): kept per-state features
-    FEATURE_MASKS = {"root": [0, 1, 2, 3], "positions": [0, 1, 4, 5], "end": [4, 5, 6, 7]}
-
     def feature_mask(self, name: str | None) -> torch.Tensor | None:
         """Masks over ``paired_obs``: ``root`` (root position and velocity), ``positions`` (root and
         end point positions), ``end`` (end point position and velocity), for every state."""
@@ -319,7 +329,8 @@ class MotionImitationEnv(VecEnv):
             return None
         if name in self.FEATURE_MASKS:
             keep = self.FEATURE_MASKS[name]
-            return torch.tensor([i % STATE_DIM in keep for i in range(self.paired_obs_dim)], dtype=torch.bool)
+            per = [f in keep for f in self.paired_idx]
+            return torch.tensor([per[i % self.obs_per_step] for i in range(self.paired_obs_dim)], dtype=torch.bool)
         raise KeyError(f"motion env has no feature mask named {name!r} (known: {', '.join(self.FEATURE_MASKS)})")
 
     # ----------------------------------------------------------------- checkpoints
