@@ -69,7 +69,8 @@ def test_demo_spec_report_writes_figures_and_tables(demo, tmp_path):
     # the table agrees with statistics computed directly from the event data
     csv = pd.read_csv(out / "final_performance.csv")
     row = csv[(csv.algorithm == "NEAR") & (csv.motion == "circle") & (csv.tag == "rewards/iter")].iloc[0]
-    data = rep.frame[(rep.frame.tag == "rewards/iter") & (rep.frame.algorithm == "NEAR") & (rep.frame.motion == "circle")]
+    ids = jobs[(jobs.algorithm == "NEAR") & (jobs.motion == "circle")].job_id
+    data = rep.frame[(rep.frame.tag == "rewards/iter") & rep.frame.run.isin(ids)]
     finals = stats.final_values(data, window=10)
     assert row["n"] == 3 and row["mean"] == pytest.approx(finals.mean())
     assert row["ci_low"] <= row["mean"] <= row["ci_high"]
@@ -84,7 +85,7 @@ def test_default_spec_from_data_and_selection_errors(demo, tmp_path):
     exp, jobs = demo
     rep = Report(exp, None, tmp_path / "d", workers=1, jobs=jobs, log=lambda m: None)
     rep.load()
-    spec = specmod.default_spec(sorted(rep.frame.tag.unique()), list(rep.frame.columns))
+    spec = specmod.default_spec(sorted(rep.frame.tag.unique()), list(rep.path_meta.columns))
     assert set(spec["tags"]) == {"rewards/iter", "metrics/dtw_error"}
     assert spec["figures"][0]["hue"] == "algorithm" and spec["figures"][0]["facet"] == "motion"
     bad = tmp_path / "s.yaml"

@@ -91,8 +91,17 @@ def curves_figure(
     nrows = int(np.ceil(n / ncols))
     # Constrained layout sizes everything in the one draw each savefig does anyway (tight_layout and
     # bbox_inches="tight" would each draw the figure again); end labels therefore stay inside the axes.
-    fig = plt.figure(figsize=(size[0] * ncols, size[1] * nrows + 0.5), layout="constrained")
+    # Fixed margins in inches: no layout engine, so each savefig is exactly one draw (constrained
+    # or tight layouts re-measure every text several times, the bulk of a figure's cost).
+    left, right, top, bottom, gap_w, gap_h = 0.85, 0.15, 0.75 if title else 0.4, 1.05, 0.75, 0.85
+    width = size[0] * ncols
+    height = size[1] * nrows + 0.5
+    fig = plt.figure(figsize=(width, height))
     axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False, sharey=sharey))
+    panel_w = (width - left - right - gap_w * (ncols - 1)) / ncols
+    panel_h = (height - top - bottom - gap_h * (nrows - 1)) / nrows
+    fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
+                        wspace=gap_w / panel_w, hspace=gap_h / panel_h)
     handles: dict[str, object] = {}
     for k, panel in enumerate(panels):
         ax = axes[k // ncols][k % ncols]
@@ -133,10 +142,11 @@ def curves_figure(
     for k in range(len(panels), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     if handles:
-        fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
-                   ncol=min(len(handles), 6), frameon=False)
+        fig.legend(list(handles.values()), list(handles.keys()), loc="lower center",
+                   bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 6), frameon=False)
     if title:
-        fig.suptitle(f"{title}  (shaded: {int(round(ci_level * 100))}% bootstrap CI)", fontsize=11)
+        fig.suptitle(f"{title}  (shaded: {int(round(ci_level * 100))}% bootstrap CI)", fontsize=11,
+                     y=1 - 0.12 / height, va="top")
     return _save(fig, out_base, formats)
 
 

@@ -61,7 +61,7 @@ def landscape_figure(report, fig: dict) -> list[Path]:
     if fig["model"] != "ncsn":
         raise NearError(f"landscape model {fig['model']!r}: only 'ncsn' has a loader in near.training so far")
     # ncsn jobs log few or no scalars, so select among all jobs of the table, not the plotted runs
-    table = report.jobs.assign(run=report.jobs["job_id"]) if report.jobs is not None else _runs_table(report.frame)
+    table = report.jobs.assign(run=report.jobs["job_id"]) if report.jobs is not None else _runs_table(report.path_meta)
     runs = select_runs(table, fig["select"], f"{report.spec['_file']}: figures '{fig['name']}'")
     if "run_dir" not in runs.columns or runs.empty:
         raise NearError("no selected run has a run_dir (is the job table there?)")

@@ -33,6 +33,7 @@ class ReadReport:
     cached: int = 0
     points: int = 0
     warnings: list[str] = field(default_factory=list)
+    writer: object = None  # thread still writing the cache (background_write=True)
 
 
 def is_event_file(name: str) -> bool:
@@ -75,16 +76,22 @@ def _read_one(path: str) -> tuple[str, dict]:
     }
 
 
-def _read_many(paths: list[str], workers: int) -> list[tuple[str, dict]]:
-    """Decode files, in a process pool when there are enough of them to pay for it."""
-    if workers <= 1 or len(paths) < 8:
-        return [_read_one(p) for p in paths]
+def make_pool(workers: int):
+    """A process pool for decoding (and drawing); forkserver, so no thread state is forked."""
     import multiprocessing as mp
 
-    workers = min(workers, len(paths))
-    chunk = max(1, len(paths) // (workers * 4))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("forkserver")) as pool:
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("forkserver"))
+
+
+def _read_many(paths: list[str], workers: int, pool=None) -> list[tuple[str, dict]]:
+    """Decode files, in a process pool when there are enough of them to pay for it."""
+    if (pool is None and workers <= 1) or len(paths) < 8:
+        return [_read_one(p) for p in paths]
+    chunk = max(1, len(paths) // (max(workers, 1) * 4))
+    if pool is not None:
         return list(pool.map(_read_one, paths, chunksize=chunk))
+    with make_pool(min(workers, len(paths))) as own:
+        return list(own.map(_read_one, paths, chunksize=chunk))
 
 
 def _to_table(results: list[tuple[str, dict]]):
@@ -132,12 +139,15 @@ def load_scalars(
     cache_dir: Path | None,
     workers: int | None = None,
     log=None,
+    pool=None,
+    background_write: bool = False,
 ) -> tuple[pd.DataFrame, ReadReport]:
     """Tidy frame (path, tag, step, value, wall_time) of all scalars in `files`, via the cache.
 
     Only files whose (path, size, mtime) differ from the cache index are decoded. Files that
     vanished are dropped from the cache. Broken or cut-off files contribute what they hold and
-    a warning; they never raise.
+    a warning; they never raise. `pool`: an existing process pool to decode in. With
+    `background_write` the cache is written by a thread; join ``report.writer`` before exiting.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -188,7 +198,7 @@ def load_scalars(
 
     if to_read:
         log(f"reading {len(to_read)} event file(s) ({len(unchanged)} unchanged, from cache)")
-        results = _read_many(to_read, workers)
+        results = _read_many(to_read, workers, pool)
         good = []
         for path, res in results:
             if "error" in res:
@@ -206,10 +216,24 @@ def load_scalars(
 
     if cache_dir is not None and (to_read or removed):
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = data_path.with_suffix(".parquet.tmp")
-        pq.write_table(table, tmp, compression="lz4")
-        os.replace(tmp, data_path)
-        _atomic_write_json(index_path, {"version": CACHE_VERSION, "files": {p: index[p] for p in current if p in index}})
+        new_index = {"version": CACHE_VERSION, "files": {p: index[p] for p in current if p in index}}
+
+        def write() -> None:
+            # data first, index last: a crash in between leaves an index that still matches old data
+            # or none at all, never an index that claims points the data file lacks
+            tmp = data_path.with_suffix(".parquet.tmp")
+            pq.write_table(table, tmp, compression="lz4")
+            os.replace(tmp, data_path)
+            _atomic_write_json(index_path, new_index)
+
+        if background_write:  # pyarrow writes without the GIL: overlap it with the statistics
+            import threading
+
+            index_path.unlink(missing_ok=True)
+            report.writer = threading.Thread(target=write, name="near-report-cache")
+            report.writer.start()
+        else:
+            write()
 
     for p in current:
         if p in index and index[p].get("warning"):
@@ -222,25 +246,20 @@ def load_scalars(
     return frame, report
 
 
-def attach_metadata(scalars: pd.DataFrame, jobs: pd.DataFrame | None) -> pd.DataFrame:
-    """Join job metadata onto scalar rows (PURE: no I/O).
+def path_metadata(paths: list[str], jobs: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per event file: path, run, and the job's columns (PURE: no I/O).
 
-    Each event file belongs to the job whose ``run_dir`` is its closest ancestor directory. Adds
-    every column of `jobs` (job_id, stage, state, algorithm, motion, seed, ...) and a ``run``
-    column identifying the run (job_id, or the directory holding ``summaries`` when no job
-    matches). Files under no job keep NaN metadata.
+    Each event file belongs to the job whose ``run_dir`` is its closest ancestor directory; its
+    ``run`` is that job's id. A file under no job gets the directory holding its ``summaries``
+    folder as ``run`` and missing (None) job columns.
     """
-    out = scalars.copy()
-    paths = out["path"].astype("category")
-    uniq = [str(p) for p in paths.cat.categories]
-    run_of_path: list[str] = []
-    job_row = np.full(len(uniq), -1, dtype=np.int64)
     run_dirs: dict[str, int] = {}
     if jobs is not None and len(jobs) and "run_dir" in jobs.columns:
         for i, rd in enumerate(jobs["run_dir"].tolist()):
             if isinstance(rd, str) and rd:
                 run_dirs[os.path.abspath(rd)] = i
-    for k, p in enumerate(uniq):
+    rows, runs = [], []
+    for p in paths:
         parent = os.path.dirname(os.path.abspath(p))
         match = -1
         while True:  # walk up to the closest ancestor that is a job's run dir
@@ -251,28 +270,55 @@ def attach_metadata(scalars: pd.DataFrame, jobs: pd.DataFrame | None) -> pd.Data
             if up == parent:
                 break
             parent = up
-        job_row[k] = match
-        if match >= 0:
-            run_of_path.append(str(jobs["job_id"].iloc[match]) if "job_id" in jobs.columns else parent)
+        rows.append(match)
+        if match >= 0 and "job_id" in jobs.columns:
+            runs.append(str(jobs["job_id"].iloc[match]))
+        elif match >= 0:
+            runs.append(parent)
         else:
             parts = Path(p).parts
             cut = len(parts) - 1 - parts[::-1].index("summaries") if "summaries" in parts else len(parts) - 1
-            run_of_path.append(str(Path(*parts[:cut])))
-    codes = paths.cat.codes.to_numpy()
-    run_cat = pd.Categorical(run_of_path)
-    out["run"] = pd.Categorical.from_codes(run_cat.codes[codes], categories=run_cat.categories)
+            runs.append(str(Path(*parts[:cut])))
+    out = pd.DataFrame({"path": list(paths), "run": runs})
     if jobs is not None and len(jobs):
         src = jobs.reset_index(drop=True)
         for col in src.columns:
             if col in out.columns or col in BULKY_JOB_COLUMNS:
                 continue
-            per_path = [src[col].iloc[j] if j >= 0 else None for j in job_row]
-            per_path = [None if (v is None or (isinstance(v, float) and np.isnan(v))) else v for v in per_path]
-            try:
-                cat = pd.Categorical(per_path)
-            except TypeError:  # unorderable mixture of types
-                cat = pd.Categorical([None if v is None else str(v) for v in per_path])
-            out[col] = pd.Categorical.from_codes(cat.codes[codes], categories=cat.categories)
+            vals = [src[col].iloc[j] if j >= 0 else None for j in rows]
+            out[col] = pd.Series([None if (v is None or (isinstance(v, float) and np.isnan(v))) else v
+                                  for v in vals], dtype=object)
+    return out
+
+
+def attach_metadata(scalars: pd.DataFrame, jobs: pd.DataFrame | None) -> pd.DataFrame:
+    """Join job metadata onto scalar rows (PURE: no I/O): `path_metadata` repeated per row.
+
+    Adds a ``run`` column and every job column (job_id, stage, state, algorithm, motion, seed, ...)
+    as categoricals; rows of files under no job keep NaN metadata.
+    """
+    out = scalars.copy()
+    paths = out["path"].astype("category")
+    meta = path_metadata([str(p) for p in paths.cat.categories], jobs)
+    codes = paths.cat.codes.to_numpy()
+    for col in meta.columns:
+        if col in out.columns:
+            continue
+        try:
+            cat = pd.Categorical(meta[col])
+        except TypeError:  # unorderable mixture of types
+            cat = pd.Categorical([None if v is None else str(v) for v in meta[col]])
+        out[col] = pd.Categorical.from_codes(cat.codes[codes], categories=cat.categories)
+    return out
+
+
+def attach_run(scalars: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+    """Add only the ``run`` column (categorical) from a `path_metadata` frame; cheap on big frames."""
+    paths = scalars["path"].astype("category")
+    run_of = dict(zip(meta["path"], meta["run"]))
+    per_path = pd.Categorical([run_of[str(p)] for p in paths.cat.categories])
+    codes = paths.cat.codes.to_numpy()
+    out = scalars.assign(run=pd.Categorical.from_codes(per_path.codes[codes], categories=per_path.categories))
     return out
 
 
@@ -280,8 +326,11 @@ def dedupe_resumed(frame: pd.DataFrame) -> pd.DataFrame:
     """A resumed run logs some steps twice (once per event file): keep the latest write per step."""
     if frame.empty:
         return frame
-    files_per_run = frame.groupby("run", observed=True)["path"].nunique()
-    multi = files_per_run[files_per_run > 1].index
+    paths = frame["path"].astype("category").cat.categories
+    run_of = frame.drop_duplicates("path")[["path", "run"]].astype(str)
+    counts = run_of["run"].value_counts()
+    multi = counts[counts > 1].index
+    del paths
     if len(multi) == 0:
         return frame
     mask = frame["run"].isin(multi)

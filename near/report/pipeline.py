@@ -39,12 +39,15 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
 
 
-def _runs_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per run with its metadata columns (constant per run), as plain objects; index = run name."""
+def _runs_table(meta: pd.DataFrame) -> pd.DataFrame:
+    """One row per run with its metadata, as plain objects; index = run name.
+
+    `meta` is a `logs.path_metadata` frame (one row per event file) or any frame with a `run` column.
+    """
     skip = {"path", "tag", "step", "value", "wall_time"}
-    cols = [c for c in frame.columns if c not in skip]
-    first = ~frame["run"].duplicated().to_numpy()
-    runs = frame.loc[first, cols]
+    cols = [c for c in meta.columns if c not in skip]
+    first = ~meta["run"].duplicated().to_numpy()
+    runs = meta.loc[first, cols]
     runs = pd.DataFrame({c: runs[c].astype(object).to_numpy() for c in cols})
     runs["run"] = runs["run"].astype(str)
     return runs.set_index(runs["run"].to_numpy())
@@ -98,6 +101,10 @@ class Report:
         self.workers = workers
         self.use_cache = use_cache
         self.force = force
+        self.n_workers = workers or os.cpu_count() or 1
+        self.pool = None  # one process pool for decoding and drawing (started once)
+        self.cache_writer = None
+        self.draws: list = []
         self.log = log
         self.jobs = jobs  # a ready job frame (tests, notebooks); else read from EXP/jobs.db
         self.written: list[Path] = []
@@ -122,10 +129,14 @@ class Report:
         if not hasattr(self, "files"):
             self.discover()
         cache = self.exp / ".cache" / "scalars" if self.use_cache else None
-        frame, rep = logs.load_scalars(self.files, cache, self.workers, log=self.log)
+        frame, rep = logs.load_scalars(self.files, cache, self.n_workers, log=self.log, pool=self.pool,
+                                       background_write=True)
+        self.cache_writer = rep.writer
         for w in rep.warnings:
             self.warn(w)
-        frame = logs.dedupe_resumed(logs.attach_metadata(frame, self.jobs))
+        # Metadata lives at the run level (one row per event file); big frames carry only `run`.
+        self.path_meta = logs.path_metadata([str(p) for p in frame["path"].astype("category").cat.categories], self.jobs)
+        frame = logs.dedupe_resumed(logs.attach_run(frame, self.path_meta))
         self.log(f"near report: {rep.points} scalar points from {rep.files} file(s) "
                  f"({rep.read} read, {rep.cached} from cache) in {time.perf_counter() - t0:.2f}s")
         self.frame = frame
@@ -184,7 +195,7 @@ class Report:
             spec = specmod.load(path)
         else:
             tags = sorted(str(t) for t in self.frame["tag"].unique()) if len(self.frame) else []
-            spec = specmod.default_spec(tags, list(self.frame.columns), self.exp.name)
+            spec = specmod.default_spec(tags, list(self.path_meta.columns), self.exp.name)
         self.log(f"near report: spec {spec['_file']}")
         self.spec = spec
         return spec
@@ -218,12 +229,24 @@ class Report:
             for p in self.written:
                 self.log(f"  up to date {p}")
             return self.written
+        if self.n_workers > 1:
+            self.pool = logs.make_pool(self.n_workers)
+        try:
+            return self._run()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+                self.pool = None
+            if self.cache_writer is not None:
+                self.cache_writer.join()
+
+    def _run(self) -> list[Path]:
         self.load()
         spec = self.resolve_spec()
         if self.frame.empty:
             self.warn(f"{self.exp}: no scalar data in any event file; nothing to plot")
             return []
-        self.runs = select_runs(_runs_table(self.frame), spec["select"], spec["_file"])
+        self.runs = select_runs(_runs_table(self.path_meta), spec["select"], spec["_file"])
         frame = self.frame[self.frame["run"].isin(self.runs.index)]
         self.series = self._split(frame)
         present = set(self.series)
@@ -234,16 +257,16 @@ class Report:
         self.tags = {t: v for t, v in tags.items() if t in present}
         figs = spec["figures"]
         if figs is None:
-            figs = specmod.default_spec([], list(frame.columns))["figures"]
-        self.draw_jobs = []
+            figs = specmod.default_spec([], list(self.path_meta.columns))["figures"]
+        t0 = time.perf_counter()
         for fig in figs:
             self.written += self._figure(fig)
-        t0 = time.perf_counter()
-        draw_all(self.draw_jobs, self.workers or os.cpu_count() or 1)
-        self.log(f"near report: {len(self.draw_jobs)} curve figure(s) drawn in {time.perf_counter() - t0:.2f}s")
+        for fut in self.draws:  # figures were drawn by the pool while the next ones were computed
+            fut.result()
+        self.log(f"near report: {len(self.draws)} curve figure(s) computed and drawn in {time.perf_counter() - t0:.2f}s")
         tbls = spec["tables"]
         if tbls is None:
-            tbls = specmod.default_spec([], list(frame.columns))["tables"]
+            tbls = specmod.default_spec([], list(self.path_meta.columns))["tables"]
         for tbl in tbls:
             self.written += self._table(tbl, frame)
         for p in self.written:
@@ -332,7 +355,11 @@ class Report:
         args = (panels, self.out / f"{slug(fig['name'])}_{slug(tag)}", title, spec["x_label"],
                 f"{tspec['label']} ({stat_name})", colours, fig["annotate_end"], fig["col_wrap"], tuple(fig["size"]),
                 fig["sharey"], tuple(spec["formats"]), spec["ci"]["level"])
-        self.draw_jobs.append(args)  # drawn later, in parallel with the other figures
+        if self.pool is not None:  # drawn by a worker while this process computes the next figure
+            self.draws.append(self.pool.submit(_draw, args))
+        else:
+            _draw(args)
+            self.draws.append(_Done())
         return [args[1].with_suffix(f".{fmt}") for fmt in spec["formats"]]
 
     def _table(self, tbl: dict, frame: pd.DataFrame) -> list[Path]:
@@ -368,17 +395,11 @@ def _draw(args: tuple) -> None:
     figures.curves_figure(*args)
 
 
-def draw_all(jobs: list[tuple], workers: int) -> None:
-    """Draw curve figures, in a process pool when there are several (matplotlib is single-threaded)."""
-    if workers <= 1 or len(jobs) < 3:
-        for args in jobs:
-            _draw(args)
-        return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+class _Done:
+    """Stands in for the future of a figure drawn in this process."""
 
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("forkserver")) as pool:
-        list(pool.map(_draw, jobs))
+    def result(self) -> None:
+        return None
 
 
 def run_report(exp: Path, spec: Path | None = None, out: Path | None = None, workers: int | None = None,

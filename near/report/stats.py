@@ -136,8 +136,8 @@ def bootstrap_ci(
     if statistic == "mean":
         # The mean of a resample is (how often each run was drawn) @ values / draws: one matrix
         # product instead of materialising n_boot x runs x columns (same resamples as below).
-        counts = np.zeros((n_boot, n))
-        np.add.at(counts, (np.repeat(np.arange(n_boot), n), idx.ravel()), 1.0)
+        flat = (np.arange(n_boot)[:, None] * n + idx).ravel()
+        counts = np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
         present = ~np.isnan(x)
         with np.errstate(invalid="ignore", divide="ignore"):
             boot = (counts @ np.where(present, x, 0.0)) / (counts @ present.astype(np.float64))
