@@ -11,8 +11,8 @@ A job's ``params`` hold only the axes it uses (its own content or its dependenci
 
 from __future__ import annotations
 
+import gc
 import hashlib
-import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -27,6 +27,7 @@ DISPATCH_VARS = ("run_dir", "job_id", "exp_dir")
 _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
 
 Point = dict[str, Any]
+_ABSENT = object()
 
 
 @dataclass
@@ -105,6 +106,8 @@ def grid_points(spec: Spec) -> list[Point]:
             combos = [dict(c, **{k: v}) for c in combos for v in inc[k]]
         for c in combos:
             out.append({k: c[k] for k in order if k in c})
+    if not spec.include:
+        return out  # a product of distinct values has no duplicates
     seen: set[tuple] = set()
     uniq = []
     for p in out:
@@ -126,11 +129,76 @@ class _Expander:
         self.memo: dict[tuple, tuple[str, frozenset]] = {}
         self.jobs: dict[str, JobSpec] = {}
         self.label = spec.label
+        # caches that make expansion cost per job a few dict lookups (100k jobs in seconds)
+        self.cond_keys = sorted({k for st in spec.stages for c in (st.when, st.unless) if c for k in c})
+        self._stages_cache: dict[tuple, dict[str, Stage]] = {}
+        self._render_cache: dict[tuple, tuple[str, frozenset]] = {}
+        self._text_names: dict[str, tuple[str, ...]] = {}
+        self._bundle_cache: dict[tuple, tuple[str, list[str]] | None] = {}
+        self._resources: dict[int, dict[str, Any]] = {}
+        self._relevant: dict[int, tuple[str, ...]] = {}
+        self.var_names = set(spec.vars) | {v for a in spec.axes for vs in a.vars.values() for v in vs}
+
+    def _names_in(self, text: str, seen: frozenset = frozenset()) -> set[str]:
+        """Point keys a template's rendering depends on (through variables too)."""
+        out: set[str] = set()
+        for m in _VAR.finditer(text):
+            name, attr = m.group(1), m.group(2)
+            if name is None or attr is not None or name in DISPATCH_VARS or name in ("sweep", "stage"):
+                continue
+            out.add(name)
+            if name in self.var_names and name not in seen:
+                texts = [self.spec.vars[name]] if name in self.spec.vars else []
+                for a in self.spec.axes:
+                    providers = [vs[name] for vs in a.vars.values() if name in vs]
+                    if providers:
+                        out.add(a.name)
+                        texts += providers
+                for t in texts:
+                    out |= self._names_in(format_value(t), seen | {name})
+        return out
+
+    def render(self, text: str, point: Point, stage: Stage, refs: set[str], where: str) -> tuple[str, frozenset]:
+        """``subst`` memoised on the point values the template depends on."""
+        names = self._text_names.get(text)
+        if names is None:
+            names = self._text_names[text] = tuple(sorted(self._names_in(text)))
+        key = (id(stage), text, tuple([point.get(n, _ABSENT) for n in names]))
+        hit = self._render_cache.get(key)
+        if hit is None:
+            used: set[str] = set()
+            hit = (self.subst(text, point, stage, refs, used, where), frozenset(used))
+            self._render_cache[key] = hit
+        return hit
+
+    def bundle(self, aname: str, value: Any, stage_name: str) -> tuple[str, list[str]] | None:
+        """(where, override templates) that axis value ``value`` adds to ``stage_name``, if any."""
+        key = (aname, value, stage_name)
+        try:
+            return self._bundle_cache[key]
+        except KeyError:
+            pass
+        axis = self.axes.get(aname)
+        out = None
+        if axis is not None:
+            b = axis.overrides.get(format_value(value))
+            extra = (b.get(ALL_STAGES, []) + b.get(stage_name, [])) if b else []
+            if extra:
+                out = (f"axes.{aname}.overrides.{format_value(value)}", extra)
+        self._bundle_cache[key] = out
+        return out
 
     def err(self, where: str, point: Point, msg: str) -> SpecError:
         return SpecError(f"{self.label}: {where}: {msg} (at grid point {point_label(point)})")
 
     def stages_at(self, point: Point) -> dict[str, Stage]:
+        key = tuple([point.get(k, _ABSENT) for k in self.cond_keys])
+        hit = self._stages_cache.get(key)
+        if hit is None:
+            hit = self._stages_cache[key] = self._stages_at(point)
+        return hit
+
+    def _stages_at(self, point: Point) -> dict[str, Stage]:
         out: dict[str, Stage] = {}
         for s in self.spec.stages:
             if _matches(point, s.when) and not (s.unless and _matches(point, s.unless)):
@@ -190,60 +258,88 @@ class _Expander:
 
         return _VAR.sub(sub, text)
 
-    def job(self, point: Point, stage_name: str, chain: tuple = ()) -> tuple[str, frozenset]:
+    def relevant(self, stage: Stage, seen: frozenset = frozenset()) -> set[str]:
+        """Every point key the jobs of ``stage`` can depend on: its conditions, the names in its
+        templates (through variables), the axes whose values add overrides to it, and (minus what
+        ``with`` fixes) those of the stages it needs."""
+        out = set(self.cond_keys)
+        for text in [stage.command, *stage.overrides]:
+            out |= self._names_in(text)
+        for a in self.spec.axes:
+            for bundle in a.overrides.values():
+                extra = bundle.get(ALL_STAGES, []) + bundle.get(stage.name, [])
+                if extra:
+                    out.add(a.name)
+                    for t in extra:
+                        out |= self._names_in(t)
+        for need in stage.needs:
+            for dep in self.by_name.get(need.stage, []):
+                if id(dep) not in seen:
+                    out |= self.relevant(dep, seen | {id(stage)}) - set(need.with_)
+        return out
+
+    def job(self, point: Point, stage_name: str) -> tuple[str, frozenset]:
         """Job id and used axes of ``stage_name`` at ``point`` (memoised)."""
-        key = (tuple((k, format_value(v)) for k, v in point.items()), stage_name)
-        hit = self.memo.get(key)
-        if hit is not None:
-            return hit
-        if key in chain:
-            raise self.err("stages", point, f"stage {stage_name!r} needs itself through 'with'")
-        stages = self.stages_at(point)
-        stage = stages.get(stage_name)
+        stage = self.stages_at(point).get(stage_name)
         if stage is None:
             raise self.err("stages", point, f"no definition of stage {stage_name!r} matches this point "
                            "(check the stage's 'when' and the 'needs' that refer to it)")
+        rel = self._relevant.get(id(stage))
+        if rel is None:
+            rel = self._relevant[id(stage)] = tuple(sorted(self.relevant(stage)))
+        # only the point values this stage definition can depend on identify its job
+        key = (id(stage), tuple([point.get(k, _ABSENT) for k in rel]))
+        hit = self.memo.get(key)
+        if hit is not None:
+            return hit
         used: set[str] = set()
         deps: dict[str, str] = {}
         for need in stage.needs:
-            target = dict(point)
-            for k, v in need.with_.items():
-                target[k] = v
-            target = {k: target[k] for k in self.order if k in target} | \
-                {k: v for k, v in target.items() if k not in self.axes}
-            dep_id, dep_used = self.job(target, need.stage, chain + (key,))
+            if need.with_:
+                target = dict(point)
+                target.update(need.with_)
+            else:
+                target = point
+            dep_id, dep_used = self.job(target, need.stage)
             deps[need.ref] = dep_id
             used |= dep_used - set(need.with_)
         refs = set(deps)
-        entry = self.subst(stage.command, point, stage, refs, used, f"{stage.where}.command")
-        overrides = [self.subst(o, point, stage, refs, used, f"{stage.where}.overrides")
-                     for o in stage.overrides]
+        entry, u = self.render(stage.command, point, stage, refs, f"{stage.where}.command")
+        used |= u
+        overrides = []
+        for o in stage.overrides:
+            text, u = self.render(o, point, stage, refs, f"{stage.where}.overrides")
+            overrides.append(text)
+            used |= u
         for aname, value in point.items():
-            bundle = self.axes[aname].overrides.get(format_value(value)) if aname in self.axes else None
-            if not bundle:
+            b = self.bundle(aname, value, stage_name)
+            if b is None:
                 continue
-            extra = bundle.get(ALL_STAGES, []) + bundle.get(stage_name, [])
-            if extra:
-                used.add(aname)
-                where = f"axes.{aname}.overrides.{format_value(value)}"
-                overrides += [self.subst(o, point, stage, refs, used, where) for o in extra]
+            used.add(aname)
+            for o in b[1]:
+                text, u = self.render(o, point, stage, refs, b[0])
+                overrides.append(text)
+                used |= u
         if stage.when:  # labels the job (e.g. algorithm=NEAR for an ncsn stage); not part of its id
             used |= {k for k in stage.when if k in point}
-        digest = hashlib.sha256(json.dumps(
-            [stage_name, entry, sorted(overrides), sorted(deps.items())], separators=(",", ":")
-        ).encode()).hexdigest()[:ID_LEN]
+        # NUL-separated fields (YAML strings cannot hold NUL): unambiguous and cheaper than JSON
+        content = "\0".join([stage_name, entry, "\0".join(sorted(overrides)), "\1"] +
+                             [f"{r}={d}" for r, d in sorted(deps.items())])
+        digest = hashlib.sha256(content.encode()).hexdigest()[:ID_LEN]
         params = {k: point[k] for k in self.order if k in used and k in point}
-        params.update({k: v for k, v in point.items() if k not in self.axes and k in used})
+        params.update({k: v for k, v in point.items() if k not in self.axes and k in used and k not in params})
         if digest in self.jobs:
             # the same job reached from another point: keep only the labels all its points agree on
             # (a shared ncsn job gets no ablation value even if a variable of the ablation shaped it)
             prev = self.jobs[digest]
-            prev.params = {k: v for k, v in prev.params.items() if k in params and params[k] == v}
-            prev.point = point_label(prev.params)
+            if prev.params != params:
+                prev.params = {k: v for k, v in prev.params.items() if k in params and params[k] == v}
+                prev.point = point_label(prev.params)
         else:
             command = entry + "".join(" " + _quote(o) for o in overrides)
-            resources = dict(self.spec.resources)
-            resources.update(stage.resources)
+            resources = self._resources.get(id(stage))
+            if resources is None:  # one dict per stage definition, shared by its jobs (read-only)
+                resources = self._resources[id(stage)] = {**self.spec.resources, **stage.resources}
             self.jobs[digest] = JobSpec(
                 job_id=digest, stage=stage_name, command=command, params=params, resources=resources,
                 deps=deps, sweep=self.spec.name, workdir=str(self.spec.workdir),
@@ -263,7 +359,19 @@ class _Expander:
             stack.extend(self.jobs[j].deps.values())
 
 
+_QUOTED: dict[str, str] = {}
+
+
 def _quote(o: str) -> str:
+    q = _QUOTED.get(o)
+    if q is None:
+        if len(_QUOTED) > 100_000:
+            _QUOTED.clear()
+        q = _QUOTED[o] = _quote_uncached(o)
+    return q
+
+
+def _quote_uncached(o: str) -> str:
     """Shell-quote an override unless it is plainly safe; placeholders stay readable (they are
     substituted textually before the shell sees the command, inside the quotes if any)."""
     bare = re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_.]*\}", "", o)
@@ -272,18 +380,31 @@ def _quote(o: str) -> str:
 
 def expand(spec: Spec) -> Expansion:
     """Expand ``spec`` into distinct jobs (dependencies before dependents) and its grid points."""
+    # Expansion allocates hundreds of thousands of small containers and frees none of them: the
+    # cyclic GC would rescan the growing heap again and again (most of the time on big grids).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _expand(spec)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _expand(spec: Spec) -> Expansion:
     ex = _Expander(spec)
     points = grid_points(spec)
-    per_point: list[set[str]] = []
+    jobs_map = ex.jobs
     for p in points:
         ids: set[str] = set()
         for name in ex.stages_at(p):
             jid, _ = ex.job(p, name)
-            ex.closure(jid, ids)
-        per_point.append(ids)
-    for ids in per_point:
+            if jobs_map[jid].deps:
+                ex.closure(jid, ids)
+            else:
+                ids.add(jid)
         for j in ids:
-            ex.jobs[j].uses += 1
+            jobs_map[j].uses += 1
     jobs = [j for j in ex.jobs.values() if j.uses > 0]
     return Expansion(jobs=jobs, points=points, axes=list(ex.order))
 

@@ -60,7 +60,7 @@ BLOCKING_STATES = (FAILED, CANCELLED, BLOCKED)
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     job_id TEXT NOT NULL UNIQUE,
     sweep TEXT NOT NULL,
     stage TEXT NOT NULL,
@@ -89,7 +89,7 @@ CREATE TABLE deps (
     ref TEXT NOT NULL,
     dep_job_id TEXT NOT NULL,
     PRIMARY KEY (job_id, ref)
-);
+) WITHOUT ROWID;
 CREATE INDEX deps_dep ON deps(dep_job_id);
 CREATE TABLE events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -332,6 +332,9 @@ class JobTable:
             # NORMAL in WAL: commits survive a crash of any process; only an OS crash may lose the last ones.
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=OFF")
+            # random (hash) keys touch many index pages on big adds: keep them in memory
+            self._conn.execute("PRAGMA cache_size=-65536")
+            self._conn.execute("PRAGMA temp_store=MEMORY")
         except sqlite3.DatabaseError as err:
             raise TableError(f"{self.path}: cannot use job table ({err})") from err
 
@@ -429,7 +432,7 @@ class JobTable:
                 for jid, st in self._states_of(c, list(dep_states)).items():
                     dep_states[jid] = st
             # Initial state: blocked if any dependency (existing, or new and itself blocked) cannot finish.
-            order = _topo_order(new, new_set)
+            order = new if _deps_first(new, new_set) else _topo_order(new, new_set)
             init: dict[str, tuple[str, str | None]] = {}
             for j in order:
                 state, reason = PENDING, None
@@ -439,13 +442,20 @@ class JobTable:
                         state, reason = BLOCKED, f"dependency {ref}={dep} is {st}"
                         break
                 init[j.job_id] = (state, reason)
+            res_json: dict[int, str] = {}  # expansion shares one resources dict per stage definition
+
+            def res(j: JobSpec) -> str:
+                k = id(j.resources)
+                if k not in res_json:
+                    res_json[k] = json.dumps(j.resources, sort_keys=True)
+                return res_json[k]
+
             c.executemany(
                 "INSERT INTO jobs(job_id, sweep, stage, command_template, params, resources, workdir, point, "
                 "state, reason, max_attempts, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
-                    (j.job_id, j.sweep, j.stage, j.command, json.dumps(j.params),
-                     json.dumps(j.resources, sort_keys=True), j.workdir, j.point, init[j.job_id][0],
-                     init[j.job_id][1], int(j.max_attempts), now, now)
+                    (j.job_id, j.sweep, j.stage, j.command, json.dumps(j.params), res(j), j.workdir, j.point,
+                     *init[j.job_id], int(j.max_attempts), now, now)
                     for j in order
                 ],
             )
@@ -966,6 +976,17 @@ def _check_states(states: Iterable[str]) -> None:
     bad = [s for s in states if s not in STATES]
     if bad:
         raise TableError(f"unknown job state(s) {', '.join(map(repr, bad))}; states are {', '.join(STATES)}")
+
+
+def _deps_first(jobs: list[JobSpec], ids: set[str]) -> bool:
+    """True if every dependency inside the batch comes before its dependent (expansion's order)."""
+    seen: set[str] = set()
+    for j in jobs:
+        for dep in j.deps.values():
+            if dep in ids and dep not in seen:
+                return False
+        seen.add(j.job_id)
+    return True
 
 
 def _topo_order(jobs: list[JobSpec], ids: set[str]) -> list[JobSpec]:

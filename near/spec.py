@@ -320,6 +320,29 @@ def _resources(raw: Any, where: str, ctx: _Ctx) -> dict[str, Any]:
     return out
 
 
+# Bump when expansion or validation changes what an unchanged spec produces.
+EXPANSION_VERSION = 1
+
+
+def spec_fingerprint(spec: Spec, *, validate: bool = True) -> str:
+    """A digest of everything an ``add`` of ``spec`` depends on: the spec file's bytes, its workdir,
+    the hydra tree under ``<workdir>/cfg`` (paths, sizes, mtimes) and near's expansion version.
+    Equal digests mean re-adding cannot add or reject anything."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(f"{EXPANSION_VERSION}\0{spec.workdir}\0{validate}\0".encode())
+    h.update(spec.path.read_bytes())
+    cfg = spec.workdir / "cfg"
+    if validate and cfg.is_dir():
+        for root, dirs, files in os.walk(cfg):
+            dirs.sort()
+            for f in sorted(files):
+                st = os.stat(os.path.join(root, f))
+                h.update(f"\0{os.path.relpath(os.path.join(root, f), cfg)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
 def time_to_seconds(t: str | int) -> int:
     """A SLURM-style time limit (minutes, MM:SS, HH:MM:SS, D-HH:MM:SS) in seconds."""
     s = str(t)

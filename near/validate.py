@@ -176,38 +176,103 @@ def _task_of(overrides: list[str]) -> str | None:
     return None
 
 
+def _fast_shape(command: str, groups: frozenset[str]) -> tuple | None | bool:
+    """The override shape of a plain (unquoted) trainer command without shlex: ``(kind, parts)``;
+    None if it does not run near's trainer; False if it needs the full parser (quotes, escapes)."""
+    if "'" in command or '"' in command or "\\" in command:
+        return False
+    toks = command.split()
+    try:
+        i = toks.index("train")
+    except ValueError:
+        return None
+    if i == 0 or not (os.path.basename(toks[i - 1]) == "near") or i + 1 >= len(toks):
+        return False  # e.g. a different "train" word: let the full parser decide
+    parts = []
+    for t in toks[i + 2:]:
+        if t in _SHELL_OPS:
+            break
+        key, eq, value = t.partition("=")
+        bare = key.lstrip("+~")
+        if bare in groups:
+            parts.append((key, value))
+        elif "${" in value:
+            parts.append((key, "<placeholder>"))
+        else:
+            parts.append(key)
+    return toks[i + 1], tuple(parts)
+
+
 def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Validator | None = None,
                   skip_stages: Iterable[tuple[str, str]] = ()) -> ValidationReport:
     """Compose every trainer job; ConfigError names the spec file, stage, grid point and override.
 
     ``skip_stages``: (job_id, reason) pairs not to compose (e.g. stages with ``validate: false``).
+    Per job this costs a split of its command (shlex only for quoted commands); hydra composes
+    once per distinct shape.
     """
     validator = validator or Validator()
     skip = dict(skip_stages)
     report = ValidationReport()
     shapes_before = len(validator.cache)
+    cfg_dirs: dict[str | None, tuple[Path, frozenset[str], bool]] = {}
+    fast: dict[tuple, str | None] = {}  # fast shape -> problem (None: composes)
     for job in jobs:
-        if job.job_id in skip:
+        if skip and job.job_id in skip:
             report.skipped[skip[job.job_id]] = report.skipped.get(skip[job.job_id], 0) + 1
+            continue
+        info = cfg_dirs.get(job.workdir)
+        if info is None:
+            cfg_dir = Path(job.workdir or ".") / "cfg"
+            groups = frozenset(d.name for d in cfg_dir.iterdir() if d.is_dir()) if cfg_dir.is_dir() else frozenset()
+            info = cfg_dirs[job.workdir] = (cfg_dir, groups, (cfg_dir / "config.yaml").is_file())
+        cfg_dir, groups, has_config = info
+        shape = _fast_shape(job.command, groups)
+        if shape is None:
+            report.not_trainer += 1
+            continue
+        fkey = (job.workdir, shape) if shape is not False else None
+        if fkey is not None and fkey in fast:
+            problem = fast[fkey]
+            if problem == _SKIP:
+                report.skipped[_isaac_note(cfg_dir)] = report.skipped.get(_isaac_note(cfg_dir), 0) + 1
+                continue
+            report.checked += 1
+            if problem:
+                raise _config_error(spec_label, job, cfg_dir, problem)
             continue
         call = trainer_call(job.command)
         if call is None:
             report.not_trainer += 1
             continue
         kind, overrides = call
-        cfg_dir = Path(job.workdir or ".") / "cfg"
-        if not (cfg_dir / "config.yaml").is_file():
+        if not has_config:
             raise ConfigError(f"{spec_label}: stage {job.stage!r} at grid point {job.point}: runs near's trainer "
                               f"but {cfg_dir}/config.yaml does not exist (set the spec's workdir to the repo)")
         task = _task_of(overrides)
         if task and task.startswith(ISAACGYM_TASK_PREFIX) and not (cfg_dir / "task" / f"{task}.yaml").exists():
-            why = f"Isaac Gym tasks ({ISAACGYM_TASK_PREFIX}*) have no config in {cfg_dir}/task (Isaac Gym is not installed)"
-            report.skipped[why] = report.skipped.get(why, 0) + 1
+            report.skipped[_isaac_note(cfg_dir)] = report.skipped.get(_isaac_note(cfg_dir), 0) + 1
+            if fkey is not None:
+                fast[fkey] = _SKIP
             continue
         problem = validator.check(kind, overrides, cfg_dir)
+        if fkey is not None:
+            fast[fkey] = problem
         report.checked += 1
         if problem:
-            raise ConfigError(f"{spec_label}: stage {job.stage!r} at grid point {job.point}: "
-                              f"does not compose with {cfg_dir}: {problem}")
+            raise _config_error(spec_label, job, cfg_dir, problem)
     report.shapes = len(validator.cache) - shapes_before
     return report
+
+
+_SKIP = "<skip>"
+
+
+def _isaac_note(cfg_dir: Path) -> str:
+    return (f"Isaac Gym tasks ({ISAACGYM_TASK_PREFIX}*) have no config in {cfg_dir}/task "
+            "(Isaac Gym is not installed)")
+
+
+def _config_error(spec_label: str, job: JobSpec, cfg_dir: Path, problem: str) -> ConfigError:
+    return ConfigError(f"{spec_label}: stage {job.stage!r} at grid point {job.point}: "
+                       f"does not compose with {cfg_dir}: {problem}")

@@ -186,3 +186,13 @@ def test_shipped_specs_load_and_expand():
     for name in ("demo", "paper_main", "paper_ablations"):
         spec = load_spec(repo / "sweeps" / f"{name}.yaml")
         assert expand(spec).jobs
+
+
+def test_readd_after_cfg_change_validates_again(repo):
+    assert near("sweep", "add", "sweeps/demo.yaml", cwd=repo).returncode == 0
+    r = near("sweep", "add", "sweeps/demo.yaml", cwd=repo)
+    assert "unchanged since the last add" in r.stdout and "0 new, 6 existing" in r.stdout
+    train = repo / "cfg" / "train" / "mazeNEARPPO.yaml"
+    train.write_text(train.read_text().replace("near_config", "near_cfg"))
+    r = near("sweep", "add", "sweeps/demo.yaml", cwd=repo)
+    assert r.returncode == 2 and "near_config" in r.stderr

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from near.errors import TableError
@@ -79,17 +80,48 @@ def _open(arg: str):
 
 
 # ---------------------------------------------------------------------- add
-def cmd_add(args: argparse.Namespace) -> int:
+@dataclass
+class AddSummary:
+    """What ``add_spec`` did."""
+
+    spec_label: str
+    target: Path
+    points: int
+    jobs: int
+    new: int
+    existing: int
+    shared: int
+    total: int
+    notes: list[str]
+    unchanged: bool = False
+
+
+def add_spec(spec_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROOT, *,
+             validate: bool = True) -> AddSummary:
+    """Expand, validate (before writing anything) and add a spec to ``ROOT/<name>/jobs.db``.
+
+    An unchanged spec (same bytes, workdir, cfg/ tree; see ``spec_fingerprint``) that was added
+    before is recognised without expanding it again."""
     from near.expand import expand
     from near.jobtable import JobTable
-    from near.spec import load_spec
+    from near.spec import load_spec, spec_fingerprint
     from near.validate import validate_jobs
 
-    t0 = time.perf_counter()
-    spec = load_spec(args.spec)
+    spec = load_spec(spec_path)
+    target = Path(root) / spec.name
+    digest = spec_fingerprint(spec, validate=validate)
+    key = f"added:{spec.path}"
+    if (target / "jobs.db").exists():
+        with JobTable.open(target) as table:
+            prev = json.loads(table.meta().get(key, "{}"))
+            total = len(table)
+            if prev.get("digest") == digest and total >= prev.get("jobs", 0):
+                return AddSummary(spec.label, target, prev["points"], prev["jobs"], 0, prev["jobs"],
+                                  prev["shared"], total, ["spec, workdir and cfg/ unchanged since the last add"],
+                                  unchanged=True)
     expansion = expand(spec)
     notes: list[str] = []
-    if not args.no_validate:
+    if validate:
         skip = [(j.job_id, "stage has validate: false") for j in expansion.jobs
                 if any(s.name == j.stage and not s.validate for s in spec.stages)]
         report = validate_jobs(expansion.jobs, spec.label, skip_stages=skip)
@@ -97,32 +129,52 @@ def cmd_add(args: argparse.Namespace) -> int:
         if report.checked:
             notes.insert(0, f"validated {report.checked} trainer job(s) against cfg/ ({report.shapes} distinct "
                          "override shape(s))")
-    target = Path(args.root) / spec.name
-    if args.dry_run:
-        for j in expansion.jobs:
-            deps = " ".join(f"{r}={d}" for r, d in j.deps.items())
-            print(f"{j.job_id} {j.stage:<5} {j.point}" + (f"  needs {deps}" if deps else ""))
-            print(f"    {j.command}")
-        print(f"{spec.label}: {len(expansion.points)} grid points, {len(expansion.jobs)} jobs "
-              f"({expansion.shared} shared); dry run, nothing written to {target}")
-        for n in notes:
-            print(f"note: {n}")
-        return 0
     # everything is validated: only now touch the disk
     table = JobTable.open_or_create(target, sweep=spec.name)
     try:
         result = table.add(expansion.jobs, axes=expansion.axes)
-        specs = json.loads(table.meta().get("specs", "[]"))
-        spec_path = str(spec.path)
-        if spec_path not in specs:
-            table.set_meta("specs", json.dumps(specs + [spec_path]))
+        meta = table.meta()
+        specs = json.loads(meta.get("specs", "[]"))
+        if str(spec.path) not in specs:
+            table.set_meta("specs", json.dumps(specs + [str(spec.path)]))
+        table.set_meta(key, json.dumps({"digest": digest, "points": len(expansion.points),
+                                        "jobs": len(expansion.jobs), "shared": result.shared}))
         total = len(table)
     finally:
         table.close()
-    took = time.perf_counter() - t0
-    print(f"{spec.label} -> {target}/jobs.db: {len(expansion.points)} grid points, {len(expansion.jobs)} jobs: "
-          f"{result.new} new, {result.existing} existing, {result.shared} shared "
-          f"({total} in table; {took:.2f}s)")
+    return AddSummary(spec.label, target, len(expansion.points), len(expansion.jobs), result.new,
+                      result.existing, result.shared, total, notes)
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    if args.dry_run:
+        return _dry_run(args)
+    s = add_spec(args.spec, args.root, validate=not args.no_validate)
+    print(f"{s.spec_label} -> {s.target}/jobs.db: {s.points} grid points, {s.jobs} jobs: "
+          f"{s.new} new, {s.existing} existing, {s.shared} shared "
+          f"({s.total} in table; {time.perf_counter() - t0:.2f}s)")
+    for n in s.notes:
+        print(f"note: {n}")
+    return 0
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    from near.expand import expand
+    from near.spec import load_spec
+    from near.validate import validate_jobs
+
+    spec = load_spec(args.spec)
+    expansion = expand(spec)
+    notes: list[str] = []
+    if not args.no_validate:
+        notes = validate_jobs(expansion.jobs, spec.label).notes()
+    for j in expansion.jobs:
+        deps = " ".join(f"{r}={d}" for r, d in j.deps.items())
+        print(f"{j.job_id} {j.stage:<5} {j.point}" + (f"  needs {deps}" if deps else ""))
+        print(f"    {j.command}")
+    print(f"{spec.label}: {len(expansion.points)} grid points, {len(expansion.jobs)} jobs "
+          f"({expansion.shared} shared); dry run, nothing written to {Path(args.root) / spec.name}")
     for n in notes:
         print(f"note: {n}")
     return 0
