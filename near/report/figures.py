@@ -134,7 +134,10 @@ def curves_figure(
             right = max(e[1] for e in ends)
             ax.set_xlim(x0, right + 0.16 * span)  # room for the labels inside the panel
             lo, hi = ax.get_ylim()
-            ys = _spread([e[0] for e in ends], 0.07 * (hi - lo))
+            gap = 0.07 * (hi - lo)
+            ys = np.array(_spread([e[0] for e in ends], gap))
+            # keep the labels inside the panel: shift the whole stack, never reorder it
+            ys += max(0.0, lo + gap / 2 - ys.min()) - max(0.0, ys.max() - (hi - gap / 2))
             for (yv, xv, colour), ytext in zip(ends, ys):
                 ax.annotate(f"{yv:.3g}", xy=(xv, yv), xytext=(right + 0.03 * span, ytext), textcoords="data",
                             color=colour, fontsize=8, va="center", ha="left",
