@@ -38,6 +38,7 @@ from torch import nn
 from near.training.algos.ppo import PPOAgent
 from near.training.registry import register_algorithm
 
+
 class Discriminator(nn.Module):
     """MLP from a flattened transition to one logit."""
 
