@@ -121,3 +121,21 @@ def test_bad_env_config_is_rejected():
         MotionEnvConfig.from_dict({"earlyTermination": "sometimes"})
     with pytest.raises(ConfigError, match="stateInit"):
         MotionEnvConfig.from_dict({"stateInit": "Hybrid"})
+
+
+def test_online_dtw_and_episode_metrics_match_near_metrics_on_the_recorded_path():
+    from near import metrics
+
+    env = MotionImitationEnv(MotionEnvConfig(num_envs=4, motion_file="figure8", episode_length=10), seed=2)
+    start = env.start_phase.clone()
+    path = [env.state[:, :2].clone()]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        _, _, done, infos = env.step(torch.rand(4, 4, generator=gen) * 2 - 1)
+        path.append(infos["paired_obs"][:, -8:-6])
+    assert done.all()
+    path = torch.stack(path, 1).double()
+    ref = torch.stack([env.motions[0].root_path(float(p), 11) for p in start]).double()
+    expected = metrics.episode_metrics(path, ref, env.dt)
+    for key, values in expected.items():
+        assert torch.allclose(infos["episode_metrics"][key].double(), values, rtol=1e-3, atol=1e-4), key
