@@ -842,16 +842,19 @@ class JobTable:
         with self._tx() as c:
             c.execute("UPDATE jobs SET command=? WHERE job_id=?", (command, job_id))
 
-    def requeue_stale(self, now: float | None = None) -> list[tuple[str, str]]:
+    def requeue_stale(self, now: float | None = None, *, exclude_owner: str | None = None) -> list[tuple[str, str]]:
         """Jobs whose lease expired (their worker or controller died): back to pending, or failed
-        once ``attempts >= max_attempts``. Returns ``[(job_id, new_state), ...]``."""
+        once ``attempts >= max_attempts``. ``exclude_owner``: a live caller's own jobs are left alone
+        (it knows they run, even if it was too slow to renew their leases). Returns
+        ``[(job_id, new_state), ...]``."""
         now = _now() if now is None else now
         out = []
         with self._tx() as c:
             rows = c.execute(
                 "SELECT job_id, state, lease_owner, attempts, max_attempts FROM jobs "
-                "WHERE state IN ('running','queued') AND lease_expires IS NOT NULL AND lease_expires < ?",
-                (now,),
+                "WHERE state IN ('running','queued') AND lease_expires IS NOT NULL AND lease_expires < ? "
+                "AND lease_owner IS NOT ?",
+                (now, exclude_owner),
             ).fetchall()
             for job_id, frm, owner, attempts, max_attempts in rows:
                 if attempts >= max_attempts:

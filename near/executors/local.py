@@ -109,7 +109,7 @@ class LocalExecutor:
                 old[sig] = signal.signal(sig, self._on_signal)
         finished: list[str] = []
         try:
-            for job_id, state in self.table.requeue_stale():
+            for job_id, state in self.table.requeue_stale(exclude_owner=self.owner):
                 self.say(f"{state:<8} {job_id} (lease of a dead worker expired)")
             self.say(f"controller {self.owner}: {self.workers} worker(s); {self._counts_line()}")
             last_beat = last_progress = last_stale = time.monotonic()
@@ -119,7 +119,7 @@ class LocalExecutor:
                     self._heartbeat()
                     last_beat = now
                 if now - last_stale >= self.lease_s / 2:
-                    for job_id, state in self.table.requeue_stale():
+                    for job_id, state in self.table.requeue_stale(exclude_owner=self.owner):
                         self.say(f"{state:<8} {job_id} (lease of a dead worker expired)")
                     last_stale = now
                 finished += self._reap()
