@@ -334,7 +334,6 @@ class _Expander:
             prev = self.jobs[digest]
             if prev.params != params:
                 prev.params = {k: v for k, v in prev.params.items() if k in params and params[k] == v}
-                prev.point = point_label(prev.params)
         else:
             command = entry + "".join(" " + _quote(o) for o in overrides)
             resources = self._resources.get(id(stage))
@@ -343,7 +342,7 @@ class _Expander:
             self.jobs[digest] = JobSpec(
                 job_id=digest, stage=stage_name, command=command, params=params, resources=resources,
                 deps=deps, sweep=self.spec.name, workdir=str(self.spec.workdir),
-                max_attempts=stage.max_attempts or self.spec.max_attempts, point=point_label(params), uses=0,
+                max_attempts=stage.max_attempts or self.spec.max_attempts, uses=0,
             )
         result = (digest, frozenset(used))
         self.memo[key] = result

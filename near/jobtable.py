@@ -134,6 +134,11 @@ class JobSpec:
     point: str | None = None
     uses: int = 1
 
+    @property
+    def label(self) -> str:
+        """The grid point in words (``algorithm=NEAR motion=circle seed=0``)."""
+        return self.point or _label(self.params)
+
 
 @dataclass(frozen=True)
 class AddResult:
@@ -174,6 +179,11 @@ class JobRecord:
     deps: dict[str, str]
 
     @property
+    def label(self) -> str:
+        """The grid point in words (``algorithm=NEAR motion=circle seed=0``)."""
+        return self.point or _label(self.params)
+
+    @property
     def command(self) -> str:
         """The exact shell command of this job, placeholders resolved against the table location."""
         return resolve_command(self.command_template, self.job_id, self.exp_dir, self.deps)
@@ -193,6 +203,10 @@ class Event:
     to_state: str
     reason: str | None
     detail: str | None
+
+
+def _label(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={'True' if v is True else 'False' if v is False else v}" for k, v in params.items())
 
 
 def run_dir_for(exp_dir: str | os.PathLike, job_id: str) -> str:
@@ -227,6 +241,10 @@ def resolve_command(template: str, job_id: str, exp_dir: str | os.PathLike, deps
         raise TableError(f"job {job_id}: unresolvable placeholder {m.group(0)} in command {template!r}")
 
     return _PLACEHOLDER.sub(sub, template)
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False)
+_NEW = (PENDING, None)
 
 
 def _now() -> float:
@@ -433,8 +451,10 @@ class JobTable:
                     dep_states[jid] = st
             # Initial state: blocked if any dependency (existing, or new and itself blocked) cannot finish.
             order = new if _deps_first(new, new_set) else _topo_order(new, new_set)
-            init: dict[str, tuple[str, str | None]] = {}
+            init: dict[str, tuple[str, str | None]] = {}  # only jobs with dependencies; others start pending
             for j in order:
+                if not j.deps:
+                    continue
                 state, reason = PENDING, None
                 for ref, dep in j.deps.items():
                     st = dep_states.get(dep) if dep in dep_states else init.get(dep, (PENDING,))[0]
@@ -443,6 +463,7 @@ class JobTable:
                         break
                 init[j.job_id] = (state, reason)
             res_json: dict[int, str] = {}  # expansion shares one resources dict per stage definition
+            enc = _JSON.encode
 
             def res(j: JobSpec) -> str:
                 k = id(j.resources)
@@ -454,8 +475,8 @@ class JobTable:
                 "INSERT INTO jobs(job_id, sweep, stage, command_template, params, resources, workdir, point, "
                 "state, reason, max_attempts, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
-                    (j.job_id, j.sweep, j.stage, j.command, json.dumps(j.params), res(j), j.workdir, j.point,
-                     *init[j.job_id], int(j.max_attempts), now, now)
+                    (j.job_id, j.sweep, j.stage, j.command, enc(j.params), res(j), j.workdir, j.point,
+                     *init.get(j.job_id, _NEW), j.max_attempts, now, now)
                     for j in order
                 ],
             )
@@ -933,7 +954,7 @@ class JobTable:
                 "job_id": r.job_id, "sweep": r.sweep, "stage": r.stage, "state": r.state, "reason": r.reason,
                 "exit_code": r.exit_code, "attempts": r.attempts, "max_attempts": r.max_attempts,
                 "run_dir": r.run_dir, "command": r.command, "command_template": r.command_template,
-                "scheduler_id": r.scheduler_id, "point": r.point,
+                "scheduler_id": r.scheduler_id, "point": r.label,
                 "created": r.created, "updated": r.updated, "started": r.started, "finished": r.finished,
                 "deps": json.dumps(r.deps, sort_keys=True), "resources": json.dumps(r.resources, sort_keys=True),
             }

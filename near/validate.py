@@ -247,7 +247,7 @@ def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Valida
             continue
         kind, overrides = call
         if not has_config:
-            raise ConfigError(f"{spec_label}: stage {job.stage!r} at grid point {job.point}: runs near's trainer "
+            raise ConfigError(f"{spec_label}: stage {job.stage!r} at grid point {job.label}: runs near's trainer "
                               f"but {cfg_dir}/config.yaml does not exist (set the spec's workdir to the repo)")
         task = _task_of(overrides)
         if task and task.startswith(ISAACGYM_TASK_PREFIX) and not (cfg_dir / "task" / f"{task}.yaml").exists():
@@ -274,5 +274,5 @@ def _isaac_note(cfg_dir: Path) -> str:
 
 
 def _config_error(spec_label: str, job: JobSpec, cfg_dir: Path, problem: str) -> ConfigError:
-    return ConfigError(f"{spec_label}: stage {job.stage!r} at grid point {job.point}: "
+    return ConfigError(f"{spec_label}: stage {job.stage!r} at grid point {job.label}: "
                        f"does not compose with {cfg_dir}: {problem}")

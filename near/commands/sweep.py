@@ -171,7 +171,7 @@ def _dry_run(args: argparse.Namespace) -> int:
         notes = validate_jobs(expansion.jobs, spec.label).notes()
     for j in expansion.jobs:
         deps = " ".join(f"{r}={d}" for r, d in j.deps.items())
-        print(f"{j.job_id} {j.stage:<5} {j.point}" + (f"  needs {deps}" if deps else ""))
+        print(f"{j.job_id} {j.stage:<5} {j.label}" + (f"  needs {deps}" if deps else ""))
         print(f"    {j.command}")
     print(f"{spec.label}: {len(expansion.points)} grid points, {len(expansion.jobs)} jobs "
           f"({expansion.shared} shared); dry run, nothing written to {Path(args.root) / spec.name}")

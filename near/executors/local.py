@@ -56,8 +56,7 @@ class RunResult:
 
 
 def _label(job: JobRecord) -> str:
-    point = " ".join(f"{k}={v}" for k, v in job.params.items())
-    return f"{job.job_id} {job.stage:<5} {point}"
+    return f"{job.job_id} {job.stage:<5} {job.label}"
 
 
 class LocalExecutor:
