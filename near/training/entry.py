@@ -118,6 +118,9 @@ def train_rl_stage(overrides: list[str]) -> int:
     from near.training.envs.base import register_with_rl_games
 
     cfg, run_dir, device, seed = _prepare("rl", overrides)
+    if cfg.get("test", False):
+        raise ConfigError("test=True (playing a policy) is not supported by `near train rl`; "
+                          "evaluate a run with near.training.evaluate.evaluate_run(run_dir)")
     params = OmegaConf.to_container(cfg.train.params, resolve=True)
     algo_name = params["algo"]["name"]
     registry.algorithm(algo_name)  # clear error for unknown algorithms before building anything

@@ -9,7 +9,10 @@ all finished episodes:
 * ``demo_distance``: mean distance (window units) of the agent's states to the nearest
   demonstration state, averaged per episode (lower = closer to the demos);
 * ``corridor_rate``: fraction of episodes that travel up the demonstrated left corridor
-  (x < 100 while 150 < y < 380), i.e. follow the demos' route rather than the open diagonal;
+  (x < 100 while 150 < y < 380);
+* ``demo_route_rate``: fraction of episodes that reach the goal along the demonstrated route
+  (through the left corridor, then the top corridor 130 < x < 340, y > 400) rather than
+  across the open diagonal;
 * ``episode_length``: mean steps per episode.
 """
 
@@ -26,23 +29,28 @@ def _rollout(env: Any, act: Callable[[torch.Tensor], torch.Tensor], episodes_per
     n = env.num_envs
     finished = torch.zeros(n, dtype=torch.long)
     in_corridor = torch.zeros(n, dtype=torch.bool)
-    totals = {"success_rate": 0.0, "demo_distance": 0.0, "corridor_rate": 0.0, "episode_length": 0.0}
+    in_top = torch.zeros(n, dtype=torch.bool)
+    totals = {"success_rate": 0.0, "demo_distance": 0.0, "corridor_rate": 0.0, "demo_route_rate": 0.0,
+              "episode_length": 0.0}
     count = 0
     for _ in range(env.max_episode_length * episodes_per_env + 1):
         progress_before = env.progress.clone() + 1
         obs, _, done, infos = env.step(act(obs))
         pos = infos["paired_obs"][:, -2:]
         in_corridor |= (pos[:, 0] < 100) & (pos[:, 1] > 150) & (pos[:, 1] < 380)
+        in_top |= in_corridor & (pos[:, 0] > 130) & (pos[:, 0] < 340) & (pos[:, 1] > 400)
         take = done & (finished < episodes_per_env)
         if take.any():
             m = infos["episode_metrics"]
             totals["success_rate"] += m["success_rate"][take].sum().item()
             totals["demo_distance"] += m["demo_distance"][take].sum().item()
             totals["corridor_rate"] += in_corridor[take].float().sum().item()
+            totals["demo_route_rate"] += (in_top & (m["success_rate"] > 0))[take].float().sum().item()
             totals["episode_length"] += progress_before[take].float().sum().item()
             count += int(take.sum())
         finished += done.long()
         in_corridor &= ~done
+        in_top &= ~done
         if (finished >= episodes_per_env).all():
             break
     return {k: v / max(count, 1) for k, v in totals.items()} | {"episodes": count}

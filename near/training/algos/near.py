@@ -40,7 +40,9 @@ class NEARAgent(PPOAgent):
             normalize=bool(near_cfg["training"].get("normalize_energynet_input", True)),
             weights=inference.get("composition_weights"), demo_transitions=demos)
         self.annealer = NoiseAnnealer(int(inference.get("sigma_level", 0)), self.energy.num_levels,
-                                      ncsnv2=bool(near_cfg["model"].get("ncsnv2", False)))
+                                      ncsnv2=bool(near_cfg["model"].get("ncsnv2", False)),
+                                      progress_threshold=float(inference.get("anneal_progress_threshold", 0.02)),
+                                      window=int(inference.get("anneal_window", 3)))
         self.standardiser = RewardStandardiser()
         meter = lambda: torch_ext.AverageMeter(1, self.games_to_track).to(self.ppo_device)  # noqa: E731
         self.mean_combined_rewards, self.mean_energy_rewards = meter(), meter()
