@@ -57,14 +57,15 @@ def cluster() -> None:
 
 
 @pytest.fixture(scope="module")
-def long_sweep(cluster, tmp_path_factory) -> Path:
+def long_sweep(cluster, tmp_path_factory):
     """Submit the 3-minutes-of-work job under a 1-minute limit (checked by the last test)."""
     exp = make_sweep(tmp_path_factory.mktemp("timeout") / "timeout",
                      [JobSpec(job_id="long", stage="rl", command=job_cmd(steps=LONG_STEPS, step_s=1.0))])
     prof = exp.parent / "short.yaml"
     prof.write_text(LOCAL.read_text().replace("time: 10", "time: 1"))
     near("sweep", "submit", exp, "--profile", prof)
-    return exp
+    yield exp
+    near("sweep", "cancel", exp)  # no-op when it finished; else leave nothing behind on the cluster
 
 
 @pytest.mark.slurm
@@ -102,7 +103,7 @@ def test_double_and_concurrent_submit_queue_nothing_twice(cluster, tmp_path: Pat
         for t in threads:
             t.join()
         outs.append(near("sweep", "submit", exp, "--profile", LOCAL, "--hold"))
-        total = sum(int(o.stdout.split()[0]) for o in outs)
+        total = sum(int(o.stdout.splitlines()[-1].split()[0]) for o in outs)
         assert total == 12, [o.stdout for o in outs]
         ids = squeue_ids("near-twice-a") + squeue_ids("near-twice-b")
         assert len(ids) == 12 and len(set(ids)) == 12
@@ -122,9 +123,9 @@ def test_double_and_concurrent_submit_queue_nothing_twice(cluster, tmp_path: Pat
 @pytest.mark.slurm
 def test_failing_first_stage_blocks_dependents(cluster, tmp_path: Path) -> None:
     exp = make_sweep(tmp_path / "fails", [
-        JobSpec(job_id="a0", stage="ncsn", command=job_cmd(fail=True)),
+        JobSpec(job_id="a0", stage="ncsn", command=job_cmd(fail=True), max_attempts=1),
         JobSpec(job_id="a1", stage="ncsn", command=job_cmd(steps=1, step_s=0.2)),
-        JobSpec(job_id="shared", stage="ncsn", command=job_cmd(fail=True)),
+        JobSpec(job_id="shared", stage="ncsn", command=job_cmd(fail=True), max_attempts=1),
         JobSpec(job_id="b0", stage="rl", command=job_cmd(steps=1, needs="up"), deps={"up": "a0"}),
         JobSpec(job_id="b1", stage="rl", command=job_cmd(steps=1, needs="up"), deps={"up": "a1"}),
         JobSpec(job_id="c0", stage="rl", command=job_cmd(steps=1, needs="up"), deps={"up": "shared"}),
@@ -139,7 +140,7 @@ def test_failing_first_stage_blocks_dependents(cluster, tmp_path: Path) -> None:
 
     wait_until(settled, 120, "first stage failed, dependents settled", exp, sync=True)
     r = jobs(exp)
-    assert r["a0"].reason == "exit code 1" and r["a1"].state == "done"
+    assert "exit code 1" in r["a0"].reason and r["a0"].exit_code == 1 and r["a1"].state == "done"
     for j in ("b0", "c0", "c1"):
         assert r[j].state == "blocked" and "failed" in r[j].reason, (j, r[j].reason)
         assert not (Path(r[j].run_dir) / "progress.log").exists()  # never ran
@@ -151,6 +152,26 @@ def test_failing_first_stage_blocks_dependents(cluster, tmp_path: Path) -> None:
     wait_until(lambda: jobs(exp)["b1"].state == "done", 60, "b1 done", exp, sync=True)
     assert {j: s.state for j, s in jobs(exp).items() if s.state == "blocked"} == \
         {"b0": "blocked", "c0": "blocked", "c1": "blocked"}
+
+
+@pytest.mark.slurm
+def test_crash_is_retried_by_the_next_submit_up_to_max_attempts(cluster, tmp_path: Path) -> None:
+    exp = make_sweep(tmp_path / "crash", [
+        JobSpec(job_id="x", stage="rl", command=job_cmd(fail=True), max_attempts=2),
+        JobSpec(job_id="y", stage="eval", command=job_cmd(steps=1, needs="up"), deps={"up": "x"}),
+    ])
+    near("sweep", "submit", exp, "--profile", LOCAL)
+    wait_until(lambda: jobs(exp)["x"].state == "pending" and jobs(exp)["y"].state == "pending", 60,
+               "crash recorded, dependent put back", exp, sync=True)
+    assert "crashed (exit code 1); will be resubmitted (1/2)" in jobs(exp)["x"].reason
+    wait_until(lambda: not squeue_ids("near-crash-eval"), 30, "dependent removed from the cluster", exp)
+    near("sweep", "submit", exp, "--profile", LOCAL)
+    wait_until(lambda: jobs(exp)["x"].state == "failed", 60, "second crash -> failed", exp, sync=True)
+    wait_until(lambda: jobs(exp)["y"].state == "blocked", 30, "dependent blocked", exp, sync=True)
+    x = jobs(exp)["x"]
+    assert x.attempts == 2 and "max_attempts 2" in x.reason
+    assert len(starts_logged(x.run_dir)) == 2
+    assert near("sweep", "submit", exp, "--profile", LOCAL).stdout.startswith("0 job(s) submitted")
 
 
 def _running_with_progress(exp: Path, job_id: str, n: int):

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from near.errors import NearError, TableError
+from near.executors.slurm_node import retry_or_fail
 from near.executors.slurm_profile import SlurmProfile
 from near.jobtable import (
     ACTIVE_STATES, BLOCKED, BLOCKING_STATES, CANCELLED, DONE, FAILED, PENDING, QUEUED, RUNNING,
@@ -34,7 +35,6 @@ from near.jobtable import (
 )
 
 ID_BATCH = 400          # scheduler ids per squeue/sacct/scancel call (keeps argv small)
-LOST = "lost on the cluster"
 
 
 class SlurmError(NearError):
@@ -343,10 +343,27 @@ def query_scheduler(scheduler_ids: Iterable[str]) -> SchedulerView:
         view.calls += 1
         for line in out.splitlines():
             parts = line.split("|")
-            if len(parts) < 4 or "[" in parts[0]:
-                continue  # "A_[3-9%2]": tasks not started yet, squeue has them one by one
-            view.accounted[parts[0]] = (parts[1].split()[0] if parts[1] else "", parts[2], parts[3])
+            if len(parts) < 4:
+                continue
+            rec = (parts[1].split()[0] if parts[1] else "", parts[2], parts[3])
+            # "A_[3-9%2]": tasks that never started (still pending, or removed e.g. by a failed dependency)
+            for sid in _expand_array_id(parts[0]):
+                view.accounted[sid] = rec
     return view
+
+
+def _expand_array_id(text: str) -> list[str]:
+    """``"7_[0-2,5%4]"`` -> ``["7_0", "7_1", "7_2", "7_5"]``; plain ids are returned as they are."""
+    if "[" not in text:
+        return [text]
+    base, _, rng = text.partition("_[")
+    out = []
+    for part in rng.rstrip("]").split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit():
+            out += [f"{base}_{k}" for k in range(int(lo), int(hi or lo) + 1)]
+    return out
+
 
 
 # --------------------------------------------------------------------------- sync
@@ -364,21 +381,6 @@ class SyncResult:
 _LOST_STATES = {"FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "TIMEOUT", "PREEMPTED",
                 "COMPLETED"}
 _DEP_REASONS = ("DependencyNeverSatisfied", "Dependency")
-
-
-def _retry_or_fail(table: JobTable, job: JobRecord, why: str, exit_code: int | None) -> str | None:
-    """A lost attempt: back to pending (the next submit resumes it from its checkpoint) unless the
-    job was lost ``max_attempts`` times already. Time-outs survived by requeue do not count: only
-    the losses recorded here do (built on ``transition``; the table's own retry_or_fail counts all
-    attempts, and on SLURM every requeue is an attempt)."""
-    lost = sum(1 for e in table.history(job.job_id) if e.reason and e.reason.startswith(LOST)) + 1
-    if lost >= job.max_attempts:
-        ok = table.transition(job.job_id, FAILED, expect=ACTIVE_STATES, exit_code=exit_code,
-                              reason=f"{LOST}: {why} (lost {lost} times, max_attempts {job.max_attempts})")
-        return FAILED if ok else None
-    ok = table.transition(job.job_id, PENDING, expect=ACTIVE_STATES, exit_code=exit_code,
-                          reason=f"{LOST}: {why}; will be resubmitted ({lost}/{job.max_attempts})")
-    return PENDING if ok else None
 
 
 def _exit_code(text: str) -> int | None:
@@ -448,8 +450,11 @@ def sync(exp_dir: str | os.PathLike, *, log=print) -> SyncResult:
             if fresh.state not in ACTIVE_STATES:
                 continue
             if st == "CANCELLED":
-                if any(r in why for r in _DEP_REASONS):
-                    # removed by kill-on-invalid-dep although its own dependencies are fine
+                # never started, and SLURM says it waited on a dependency (or one is not done): removed
+                # by kill-on-invalid-dep (a task of the array it waited on failed) -> submit it again
+                waited = any(r in why for r in _DEP_REASONS) or any(
+                    st_ != DONE for st_ in dep_states(job).values())
+                if job.state == QUEUED and job.deps and waited:
                     if table.transition(job.job_id, PENDING, expect=ACTIVE_STATES, charge=-1,
                                         reason="dependency array failed on the cluster; will be resubmitted"):
                         note(PENDING)
@@ -458,7 +463,7 @@ def sync(exp_dir: str | os.PathLike, *, log=print) -> SyncResult:
                     note(CANCELLED)
             elif st in _LOST_STATES:
                 what = "finished without recording a result" if st == "COMPLETED" else st
-                note(_retry_or_fail(table, fresh, f"slurm {sid} {what}", exit_code))
+                note(retry_or_fail(table, fresh, f"slurm {sid} {what}", exit_code))
         for chunk in _batches(to_scancel):
             _run(["scancel", *chunk])
             res.scheduler_calls += 1

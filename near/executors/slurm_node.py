@@ -1,17 +1,20 @@
 """What runs on the SLURM node: one job of the table, with checkpoint/requeue.
 
 submitit pickles a :class:`NodeJob` and calls it inside the allocation. It marks the job running
-in the job table, starts the job's command in its own process group and waits. Three ways out:
+in the job table, starts the job's command in its own process group (the run dir layout of the
+shared runner: ``command.sh``, ``stdout.log``, ``stderr.log``) and waits. The ways out:
 
-- the command exits: 0 -> done; 3 after a SIGTERM from outside (scancel, ``scontrol requeue``,
-  preemption) -> back to queued (the scheduler decides: a requeued job runs again, a cancelled one
-  is recorded cancelled by the node or at the next ``sync``); anything else -> failed.
+- the command exits 0 -> done. Non-zero -> crashed: back to pending (the next ``submit`` re-dispatches
+  it) until it crashed ``max_attempts`` times, then failed; the SLURM job fails too, so SLURM removes
+  its ``afterok``/``aftercorr`` dependents instead of leaving them pending forever.
+- SIGTERM from SLURM (``scancel``, ``scontrol requeue``, preemption): forwarded to the command, which
+  checkpoints and exits 3; the job goes back to queued. A requeued job runs again (a new attempt)
+  and resumes from the checkpoint; a cancelled one is recorded cancelled by the next ``sync``.
 - the time limit nears: at the job's own deadline (``time limit - margin``; SLURM's ``--signal=USR2``
   warning comes up to 60 s early, so an early one is ignored) submitit's USR2 handler calls
-  :meth:`NodeJob.checkpoint`,
-  which forwards SIGTERM to the command (near's trainers checkpoint and exit 3), records
-  "timeout: checkpointed and requeued" with attempts+1, and submitit runs ``scontrol requeue``.
-  The next run resumes from the checkpoint (same run dir, same command).
+  :meth:`NodeJob.checkpoint`, which SIGTERMs the command, waits for its whole process group (the
+  checkpoint is on disk), records "timeout: checkpointed and requeued" with attempts+1; submitit
+  then runs ``scontrol requeue`` and the next run resumes from the checkpoint (same run dir).
 - the node dies: nothing is written here; ``near sweep sync`` sees it in sacct.
 """
 
@@ -22,15 +25,16 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import submitit
 
+from near.executors import runner
 from near.jobtable import (
-    ACTIVE_STATES, CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobTable,
+    ACTIVE_STATES, DONE, FAILED, PENDING, QUEUED, RUNNING, JobRecord, JobTable,
 )
 
-INTERRUPTED_EXIT = 3  # near's trainers: "checkpointed after SIGTERM/SIGUSR2, resumable"
+INTERRUPTED_EXIT = runner.EXIT_INTERRUPTED  # near's trainers: "checkpointed after SIGTERM/SIGUSR2"
+RETRY_PREFIXES = ("crashed", "lost on the cluster")  # reasons of the losses counted against max_attempts
 TERM_GRACE_S = 60.0
 INTERRUPTED = "interrupted by the scheduler (SIGTERM)"   # wait this long for the checkpoint before SIGKILL
 
@@ -41,6 +45,25 @@ def scheduler_id_from_env() -> str | None:
     if arr and task:
         return f"{arr}_{task}"
     return os.environ.get("SLURM_JOB_ID")
+
+
+def retry_or_fail(table: JobTable, job: JobRecord, why: str, exit_code: int | None,
+                  prefix: str = "lost on the cluster: ") -> str | None:
+    """A lost attempt (crash, dead node, time-out without requeue): back to pending, so that the
+    next ``submit`` re-dispatches it (resuming from its checkpoint), unless the job was lost
+    ``max_attempts`` times already -> failed. Requeues after a checkpoint do not count, only these
+    losses (the table's own ``retry_or_fail`` counts every attempt; on SLURM each requeue is one).
+    Built on ``JobTable.transition``."""
+    lost = 1 + sum(1 for e in table.history(job.job_id) if e.to_state in (PENDING, FAILED)
+                   and (e.reason or "").startswith(RETRY_PREFIXES))
+    why = prefix + why
+    if lost >= job.max_attempts:
+        ok = table.transition(job.job_id, FAILED, expect=ACTIVE_STATES, exit_code=exit_code,
+                              reason=f"{why} (lost {lost} of max_attempts {job.max_attempts})")
+        return FAILED if ok else None
+    ok = table.transition(job.job_id, PENDING, expect=ACTIVE_STATES, exit_code=exit_code,
+                          reason=f"{why}; will be resubmitted ({lost}/{job.max_attempts})")
+    return PENDING if ok else None
 
 
 class JobFailed(RuntimeError):
@@ -91,17 +114,13 @@ class NodeJob(submitit.helpers.Checkpointable):
             table.transition(self.job_id, RUNNING, expect=(QUEUED, RUNNING), scheduler_id=sid, charge=charge,
                              detail=f"slurm {sid} on {os.uname().nodename}, attempt {attempt}")
             command = job.command
-            run_dir = Path(job.run_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if job.command != (job.command_template or ""):
-                table.set_command(self.job_id, command)
+            table.set_command(self.job_id, command)
         finally:
             table.close()
 
         signal.signal(signal.SIGTERM, self._on_term)
         print(f"near: job {self.job_id} attempt {attempt} (slurm {sid}): {command}", flush=True)
-        self._proc = subprocess.Popen(["bash", "-c", command], cwd=job.workdir or str(run_dir),
-                                      start_new_session=True)
+        self._proc = self._launch(job)
         deadline = start + self.time_limit_s - self.margin_s
         self._deadline = deadline
         submitit_handler = signal.getsignal(signal.SIGUSR2)
@@ -125,10 +144,10 @@ class NodeJob(submitit.helpers.Checkpointable):
                 # process of the step): time is left, so resume it right here from its checkpoint
                 restarts += 1
                 print(f"near: job {self.job_id} checkpointed early; resuming it in place", flush=True)
-                self._proc = subprocess.Popen(["bash", "-c", command], cwd=job.workdir or str(run_dir),
-                                              start_new_session=True)
+                self._proc = self._launch(job)
                 continue
             if code is not None:
+                self._wait_group()  # the command's children may still be writing their checkpoint
                 break
             if not warned and time.time() >= deadline:
                 # our own time-limit warning: submitit's USR2 handler -> checkpoint() -> scontrol requeue
@@ -137,8 +156,9 @@ class NodeJob(submitit.helpers.Checkpointable):
                     submitit_handler(signal.SIGUSR2, None)
             time.sleep(0.5)
         outcome = self._finish(code, sid)
-        if outcome == FAILED:
-            raise JobFailed(f"near job {self.job_id}: command exited with {code}")
+        if outcome in (FAILED, PENDING):
+            # fail the SLURM job too, so that SLURM removes its afterok/aftercorr dependents
+            raise JobFailed(f"near job {self.job_id}: command exited with {code} (table: {outcome})")
         return outcome
 
     def _mine(self, table: JobTable) -> bool:
@@ -151,31 +171,61 @@ class NodeJob(submitit.helpers.Checkpointable):
             return False
         return True
 
+    def _launch(self, job: JobRecord) -> subprocess.Popen:
+        """Start the job's command in its own process group, output appended to the run dir's
+        stdout.log/stderr.log, command.sh written for reproduction (the shared runner's layout).
+
+        Not through the runner's supervisor: there, ``bash command.sh`` dies at once on SIGTERM (143)
+        and ``runner.stop`` then SIGKILLs the group while the trainer is still checkpointing. Here
+        ``bash -c`` execs a simple command, and stopping waits for the whole group to exit.
+        SIGUSR2 is ignored by what we start (the disposition survives exec), so SLURM's early
+        time-limit warning, which reaches every process of the step, does not kill a shell;
+        a trainer that installs its own handler checkpoints and is resumed in place.
+        """
+        run_dir = runner.prepare(job)
+        with open(run_dir / runner.STDOUT_FILE, "ab") as out, open(run_dir / runner.STDERR_FILE, "ab") as err:
+            out.write(f"=== near: job {job.job_id} on slurm {scheduler_id_from_env()} "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
+            out.flush()
+            prev = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+            try:
+                return subprocess.Popen(["bash", "-c", job.command], cwd=job.workdir or str(run_dir),
+                                        stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+            finally:
+                signal.signal(signal.SIGUSR2, prev)
+
+    def _group_alive(self) -> bool:
+        self._proc.poll()  # reap the leader: a zombie would keep the group "alive"
+        try:
+            os.killpg(self._proc.pid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+    def _wait_group(self, grace_s: float = TERM_GRACE_S) -> None:
+        """Wait until every process of the command's group exited; SIGKILL what is left after grace_s."""
+        end = time.time() + grace_s
+        while self._group_alive() and time.time() < end:
+            time.sleep(0.2)
+        if self._group_alive():
+            runner.signal_group(self._proc, signal.SIGKILL)
+
     def _on_term(self, signum: int, frame: object) -> None:
         """SIGTERM from SLURM (scancel, scontrol requeue, preemption): pass it on, let it checkpoint."""
         self._external_term = True
-        if self._proc is not None and self._proc.poll() is None:
-            try:
-                os.killpg(self._proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        if self._proc is not None:
+            runner.signal_group(self._proc, signal.SIGTERM)
 
     def _stop_child(self) -> int | None:
-        proc = self._proc
-        if proc is None:
+        """SIGTERM the command's group, wait for all of it (checkpoint written), then its status."""
+        if self._proc is None:
             return None
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            end = time.time() + TERM_GRACE_S
-            while proc.poll() is None and time.time() < end:
-                time.sleep(0.2)
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        return proc.returncode
+        if self._proc.poll() is None or self._group_alive():
+            runner.signal_group(self._proc, signal.SIGTERM)
+            self._wait_group()
+        code = self._proc.wait()
+        # a shell killed by the SIGTERM while its child checkpointed: the child's exit is not known
+        return INTERRUPTED_EXIT if code in (-signal.SIGTERM, 128 + signal.SIGTERM) else code
 
     def _finish(self, code: int, sid: str | None) -> str:
         with JobTable.open(self.exp_dir) as table:
@@ -184,7 +234,7 @@ class NodeJob(submitit.helpers.Checkpointable):
             if code == 0:
                 table.transition(self.job_id, DONE, exit_code=0, expect=ACTIVE_STATES)
                 return DONE
-            if code == INTERRUPTED_EXIT and self._external_term:
+            if self._external_term and code in (INTERRUPTED_EXIT, -signal.SIGTERM, 128 + signal.SIGTERM):
                 # scancel, scontrol requeue or preemption: slurmctld only says COMPLETING now. A requeued
                 # job runs again (that start counts the attempt) and resumes from the checkpoint; a
                 # cancelled one is recorded cancelled by the next `sync` (sacct: CANCELLED).
@@ -192,8 +242,7 @@ class NodeJob(submitit.helpers.Checkpointable):
                                  reason=f"{INTERRUPTED}; checkpointed")
                 return QUEUED
             why = "killed by SIGKILL" if code in (-9, 137) else f"exit code {code}"
-            table.transition(self.job_id, FAILED, exit_code=code, expect=ACTIVE_STATES, reason=why)
-            return FAILED
+            return retry_or_fail(table, table.get(self.job_id), f"crashed ({why})", code, prefix="")
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission | None:
         """Called by submitit on USR2 (time limit near, or preemption warning)."""
@@ -208,8 +257,7 @@ class NodeJob(submitit.helpers.Checkpointable):
                 table.transition(self.job_id, DONE, exit_code=0, expect=ACTIVE_STATES)
                 return None  # finished just in time: nothing to requeue
             if code not in (INTERRUPTED_EXIT, None):
-                table.transition(self.job_id, FAILED, exit_code=code, expect=ACTIVE_STATES,
-                                 reason=f"exit code {code} while checkpointing at the time limit")
+                retry_or_fail(table, job, f"crashed (exit code {code} while checkpointing)", code, prefix="")
                 return None
             requeues = sum(1 for e in table.history(self.job_id)
                            if e.reason and ": checkpointed and requeued" in e.reason)
