@@ -160,3 +160,27 @@ def test_attach_metadata_is_a_pure_join_on_run_dir():
     assert out["value"].tolist() == [1.0, 2.0, 3.0, 4.0]
     bare = logs.attach_metadata(scalars, None)
     assert bare["run"].astype(str).tolist() == ["/e/runs/j1", "/e/runs/j1", "/e/runs/j2", "/e/other"]
+
+
+def test_resumed_run_keeps_the_latest_write_per_step(tmp_path):
+    """Two event files in one run (a restart) that both logged steps 2..3: the later write wins."""
+    run = tmp_path / "runs" / "j1"
+    first = write_run(run, {"x": ([0, 1, 2, 3], [0.0, 1.0, 2.0, 3.0])})
+    os.utime(first, (1, 1))
+    write_run(run, {"x": ([2, 3, 4], [20.0, 30.0, 40.0])})
+    frame, _ = logs.load_scalars(logs.find_event_files([tmp_path]), None)
+    jobs = pd.DataFrame({"job_id": ["j1"], "run_dir": [str(run)]})
+    out = logs.dedupe_resumed(logs.attach_metadata(frame, jobs)).sort_values("step")
+    assert out.step.tolist() == [0, 1, 2, 3, 4]
+    assert out.value.tolist() == [0.0, 1.0, 20.0, 30.0, 40.0]
+
+
+def test_crc_matches_tensorboards_reference_implementation():
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
+
+    from near.report.events import masked_crc32c
+
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 2, 3, 8, 31, 64, 255):
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert masked_crc32c(data) == reference(data), n

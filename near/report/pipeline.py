@@ -145,11 +145,16 @@ class Report:
     def spec_source(self) -> tuple[Path | None, str]:
         """(spec file or None for the derived default, its text) -- what the outputs depend on."""
         path = Path(self.spec_path) if self.spec_path else None
-        if path is None:
+        names = [self.exp.name]  # the sweep's name: the job table's, else the folder's
+        if self.jobs is not None and "sweep" in self.jobs.columns:
+            names = [str(n) for n in self.jobs["sweep"].dropna().unique() if str(n)] + names
+        for name in names if path is None else []:
             for d in plotting_dirs():
-                path = specmod.find_for_sweep(d, self.exp.name)
+                path = specmod.find_for_sweep(d, name)
                 if path:
                     break
+            if path:
+                break
         if path is None:
             return None, "<default>"
         try:

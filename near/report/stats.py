@@ -140,7 +140,9 @@ def bootstrap_ci(
         counts = np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
         present = ~np.isnan(x)
         with np.errstate(invalid="ignore", divide="ignore"):
-            boot = (counts @ np.where(present, x, 0.0)) / (counts @ present.astype(np.float64))
+            # einsum's own loops, not BLAS: a threaded BLAS on a busy machine is slower for these sizes
+            boot = np.einsum("bn,nc->bc", counts, np.where(present, x, 0.0)) / np.einsum(
+                "bn,nc->bc", counts, present.astype(np.float64))
         return _quantiles(boot, level, squeeze)
     # Resample in blocks so that (block x runs x columns) stays a few million numbers.
     block = max(1, 4_000_000 // max(1, n * x.shape[1]))
