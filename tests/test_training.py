@@ -77,17 +77,17 @@ def test_near_logs_its_tags_and_resumes_exactly(tmp_path, cache, ncsn):
 
 def test_near_sigterm_checkpoints_exits_3_and_resumes(tmp_path, cache, ncsn):
     run_dir = str(tmp_path / "near")
-    cmd = ["task=mazeNEAR", f"run_dir={run_dir}", *SMALL, *ncsn, "max_iterations=40",
+    cmd = ["task=mazeNEAR", f"run_dir={run_dir}", *SMALL, *ncsn, "max_iterations=24",
            f"{NC}.inference.sigma_level=-1", "++train.params.config.save_frequency=1000"]
     code, out = near_train_interrupted("rl", cmd, cache, marker="epoch: 2/")
     assert code == 3, out[-3000:]
     stopped = torch.load(os.path.join(run_dir, "nn", "checkpoint.pth"), weights_only=False)["epoch"]
-    assert 2 <= stopped < 40
+    assert 2 <= stopped < 24
     assert steps(run_dir, "losses/a_loss") == [FRAMES * k for k in range(1, stopped + 1)]
     again = near_train("rl", cmd, cache)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert steps(run_dir, "losses/a_loss") == [FRAMES * k for k in range(1, 41)]
-    assert steps(run_dir, "ncsn_perturbation_level/step") == [FRAMES * k for k in range(1, 41)]
+    assert steps(run_dir, "losses/a_loss") == [FRAMES * k for k in range(1, 25)]
+    assert steps(run_dir, "ncsn_perturbation_level/step") == [FRAMES * k for k in range(1, 25)]
 
 
 def test_composed_energy_models(tmp_path, cache, ncsn):

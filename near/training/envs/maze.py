@@ -257,7 +257,10 @@ class MazeEnv(VecEnv):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         dev = self.device
         if state["pos"].shape[0] != self.num_envs:
-            raise ValueError(f"checkpoint has {state['pos'].shape[0]} maze envs, this run has {self.num_envs}")
+            from near.errors import ConfigError
+
+            raise ConfigError(f"the checkpoint has {state['pos'].shape[0]} maze envs, this run has {self.num_envs} "
+                              "(num_envs must stay the same when resuming)")
         self.pos = state["pos"].to(dev)
         self.vel = state["vel"].to(dev)
         self.progress = state["progress"].to(dev)

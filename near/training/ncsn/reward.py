@@ -32,6 +32,10 @@ class EnergyFunction:
 
         from near.training.ncsn.trainer import load_energy_model
 
+        if checkpoints in (None, ""):
+            raise ConfigError("near_config.inference.eb_model_checkpoint is empty: train an energy model with "
+                              "`near train ncsn ... run_dir=DIR` and pass DIR/nn/checkpoint.pth (and "
+                              "running_mean_std_checkpoint=DIR/nn/running_mean_std.pth)")
         if isinstance(checkpoints, str):
             checkpoints, normalisers = {"default": checkpoints}, {"default": normalisers}
         checkpoints = dict(checkpoints)
