@@ -22,6 +22,7 @@ def main() -> int:
     p.add_argument("--needs", action="append", default=[])
     p.add_argument("--log", default=None)
     p.add_argument("--crash-at", type=int, default=None)
+    p.add_argument("--stop-delay", type=float, default=0.0, help="seconds a graceful stop takes")
     p.add_argument("tags", nargs="*", help="ignored (lets specs vary a job by an axis value)")
     a = p.parse_args()
     ckpt = os.path.join(a.run_dir, "ckpt.txt")
@@ -43,6 +44,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("flag", True))
     for i in range(start, a.n):
         if stop["flag"]:
+            time.sleep(a.stop_delay)  # e.g. writing a big checkpoint
             print(f"interrupted at {i}", flush=True)
             return 3
         time.sleep(a.sleep)

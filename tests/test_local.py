@@ -128,7 +128,7 @@ def test_sigint_stops_jobs_gracefully_and_run_again_resumes(tmp_path):
     write_spec(tmp_path, f"""
 stages:
   - name: rl
-    command: {JOB} --run-dir ${{run_dir}} --n 150 --sleep 0.02 --log {tmp_path}/log.txt
+    command: {JOB} --run-dir ${{run_dir}} --n 150 --sleep 0.02 --stop-delay 0.5 --log {tmp_path}/log.txt
 """)
     near("sweep", "add", "sweeps/t.yaml", cwd=tmp_path)
     table = JobTable.open(tmp_path / "experiments" / "t")
@@ -143,7 +143,9 @@ stages:
     assert "SIGINT" in j.reason and j.lease_owner is None
     stopped_at = ckpt(job.run_dir)
     assert 5 <= stopped_at < 150
-    assert "interrupted at" in (Path(job.run_dir) / "stdout.log").read_text()  # the job got SIGTERM
+    # the job got SIGTERM and finished its graceful stop (not SIGKILLed while bash had already quit)
+    assert "interrupted at" in (Path(job.run_dir) / "stdout.log").read_text()
+    assert j.exit_code == 3
     near("sweep", "run", "experiments/t", cwd=tmp_path)
     j = table.get(job.job_id)
     assert (j.state, j.attempts) == ("done", 1)

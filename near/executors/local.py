@@ -78,6 +78,8 @@ class LocalExecutor:
         self.running: dict[str, _Running] = {}
         self._stop_signal: int | None = None
         self._started = 0
+        self._idle_claim = False
+        self._last_claim = 0.0
 
     # ------------------------------------------------------------------ output
     def say(self, msg: str) -> None:
@@ -169,7 +171,15 @@ class LocalExecutor:
             free = min(free, self.max_jobs - self._started)
         if free <= 0:
             return
-        for job in self.table.claim(self.owner, limit=free, lease_s=self.lease_s):
+        # a claim is a write transaction: after an empty one, wait for a local job to finish or a
+        # second to pass (other controllers may finish dependencies) instead of polling the lock
+        now = time.monotonic()
+        if self._idle_claim and now - self._last_claim < 1.0:
+            return
+        self._last_claim = now
+        claimed = self.table.claim(self.owner, limit=free, lease_s=self.lease_s)
+        self._idle_claim = not claimed
+        for job in claimed:
             try:
                 proc = runner.launch(job)
             except OSError as err:
@@ -206,6 +216,7 @@ class LocalExecutor:
                 continue
             del self.running[job_id]
             self._record(r, runner.exit_status(rc))
+            self._idle_claim = False  # a finished job may have unlocked its dependents
             done.append(job_id)
         return done
 

@@ -49,6 +49,9 @@ def command_script(job: JobRecord) -> str:
         f"cd {shlex.quote(workdir)} || exit 2\n"
         f"export PATH={shlex.quote(bindir)}:\"$PATH\"\n"
         f"export NEAR_JOB_ID={job.job_id} NEAR_RUN_DIR={shlex.quote(job.run_dir)}\n"
+        "# SIGTERM/SIGINT reach the whole process group; without a trap bash would exit at once and\n"
+        "# its job would be SIGKILLed mid-checkpoint. Trapped, bash waits for the job's own exit status.\n"
+        "trap 'true' TERM INT\n"
         f"{job.command}\n"
     )
 
