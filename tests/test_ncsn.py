@@ -101,3 +101,37 @@ def test_sigusr2_also_interrupts(tmp_path, cache):
                                        cache, marker="ncsn: training", sig=signal.SIGUSR2)
     assert code == 3, out[-3000:]
     assert os.path.isfile(os.path.join(run_dir, "nn", "checkpoint.pth"))
+
+
+def test_model_variants_masks_and_schedules():
+    from near.training.envs import maze
+    from near.training.ncsn.model import EMA, EnergyNet, anneal_dsm_loss, sigma_schedule
+    from near.training.ncsn.trainer import resolve_feature_mask
+
+    torch.manual_seed(0)
+    geometric, uniform = sigma_schedule(20, 0.01, 5, True), sigma_schedule(20, 0.01, 5, False)
+    assert torch.allclose(geometric[1:] / geometric[:-1], geometric[1] / geometric[0].expand(4))
+    assert torch.allclose(uniform[:-1] - uniform[1:], (uniform[0] - uniform[1]).expand(4))
+    env = maze.MazeEnv(1, config=maze.MazeConfig(num_obs_steps=3), demo_settings={"metrics": False})
+    assert env.paired_obs_dim == 6
+    assert resolve_feature_mask("x", env) == [True, False] * 3
+    assert resolve_feature_mask([1], env) == [False, True] * 3
+    assert resolve_feature_mask("None", env) is None
+    x = torch.randn(64, 6)
+    labels = torch.randint(5, (64,))
+    for ncsnv2 in (True, False):
+        net = EnergyNet(6, [16], 32, [16], 5, ncsnv2=ncsnv2, feature_mask=resolve_feature_mask("x", env))
+        loss = anneal_dsm_loss(net, x, labels, geometric)
+        loss.backward()
+        assert torch.isfinite(loss)
+        # masked features (y coordinates) do not change the energy
+        y_changed = x.clone()
+        y_changed[:, 1::2] += 5.0
+        assert torch.allclose(net(x, labels, geometric[labels]), net(y_changed, labels, geometric[labels]))
+    ema = EMA(net, rate=0.5)
+    before = {k: v.clone() for k, v in ema.shadow.items()}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    ema.update(net)
+    assert all(torch.allclose(ema.shadow[k], before[k] + 0.5) for k in before)
