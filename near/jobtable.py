@@ -275,26 +275,33 @@ class JobTable:
         if path.exists():
             raise TableError(f"{path}: job table already exists")
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = cls._connect(path)
+        # Build the schema in a private file, then link it into place: two processes creating the
+        # same table at once can never half-initialise or delete each other's file.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("BEGIN IMMEDIATE")
-            for stmt in _SCHEMA.strip().split(";"):
-                if stmt.strip():
-                    conn.execute(stmt)
-            conn.executemany(
-                "INSERT INTO meta(key, value) VALUES (?, ?)",
-                [("magic", MAGIC), ("schema_version", str(SCHEMA_VERSION)), ("sweep", sweep),
-                 ("axes", "[]"), ("created", repr(_now()))],
-            )
-            conn.execute("COMMIT")
-        except Exception:
-            conn.close()
-            path.unlink(missing_ok=True)
-            raise
-        table = cls(path, conn)
-        table._tune()
-        return table
+            conn = cls._connect(tmp)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("BEGIN IMMEDIATE")
+                for stmt in _SCHEMA.strip().split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+                conn.executemany(
+                    "INSERT INTO meta(key, value) VALUES (?, ?)",
+                    [("magic", MAGIC), ("schema_version", str(SCHEMA_VERSION)), ("sweep", sweep),
+                     ("axes", "[]"), ("created", repr(_now()))],
+                )
+                conn.execute("COMMIT")
+            finally:
+                conn.close()  # checkpoints the WAL into the file
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise TableError(f"{path}: job table already exists") from None
+        finally:
+            for f in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+                f.unlink(missing_ok=True)
+        return cls.open(path)
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "JobTable":
@@ -340,7 +347,8 @@ class JobTable:
     @staticmethod
     def _file(path: str | os.PathLike) -> Path:
         p = Path(path)
-        if p.is_dir() or (not p.suffix and not p.exists()):
+        # a directory (existing or to be): the sweep folder; a file: anything existing or *.db
+        if p.is_dir() or (not p.is_file() and p.suffix != ".db"):
             p = p / TABLE_FILENAME
         return p
 

@@ -189,3 +189,25 @@ def test_concurrent_processes_never_claim_the_same_job(tmp_path):
     assert len(claimed) == 400 and len(set(claimed)) == 400
     assert t.counts()["done"] == 400
     assert all(j.attempts == 1 for j in t.jobs())
+
+
+_ADDER = textwrap.dedent("""
+    import sys
+    from near.jobtable import JobSpec, JobTable
+    t = JobTable.open_or_create(sys.argv[1], sweep="x")
+    print(t.add([JobSpec(f"j{k}", "rl", "true") for k in range(50)]).new)
+""")
+
+
+def test_concurrent_create_and_add_of_the_same_sweep(tmp_path):
+    target = tmp_path / "experiments" / "demo.v2"  # a dot in the sweep name is still a folder
+    procs = [subprocess.Popen([sys.executable, "-c", _ADDER, str(target)], stdout=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    new = 0
+    for p in procs:
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 0
+        new += int(out)
+    assert new == 50
+    assert len(JobTable.open(target)) == 50
+    assert sorted(f.name for f in target.iterdir() if not f.name.startswith("jobs.db")) == []
