@@ -247,6 +247,16 @@ _JSON = json.JSONEncoder(ensure_ascii=False)
 _NEW = (PENDING, None)
 
 
+def _fast_resolve(template: str, job_id: str, exp_dir: str, deps: dict[str, str]) -> str:
+    """``resolve_command`` with plain string replacement for the usual placeholders (no regex)."""
+    out = template.replace("${run_dir}", run_dir_for(exp_dir, job_id))
+    for ref, dep in deps.items():
+        out = out.replace("${" + ref + ".run_dir}", run_dir_for(exp_dir, dep))
+    if "${" in out or "$$" in out:
+        return resolve_command(template, job_id, exp_dir, deps)
+    return out
+
+
 def _now() -> float:
     return time.time()
 
@@ -949,36 +959,39 @@ class JobTable:
     # ------------------------------------------------------------------ views
     def to_frame(self):
         """pandas DataFrame, one row per job: job_id, sweep, stage, state, reason, exit_code, attempts,
-        max_attempts, run_dir (absolute), command (resolved), command_template, scheduler_id,
-        created/updated/started/finished (UTC timestamps), deps (ref -> job id), resources, plus one
-        column per sweep axis (NaN/None where a job does not use the axis)."""
+        max_attempts, run_dir (absolute), command (resolved), command_template, scheduler_id, point,
+        created/updated/started/finished (UTC timestamps), deps (JSON ref -> job id), resources (JSON),
+        plus one column per sweep axis (missing where a job does not use the axis) and any other
+        parameter a job carries (e.g. keys passed through ``needs.with``)."""
         import pandas as pd
 
         axes = self.axes()
-        recs = self.jobs()
-        rows = []
-        for r in recs:
-            row = {
-                "job_id": r.job_id, "sweep": r.sweep, "stage": r.stage, "state": r.state, "reason": r.reason,
-                "exit_code": r.exit_code, "attempts": r.attempts, "max_attempts": r.max_attempts,
-                "run_dir": r.run_dir, "command": r.command, "command_template": r.command_template,
-                "scheduler_id": r.scheduler_id, "point": r.label,
-                "created": r.created, "updated": r.updated, "started": r.started, "finished": r.finished,
-                "deps": json.dumps(r.deps, sort_keys=True), "resources": json.dumps(r.resources, sort_keys=True),
-            }
-            for a in axes:
-                row[a] = r.params.get(a)
-            for k, v in r.params.items():
-                if k not in row:
-                    row[k] = v
-            rows.append(row)
         cols = ["job_id", "sweep", "stage", "state", "reason", "exit_code", "attempts", "max_attempts",
-                "run_dir", "command", "command_template", "scheduler_id", "point", "created", "updated",
-                "started", "finished", "deps", "resources"]
-        cols += [a for a in axes if a not in cols]
-        df = pd.DataFrame(rows, columns=cols if not rows else None)
-        if rows:
-            df = df[cols + [c for c in df.columns if c not in cols]]
+                "scheduler_id", "created", "updated", "started", "finished", "command_template", "params",
+                "resources", "point"]
+        rows = self._conn.execute(f"SELECT {', '.join(cols)} FROM jobs ORDER BY seq").fetchall()
+        deps = self._deps_map()
+        df = pd.DataFrame.from_records(rows, columns=cols)
+        ids = df["job_id"].tolist()
+        runs = os.path.join(self.exp_dir, "runs") + os.sep
+        loads = json.loads
+        params = [loads(p) for p in df["params"].tolist()]
+        dep_list = [deps.get(j, {}) for j in ids]
+        df["run_dir"] = [runs + j for j in ids]
+        df["command"] = [_fast_resolve(t, j, self.exp_dir, d)
+                         for t, j, d in zip(df["command_template"].tolist(), ids, dep_list)]
+        df["deps"] = [json.dumps(d, sort_keys=True) if d else "{}" for d in dep_list]
+        df["point"] = [pt or _label(pm) for pt, pm in zip(df["point"].tolist(), params)]
+        extra = pd.DataFrame.from_records(params, columns=None) if params else pd.DataFrame()
+        for a in axes:
+            if a not in extra.columns:
+                extra[a] = None
+        extra = extra[axes + [c for c in extra.columns if c not in axes and c not in df.columns]]
+        df = df.drop(columns=["params"])
+        order = ["job_id", "sweep", "stage", "state", "reason", "exit_code", "attempts", "max_attempts",
+                 "run_dir", "command", "command_template", "scheduler_id", "point", "created", "updated",
+                 "started", "finished", "deps", "resources"]
+        df = pd.concat([df[order].reset_index(drop=True), extra.reset_index(drop=True)], axis=1)
         for col in ("created", "updated", "started", "finished"):
             df[col] = pd.to_datetime(df[col], unit="s", utc=True)
         df["exit_code"] = df["exit_code"].astype("Int64")
