@@ -3,7 +3,8 @@
 1. Submit a 1,000-job two-stage sweep (500 ncsn + 500 dependent rl jobs): wall time and the number
    of sbatch calls (counted by an `sbatch` shim on PATH that calls the real one) beside the number
    of jobs. Targets: < 10 s; sbatch calls <= stages x resource groups (here 2).
-2. Reconcile 10,000 submitted jobs with squeue + sacct (`sync`): target < 2 s (printed last).
+2. Reconcile 10,000 submitted jobs with squeue + sacct (`sync`): target < 2 s (printed last); also
+   the case where all 10,000 changed on the cluster (scancelled outside near) and sync records each.
 
 Arrays are submitted held (sbatch --hold), so nothing runs; everything is scancelled afterwards.
 Usage: .venv/bin/python benchmarks/bench_slurm.py [--jobs 1000] [--reconcile 10000]
@@ -15,6 +16,7 @@ import argparse
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 import time
@@ -87,6 +89,18 @@ def main() -> None:
         s = sync(exp2, log=quiet)
         sync_s = time.perf_counter() - t0
         assert s.checked == args.reconcile and not s.changes, s
+        # every job changed on the cluster behind near's back (scancel): sync records all of them
+        arrays = sorted({a.scheduler_id for a in res2.arrays})
+        subprocess.run(["scancel", *arrays], check=True)
+        end = time.time() + 120
+        while time.time() < end and subprocess.run(["squeue", "-h", "-j", ",".join(arrays)], capture_output=True,
+                                                   text=True).stdout.strip():
+            time.sleep(1)
+        time.sleep(2)  # let slurmdbd catch up
+        t0 = time.perf_counter()
+        s2 = sync(exp2, log=quiet)
+        sync2_s = time.perf_counter() - t0
+        assert s2.changes.get("cancelled") == args.reconcile, s2
         c = cancel(exp2)
 
     print(f"submit: {args.jobs} jobs (2 stages x 1 resource group) in {submit_s:.2f} s "
@@ -94,6 +108,8 @@ def main() -> None:
           f"(stage x resource groups = {stage_groups}; ratio calls/jobs = {n_calls / args.jobs:.4f})")
     print(f"(submitting the {args.reconcile} jobs for the reconcile benchmark took {submit2_s:.2f} s, "
           f"{res2.sbatch_calls} sbatch call(s); cancelled {c.cancelled})")
+    print(f"reconcile, all {args.reconcile} changed (scancelled outside near -> cancelled): {sync2_s:.2f} s "
+          f"with {s2.scheduler_calls} squeue/sacct call(s)")
     print(f"reconcile: {args.reconcile} jobs in {sync_s:.2f} s with {s.scheduler_calls} squeue/sacct call(s) "
           f"(target < 2 s; {sync_s / 2.0:.2f} x target)")
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from near.errors import NearError, TableError
-from near.executors.slurm_node import retry_or_fail
+from near.executors.slurm_node import INTERRUPTED, retry_or_fail
 from near.executors.slurm_profile import SlurmProfile
 from near.jobtable import (
     ACTIVE_STATES, BLOCKED, BLOCKING_STATES, CANCELLED, DONE, FAILED, PENDING, QUEUED, RUNNING,
@@ -437,7 +437,8 @@ def sync(exp_dir: str | os.PathLike, *, log=print) -> SyncResult:
                                         reason="dependency array failed on the cluster; will be resubmitted"):
                         note(PENDING)
                 elif st == "PENDING" and job.state == RUNNING:
-                    table.transition(job.job_id, QUEUED, expect=(RUNNING,), reason="requeued by the scheduler")
+                    # requeued while the node could not record it (killed before it wrote)
+                    table.transition(job.job_id, QUEUED, expect=(RUNNING,), reason=f"{INTERRUPTED}; requeued (sync)")
                     note(QUEUED)
                 continue
             if sid not in view.accounted:
@@ -446,24 +447,23 @@ def sync(exp_dir: str | os.PathLike, *, log=print) -> SyncResult:
             exit_code = _exit_code(code)
             if st in ("PENDING", "RUNNING", "REQUEUED", "SUSPENDED", "RESIZING", "REQUEUE_HOLD", "REQUEUE_FED"):
                 continue
-            fresh = table.get(job.job_id)  # the node may have written its result since we listed
-            if fresh.state not in ACTIVE_STATES:
-                continue
+            # every transition below is a compare-and-set on the state listed above: a result the
+            # node wrote since then wins
             if st == "CANCELLED":
                 # never started, and SLURM says it waited on a dependency (or one is not done): removed
                 # by kill-on-invalid-dep (a task of the array it waited on failed) -> submit it again
                 waited = any(r in why for r in _DEP_REASONS) or any(
                     st_ != DONE for st_ in dep_states(job).values())
                 if job.state == QUEUED and job.deps and waited:
-                    if table.transition(job.job_id, PENDING, expect=ACTIVE_STATES, charge=-1,
+                    if table.transition(job.job_id, PENDING, expect=(job.state,), charge=-1,
                                         reason="dependency array failed on the cluster; will be resubmitted"):
                         note(PENDING)
-                elif table.transition(job.job_id, CANCELLED, expect=ACTIVE_STATES, exit_code=exit_code,
+                elif table.transition(job.job_id, CANCELLED, expect=(job.state,), exit_code=exit_code,
                                       reason=f"cancelled on the cluster (slurm {sid})"):
                     note(CANCELLED)
             elif st in _LOST_STATES:
                 what = "finished without recording a result" if st == "COMPLETED" else st
-                note(retry_or_fail(table, fresh, f"slurm {sid} {what}", exit_code))
+                note(retry_or_fail(table, job, f"slurm {sid} {what}", exit_code))
         for chunk in _batches(to_scancel):
             _run(["scancel", *chunk])
             res.scheduler_calls += 1
