@@ -55,7 +55,7 @@ def near_train_interrupted(stage: str, overrides: list[str], cache_dir: str, mar
 
 
 def scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar of a run's summaries: tag -> [(step, value), ...] in file order."""
+    """Every scalar of a run's summaries: tag -> [(step, value), ...] by step (file order among equal steps)."""
     from tensorboardX.proto import event_pb2
 
     from near.training.tblog import _read_records, event_files
@@ -67,4 +67,4 @@ def scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:
             event.ParseFromString(frame[12:-4])
             for value in event.summary.value:
                 out[value.tag].append((event.step, value.simple_value))
-    return dict(out)
+    return {tag: sorted(points, key=lambda p: p[0]) for tag, points in out.items()}

@@ -6,6 +6,11 @@ iterations that will be redone) is removed from the run's event files, so the co
 curve has no duplicated and no missing steps. Without any checkpoint, the old event files
 are removed (the run starts from zero). Files are rewritten atomically; a record cut off
 mid-write at the end of a file (a killed writer) is dropped.
+
+Kept files are renamed out of the writers' namespace: tensorboardX names a file
+``events.out.tfevents.<unix second>.<host>`` and opens it for writing from scratch, so a
+run resumed within the same second as the previous attempt started would otherwise erase
+the previous attempt's events.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ def _wall_time(frame: bytes) -> float:
 
 def event_files(summaries_dir: str) -> list[str]:
     """Event files directly under ``summaries_dir``."""
-    return sorted(glob.glob(os.path.join(summaries_dir, "events.out.tfevents.*")))
+    return sorted(p for p in glob.glob(os.path.join(summaries_dir, "events.out.tfevents.*")) if not p.endswith(".tmp"))
 
 
 def truncate_after(summaries_dir: str, wall_time: float | None) -> int:
@@ -57,13 +62,31 @@ def truncate_after(summaries_dir: str, wall_time: float | None) -> int:
             os.remove(path)
             dropped += len(frames)
             continue
-        if len(keep) == len(frames) and os.path.getsize(path) == sum(len(f) for f in frames):
-            continue
         dropped += len(frames) - len(keep)
-        tmp = path + ".tmp"
+        target = path if _is_set_aside(path) else _set_aside_name(path)
+        if target == path and len(keep) == len(frames) and os.path.getsize(path) == sum(len(f) for f in frames):
+            continue
+        tmp = target + ".tmp"
         with open(tmp, "wb") as fh:
             fh.write(b"".join(keep))
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
+        if target != path:
+            os.remove(path)
     return dropped
+
+
+_SET_ASIDE = ".kept"
+
+
+def _is_set_aside(path: str) -> bool:
+    return _SET_ASIDE in os.path.basename(path)
+
+
+def _set_aside_name(path: str) -> str:
+    """``path`` + ``.kept<N>``: a free name that no tensorboardX writer will ever choose."""
+    n = 0
+    while os.path.exists(f"{path}{_SET_ASIDE}{n}"):
+        n += 1
+    return f"{path}{_SET_ASIDE}{n}"
