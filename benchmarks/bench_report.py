@@ -113,6 +113,8 @@ def main() -> None:
     from near.report.pipeline import run_report
 
     quiet = lambda msg: None  # noqa: E731
+    # This machine is shared: the load average says how much CPU the other users took meanwhile.
+    print(f"cpus: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
 
     shutil.rmtree(exp / ".cache", ignore_errors=True)
     shutil.rmtree(exp / "figures", ignore_errors=True)
@@ -137,6 +139,7 @@ def main() -> None:
     ref = logs.read_tbparse(exp / "runs")
     tb = time.perf_counter() - t0
     print(f"tbparse SummaryReader ({len(ref):,} points): {tb:.2f}s = {len(ref) / tb:,.0f} points/s")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     print(f"ratio tbparse / cold report: {tb / cold:.1f}x (target >= 10x)")
 
 

@@ -324,6 +324,25 @@ def _resources(raw: Any, where: str, ctx: _Ctx) -> dict[str, Any]:
 EXPANSION_VERSION = 1
 
 
+def with_settings(spec: Spec, *, name: str | None = None, set_vars: dict[str, str] | None = None) -> Spec:
+    """``spec`` renamed and with template variables forced from the command line (``near sweep add
+    --name NAME --var KEY=VALUE``): a forced variable beats the spec's ``vars`` and every value's
+    bundle, so e.g. one budget variable shrinks a whole sweep for a smoke test."""
+    import dataclasses
+
+    set_vars = dict(set_vars or {})
+    known = set(spec.vars) | {k for a in spec.axes for vs in a.vars.values() for k in vs}
+    for key in set_vars:
+        if key not in known:
+            raise SpecError(f"{spec.label}: --var {key}: not a variable of this spec "
+                            f"(variables: {', '.join(sorted(known)) or 'none'})")
+    if name is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
+        raise SpecError(f"{spec.label}: --name {name!r} is not a valid sweep name (letters, digits, _ . -)")
+    axes = [dataclasses.replace(a, vars={v: {k: x for k, x in vs.items() if k not in set_vars}
+                                         for v, vs in a.vars.items()}) for a in spec.axes]
+    return dataclasses.replace(spec, name=name or spec.name, vars={**spec.vars, **set_vars}, axes=axes)
+
+
 def spec_fingerprint(spec: Spec, *, validate: bool = True) -> str:
     """A digest of everything an ``add`` of ``spec`` depends on: the spec file's bytes, its workdir,
     the hydra tree under ``<workdir>/cfg`` (paths, sizes, mtimes) and near's expansion version.
@@ -331,7 +350,7 @@ def spec_fingerprint(spec: Spec, *, validate: bool = True) -> str:
     import hashlib
 
     h = hashlib.sha256()
-    h.update(f"{EXPANSION_VERSION}\0{spec.workdir}\0{validate}\0".encode())
+    h.update(f"{EXPANSION_VERSION}\0{spec.workdir}\0{validate}\0{spec.name}\0{sorted(spec.vars.items())}\0".encode())
     h.update(spec.path.read_bytes())
     cfg = spec.workdir / "cfg"
     if validate and cfg.is_dir():

@@ -45,8 +45,10 @@ def make_experiment(exp: Path, algorithms=("NEAR", "AMP", "Track", "PPO"), motio
                     stride = {"NEAR": 100, "AMP": 150}.get(alg, 120)
                     steps = np.arange(n_steps) * stride
                     vals = curve(alg, motion, seed + (hash(abl) % 5 if abl else 0), steps)
-                    series = {"rewards/iter": (steps.tolist(), vals.tolist()),
-                              "metrics/dtw_error": (steps.tolist(), (100 - vals).tolist())}
+                    # the tags the training core logs (near.training.tags, near.metrics.TAGS)
+                    series = {"rewards/step": (steps.tolist(), vals.tolist()),
+                              "dtw_error/step": (steps.tolist(), (100 - vals).tolist()),
+                              "sparc/step": (steps.tolist(), (-2 - vals / 100).tolist())}
                     write_run(run_dir, series)
                     row = {"job_id": job_id, "stage": "rl", "state": "done", "run_dir": str(run_dir),
                            "algorithm": alg, "motion": motion, "seed": seed}

@@ -1,6 +1,7 @@
 """`near report`: specs, figures, tables and the command, on small real experiments."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,24 +59,24 @@ def test_demo_spec_report_writes_figures_and_tables(demo, tmp_path):
     rep = Report(exp, REPO / "plotting" / "demo.yaml", out, workers=1, jobs=jobs, log=lambda m: None)
     written = rep.run()
     names = sorted(p.name for p in written)
-    for stem in ("comparison_rewards_iter", "comparison_metrics_dtw_error"):
+    for stem in ("comparison_dtw_error_step", "comparison_sparc_step", "own_reward_rewards_step"):
         assert f"{stem}.pdf" in names and f"{stem}.png" in names
     for ext in ("md", "tex", "csv"):
         assert f"final_performance.{ext}" in names
     for p in written:
         assert p.stat().st_size > 200, p
-    assert (out / "comparison_rewards_iter.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "comparison_rewards_iter.pdf").read_bytes()[:5] == b"%PDF-"
+    assert (out / "comparison_dtw_error_step.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "comparison_dtw_error_step.pdf").read_bytes()[:5] == b"%PDF-"
     # the table agrees with statistics computed directly from the event data
     csv = pd.read_csv(out / "final_performance.csv")
-    row = csv[(csv.algorithm == "NEAR") & (csv.motion == "circle") & (csv.tag == "rewards/iter")].iloc[0]
+    row = csv[(csv.algorithm == "NEAR") & (csv.motion == "circle") & (csv.tag == "dtw_error/step")].iloc[0]
     ids = jobs[(jobs.algorithm == "NEAR") & (jobs.motion == "circle")].job_id
-    data = rep.frame[(rep.frame.tag == "rewards/iter") & rep.frame.run.isin(ids)]
+    data = rep.frame[(rep.frame.tag == "dtw_error/step") & rep.frame.run.isin(ids)]
     finals = stats.final_values(data, window=10)
     assert row["n"] == 3 and row["mean"] == pytest.approx(finals.mean())
     assert row["ci_low"] <= row["mean"] <= row["ci_high"]
     md = (out / "final_performance.md").read_text()
-    assert "| algorithm | motion | Episode return | DTW pose error | runs |" in md
+    assert "| algorithm | motion | DTW pose error | SPARC smoothness | runs |" in md
     assert f"{row['mean']:.2f} [" in md
     tex = (out / "final_performance.tex").read_text()
     assert r"\toprule" in tex and "NEAR" in tex
@@ -86,10 +87,10 @@ def test_default_spec_from_data_and_selection_errors(demo, tmp_path):
     rep = Report(exp, None, tmp_path / "d", workers=1, jobs=jobs, log=lambda m: None)
     rep.load()
     spec = specmod.default_spec(sorted(rep.frame.tag.unique()), list(rep.path_meta.columns))
-    assert set(spec["tags"]) == {"rewards/iter", "metrics/dtw_error"}
+    assert set(spec["tags"]) == {"rewards/step", "dtw_error/step", "sparc/step"}
     assert spec["figures"][0]["hue"] == "algorithm" and spec["figures"][0]["facet"] == "motion"
     bad = tmp_path / "s.yaml"
-    bad.write_text("select: {colour: red}\ntags: [rewards/iter]\n")
+    bad.write_text("select: {colour: red}\ntags: [rewards/step]\n")
     with pytest.raises(SpecError, match=r"s\.yaml: key 'select\.colour' is not a column"):
         Report(exp, bad, tmp_path / "d", workers=1, jobs=jobs, log=lambda m: None).run()
 
@@ -101,12 +102,12 @@ def test_ablation_figure_and_expert_lines(tmp_path):
     spec = tmp_path / "abl.yaml"
     spec.write_text(
         "select: {algorithm: NEAR}\n"
-        "tags:\n  metrics/dtw_error: {label: Pose error, expert: {circle: 1.5}}\n"
+        "tags:\n  dtw_error/step: {label: Pose error, expert: {circle: 1.5}}\n"
         "figures:\n  - {kind: ablation, name: abl, hue: ablation, facet: motion}\n"
         "tables:\n  - {name: t, by: [ablation, motion], window: 3}\n")
     rep = Report(exp, spec, tmp_path / "out", workers=1, jobs=jobs, log=lambda m: None)
     names = {p.name for p in rep.run()}
-    assert {"abl_metrics_dtw_error.png", "abl_metrics_dtw_error.pdf", "t.csv"} <= names
+    assert {"abl_dtw_error_step.png", "abl_dtw_error_step.pdf", "t.csv"} <= names
     t = pd.read_csv(tmp_path / "out" / "t.csv")
     assert sorted(t.ablation) == ["anneal", "sigma5"] and (t.n == 2).all()
 
@@ -130,7 +131,7 @@ def test_real_job_table_and_cli(tmp_path):
     """End to end: a real jobs.db (near.jobtable), real event files, `near report` as a subprocess."""
     from near.jobtable import JobSpec, JobTable
 
-    exp = tmp_path / "demo"
+    exp = tmp_path / "renamed_copy"  # the spec is found by the job table's sweep name, not the folder's
     table = JobTable.create(exp / "jobs.db", sweep="demo")
     specs = []
     for alg in ("NEAR", "PPO"):
@@ -142,15 +143,21 @@ def test_real_job_table_and_cli(tmp_path):
     table.close()
     for _, job in frame.iterrows():
         steps = np.arange(8) * 10
-        write_run(Path(job.run_dir), {"rewards/iter": (steps.tolist(), (steps * (2 if job.algorithm == "NEAR" else 1)).tolist())})
+        curve = (steps * (2 if job.algorithm == "NEAR" else 1)).tolist()
+        tags = {"dtw_error/step": (steps.tolist(), curve)}
+        if job.seed == 1:  # the other demo tags, in one run per algorithm only
+            tags.update({"sparc/step": (steps.tolist(), curve), "rewards/step": (steps.tolist(), curve)})
+        write_run(Path(job.run_dir), tags)
     out = tmp_path / "figs"
     cmd = [sys.executable, "-m", "near", "report", str(exp), "--spec", str(REPO / "plotting" / "demo.yaml"),
            "--out", str(out), "--workers", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert f"wrote {out / 'comparison_rewards_iter.png'}" in proc.stdout
+    proc = subprocess.run(cmd + ["--check"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"wrote {out / 'comparison_dtw_error_step.png'}" in proc.stdout
+    assert "check passed: 9/9 expected file(s)" in proc.stdout  # 3 figures x png/pdf + 3 table files
     assert "4 event file(s) in 4 job(s)" in proc.stdout
     csv = pd.read_csv(out / "final_performance.csv")
+    csv = csv[csv.tag == "dtw_error/step"]
     assert sorted(csv.algorithm) == ["NEAR", "PPO"]
     near_final = csv[csv.algorithm == "NEAR"]["mean"].iloc[0]
     assert near_final == pytest.approx(np.mean([140.0, 120.0, 100.0, 80.0, 60.0, 40.0, 20.0, 0.0]))
@@ -161,9 +168,23 @@ def test_real_job_table_and_cli(tmp_path):
     proc = subprocess.run(cmd + ["--force"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0 and "(0 read, 4 from cache)" in proc.stdout and "wrote" in proc.stdout
     # one run logs more: the report is stale again and decodes only that file
-    write_run(Path(frame.run_dir.iloc[0]), {"rewards/iter": ([100], [1.0])})
+    write_run(Path(frame.run_dir.iloc[0]), {"dtw_error/step": ([100], [1.0])})
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0 and "(1 read, 4 from cache)" in proc.stdout
+    # without --spec: plotting/demo.yaml is picked because the table's sweep is "demo"
+    proc = subprocess.run([sys.executable, "-m", "near", "report", str(exp), "--out", str(tmp_path / "auto")],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0 and re.search(r"spec \S*plotting/demo\.yaml", proc.stdout), proc.stdout + proc.stderr
+    assert (tmp_path / "auto" / "comparison_dtw_error_step.png").is_file()
+    # --check fails when a promised figure cannot be drawn (a spec tag no run logged)
+    strict = tmp_path / "strict.yaml"
+    strict.write_text((REPO / "plotting" / "demo.yaml").read_text().replace(
+        "  rewards/step: {label: Episode return (own reward)}", "  rewards/step: {label: R}\n  never/logged: {label: N}")
+        .replace("tags: [rewards/step]", "tags: [rewards/step, never/logged]"))
+    proc = subprocess.run(cmd[:5] + ["--spec", str(strict), "--out", str(tmp_path / "strict"), "--check"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 1 and "missing or empty" in proc.stdout and "own_reward_never_logged.png" in proc.stdout
+    assert "check FAILED" in proc.stdout, proc.stdout
     # a bad spec is a clean error (exit 2) naming the file
     bad = tmp_path / "bad.yaml"
     bad.write_text("tagz: []\n")

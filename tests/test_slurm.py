@@ -174,6 +174,28 @@ def test_crash_is_retried_by_the_next_submit_up_to_max_attempts(cluster, tmp_pat
     assert near("sweep", "submit", exp, "--profile", LOCAL).stdout.startswith("0 job(s) submitted")
 
 
+@pytest.mark.slurm
+def test_wait_resubmits_crashes_and_exits_by_the_outcome(cluster, tmp_path: Path) -> None:
+    exp = make_sweep(tmp_path / "wait", [
+        JobSpec(job_id="ok", stage="rl", command=job_cmd(steps=2, step_s=0.2)),
+        JobSpec(job_id="x", stage="rl", command=job_cmd(fail=True), max_attempts=2),
+    ])
+    near("sweep", "submit", exp, "--profile", LOCAL)
+    out = near("sweep", "wait", exp, "--profile", LOCAL, "--poll", "1", "--timeout", "200", check=False)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "(1 resubmitted)" in out.stdout and "NOT every job is done" in out.stdout
+    assert "done 1  failed 1" in out.stdout.splitlines()[-2]  # the last counts line
+    recs = jobs(exp)
+    assert recs["ok"].state == "done" and recs["x"].state == "failed" and recs["x"].attempts == 2
+    assert len(starts_logged(recs["x"].run_dir)) == 2
+
+    fine = make_sweep(tmp_path / "fine", [JobSpec(job_id="a", stage="rl", command=job_cmd(steps=1, step_s=0.1))])
+    near("sweep", "submit", fine, "--profile", LOCAL)
+    out = near("sweep", "wait", fine, "--poll", "1", "--timeout", "200", check=False)
+    assert out.returncode == 0 and "every job is done" in out.stdout, out.stdout + out.stderr
+    assert jobs(fine)["a"].state == "done"
+
+
 def _running_with_progress(exp: Path, job_id: str, n: int):
     def pred():
         rec = jobs(exp)[job_id]

@@ -196,3 +196,30 @@ def test_readd_after_cfg_change_validates_again(repo):
     train.write_text(train.read_text().replace("near_config", "near_cfg"))
     r = near("sweep", "add", "sweeps/demo.yaml", cwd=repo)
     assert r.returncode == 2 and "near_config" in r.stderr
+
+
+def test_var_and_name_shrink_a_sweep_into_its_own_folder(repo):
+    spec_file = repo / "sweeps" / "demo.yaml"
+    spec_file.write_text(SPEC.replace("name: demo", "name: demo\nvars: {iters: 50}")
+                         .replace("  seed: {count: 2}", "  seed: {count: 2}\n  motion:\n    values: [a, b]\n"
+                                  "    overrides: {b: {vars: {iters: 80}}}")
+                         .replace("seed=${seed} run_dir=${run_dir}", "seed=${seed} max_iterations=${iters} run_dir=${run_dir}"))
+    r = near("sweep", "add", "sweeps/demo.yaml", cwd=repo)
+    assert r.returncode == 0, r.stderr
+    full = JobTable.open(repo / "experiments" / "demo").jobs()
+    assert {j.command.split("max_iterations=")[1].split()[0] for j in full} == {"50", "80"}
+    # a forced variable beats the spec's vars and the per-value bundle
+    r = near("sweep", "add", "sweeps/demo.yaml", "--name", "demo-ci", "--var", "iters=3", cwd=repo)
+    assert r.returncode == 0 and "experiments/demo-ci/jobs.db" in r.stdout, r.stderr
+    small = JobTable.open(repo / "experiments" / "demo-ci").jobs()
+    # motion only chose the budget here: with one budget forced, a and b are the same job (shared)
+    assert len(small) == len(full) // 2 and all("max_iterations=3 " in j.command for j in small)
+    assert len(JobTable.open(repo / "experiments" / "demo")) == len(full)  # the full sweep is untouched
+    # changed variables are not mistaken for an unchanged spec
+    r = near("sweep", "add", "sweeps/demo.yaml", "--name", "demo-ci", "--var", "iters=4", cwd=repo)
+    assert f"{len(full) // 2} new, 0 existing" in r.stdout, r.stdout
+    for args, message in ((["--var", "iterz=3"], "--var iterz: not a variable of this spec (variables: iters)"),
+                          (["--var", "iters"], "--var 'iters': expected KEY=VALUE"),
+                          (["--name", "../x"], "--name '../x' is not a valid sweep name")):
+        r = near("sweep", "add", "sweeps/demo.yaml", *args, cwd=repo)
+        assert r.returncode == 2 and message in r.stderr, r.stderr

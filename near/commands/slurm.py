@@ -1,4 +1,4 @@
-"""`near sweep submit|sync|cancel`: the SLURM executor's commands (in the sweep group)."""
+"""`near sweep submit|sync|wait|cancel`: the SLURM executor's commands (in the sweep group)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add submit, sync and cancel to the `near sweep` subcommands."""
+    """Add submit, sync, wait and cancel to the `near sweep` subcommands."""
     p = subparsers.add_parser("submit", help="submit the sweep's pending jobs to SLURM as job arrays")
     p.add_argument("exp", help="experiment folder (holds jobs.db)")
     p.add_argument("--profile", default="slurm/local.yaml", help="cluster profile YAML (default: %(default)s)")
@@ -19,6 +19,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("sync", help="reconcile the job table with SLURM (squeue, sacct)")
     p.add_argument("exp", help="experiment folder")
     p.set_defaults(func=_sync)
+
+    p = subparsers.add_parser("wait", help="sync until every job has finished; resubmit jobs put back to pending")
+    p.add_argument("exp", help="experiment folder")
+    p.add_argument("--profile", default="slurm/local.yaml",
+                   help="profile for resubmissions (default: %(default)s); 'none' never resubmits")
+    p.add_argument("--poll", type=float, default=10.0, help="seconds between syncs (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    p.set_defaults(func=_wait)
 
     p = subparsers.add_parser("cancel", help="cancel jobs on SLURM and record them cancelled")
     p.add_argument("exp", help="experiment folder")
@@ -48,6 +56,18 @@ def _sync(args: argparse.Namespace) -> int:
     print(f"synced {res.checked} active job(s) with {res.scheduler_calls} scheduler call(s) in "
           f"{res.seconds:.2f} s: {changes}" + (f"; scancelled {res.scancelled}" if res.scancelled else ""))
     return 0
+
+
+def _wait(args: argparse.Namespace) -> int:
+    """Exit 0 when every job is done, 1 when some ended otherwise (or the wait timed out)."""
+    from near.executors.slurm import wait
+    from near.executors.slurm_profile import load_profile
+
+    profile = None if args.profile == "none" else load_profile(args.profile)
+    res = wait(args.exp, profile, poll_s=args.poll, timeout_s=args.timeout, log=lambda m: print(m, flush=True))
+    print(f"wait: finished in {res.seconds:.0f} s" + (f" ({res.resubmitted} resubmitted)" if res.resubmitted else "")
+          + ("; every job is done" if res.all_done else "; NOT every job is done (see `near sweep status`)"))
+    return 0 if res.all_done else 1
 
 
 def _cancel(args: argparse.Namespace) -> int:

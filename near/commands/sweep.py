@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--root", default=DEFAULT_ROOT, help="output root; the sweep goes to ROOT/<name> (default: experiments)")
     p.add_argument("--dry-run", action="store_true", help="expand and validate, print the jobs, write nothing")
     p.add_argument("--no-validate", action="store_true", help="skip composing trainer jobs with hydra")
+    p.add_argument("--name", help="sweep name (default: the spec's name); the sweep goes to ROOT/NAME")
+    p.add_argument("--var", action="append", default=[], metavar="KEY=VALUE",
+                   help="force a template variable of the spec (repeatable), e.g. --var rl_iters=3")
     p.set_defaults(func=cmd_add)
 
     p = subparsers.add_parser("status", help="counts by state and per axis, failures, scheduler ids")
@@ -96,18 +99,32 @@ class AddSummary:
     unchanged: bool = False
 
 
+def _load(spec_path: str | os.PathLike, name: str | None = None, set_vars: list[str] | None = None):
+    """The spec with the command line's --name and --var applied."""
+    from near.errors import SpecError
+    from near.spec import load_spec, with_settings
+
+    pairs = {}
+    for item in set_vars or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SpecError(f"--var {item!r}: expected KEY=VALUE")
+        pairs[key] = value
+    return with_settings(load_spec(spec_path), name=name, set_vars=pairs)
+
+
 def add_spec(spec_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROOT, *,
-             validate: bool = True) -> AddSummary:
+             validate: bool = True, name: str | None = None, set_vars: list[str] | None = None) -> AddSummary:
     """Expand, validate (before writing anything) and add a spec to ``ROOT/<name>/jobs.db``.
 
     An unchanged spec (same bytes, workdir, cfg/ tree; see ``spec_fingerprint``) that was added
     before is recognised without expanding it again."""
     from near.expand import expand
     from near.jobtable import JobTable
-    from near.spec import load_spec, spec_fingerprint
+    from near.spec import spec_fingerprint
     from near.validate import validate_jobs
 
-    spec = load_spec(spec_path)
+    spec = _load(spec_path, name, set_vars)
     target = Path(root) / spec.name
     digest = spec_fingerprint(spec, validate=validate)
     key = f"added:{spec.path}"
@@ -150,7 +167,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.dry_run:
         return _dry_run(args)
-    s = add_spec(args.spec, args.root, validate=not args.no_validate)
+    s = add_spec(args.spec, args.root, validate=not args.no_validate, name=args.name, set_vars=args.var)
     print(f"{s.spec_label} -> {s.target}/jobs.db: {s.points} grid points, {s.jobs} jobs: "
           f"{s.new} new, {s.existing} existing, {s.shared} shared "
           f"({s.total} in table; {time.perf_counter() - t0:.2f}s)")
@@ -161,10 +178,9 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def _dry_run(args: argparse.Namespace) -> int:
     from near.expand import expand
-    from near.spec import load_spec
     from near.validate import validate_jobs
 
-    spec = load_spec(args.spec)
+    spec = _load(args.spec, args.name, args.var)
     expansion = expand(spec)
     notes: list[str] = []
     if not args.no_validate:

@@ -31,7 +31,7 @@ from near.executors.slurm_node import INTERRUPTED, retry_or_fail
 from near.executors.slurm_profile import SlurmProfile
 from near.jobtable import (
     ACTIVE_STATES, BLOCKED, BLOCKING_STATES, CANCELLED, DONE, FAILED, PENDING, QUEUED, RUNNING,
-    JobRecord, JobTable,
+    STATES, JobRecord, JobTable,
 )
 
 ID_BATCH = 400          # scheduler ids per squeue/sacct/scancel call (keeps argv small)
@@ -510,4 +510,54 @@ def cancel(exp_dir: str | os.PathLike, *, states: Sequence[str] = (PENDING, QUEU
         for chunk in _batches(sids):
             _run(["scancel", *chunk])
             res.scancelled += len(chunk)
+    return res
+
+
+# --------------------------------------------------------------------------- wait
+@dataclass
+class WaitResult:
+    """How :func:`wait` ended: the final counts by state, whether it timed out, resubmissions."""
+
+    counts: dict[str, int]
+    timed_out: bool = False
+    resubmitted: int = 0
+    seconds: float = 0.0
+
+    @property
+    def all_done(self) -> bool:
+        return not self.timed_out and all(n == 0 for s, n in self.counts.items() if s != DONE)
+
+
+def wait(exp_dir: str | os.PathLike, profile: SlurmProfile | None = None, *, poll_s: float = 10.0,
+         timeout_s: float | None = None, log=print) -> WaitResult:
+    """Sync until no job is queued or running; print a counts line whenever they change.
+
+    With a ``profile``, jobs that sync put back to pending (a crash with attempts left, a dependency
+    array removed by SLURM) are submitted again, so one ``wait`` drives the sweep to its end.
+    """
+    t0 = time.monotonic()
+    res = WaitResult(counts={})
+    last = None
+    while True:
+        sync(exp_dir, log=log)
+        with JobTable.open(exp_dir) as table:
+            counts = table.counts()
+        active = sum(counts.get(s, 0) for s in ACTIVE_STATES)
+        if counts != last:
+            line = "  ".join(f"{s} {counts[s]}" for s in STATES if counts.get(s))
+            log(f"[{time.monotonic() - t0:7.0f} s] {line}")
+            last = counts
+        if counts.get(PENDING, 0) and profile is not None:
+            submitted = submit(exp_dir, profile, log=log).submitted
+            res.resubmitted += submitted
+            if submitted:
+                continue
+        if not active:
+            break
+        if timeout_s is not None and time.monotonic() - t0 > timeout_s:
+            res.timed_out = True
+            log(f"wait: timed out after {timeout_s:.0f} s with {active} job(s) still queued or running")
+            break
+        time.sleep(poll_s)
+    res.counts, res.seconds = counts, time.monotonic() - t0
     return res

@@ -285,6 +285,27 @@ class Report:
                                          "written": [str(p) for p in self.written], "warnings": self.warnings}))
         return self.written
 
+    def expected(self) -> list[Path]:
+        """The files the spec promises: every curve figure for every non-optional tag in every
+        format, and every table as .md/.tex/.csv (landscape figures depend on checkpoints: not listed)."""
+        spec = getattr(self, "spec", None)
+        if spec is None:  # an up-to-date report did not load it
+            path = self.spec_source()[0]
+            spec = specmod.load(path) if path else None
+        if spec is None or spec["figures"] is None:
+            return []
+        tags = [t for t, v in (spec["tags"] or {}).items() if not v.get("optional")]
+        out = []
+        for fig in spec["figures"]:
+            if fig["kind"] == "landscape":
+                continue
+            for tag in fig["tags"] or tags:
+                if tag in tags:
+                    out += [self.out / f"{slug(fig['name'])}_{slug(tag)}.{fmt}" for fmt in spec["formats"]]
+        for tbl in spec["tables"] or []:
+            out += [self.out / f"{slug(tbl['name'])}.{ext}" for ext in ("md", "tex", "csv")]
+        return out
+
     @staticmethod
     def _split(frame: pd.DataFrame) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
         """{tag: {run: (steps, values)}} with one sort over the whole frame (no per-group pandas)."""
