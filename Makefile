@@ -6,8 +6,11 @@ NEAR := $(VENV)/bin/near
 # CPU machines take the pinned CPU wheel; on a GPU machine: make setup TORCH_SPEC=torch
 TORCH_SPEC ?= torch==2.13.0
 WORKERS ?= 2
+# The reduced demo CI runs through SLURM: tiny budgets (8 iterations still end an episode, so the
+# imitation metrics are logged and every figure has data).
+CI_DEMO_VARS ?= --var rl_iters=8 --var ncsn_iters=30 --var num_envs=16
 
-.PHONY: setup demo test test-fast slurm-up slurm-down bench figures clean-demo
+.PHONY: setup demo demo-slurm test test-fast slurm-up slurm-down bench figures clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,9 +25,16 @@ demo: setup
 	$(NEAR) sweep run experiments/demo --workers $(WORKERS)
 	$(NEAR) report experiments/demo
 
-# Full suite: brings up the local SLURM cluster (needs root) and requires it.
+# Full suite: brings up the local SLURM cluster (needs root) and requires it; then the demo sweep
+# with tiny budgets through SLURM (add -> submit -> wait -> sync -> report --check).
 test: setup slurm-up
 	NEAR_REQUIRE_SLURM=1 $(PY) -m pytest -q -ra
+	rm -rf experiments/demo-ci
+	NAME=demo-ci bash slurm/demo.sh $(CI_DEMO_VARS)
+
+# The demo sweep (full budgets) on the local SLURM cluster instead of the local executor.
+demo-slurm: setup slurm-up
+	bash slurm/demo.sh
 
 # Everything that does not need the cluster.
 test-fast: setup
