@@ -10,7 +10,7 @@ WORKERS ?= 2
 # imitation metrics are logged and every figure has data).
 CI_DEMO_VARS ?= --var rl_iters=8 --var ncsn_iters=30 --var num_envs=16
 
-.PHONY: setup demo demo-slurm test test-fast slurm-up slurm-down bench figures clean-demo
+.PHONY: setup demo demo-slurm test test-fast slurm-up slurm-down bench figures
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
