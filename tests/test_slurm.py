@@ -6,6 +6,7 @@ test that runs and checked by the last one, so the rest of the module runs meanw
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 from pathlib import Path
@@ -16,7 +17,7 @@ from near.errors import ConfigError
 from near.executors.slurm_profile import load_profile, profile_from_dict
 from near.jobtable import JobSpec, JobTable
 from tests._slurm_helpers import (
-    REPO, job_cmd, jobs, make_sweep, near, require_cluster, squeue_ids, starts_logged, steps_logged,
+    NEAR, REPO, job_cmd, jobs, make_sweep, near, require_cluster, squeue_ids, starts_logged, steps_logged,
     wait_until,
 )
 
@@ -189,11 +190,19 @@ def test_wait_resubmits_crashes_and_exits_by_the_outcome(cluster, tmp_path: Path
     assert recs["ok"].state == "done" and recs["x"].state == "failed" and recs["x"].attempts == 2
     assert len(starts_logged(recs["x"].run_dir)) == 2
 
-    fine = make_sweep(tmp_path / "fine", [JobSpec(job_id="a", stage="rl", command=job_cmd(steps=1, step_s=0.1))])
-    near("sweep", "submit", fine, "--profile", LOCAL)
+    # a command that names near's console script works on the node although the submitter's PATH
+    # (which sbatch exports) lacks the installation's bin dir
+    fine = make_sweep(tmp_path / "fine", [
+        JobSpec(job_id="a", stage="rl", command=job_cmd(steps=1, step_s=0.1)),
+        JobSpec(job_id="by_name", stage="rl", command="near sweep --help > ${run_dir}/help.txt"),
+    ])
+    bare = {**os.environ, "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    subprocess.run([*NEAR, "sweep", "submit", str(fine), "--profile", str(LOCAL)], cwd=REPO, env=bare,
+                   check=True, capture_output=True, timeout=120)
     out = near("sweep", "wait", fine, "--poll", "1", "--timeout", "200", check=False)
     assert out.returncode == 0 and "every job is done" in out.stdout, out.stdout + out.stderr
     assert jobs(fine)["a"].state == "done"
+    assert "usage: near sweep" in (Path(jobs(fine)["by_name"].run_dir) / "help.txt").read_text()
 
 
 def _running_with_progress(exp: Path, job_id: str, n: int):

@@ -56,6 +56,16 @@ def command_script(job: JobRecord) -> str:
     )
 
 
+def job_env(job: JobRecord) -> dict[str, str]:
+    """The environment a job's command runs in (what ``command.sh`` exports): this interpreter's
+    bin dir first on PATH, so ``near ...`` commands find the installation that dispatched them even
+    where PATH does not have it (a SLURM node's batch shell), and the job's id and run dir."""
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env.update(NEAR_JOB_ID=job.job_id, NEAR_RUN_DIR=job.run_dir, PYTHONUNBUFFERED="1")
+    return env
+
+
 def prepare(job: JobRecord) -> Path:
     """Create the job's run dir and write ``command.sh``; returns the run dir."""
     run_dir = Path(job.run_dir)

@@ -190,7 +190,8 @@ class NodeJob(submitit.helpers.Checkpointable):
             prev = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
             try:
                 return subprocess.Popen(["bash", "-c", job.command], cwd=job.workdir or str(run_dir),
-                                        stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+                                        stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True,
+                                        env=runner.job_env(job))
             finally:
                 signal.signal(signal.SIGUSR2, prev)
 
