@@ -12,6 +12,7 @@ NAME=${NAME:-demo-slurm}
 PROFILE=${PROFILE:-slurm/local.yaml}
 NEAR=${NEAR:-.venv/bin/near}
 EXP=experiments/$NAME
+START=$(date +%Y-%m-%dT%H:%M:%S)
 say() { echo "[demo-slurm $(date +%T)] $*"; }
 
 say "add sweeps/demo.yaml as $EXP $*"
@@ -28,7 +29,7 @@ if [ "$wait_rc" -ne 0 ]; then
   say "FAILED: not every job is done"; exit 1
 fi
 say "sacct of the sweep's arrays"
-sacct -X -n -o JobID%16,JobName%24,State%12,ExitCode,Elapsed -S now-3hours | grep "near-$NAME" | head -40 || true
+sacct -X -n -o JobID%16,JobName%24,State%12,ExitCode,Elapsed -S "$START" | grep "near-$NAME-" | head -40 || true
 say "report"
 $NEAR report "$EXP" --spec plotting/demo.yaml --check
 say "done: figures in $EXP/figures"
