@@ -316,6 +316,11 @@ def _resources(raw: Any, where: str, ctx: _Ctx) -> dict[str, Any]:
         elif k == "slurm":
             if not isinstance(v, dict):
                 raise ctx.err(f"{where}.{k}", "must be a mapping of extra sbatch options")
+            for opt, val in v.items():  # become `#SBATCH --OPT=VAL` lines: plain option names only
+                if not isinstance(opt, str) or not re.fullmatch(r"[a-z][a-z0-9_-]*", opt):
+                    raise ctx.err(f"{where}.{k}.{opt}", "sbatch option names look like 'constraint' or 'mail-type'")
+                if isinstance(val, (dict, list)):
+                    raise ctx.err(f"{where}.{k}.{opt}", "sbatch option values are scalars")
         out[k] = v
     return out
 

@@ -121,6 +121,37 @@ def test_double_and_concurrent_submit_queue_nothing_twice(cluster, tmp_path: Pat
     assert {r.state for r in jobs(exp).values()} == {"cancelled"}
 
 
+def _scontrol(sid: str) -> str:
+    return subprocess.run(["scontrol", "show", "job", sid], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.slurm
+def test_stage_resources_and_throttle_reach_sbatch_and_status_shows_ids(cluster, tmp_path: Path) -> None:
+    small = {"time": "00:05:00", "mem": "300M", "slurm": {"comment": "near-small"}}  # a spec's resources
+    exp = make_sweep(tmp_path / "res", [
+        *[JobSpec(job_id=f"s{i}", stage="rl", command=job_cmd(), resources=small) for i in range(3)],
+        JobSpec(job_id="big", stage="rl", command=job_cmd(), resources={"time": "00:07:00"}),
+    ])
+    prof = tmp_path / "throttle.yaml"
+    prof.write_text(LOCAL.read_text().replace("max_running: 8", "max_running: 2"))
+    try:
+        out = near("sweep", "submit", exp, "--profile", prof, "--hold")
+        assert "4 job(s) submitted in 2 sbatch call(s)" in out.stdout  # one array per resource group
+        recs = jobs(exp)
+        s0 = _scontrol(recs["s0"].scheduler_id)
+        for field in ("TimeLimit=00:05:00", "MinMemoryNode=300M", "Comment=near-small", "ArrayTaskThrottle=2"):
+            assert field in s0, (field, s0)
+        big = _scontrol(recs["big"].scheduler_id)
+        assert "TimeLimit=00:07:00" in big and "near-small" not in big
+        status = near("sweep", "status", exp).stdout
+        for r in recs.values():
+            assert f"[{r.scheduler_id}]" in status and r.state == "queued"
+    finally:
+        near("sweep", "cancel", exp)
+    status = near("sweep", "status", exp).stdout
+    assert status.count("cancelled by user") == 4, status  # reasons shown
+
+
 @pytest.mark.slurm
 def test_failing_first_stage_blocks_dependents(cluster, tmp_path: Path) -> None:
     exp = make_sweep(tmp_path / "fails", [

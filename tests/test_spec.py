@@ -155,6 +155,8 @@ def write(tmp_path: Path, text: str) -> Path:
     ("axes: {a: [1]}\nstages: {s: {command: x, needs: {n: t}}}", "stages.s.needs.n: unknown stage 't'"),
     ("axes: {a: [1]}\nstages: {s: {command: x, resources: {gpu: 1}}}", "stages.s.resources.gpu: unknown resource"),
     ("axes: {a: [1]}\nstages: {s: {command: x, resources: {time: soon}}}", "is not a time limit"),
+    ("axes: {a: [1]}\nstages: {s: {command: x, resources: {slurm: {'--qos': x}}}}",
+     "stages.s.resources.slurm.--qos: sbatch option names"),
     ("axes: {a: [1]}\nstages: {s: {command: x, needs: [t]}, t: {command: y, needs: [s]}}", "cycle"),
     ("axes: {a: [1]}\nstages: {s: x}\ncolour: red", "colour: unknown key"),
 ])

@@ -47,9 +47,14 @@ def slurm_dir(exp_dir: str | os.PathLike) -> Path:
 
 
 # --------------------------------------------------------------------------- resources
+EXTRA = "sbatch_extra"   # key of a job's own extra sbatch options (the spec's ``resources.slurm``)
+
+
 def job_slurm_params(profile: SlurmProfile, resources: dict) -> dict:
     """The submitit/sbatch parameters of one job: the profile, overridden by the job's resources
-    (``cpus``, ``gpus``, ``mem``, ``time``, ``partition``, ``qos``, ``account``)."""
+    (``cpus``, ``gpus``, ``mem``, ``time``, ``partition``, ``qos``, ``account``); the spec's
+    ``resources.slurm`` mapping (extra sbatch options, e.g. ``{constraint: a100}``) goes under
+    ``EXTRA`` and, being part of the parameters, of the resource group."""
     from near.executors.slurm_profile import parse_time_min
 
     r = resources or {}
@@ -64,6 +69,8 @@ def job_slurm_params(profile: SlurmProfile, resources: dict) -> dict:
         "mem": str(r["mem"]) if "mem" in r else profile.mem,
         "mem_per_cpu": None if "mem" in r else profile.mem_per_cpu,
     }
+    if r.get("slurm"):
+        params[EXTRA] = dict(r["slurm"])
     return {k: v for k, v in params.items() if v is not None}
 
 
@@ -237,6 +244,7 @@ def submit(
                 else:
                     g.dependency = _dependency_spec(deps, array_sizes)
                 extra = dict(profile.sbatch)
+                extra.update(g.params.get(EXTRA, {}))  # the stage's own options beat the profile's
                 if g.dependency:
                     extra["dependency"] = g.dependency
                     extra["kill-on-invalid-dep"] = "yes"
@@ -247,7 +255,8 @@ def submit(
                 ex.update_parameters(
                     job_name=f"near-{sweep}-{g.stage}", setup=list(profile.setup),
                     array_parallelism=profile.max_running, signal_delay_s=profile.signal_delay_s,
-                    additional_parameters=extra, stderr_to_stdout=True, **g.params,
+                    additional_parameters=extra, stderr_to_stdout=True,
+                    **{k: v for k, v in g.params.items() if k != EXTRA},
                 )
                 margin = profile.margin_s(g.params["time"])
                 with ex.batch():
