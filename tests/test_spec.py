@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -188,6 +189,15 @@ def test_shipped_specs_load_and_expand():
     for name in ("demo", "paper_main", "paper_ablations"):
         spec = load_spec(repo / "sweeps" / f"{name}.yaml")
         assert expand(spec).jobs
+    # NEAR's experiment_generator.py: 15 motions x 5 seeds (AMP without walk_and_wave); NEAR trains
+    # one ncsn per motion x seed, two (walk + hello body parts) for walk_and_wave
+    main = expand(load_spec(repo / "sweeps" / "paper_main.yaml"))
+    stages = Counter((j.stage, j.params.get("algorithm")) for j in main.jobs)
+    assert stages == {("ncsn", "NEAR"): 14 * 5 + 2 * 5, ("rl", "NEAR"): 15 * 5, ("rl", "AMP"): 14 * 5}
+    # ablation_generator.py: 3 motions x 3 seeds x 5 rows; the rows differ only in rl except the
+    # NCSN version, so 2 ncsn jobs per motion x seed, the v2 one shared by 4 rows
+    abl = expand(load_spec(repo / "sweeps" / "paper_ablations.yaml"))
+    assert Counter(j.stage for j in abl.jobs) == {"rl": 45, "ncsn": 18} and abl.shared == 9
 
 
 def test_readd_after_cfg_change_validates_again(repo):
