@@ -40,9 +40,11 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, TypeVar
 
 from near.errors import TableError
+
+J = TypeVar("J")  # a job-like record: JobSpec or JobRecord
 
 MAGIC = "near-jobtable"
 SCHEMA_VERSION = 1
@@ -468,7 +470,7 @@ class JobTable:
                 for jid, st in self._states_of(c, list(dep_states)).items():
                     dep_states[jid] = st
             # Initial state: blocked if any dependency (existing, or new and itself blocked) cannot finish.
-            order = new if _deps_first(new, new_set) else _topo_order(new, new_set)
+            order = new if _deps_first(new, new_set) else topo_order(new)
             init: dict[str, tuple[str, str | None]] = {}  # only jobs with dependencies; others start pending
             for j in order:
                 if not j.deps:
@@ -1034,13 +1036,14 @@ def _deps_first(jobs: list[JobSpec], ids: set[str]) -> bool:
     return True
 
 
-def _topo_order(jobs: list[JobSpec], ids: set[str]) -> list[JobSpec]:
-    """Jobs ordered so that dependencies inside the batch come first (stable otherwise)."""
+def topo_order(jobs: list[J]) -> list[J]:
+    """Jobs (anything with ``job_id`` and ``deps``) ordered so that each comes after those of its
+    dependencies that are in the list (stable otherwise)."""
     if not any(j.deps for j in jobs):
         return jobs
     by_id = {j.job_id: j for j in jobs}
     done: set[str] = set()
-    out: list[JobSpec] = []
+    out: list[J] = []
     for j in jobs:
         stack = [(j, False)]
         while stack:
@@ -1052,7 +1055,5 @@ def _topo_order(jobs: list[JobSpec], ids: set[str]) -> list[JobSpec]:
                 out.append(cur)
                 continue
             stack.append((cur, True))
-            for dep in cur.deps.values():
-                if dep in ids and dep not in done:
-                    stack.append((by_id[dep], False))
+            stack += [(by_id[d], False) for d in cur.deps.values() if d in by_id and d not in done]
     return out
