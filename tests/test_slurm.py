@@ -146,6 +146,9 @@ def test_stage_resources_and_throttle_reach_sbatch_and_status_shows_ids(cluster,
         status = near("sweep", "status", exp).stdout
         for r in recs.values():
             assert f"[{r.scheduler_id}]" in status and r.state == "queued"
+        # one squeue + one sacct call for all the arrays, not one per job; held jobs stay queued
+        assert "synced 4 active job(s) with 2 scheduler call(s)" in near("sweep", "sync", exp).stdout
+        assert {r.state for r in jobs(exp).values()} == {"queued"}
     finally:
         near("sweep", "cancel", exp)
     status = near("sweep", "status", exp).stdout
