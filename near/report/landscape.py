@@ -1,11 +1,12 @@
-"""Learnt-reward figures: the energy landscape of an NCSN checkpoint over the 2-D maze.
+"""Learnt-reward figures: the energy landscape of an NCSN checkpoint, or an AMP discriminator's
+reward, over the 2-D maze.
 
 The training core's loaders are used as they are: ``near.training.ncsn.reward.EnergyFunction``
-(checkpoint + running-mean-std normaliser -> energy of paired observations at a noise level).
-Each maze point p is scored as the standing transition (p, p, ...) -- the energy model's input is
-``numObsSteps`` consecutive 2-D positions. AMP's discriminator needs a loader of the same shape
-(``near.training.algos.amp.load_discriminator(checkpoint) -> callable(paired) -> logits``); until
-the training core exposes one, an AMP landscape figure is skipped with a warning that says so.
+(ncsn run: checkpoint + running-mean-std normaliser -> energy of paired observations at a noise
+level, one panel per ``sigma_levels`` entry) and ``near.training.algos.amp.load_discriminator``
+(AMP rl run: ``nn/checkpoint.pth`` -> style reward of paired observations; one panel, noise levels
+do not apply). Each maze point p is scored as the standing transition (p, p, ...) -- both models'
+input is ``numObsSteps`` consecutive 2-D positions.
 """
 
 from __future__ import annotations
@@ -53,27 +54,48 @@ def ncsn_scorer(run_dir: Path, level: int):
     return (lambda x: fn(x, lvl)), in_dim, float(sigmas[lvl])
 
 
+def amp_scorer(run_dir: Path):
+    """Scorer of the AMP discriminator in `run_dir/nn/checkpoint.pth` (the style reward)."""
+    from near.training.algos.amp import load_discriminator
+
+    ckpt = Path(run_dir) / "nn" / "checkpoint.pth"
+    if not ckpt.is_file():
+        raise NearError(f"{ckpt}: no AMP checkpoint (has the rl stage written one?)")
+    return load_discriminator(str(ckpt), "cpu")
+
+
+def _panels(run_dir: Path, fig: dict) -> list[dict]:
+    extent = tuple(float(v) for v in fig["extent"])
+    if fig["model"] == "amp":
+        score, in_dim = amp_scorer(run_dir)
+        X, Y, Z = landscape(score, in_dim, extent, fig["resolution"])
+        return [{"title": "AMP discriminator", "x": X, "y": Y, "z": Z, "label": "style reward"}]
+    panels = []
+    for level in fig["sigma_levels"]:
+        score, in_dim, sigma = ncsn_scorer(run_dir, int(level))
+        X, Y, Z = landscape(score, in_dim, extent, fig["resolution"])
+        panels.append({"title": f"level {level} (sigma={sigma:.3g})", "x": X, "y": Y, "z": Z, "label": "energy"})
+    return panels
+
+
 def landscape_figure(report, fig: dict) -> list[Path]:
-    """Figure `fig` (kind: landscape) of a Report: one panel per noise level for the first selected ncsn run."""
+    """Figure `fig` (kind: landscape) of a Report, for each of the first 4 selected runs: one panel
+    per noise level of an ncsn run (``model: ncsn``), or the discriminator of an AMP run (``model: amp``)."""
     from near.report import figures
     from near.report.pipeline import _runs_table, select_runs, slug
 
-    if fig["model"] != "ncsn":
-        raise NearError(f"landscape model {fig['model']!r}: only 'ncsn' has a loader in near.training so far")
+    if fig["model"] not in ("ncsn", "amp"):
+        raise NearError(f"landscape model {fig['model']!r}: expected 'ncsn' or 'amp'")
     # ncsn jobs log few or no scalars, so select among all jobs of the table, not the plotted runs
     table = report.jobs.assign(run=report.jobs["job_id"]) if report.jobs is not None else _runs_table(report.path_meta)
     runs = select_runs(table, fig["select"], f"{report.spec['_file']}: figures '{fig['name']}'")
     if "run_dir" not in runs.columns or runs.empty:
         raise NearError("no selected run has a run_dir (is the job table there?)")
     written = []
+    default_title = "AMP discriminator reward" if fig["model"] == "amp" else "NCSN energy landscape"
     for _, run in runs.head(4).iterrows():
-        panels = []
-        for level in fig["sigma_levels"]:
-            score, in_dim, sigma = ncsn_scorer(Path(str(run["run_dir"])), int(level))
-            extent = tuple(float(v) for v in fig["extent"])
-            X, Y, Z = landscape(score, in_dim, extent, fig["resolution"])
-            panels.append({"title": f"level {level} (sigma={sigma:.3g})", "x": X, "y": Y, "z": Z, "label": "energy"})
+        panels = _panels(Path(str(run["run_dir"])), fig)
         name = f"{slug(fig['name'])}_{slug(str(run.get('motion', run['run'])))}_{slug(str(run['run']))}"
-        written += figures.heatmap_figure(panels, report.out / name, fig["title"] or "NCSN energy landscape",
+        written += figures.heatmap_figure(panels, report.out / name, fig["title"] or default_title,
                                           tuple(report.spec["formats"]))
     return written

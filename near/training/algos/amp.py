@@ -259,5 +259,52 @@ class AMPAgent(PPOAgent):
         self.replay.load_state_dict(state["replay"])
 
 
+def load_discriminator(checkpoint: str, device: str = "cpu"):
+    """The style reward of a trained AMP run: ``(score, in_dim)`` with ``score(paired (B, in_dim)) -> (B,)``.
+
+    ``checkpoint`` is an AMP run's ``<run_dir>/nn/checkpoint.pth`` (written by ``near train rl``).
+    The discriminator's layer sizes come from the saved weights; its activation and
+    ``disc_reward_scale`` from the run's ``config.yaml`` when present (else relu and 2.0). The
+    score is the reward the policy was trained on (:func:`style_reward` of the normalised input).
+    """
+    import os
+
+    import yaml
+
+    from near.errors import ConfigError
+    from near.training import runtime
+
+    state = runtime.load_checkpoint(checkpoint, device)
+    extra = state.get("extra") if isinstance(state, dict) else None
+    if not isinstance(extra, dict) or "disc" not in extra:
+        raise ConfigError(f"{checkpoint} has no AMP discriminator (is it an AMP run's nn/checkpoint.pth?)")
+    weights = extra["disc"]
+    trunk = sorted((int(k.split(".")[1]), v) for k, v in weights.items() if k.startswith("trunk.") and k.endswith(".weight"))
+    in_dim = int(trunk[0][1].shape[1]) if trunk else int(weights["logit.weight"].shape[1])
+    activation, scale = "relu", 2.0
+    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(checkpoint))), "config.yaml")
+    if os.path.isfile(config):
+        with open(config) as fh:
+            cfg = yaml.safe_load(fh) or {}
+        params = ((cfg.get("train") or {}).get("params") or {})
+        activation = str(((params.get("network") or {}).get("disc") or {}).get("activation", activation))
+        scale = float((params.get("config") or {}).get("disc_reward_scale", scale))
+    disc = Discriminator(in_dim, [int(w.shape[0]) for _, w in trunk], activation).to(device)
+    disc.load_state_dict(weights)
+    disc.eval()
+    norm = None
+    if extra.get("amp_normalizer") is not None:
+        norm = RunningMeanStd((in_dim,)).to(device)
+        norm.load_state_dict(extra["amp_normalizer"])
+        norm.eval()
+
+    def score(paired: torch.Tensor) -> torch.Tensor:
+        x = paired.to(device, torch.float32)
+        with torch.no_grad():
+            return style_reward(disc, norm(x) if norm is not None else x, scale)
+
+    return score, in_dim
+
+
 register_algorithm("amp_continuous", lambda **kwargs: AMPAgent(**kwargs),
                    lambda **kwargs: players.PpoPlayerContinuous(**kwargs))
