@@ -135,3 +135,41 @@ def test_model_variants_masks_and_schedules():
             p.add_(1.0)
     ema.update(net)
     assert all(torch.allclose(ema.shadow[k], before[k] + 0.5) for k in before)
+
+
+def test_noise_annealing_and_reward_standardisation():
+    """sigma_level=-1 moves to the next (less noisy) level once the policy's mean energy rose by the
+    threshold over its value when the level started; a fixed level never moves; both checkpoint."""
+    from near.errors import ConfigError
+    from near.training.ncsn.reward import NoiseAnnealer, RewardStandardiser
+
+    fixed = NoiseAnnealer(7, 10)
+    fixed.update(lambda level: 1e9)
+    assert fixed.level == 7
+    with pytest.raises(ConfigError, match="sigma_level=10"):
+        NoiseAnnealer(10, 10)
+    annealer = NoiseAnnealer(-1, 10, progress_threshold=0.02, window=1)
+    seen = []
+    for energy in (100.0, 101.0, 101.9, 102.0, 50.0, 51.5):  # +2 % at 102.0, then +3 % at the next level
+        annealer.update(lambda level: (seen.append(level), energy)[1])
+    assert annealer.level == 2 and seen == [0, 0, 0, 0, 1, 1]
+    negative = NoiseAnnealer(-1, 10, window=1)
+    for energy in (-100.0, -99.0, -98.0):  # energies rise towards 0: -2 % of |initial| counts as progress
+        negative.update(lambda level: energy)
+    assert negative.level == 1
+    restored = NoiseAnnealer(-1, 10, window=1)
+    restored.load_state_dict(annealer.state_dict())
+    assert restored.level == annealer.level and restored.state_dict() == annealer.state_dict()
+    # non-ncsnv2 models anneal over the first 10 levels only (NEAR)
+    assert NoiseAnnealer(-1, 50, ncsnv2=False).levels == list(range(10))
+
+    std = RewardStandardiser()
+    e = torch.tensor([[1.0], [21.0]])
+    assert torch.allclose(std(e, epoch=1), torch.tanh((e - 11.0) / 10.0))  # offset = mean of this rollout
+    std(e + 30.0, epoch=2)                                                  # no refresh at epoch 2
+    assert std.offset == pytest.approx(11.0)
+    std(e + 60.0, epoch=3)                                                  # refresh: mean of the last 3
+    assert std.offset == pytest.approx(41.0)
+    again = RewardStandardiser()
+    again.load_state_dict(std.state_dict())
+    assert torch.allclose(again(e, epoch=4), std(e, epoch=4))
