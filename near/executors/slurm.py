@@ -31,7 +31,7 @@ from near.executors.slurm_node import INTERRUPTED, retry_or_fail
 from near.executors.slurm_profile import SlurmProfile
 from near.jobtable import (
     ACTIVE_STATES, BLOCKED, BLOCKING_STATES, CANCELLED, DONE, FAILED, PENDING, QUEUED, RUNNING,
-    STATES, JobRecord, JobTable,
+    STATES, JobRecord, JobTable, topo_order,
 )
 
 ID_BATCH = 400          # scheduler ids per squeue/sacct/scancel call (keeps argv small)
@@ -173,7 +173,7 @@ def submit(
         # 1. claim, dependencies first. A job goes if each dependency is done, active on the
         #    cluster (has a scheduler id) or claimed in this same call.
         claimed: dict[str, JobRecord] = {}
-        order = _topo(pending, everything)
+        order = topo_order(pending)
         roots = [j.job_id for j in order if all(everything[d].state == DONE for d in j.deps.values())]
         for rec in table.claim(owner, limit=len(roots) or 1, lease_s=None, to_state=QUEUED, job_ids=roots):
             claimed[rec.job_id] = rec
@@ -202,7 +202,7 @@ def submit(
 
         # 2. group by (stage, resources); order groups so that dependencies are submitted first
         level: dict[str, int] = {}
-        for j in _topo(list(claimed.values()), everything):
+        for j in topo_order(list(claimed.values())):
             level[j.job_id] = 1 + max((level.get(d, 0) for d in j.deps.values() if d in claimed), default=-1)
         groups: dict[tuple, ArraySubmission] = {}
         group_level: dict[tuple, int] = {}
@@ -285,26 +285,6 @@ def submit(
         table.close()
     res.seconds = time.perf_counter() - t0
     return res
-
-
-def _topo(jobs: list[JobRecord], everything: dict[str, JobRecord]) -> list[JobRecord]:
-    """``jobs`` ordered so that each comes after those of its dependencies that are in ``jobs``."""
-    ids = {j.job_id for j in jobs}
-    out: list[JobRecord] = []
-    seen: set[str] = set()
-    for j in jobs:
-        stack = [(j, False)]
-        while stack:
-            cur, expanded = stack.pop()
-            if cur.job_id in seen:
-                continue
-            if expanded:
-                seen.add(cur.job_id)
-                out.append(cur)
-                continue
-            stack.append((cur, True))
-            stack += [(everything[d], False) for d in cur.deps.values() if d in ids and d not in seen]
-    return out
 
 
 # --------------------------------------------------------------------------- scheduler queries
