@@ -1,6 +1,5 @@
 """`near report`: specs, figures, tables and the command, on small real experiments."""
 
-import json
 import re
 import subprocess
 import sys

@@ -1,7 +1,6 @@
 """Reading event files: fast decoder vs tbparse, cut-off and corrupt files, the cache, the metadata join."""
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np

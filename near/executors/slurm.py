@@ -30,7 +30,7 @@ from near.errors import NearError, TableError
 from near.executors.slurm_node import INTERRUPTED, retry_or_fail
 from near.executors.slurm_profile import SlurmProfile
 from near.jobtable import (
-    ACTIVE_STATES, BLOCKED, BLOCKING_STATES, CANCELLED, DONE, FAILED, PENDING, QUEUED, RUNNING,
+    ACTIVE_STATES, BLOCKED, BLOCKING_STATES, CANCELLED, DONE, PENDING, QUEUED, RUNNING,
     STATES, JobRecord, JobTable, topo_order,
 )
 

@@ -23,7 +23,6 @@ gains ``paired_obs`` flattened to (H*N, D) for algorithms that train on it (AMP)
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import torch
