@@ -173,7 +173,11 @@ def test_failing_first_stage_blocks_dependents(cluster, tmp_path: Path) -> None:
         return r["a0"].state == "failed" and r["shared"].state == "failed" and \
             all(r[j].state in ("blocked", "done", "pending") for j in ("b0", "b1", "c0", "c1"))
 
+    # first sync only once SLURM has removed the rl array (as a user's later sync would see it): sacct
+    # then reports even b1, whose own dependency succeeded, as CANCELLED with no reason
+    wait_until(lambda: not squeue_ids("near-fails-ncsn") + squeue_ids("near-fails-rl"), 120, "arrays gone", exp)
     wait_until(settled, 120, "first stage failed, dependents settled", exp, sync=True)
+    assert jobs(exp)["b1"].state in ("pending", "done"), jobs(exp)["b1"].reason
     r = jobs(exp)
     assert "exit code 1" in r["a0"].reason and r["a0"].exit_code == 1 and r["a1"].state == "done"
     for j in ("b0", "c0", "c1"):

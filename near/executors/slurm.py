@@ -396,11 +396,32 @@ def sync(exp_dir: str | os.PathLike, *, log=print) -> SyncResult:
             if new:
                 res.changes[new] = res.changes.get(new, 0) + 1
 
+        mates: dict[str, list[JobRecord]] = {}  # array id -> the table's jobs submitted in it
+        sids: dict[str, str] = {}
+
         def dep_states(job: JobRecord) -> dict[str, str]:
             nonlocal states
             if states is None:
-                states = {j.job_id: j.state for j in table.jobs()}
+                everything = table.jobs()
+                states = {j.job_id: j.state for j in everything}
+                for j in everything:
+                    if j.scheduler_id:
+                        sids[j.job_id] = j.scheduler_id
+                        mates.setdefault(j.scheduler_id.split("_")[0], []).append(j)
             return {d: states.get(d, "") for d in job.deps.values()}
+
+        def array_dep_failed(job: JobRecord) -> bool:
+            """Whether a job that ``job``'s array waited on failed (in the table, or per sacct in this
+            pass). The array waits on the union of its jobs' needs, so SLURM removes all of it
+            (kill-on-invalid-dep), also the tasks whose own dependencies succeeded; sacct then
+            reports them CANCELLED, often with no reason."""
+            dep_states(job)
+            for mate in mates.get(job.scheduler_id.split("_")[0], []):
+                for d in mate.deps.values():
+                    acct = view.accounted.get(sids.get(d, ""), ("",))[0]
+                    if states.get(d) in BLOCKING_STATES or acct in _LOST_STATES - {"COMPLETED"}:
+                        return True
+            return False
 
         for job in active:
             sid = job.scheduler_id
@@ -442,7 +463,7 @@ def sync(exp_dir: str | os.PathLike, *, log=print) -> SyncResult:
                 # never started, and SLURM says it waited on a dependency (or one is not done): removed
                 # by kill-on-invalid-dep (a task of the array it waited on failed) -> submit it again
                 waited = any(r in why for r in _DEP_REASONS) or any(
-                    st_ != DONE for st_ in dep_states(job).values())
+                    st_ != DONE for st_ in dep_states(job).values()) or (job.deps and array_dep_failed(job))
                 if job.state == QUEUED and job.deps and waited:
                     if table.transition(job.job_id, PENDING, expect=(job.state,), charge=-1,
                                         reason="dependency array failed on the cluster; will be resubmitted"):
