@@ -47,6 +47,13 @@ def test_ppo_trains_logs_checkpoints_and_resumes(tmp_path, cache):
     state = torch.load(os.path.join(run_dir, "nn", "checkpoint.pth"), weights_only=False)
     assert state["epoch"] == 3 and state["frame"] == 3 * FRAMES
     assert {"model", "optimizer", "env_state", "rng", "agent_obs"} <= set(state)
+    # checkpoint=PATH starts a new run dir from those weights and counters (rl-games' restore, as in NEAR)
+    warm = str(tmp_path / "warm")
+    started = near_train("rl", ["task=mazePPO", f"run_dir={warm}", *SMALL, "max_iterations=4",
+                                f"checkpoint={run_dir}/nn/checkpoint.pth"], cache)
+    assert started.returncode == 0, started.stderr[-3000:]
+    assert steps(warm, "losses/a_loss") == [4 * FRAMES]
+    assert torch.load(os.path.join(warm, "nn", "checkpoint.pth"), weights_only=False)["epoch"] == 4
     # the same command with a larger budget continues the same curve
     second = near_train("rl", base + ["max_iterations=5"], cache)
     assert second.returncode == 0, second.stderr[-3000:]
