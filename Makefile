@@ -50,4 +50,4 @@ bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 figures: setup
-	@for d in experiments/*/; do test -f $$d/jobs.db && $(NEAR) report $$d; done; true
+	$(NEAR) report --all

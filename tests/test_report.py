@@ -190,3 +190,29 @@ def test_real_job_table_and_cli(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "near", "report", str(exp), "--spec", str(bad)],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 2 and "bad.yaml: unknown key 'tagz'" in proc.stderr
+
+
+def test_report_all_pairs_every_sweep_with_its_specs(tmp_path):
+    """`near report --all` (make figures): a sweep with a matching plotting/ spec, one without."""
+    from near.jobtable import JobSpec, JobTable
+
+    root = tmp_path / "experiments"
+    for sweep in ("demo", "mystery"):
+        with JobTable.create(root / sweep / "jobs.db", sweep=sweep) as table:
+            table.add([JobSpec(job_id=f"{sweep}{s}", stage="rl", command="true", sweep=sweep,
+                               params={"algorithm": "NEAR", "motion": "circle", "seed": s}) for s in (1, 2)],
+                      axes=["algorithm", "motion", "seed"])
+            for job in table.jobs():
+                steps = list(range(0, 80, 10))
+                write_run(Path(job.run_dir), {t: (steps, [float(s) for s in steps])
+                                              for t in ("dtw_error/step", "sparc/step", "rewards/step")})
+    proc = subprocess.run([sys.executable, "-m", "near", "report", "--all", "--root", str(root), "--workers", "1"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"== {root / 'demo'} (" in proc.stdout and "plotting/demo.yaml)" in proc.stdout
+    assert (root / "demo" / "figures" / "comparison_dtw_error_step.png").stat().st_size > 0
+    assert f"== {root / 'mystery'} (default spec)" in proc.stdout
+    assert list((root / "mystery" / "figures").glob("*.png"))
+    bad = subprocess.run([sys.executable, "-m", "near", "report", "--all", str(root / "demo")],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert bad.returncode == 2 and "--all takes no EXP" in bad.stderr

@@ -1,4 +1,4 @@
-"""`near report EXP [--spec plotting/NAME.yaml] [--out DIR]`: regenerate figures and tables from logs."""
+"""`near report EXP [--spec plotting/NAME.yaml] [--out DIR] [--check]` and `near report --all`: regenerate figures and tables from logs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "metadata, and write the figures and tables of a plotting spec. Default spec: the one in plotting/ "
         "whose `sweep:` is EXP's folder name, else one derived from the data.",
     )
-    p.add_argument("exp", help="experiment folder, e.g. experiments/demo (holds jobs.db and runs/)")
+    p.add_argument("exp", nargs="?", help="experiment folder, e.g. experiments/demo (holds jobs.db and runs/)")
+    p.add_argument("--all", action="store_true",
+                   help="every sweep under --root with every plotting/ spec whose `sweep:` matches it "
+                        "(several specs for one sweep: EXP/figures/<spec name>/); `make figures`")
+    p.add_argument("--root", default="experiments", help="with --all: where the sweeps are (default: %(default)s)")
     p.add_argument("--spec", default=None, help="plotting spec YAML (default: matched by sweep name)")
     p.add_argument("--out", default=None, help="output folder (default: EXP/figures)")
     p.add_argument("--workers", type=int, default=None, help="processes that decode event files (default: CPUs)")
@@ -27,9 +31,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from near.errors import SpecError
+
+    if args.all:
+        if args.exp or args.spec or args.out:
+            raise SpecError("near report --all takes no EXP, --spec or --out (it pairs sweeps and specs itself)")
+        return _run_all(args)
+    if not args.exp:
+        raise SpecError("near report: give an experiment folder (e.g. experiments/demo) or --all")
+    return _report_one(args, args.exp, args.spec, args.out)
+
+
+def _run_all(args: argparse.Namespace) -> int:
+    """Report every sweep under --root once per matching spec (or with the derived default)."""
+    from pathlib import Path
+
+    from near.jobtable import JobTable
+    from near.report.pipeline import plotting_dirs
+    from near.report.spec import specs_for_sweep
+
+    exps = sorted(p.parent for p in Path(args.root).glob("*/jobs.db"))
+    if not exps:
+        print(f"near report --all: no sweep under {args.root}/ (run `near sweep add` first)")
+        return 0
+    worst = 0
+    for exp in exps:
+        with JobTable.open(exp) as table:
+            names = dict.fromkeys([table.sweep, exp.name])
+        specs = next((found for name in names for d in plotting_dirs() if (found := specs_for_sweep(d, name))), [])
+        for spec in specs or [None]:
+            out = exp / "figures" / spec.stem if len(specs) > 1 else None
+            print(f"== {exp} ({spec or 'default spec'})", flush=True)
+            worst = max(worst, _report_one(args, exp, spec, out))
+    return worst
+
+
+def _report_one(args: argparse.Namespace, exp, spec, out) -> int:
     from near.report.pipeline import run_report
 
-    rep = run_report(args.exp, args.spec, args.out, args.workers, not args.no_cache, force=args.force)
+    rep = run_report(exp, spec, out, args.workers, not args.no_cache, force=args.force)
     print(f"near report: {len(rep.written)} file(s) written to {rep.out}"
           + (f"; {len(rep.warnings)} warning(s)" if rep.warnings else ""))
     if not args.check:

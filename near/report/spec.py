@@ -126,20 +126,25 @@ def load(path: Path) -> dict:
     return spec
 
 
-def find_for_sweep(plotting_dir: Path, sweep: str) -> Path | None:
-    """The spec in `plotting_dir` whose ``sweep:`` equals `sweep` (first by file name), if any."""
+def specs_for_sweep(plotting_dir: Path, sweep: str) -> list[Path]:
+    """Every spec in `plotting_dir` whose ``sweep:`` equals `sweep`, by file name."""
     import yaml
 
-    if not Path(plotting_dir).is_dir():
-        return None
-    for path in sorted(Path(plotting_dir).glob("*.yaml")):
+    out = []
+    for path in sorted(Path(plotting_dir).glob("*.yaml")) if Path(plotting_dir).is_dir() else []:
         try:
             raw = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError):
             continue
         if isinstance(raw, dict) and raw.get("sweep") == sweep:
-            return path
-    return None
+            out.append(path)
+    return out
+
+
+def find_for_sweep(plotting_dir: Path, sweep: str) -> Path | None:
+    """The spec in `plotting_dir` whose ``sweep:`` equals `sweep` (first by file name), if any."""
+    found = specs_for_sweep(plotting_dir, sweep)
+    return found[0] if found else None
 
 
 def default_spec(tags: list[str], columns: list[str], sweep: str | None = None) -> dict:
