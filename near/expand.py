@@ -12,10 +12,10 @@ A job's ``params`` hold only the axes it uses (its own content or its dependenci
 from __future__ import annotations
 
 import gc
-import hashlib
 import re
 import shlex
 from dataclasses import dataclass
+from hashlib import sha256
 from typing import Any, Iterator
 
 from near.errors import SpecError
@@ -129,14 +129,15 @@ class _Expander:
         self.memo: dict[tuple, tuple[str, frozenset]] = {}
         self.jobs: dict[str, JobSpec] = {}
         self.label = spec.label
-        # caches that make expansion cost per job a few dict lookups (100k jobs in seconds)
+        # caches that make expansion cost per job a few dict lookups (100k jobs in about a second)
         self.cond_keys = sorted({k for st in spec.stages for c in (st.when, st.unless) if c for k in c})
+        self.axis_set = frozenset(self.order)
         self._stages_cache: dict[tuple, dict[str, Stage]] = {}
-        self._render_cache: dict[tuple, tuple[str, frozenset]] = {}
+        self._plans_cache: dict[tuple, list[_Plan]] = {}
+        self._plans: dict[int, _Plan] = {}
+        self._param_keys: dict[frozenset, tuple[str, ...]] = {}
         self._text_names: dict[str, tuple[str, ...]] = {}
         self._bundle_cache: dict[tuple, tuple[str, list[str]] | None] = {}
-        self._resources: dict[int, dict[str, Any]] = {}
-        self._relevant: dict[int, tuple[str, ...]] = {}
         self.var_names = set(spec.vars) | {v for a in spec.axes for vs in a.vars.values() for v in vs}
 
     def _names_in(self, text: str, seen: frozenset = frozenset()) -> set[str]:
@@ -157,19 +158,6 @@ class _Expander:
                 for t in texts:
                     out |= self._names_in(format_value(t), seen | {name})
         return out
-
-    def render(self, text: str, point: Point, stage: Stage, refs: set[str], where: str) -> tuple[str, frozenset]:
-        """``subst`` memoised on the point values the template depends on."""
-        names = self._text_names.get(text)
-        if names is None:
-            names = self._text_names[text] = tuple(sorted(self._names_in(text)))
-        key = (id(stage), text, tuple([point.get(n, _ABSENT) for n in names]))
-        hit = self._render_cache.get(key)
-        if hit is None:
-            used: set[str] = set()
-            hit = (self.subst(text, point, stage, refs, used, where), frozenset(used))
-            self._render_cache[key] = hit
-        return hit
 
     def bundle(self, aname: str, value: Any, stage_name: str) -> tuple[str, list[str]] | None:
         """(where, override templates) that axis value ``value`` adds to ``stage_name``, if any."""
@@ -278,73 +266,98 @@ class _Expander:
                     out |= self.relevant(dep, seen | {id(stage)}) - set(need.with_)
         return out
 
+    # ------------------------------------------------------------------ fast path (per job)
+    def plan(self, stage: Stage) -> "_Plan":
+        """What every job of ``stage`` needs, computed once per stage definition."""
+        p = self._plans.get(id(stage))
+        if p is None:
+            p = self._plans[id(stage)] = _Plan(self, stage)
+        return p
+
+    def plans_at(self, point: Point) -> list["_Plan"]:
+        """The plans of the stages that run at ``point`` (cached on the condition keys)."""
+        key = tuple([point.get(k, _ABSENT) for k in self.cond_keys])
+        hit = self._plans_cache.get(key)
+        if hit is None:
+            hit = self._plans_cache[key] = [self.plan(s) for s in self.stages_at(point).values()]
+        return hit
+
     def job(self, point: Point, stage_name: str) -> tuple[str, frozenset]:
         """Job id and used axes of ``stage_name`` at ``point`` (memoised)."""
         stage = self.stages_at(point).get(stage_name)
         if stage is None:
             raise self.err("stages", point, f"no definition of stage {stage_name!r} matches this point "
                            "(check the stage's 'when' and the 'needs' that refer to it)")
-        rel = self._relevant.get(id(stage))
-        if rel is None:
-            rel = self._relevant[id(stage)] = tuple(sorted(self.relevant(stage)))
+        return self.job_of(self.plan(stage), point)
+
+    def job_of(self, plan: "_Plan", point: Point) -> tuple[str, frozenset]:
+        """Job id and used axes of the stage of ``plan`` at ``point`` (memoised on ``plan.rel``)."""
         # only the point values this stage definition can depend on identify its job
-        key = (id(stage), tuple([point.get(k, _ABSENT) for k in rel]))
+        key = (plan.sid, tuple([point.get(k, _ABSENT) for k in plan.rel]))
         hit = self.memo.get(key)
         if hit is not None:
             return hit
-        used: set[str] = set()
+        useds = [plan.when_keys]
         deps: dict[str, str] = {}
-        for need in stage.needs:
-            if need.with_:
+        for ref, dep_stage, with_, with_keys in plan.needs:
+            if with_:
                 target = dict(point)
-                target.update(need.with_)
+                target.update(with_)
             else:
                 target = point
-            dep_id, dep_used = self.job(target, need.stage)
-            deps[need.ref] = dep_id
-            used |= dep_used - set(need.with_)
-        refs = set(deps)
-        entry, u = self.render(stage.command, point, stage, refs, f"{stage.where}.command")
-        used |= u
+            dep_id, dep_used = self.job(target, dep_stage)
+            deps[ref] = dep_id
+            useds.append(dep_used - with_keys if with_keys else dep_used)
+        entry, u, _ = plan.render(0, point)
+        useds.append(u)
         overrides = []
-        for o in stage.overrides:
-            text, u = self.render(o, point, stage, refs, f"{stage.where}.overrides")
+        quoted = [entry]
+        for i in plan.override_idx:
+            text, u, q = plan.render(i, point)
             overrides.append(text)
-            used |= u
-        for aname, value in point.items():
-            b = self.bundle(aname, value, stage_name)
-            if b is None:
-                continue
-            used.add(aname)
-            for o in b[1]:
-                text, u = self.render(o, point, stage, refs, b[0])
-                overrides.append(text)
-                used |= u
-        if stage.when:  # labels the job (e.g. algorithm=NEAR for an ncsn stage); not part of its id
-            used |= {k for k in stage.when if k in point}
+            quoted.append(q)
+            useds.append(u)
+        if plan.bundle_axes:
+            bundles = plan.bundles
+            for aname, value in point.items():
+                if aname in plan.bundle_axes:
+                    b = bundles.get((aname, value), _ABSENT)
+                    if b is _ABSENT:
+                        b = bundles[(aname, value)] = plan.bundle_templates(aname, value)
+                    if b is None:
+                        continue
+                    useds.append(b[0])
+                    for t in b[1]:
+                        text, u, q = plan.render_bundle(t, point)
+                        overrides.append(text)
+                        quoted.append(q)
+                        useds.append(u)
+        used = frozenset().union(*useds)
         # NUL-separated fields (YAML strings cannot hold NUL): unambiguous and cheaper than JSON
-        content = "\0".join([stage_name, entry, "\0".join(sorted(overrides)), "\1"] +
-                             [f"{r}={d}" for r, d in sorted(deps.items())])
-        digest = hashlib.sha256(content.encode()).hexdigest()[:ID_LEN]
-        params = {k: point[k] for k in self.order if k in used and k in point}
-        params.update({k: v for k, v in point.items() if k not in self.axes and k in used and k not in params})
-        if digest in self.jobs:
+        parts = [plan.name, entry, "\0".join(sorted(overrides)), "\1"]
+        if deps:
+            parts += [f"{r}={d}" for r, d in sorted(deps.items())]
+        digest = sha256("\0".join(parts).encode()).hexdigest()[:ID_LEN]
+        keys = self._param_keys.get(used)
+        if keys is None:
+            if used <= self.axis_set:  # axes only: the keys do not depend on the point's order
+                keys = self._param_keys[used] = tuple([k for k in self.order if k in used])
+                params = {k: point[k] for k in keys}
+            else:
+                params = {k: point[k] for k in self.order if k in used and k in point}
+                params.update({k: v for k, v in point.items() if k not in self.axes and k in used})
+        else:
+            params = {k: point[k] for k in keys}
+        prev = self.jobs.get(digest)
+        if prev is not None:
             # the same job reached from another point: keep only the labels all its points agree on
             # (a shared ncsn job gets no ablation value even if a variable of the ablation shaped it)
-            prev = self.jobs[digest]
             if prev.params != params:
                 prev.params = {k: v for k, v in prev.params.items() if k in params and params[k] == v}
         else:
-            command = entry + "".join(" " + _quote(o) for o in overrides)
-            resources = self._resources.get(id(stage))
-            if resources is None:  # one dict per stage definition, shared by its jobs (read-only)
-                resources = self._resources[id(stage)] = {**self.spec.resources, **stage.resources}
-            self.jobs[digest] = JobSpec(
-                job_id=digest, stage=stage_name, command=command, params=params, resources=resources,
-                deps=deps, sweep=self.spec.name, workdir=str(self.spec.workdir),
-                max_attempts=stage.max_attempts or self.spec.max_attempts, uses=0,
-            )
-        result = (digest, frozenset(used))
+            self.jobs[digest] = JobSpec(digest, plan.name, "".join(quoted), params, plan.resources, deps,
+                                        plan.sweep, plan.max_attempts, plan.workdir, None, 0)
+        result = (digest, used)
         self.memo[key] = result
         return result
 
@@ -356,6 +369,66 @@ class _Expander:
                 continue
             acc.add(j)
             stack.extend(self.jobs[j].deps.values())
+
+
+class _Plan:
+    """Per stage definition: its identity key (``rel``), needs, templates with their render caches,
+    the axes whose values add overrides to it, and the constant fields of its jobs."""
+
+    def __init__(self, ex: _Expander, stage: Stage):
+        spec = ex.spec
+        self.ex, self.stage, self.sid, self.name = ex, stage, id(stage), stage.name
+        self.rel = tuple(sorted(ex.relevant(stage)))
+        self.needs = [(n.ref, n.stage, n.with_, frozenset(n.with_)) for n in stage.needs]
+        self.refs = {n.ref for n in stage.needs}
+        # a stage runs only where its 'when' matches, so every 'when' key is in the point: it
+        # labels the job (e.g. algorithm=NEAR for an ncsn stage) without being part of its id
+        self.when_keys = frozenset(stage.when or ())
+        self._tpls: dict[tuple[str, str], tuple] = {}
+        self.templates = [self._template(stage.command, f"{stage.where}.command")]
+        self.templates += [self._template(o, f"{stage.where}.overrides") for o in stage.overrides]
+        self.override_idx = range(1, len(self.templates))
+        self.bundle_axes = frozenset(
+            a.name for a in spec.axes for b in a.overrides.values() if b.get(ALL_STAGES) or b.get(stage.name)
+        )
+        self.bundles: dict[tuple, tuple[frozenset, list[tuple]] | None] = {}
+        # one resources dict per stage definition, shared by its jobs (read-only)
+        self.resources = {**spec.resources, **stage.resources}
+        self.sweep, self.workdir = spec.name, str(spec.workdir)
+        self.max_attempts = stage.max_attempts or spec.max_attempts
+
+    def _template(self, text: str, where: str) -> tuple:
+        key = (text, where)
+        t = self._tpls.get(key)
+        if t is None:
+            names = self.ex._text_names.get(text)
+            if names is None:
+                names = self.ex._text_names[text] = tuple(sorted(self.ex._names_in(text)))
+            t = self._tpls[key] = (text, names, {}, where)
+        return t
+
+    def render(self, i: int, point: Point) -> tuple[str, frozenset, str]:
+        """Template ``i`` (0: the command, then the stage's overrides) at ``point``."""
+        return self.render_bundle(self.templates[i], point)
+
+    def render_bundle(self, tpl: tuple, point: Point) -> tuple[str, frozenset, str]:
+        """(text, used axes, `` <shell-quoted text>``), memoised on the values the template depends on."""
+        text, names, cache, where = tpl
+        key = tuple([point.get(n, _ABSENT) for n in names])
+        hit = cache.get(key)
+        if hit is None:
+            used: set[str] = set()
+            out = self.ex.subst(text, point, self.stage, self.refs, used, where)
+            hit = cache[key] = (out, frozenset(used), " " + _quote_uncached(out))
+        return hit
+
+    def bundle_templates(self, aname: str, value: Any) -> tuple[frozenset, list[tuple]] | None:
+        """({aname}, override templates) that axis value ``value`` adds to this stage, if any."""
+        b = self.ex.bundle(aname, value, self.name)
+        if b is None:
+            return None
+        where, texts = b
+        return frozenset([aname]), [self._template(t, where) for t in texts]
 
 
 _QUOTED: dict[str, str] = {}
@@ -394,10 +467,18 @@ def _expand(spec: Spec) -> Expansion:
     ex = _Expander(spec)
     points = grid_points(spec)
     jobs_map = ex.jobs
+    job_of = ex.job_of
+    plans_at = ex.plans_at
     for p in points:
+        plans = plans_at(p)
+        if len(plans) == 1:  # one stage here: its job and its dependencies, each used once more
+            job = jobs_map[job_of(plans[0], p)[0]]
+            if not job.deps:
+                job.uses += 1
+                continue
         ids: set[str] = set()
-        for name in ex.stages_at(p):
-            jid, _ = ex.job(p, name)
+        for plan in plans:
+            jid = job_of(plan, p)[0]
             if jobs_map[jid].deps:
                 ex.closure(jid, ids)
             else:
