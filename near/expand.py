@@ -274,12 +274,14 @@ class _Expander:
             p = self._plans[id(stage)] = _Plan(self, stage)
         return p
 
-    def plans_at(self, point: Point) -> list["_Plan"]:
-        """The plans of the stages that run at ``point`` (cached on the condition keys)."""
+    def plans_at(self, point: Point) -> tuple[list["_Plan"], dict[str, "_Plan"]]:
+        """The plans of the stages that run at ``point``, as a list and by name (cached on the
+        condition keys)."""
         key = tuple([point.get(k, _ABSENT) for k in self.cond_keys])
         hit = self._plans_cache.get(key)
         if hit is None:
-            hit = self._plans_cache[key] = [self.plan(s) for s in self.stages_at(point).values()]
+            plans = [self.plan(s) for s in self.stages_at(point).values()]
+            hit = self._plans_cache[key] = (plans, {pl.name: pl for pl in plans})
         return hit
 
     def job(self, point: Point, stage_name: str) -> tuple[str, frozenset]:
@@ -290,8 +292,11 @@ class _Expander:
                            "(check the stage's 'when' and the 'needs' that refer to it)")
         return self.job_of(self.plan(stage), point)
 
-    def job_of(self, plan: "_Plan", point: Point) -> tuple[str, frozenset]:
-        """Job id and used axes of the stage of ``plan`` at ``point`` (memoised on ``plan.rel``)."""
+    def job_of(self, plan: "_Plan", point: Point, here: dict[str, "_Plan"] | None = None,
+               done: dict[str, tuple[str, frozenset]] | None = None) -> tuple[str, frozenset]:
+        """Job id and used axes of the stage of ``plan`` at ``point`` (memoised on ``plan.rel``).
+        ``here``: the plans at ``point`` by stage name; ``done``: the jobs of this point's stages
+        found so far (a need at the same point is looked up there first)."""
         # only the point values this stage definition can depend on identify its job
         key = (plan.sid, tuple([point.get(k, _ABSENT) for k in plan.rel]))
         hit = self.memo.get(key)
@@ -303,9 +308,13 @@ class _Expander:
             if with_:
                 target = dict(point)
                 target.update(with_)
+                dep_id, dep_used = self.job(target, dep_stage)
+            elif done is not None and dep_stage in done:
+                dep_id, dep_used = done[dep_stage]
+            elif here is not None and dep_stage in here:
+                dep_id, dep_used = self.job_of(here[dep_stage], point, here, done)
             else:
-                target = point
-            dep_id, dep_used = self.job(target, dep_stage)
+                dep_id, dep_used = self.job(point, dep_stage)
             deps[ref] = dep_id
             useds.append(dep_used - with_keys if with_keys else dep_used)
         entry, u, _ = plan.render(0, point)
@@ -469,18 +478,22 @@ def _expand(spec: Spec) -> Expansion:
     jobs_map = ex.jobs
     job_of = ex.job_of
     plans_at = ex.plans_at
+    closure = ex.closure
     for p in points:
-        plans = plans_at(p)
+        plans, here = plans_at(p)
         if len(plans) == 1:  # one stage here: its job and its dependencies, each used once more
-            job = jobs_map[job_of(plans[0], p)[0]]
+            job = jobs_map[job_of(plans[0], p, here)[0]]
             if not job.deps:
                 job.uses += 1
                 continue
+        done: dict[str, tuple[str, frozenset]] = {}
         ids: set[str] = set()
         for plan in plans:
-            jid = job_of(plan, p)[0]
-            if jobs_map[jid].deps:
-                ex.closure(jid, ids)
+            r = done[plan.name] = job_of(plan, p, here, done)
+            jid = r[0]
+            deps = jobs_map[jid].deps
+            if deps:
+                closure(jid, ids)
             else:
                 ids.add(jid)
         for j in ids:
