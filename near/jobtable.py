@@ -207,6 +207,21 @@ class Event:
     detail: str | None
 
 
+@dataclass(frozen=True)
+class Change:
+    """One compare-and-set of :meth:`JobTable.transition_many` (the arguments of :meth:`JobTable.transition`)."""
+
+    job_id: str
+    to_state: str
+    expect: tuple[str, ...] | None = None
+    reason: str | None = None
+    exit_code: int | None = None
+    scheduler_id: str | None = None
+    owner: str | None = None
+    detail: str | None = None
+    charge: int = 0
+
+
 def _label(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={'True' if v is True else 'False' if v is False else v}" for k, v in params.items())
 
@@ -659,6 +674,20 @@ class JobTable:
         )]
         return events
 
+    def histories(self, job_ids: Iterable[str]) -> dict[str, list[Event]]:
+        """The recorded state changes (events) of many jobs, oldest first, in few queries (unlike
+        :meth:`history`, without the synthetic creation entry). Jobs without events map to []."""
+        ids = list(dict.fromkeys(job_ids))
+        out: dict[str, list[Event]] = {j: [] for j in ids}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            for r in self._conn.execute(
+                "SELECT job_id, ts, from_state, to_state, reason, detail FROM events "
+                f"WHERE job_id IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk,
+            ):
+                out[r[0]].append(Event(*r))
+        return out
+
     def deps(self, job_id: str) -> dict[str, str]:
         """Reference name -> job id this job depends on."""
         return self._deps_map([job_id]).get(job_id, {})
@@ -762,21 +791,45 @@ class JobTable:
         expect = list(expect) if expect is not None else None
         if expect is not None:
             _check_states(expect)
-        now = _now()
         with self._tx() as c:
-            row = c.execute(
-                "SELECT state, lease_owner FROM jobs WHERE job_id=?", (job_id,)
-            ).fetchone()
-            if row is None:
-                raise TableError(f"{self.path}: no job {job_id}")
-            frm, lease_owner = row
-            if expect is not None and frm not in expect:
-                return False
-            if owner is not None and lease_owner != owner:
-                return False
-            self._apply(c, job_id, frm, to_state, now, reason=reason, exit_code=exit_code,
-                        scheduler_id=scheduler_id, detail=detail, charge=charge, new_owner=new_owner,
-                        lease_s=lease_s)
+            return self._cas(c, job_id, to_state, _now(), expect=expect, owner=owner, reason=reason,
+                             exit_code=exit_code, scheduler_id=scheduler_id, detail=detail, charge=charge,
+                             new_owner=new_owner, lease_s=lease_s)
+
+    def transition_many(self, changes: Iterable[Change], *, batch: int = 2000) -> list[bool]:
+        """:meth:`transition` for many jobs, ``batch`` changes per ``BEGIN IMMEDIATE`` transaction
+        (one commit instead of one per job). Each change is still its own compare-and-set on its
+        ``expect`` states, applied in order with the same side effects (events, blocked
+        dependents). Returns, per change, whether it applied. An unknown job raises TableError and
+        rolls back the changes of its batch (earlier batches stay committed)."""
+        changes = list(changes)
+        for ch in changes:
+            _check_states([ch.to_state] + list(ch.expect or ()))
+        out: list[bool] = []
+        for i in range(0, len(changes), max(1, batch)):
+            with self._tx() as c:
+                now = _now()
+                out += [
+                    self._cas(c, ch.job_id, ch.to_state, now, expect=ch.expect, owner=ch.owner, reason=ch.reason,
+                              exit_code=ch.exit_code, scheduler_id=ch.scheduler_id, detail=ch.detail,
+                              charge=ch.charge)
+                    for ch in changes[i : i + batch]
+                ]
+        return out
+
+    def _cas(self, c: sqlite3.Connection, job_id: str, to_state: str, now: float, *,
+             expect: Sequence[str] | None, owner: str | None, **apply: Any) -> bool:
+        """Inside a write transaction: apply the change if the job is in ``expect`` (and leased by
+        ``owner``); False otherwise."""
+        row = c.execute("SELECT state, lease_owner FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        if row is None:
+            raise TableError(f"{self.path}: no job {job_id}")
+        frm, lease_owner = row
+        if expect is not None and frm not in expect:
+            return False
+        if owner is not None and lease_owner != owner:
+            return False
+        self._apply(c, job_id, frm, to_state, now, **apply)
         return True
 
     def _apply(self, c: sqlite3.Connection, job_id: str, frm: str, to: str, now: float, *,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from near.errors import TableError
-from near.jobtable import JobSpec, JobTable
+from near.jobtable import Change, JobSpec, JobTable
 
 
 def _grid(n_seeds: int = 2) -> list[JobSpec]:
@@ -74,6 +74,31 @@ def test_transition_is_compare_and_set(tmp_path):
     assert not t.mark_done("n0")  # already done: not active
     with pytest.raises(TableError, match="unknown job state"):
         t.transition("n0", "finished")
+
+
+def test_transition_many_is_compare_and_set_per_job_in_one_transaction(tmp_path):
+    t = JobTable.create(tmp_path / "exp")
+    t.add(_grid(2))
+    t.claim("w", 2, to_state="queued")  # n0, n1 queued
+    assert t.mark_running("n1")  # the node started n1 after the caller listed it as queued
+    ok = t.transition_many([
+        Change("n0", "cancelled", expect=("queued",), reason="cancelled on the cluster", exit_code=0),
+        Change("n1", "cancelled", expect=("queued",), reason="cancelled on the cluster"),  # stale: skipped
+        Change("r1a", "done", expect=("queued", "running")),  # pending: skipped
+    ], batch=2)  # two transactions
+    assert ok == [True, False, False]
+    assert t.get("n0").state == "cancelled" and t.get("n0").reason == "cancelled on the cluster"
+    assert t.get("n1").state == "running" and t.get("r1a").state == "pending"
+    # side effects as with transition(): events, finished time, dependents blocked
+    assert [e.to_state for e in t.history("n0")] == ["created", "queued", "cancelled"]
+    assert t.get("n0").finished is not None
+    assert {t.get(j).state for j in ("r0a", "r0b")} == {"blocked"}
+    assert [e.to_state for e in t.histories(["n0", "r0a", "nope"])["n0"]] == ["queued", "cancelled"]
+    with pytest.raises(TableError, match="no job nope"):
+        t.transition_many([Change("n1", "done", expect=("running",)), Change("nope", "done")])
+    assert t.get("n1").state == "running"  # its batch was rolled back
+    with pytest.raises(TableError, match="unknown job state"):
+        t.transition_many([Change("n1", "finished")])
 
 
 def test_failed_dependency_blocks_and_reset_unblocks(tmp_path):
@@ -193,7 +218,7 @@ def test_concurrent_processes_never_claim_the_same_job(tmp_path):
 
 _ADDER = textwrap.dedent("""
     import sys
-    from near.jobtable import JobSpec, JobTable
+    from near.jobtable import Change, JobSpec, JobTable
     t = JobTable.open_or_create(sys.argv[1], sweep="x")
     print(t.add([JobSpec(f"j{k}", "rl", "true") for k in range(50)]).new)
 """)

@@ -25,12 +25,13 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Iterable
 
 import submitit
 
 from near.executors import runner
 from near.jobtable import (
-    ACTIVE_STATES, DONE, FAILED, PENDING, QUEUED, RUNNING, JobRecord, JobTable,
+    ACTIVE_STATES, DONE, FAILED, PENDING, QUEUED, RUNNING, Change, Event, JobRecord, JobTable,
 )
 
 INTERRUPTED_EXIT = runner.EXIT_INTERRUPTED  # near's trainers: "checkpointed after SIGTERM/SIGUSR2"
@@ -54,16 +55,23 @@ def retry_or_fail(table: JobTable, job: JobRecord, why: str, exit_code: int | No
     ``max_attempts`` times already -> failed. Requeues after a checkpoint do not count, only these
     losses (the table's own ``retry_or_fail`` counts every attempt; on SLURM each requeue is one).
     Built on ``JobTable.transition``."""
-    lost = 1 + sum(1 for e in table.history(job.job_id) if e.to_state in (PENDING, FAILED)
+    ch = retry_change(job, why, exit_code, table.history(job.job_id), prefix)
+    ok = table.transition(ch.job_id, ch.to_state, expect=ch.expect, exit_code=ch.exit_code, reason=ch.reason)
+    return ch.to_state if ok else None
+
+
+def retry_change(job: JobRecord, why: str, exit_code: int | None, events: Iterable[Event],
+                 prefix: str = "lost on the cluster: ") -> Change:
+    """The compare-and-set :func:`retry_or_fail` applies, given the job's recorded ``events``
+    (so that a reconcile can apply many of them in one transaction)."""
+    lost = 1 + sum(1 for e in events if e.to_state in (PENDING, FAILED)
                    and (e.reason or "").startswith(RETRY_PREFIXES))
     why = prefix + why
     if lost >= job.max_attempts:
-        ok = table.transition(job.job_id, FAILED, expect=ACTIVE_STATES, exit_code=exit_code,
-                              reason=f"{why} (lost {lost} of max_attempts {job.max_attempts})")
-        return FAILED if ok else None
-    ok = table.transition(job.job_id, PENDING, expect=ACTIVE_STATES, exit_code=exit_code,
-                          reason=f"{why}; will be resubmitted ({lost}/{job.max_attempts})")
-    return PENDING if ok else None
+        return Change(job.job_id, FAILED, expect=ACTIVE_STATES, exit_code=exit_code,
+                      reason=f"{why} (lost {lost} of max_attempts {job.max_attempts})")
+    return Change(job.job_id, PENDING, expect=ACTIVE_STATES, exit_code=exit_code,
+                  reason=f"{why}; will be resubmitted ({lost}/{job.max_attempts})")
 
 
 class JobFailed(RuntimeError):
