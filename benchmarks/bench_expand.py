@@ -12,6 +12,7 @@ floor any persistence pays). Prints the steps, then LAST the figure: expand+pers
 from __future__ import annotations
 
 import argparse
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -51,13 +52,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--keep", default=None, help="write the experiment here instead of a temp dir")
     args = ap.parse_args()
+    tmp = Path(args.keep or tempfile.mkdtemp(prefix="near-bench-"))
+    try:
+        run(tmp)
+    finally:
+        if not args.keep:  # ~140 MB of job tables per run
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(tmp: Path) -> None:
+    """The measurements, in ``tmp``."""
+    from near.commands.sweep import add_spec
     from near.expand import expand
     from near.jobtable import JobTable
     from near.spec import load_spec
     from near.validate import validate_jobs
-    from near.commands.sweep import add_spec
 
-    tmp = Path(args.keep or tempfile.mkdtemp(prefix="near-bench-"))
     motions = ", ".join(f"m{i}" for i in range(25))
     ablations = ", ".join(f"a{i}: {{rl: [++train.params.config.near_config.inference.sigma_level={i}]}}"
                           for i in range(98))

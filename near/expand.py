@@ -28,6 +28,7 @@ _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9
 
 Point = dict[str, Any]
 _ABSENT = object()
+_NOTHING: frozenset = frozenset()
 
 
 @dataclass
@@ -297,11 +298,13 @@ class _Expander:
         """Job id and used axes of the stage of ``plan`` at ``point`` (memoised on ``plan.rel``).
         ``here``: the plans at ``point`` by stage name; ``done``: the jobs of this point's stages
         found so far (a need at the same point is looked up there first)."""
-        # only the point values this stage definition can depend on identify its job
-        key = (plan.sid, tuple([point.get(k, _ABSENT) for k in plan.rel]))
-        hit = self.memo.get(key)
-        if hit is not None:
-            return hit
+        # only the point values this stage definition can depend on identify its job; a stage no
+        # other stage needs is reached once per point, so it is worth memoising only if shared
+        key = (plan.sid, tuple([point.get(k, _ABSENT) for k in plan.rel])) if plan.memo else None
+        if key is not None:
+            hit = self.memo.get(key)
+            if hit is not None:
+                return hit
         useds = [plan.when_keys]
         deps: dict[str, str] = {}
         for ref, dep_stage, with_, with_keys in plan.needs:
@@ -341,7 +344,7 @@ class _Expander:
                         overrides.append(text)
                         quoted.append(q)
                         useds.append(u)
-        used = frozenset().union(*useds)
+        used = _NOTHING.union(*useds)
         # NUL-separated fields (YAML strings cannot hold NUL): unambiguous and cheaper than JSON
         parts = [plan.name, entry, "\0".join(sorted(overrides)), "\1"]
         if deps:
@@ -367,7 +370,8 @@ class _Expander:
             self.jobs[digest] = JobSpec(digest, plan.name, "".join(quoted), params, plan.resources, deps,
                                         plan.sweep, plan.max_attempts, plan.workdir, None, 0)
         result = (digest, used)
-        self.memo[key] = result
+        if key is not None:
+            self.memo[key] = result
         return result
 
     def closure(self, job_id: str, acc: set[str]) -> None:
@@ -405,6 +409,10 @@ class _Plan:
         self.resources = {**spec.resources, **stage.resources}
         self.sweep, self.workdir = spec.name, str(spec.workdir)
         self.max_attempts = stage.max_attempts or spec.max_attempts
+        # memoise its jobs if another stage needs it (found again through the need), or if its jobs
+        # can be shared by several points (it ignores an axis that varies)
+        needed = any(n.stage == stage.name for s in spec.stages for n in s.needs)
+        self.memo = needed or not set(ex.order) <= set(self.rel)
 
     def _template(self, text: str, where: str) -> tuple:
         key = (text, where)
@@ -492,10 +500,10 @@ def _expand(spec: Spec) -> Expansion:
             r = done[plan.name] = job_of(plan, p, here, done)
             jid = r[0]
             deps = jobs_map[jid].deps
-            if deps:
-                closure(jid, ids)
-            else:
-                ids.add(jid)
+            ids.add(jid)
+            for d in deps.values():  # usually a stage of this point, done just before
+                if d not in ids:
+                    closure(d, ids)
         for j in ids:
             jobs_map[j].uses += 1
     jobs = [j for j in ex.jobs.values() if j.uses > 0]
