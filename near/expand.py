@@ -348,7 +348,8 @@ class _Expander:
         # NUL-separated fields (YAML strings cannot hold NUL): unambiguous and cheaper than JSON
         parts = [plan.name, entry, "\0".join(sorted(overrides)), "\1"]
         if deps:
-            parts += [f"{r}={d}" for r, d in sorted(deps.items())]
+            for r, d in sorted(deps.items()):
+                parts.append(r + "=" + d)
         digest = sha256("\0".join(parts).encode()).hexdigest()[:ID_LEN]
         keys = self._param_keys.get(used)
         if keys is None:
@@ -431,7 +432,12 @@ class _Plan:
     def render_bundle(self, tpl: tuple, point: Point) -> tuple[str, frozenset, str]:
         """(text, used axes, `` <shell-quoted text>``), memoised on the values the template depends on."""
         text, names, cache, where = tpl
-        key = tuple([point.get(n, _ABSENT) for n in names])
+        if not names:
+            key = None
+        elif len(names) == 1:
+            key = point.get(names[0], _ABSENT)
+        else:
+            key = tuple([point.get(n, _ABSENT) for n in names])
         hit = cache.get(key)
         if hit is None:
             used: set[str] = set()

@@ -12,13 +12,15 @@ Public API (stable; other stages build on it):
   atomically takes pending jobs whose dependencies are all done
 - ``heartbeat(owner, job_ids, lease_s) -> set[str]``: extend leases; returns the ids still owned
 - ``transition(job_id, to_state, *, reason, exit_code, scheduler_id, expect, owner, detail) -> bool``
-  (compare-and-set) and the conveniences ``mark_queued/mark_running/mark_done/mark_failed/
+  (compare-and-set), ``transition_many(changes)`` (many, few transactions) and the conveniences
+  ``mark_queued/mark_running/mark_done/mark_failed/
   mark_cancelled/release``
 - ``requeue_stale(now=None)``: expired leases -> pending (or failed after ``max_attempts``)
 - ``reset(states)``, ``cancel(job_ids)``; failed/cancelled/blocked jobs block their pending
   dependents (transitively), ``reset`` unblocks them
 - ``retry_or_fail(job_id, reason)``, ``set_scheduler_id``, ``set_command``, ``set_max_attempts``
-- ``get(job_id)``, ``find(prefix)``, ``jobs(states=None, stages=None)``, ``counts()``, ``leased()``, ``history(job_id)``,
+- ``get(job_id)``, ``find(prefix)``, ``jobs(states=None, stages=None)``, ``briefs()``, ``counts()``,
+  ``leased()``, ``history(job_id)``, ``histories(job_ids)``,
   ``deps(job_id)``, ``dependents(job_id)``, ``axes()``
 - ``to_frame()`` (pandas; one column per axis), ``export(path, fmt)`` (csv | parquet)
 
@@ -40,7 +42,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Any, Iterable, NamedTuple, Sequence, TypeVar
 
 from near.errors import TableError
 
@@ -220,6 +222,15 @@ class Change:
     owner: str | None = None
     detail: str | None = None
     charge: int = 0
+
+
+class JobBrief(NamedTuple):
+    """A job's id, state, scheduler id and dependencies (:meth:`JobTable.briefs`)."""
+
+    job_id: str
+    state: str
+    scheduler_id: str | None
+    deps: dict[str, str]
 
 
 def _label(params: dict[str, Any]) -> str:
@@ -648,6 +659,13 @@ class JobTable:
             q += " WHERE " + " AND ".join(where)
         return self._records(self._conn.execute(q + " ORDER BY seq", args).fetchall())
 
+    def briefs(self) -> list[JobBrief]:
+        """Every job's id, state, scheduler id and dependencies, in insertion order: what a
+        reconciliation needs of the whole table, without decoding full records."""
+        deps = self._deps_map()
+        return [JobBrief(j, s, sid, deps.get(j, {})) for j, s, sid in
+                self._conn.execute("SELECT job_id, state, scheduler_id FROM jobs ORDER BY seq")]
+
     def counts(self) -> dict[str, int]:
         """Number of jobs per state (every state present as a key)."""
         out = {s: 0 for s in STATES}
@@ -806,14 +824,25 @@ class JobTable:
         for ch in changes:
             _check_states([ch.to_state] + list(ch.expect or ()))
         out: list[bool] = []
-        for i in range(0, len(changes), max(1, batch)):
+        batch = max(1, batch)
+        for i in range(0, len(changes), batch):
+            part = changes[i : i + batch]
             with self._tx() as c:
                 now = _now()
+                # jobs that have dependents at all (deps do not change here): the others skip the
+                # query that blocks dependents
+                ids = list({ch.job_id for ch in part if ch.to_state in BLOCKING_STATES})
+                parents: set[str] = set()
+                for k in range(0, len(ids), 500):
+                    chunk = ids[k : k + 500]
+                    parents.update(r[0] for r in c.execute(
+                        f"SELECT DISTINCT dep_job_id FROM deps WHERE dep_job_id IN ({','.join('?' * len(chunk))})",
+                        chunk))
                 out += [
                     self._cas(c, ch.job_id, ch.to_state, now, expect=ch.expect, owner=ch.owner, reason=ch.reason,
                               exit_code=ch.exit_code, scheduler_id=ch.scheduler_id, detail=ch.detail,
-                              charge=ch.charge)
-                    for ch in changes[i : i + batch]
+                              charge=ch.charge, has_dependents=ch.job_id in parents)
+                    for ch in part
                 ]
         return out
 
@@ -835,7 +864,7 @@ class JobTable:
     def _apply(self, c: sqlite3.Connection, job_id: str, frm: str, to: str, now: float, *,
                reason: str | None, exit_code: int | None = None, scheduler_id: str | None = None,
                detail: str | None = None, charge: int = 0, new_owner: str | None = None,
-               lease_s: float | None = None) -> None:
+               lease_s: float | None = None, has_dependents: bool = True) -> None:
         sets = ["state=?", "reason=?", "updated=?"]
         args: list[Any] = [to, reason, now]
         if exit_code is not None or to in (PENDING, QUEUED, RUNNING):
@@ -871,7 +900,7 @@ class JobTable:
         if exit_code is not None:
             ev_detail = f"exit_code={exit_code}" + (f"; {detail}" if detail else "")
         self._event(c, job_id, now, frm, to, reason, ev_detail)
-        if to in BLOCKING_STATES and frm not in BLOCKING_STATES:
+        if to in BLOCKING_STATES and frm not in BLOCKING_STATES and has_dependents:
             self._block_dependents(c, job_id, now, f"dependency {job_id} {to}")
 
     def _block_dependents(self, c: sqlite3.Connection, job_id: str, now: float, reason: str) -> None:

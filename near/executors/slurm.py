@@ -31,7 +31,7 @@ from near.executors.slurm_node import INTERRUPTED, retry_change
 from near.executors.slurm_profile import SlurmProfile
 from near.jobtable import (
     ACTIVE_STATES, BLOCKED, BLOCKING_STATES, CANCELLED, DONE, PENDING, QUEUED, RUNNING,
-    STATES, Change, JobRecord, JobTable, topo_order,
+    STATES, Change, JobBrief, JobRecord, JobTable, topo_order,
 )
 
 ID_BATCH = 400          # scheduler ids per squeue/sacct/scancel call (keeps argv small)
@@ -398,13 +398,13 @@ def sync(exp_dir: str | os.PathLike, *, log=print) -> SyncResult:
         # history is read (for all of them at once).
         planned: list[Change | tuple[JobRecord, str, int | None]] = []
 
-        mates: dict[str, list[JobRecord]] = {}  # array id -> the table's jobs submitted in it
+        mates: dict[str, list[JobBrief]] = {}  # array id -> the table's jobs submitted in it
         sids: dict[str, str] = {}
 
         def dep_states(job: JobRecord) -> dict[str, str]:
             nonlocal states
             if states is None:
-                everything = table.jobs()
+                everything = table.briefs()
                 states = {j.job_id: j.state for j in everything}
                 for j in everything:
                     if j.scheduler_id:
@@ -459,8 +459,8 @@ def sync(exp_dir: str | os.PathLike, *, log=print) -> SyncResult:
             if st == "CANCELLED":
                 # never started, and SLURM says it waited on a dependency (or one is not done): removed
                 # by kill-on-invalid-dep (a task of the array it waited on failed) -> submit it again
-                waited = any(r in why for r in _DEP_REASONS) or any(
-                    st_ != DONE for st_ in dep_states(job).values()) or (job.deps and array_dep_failed(job))
+                waited = any(r in why for r in _DEP_REASONS) or (job.deps and any(
+                    st_ != DONE for st_ in dep_states(job).values())) or (job.deps and array_dep_failed(job))
                 if job.state == QUEUED and job.deps and waited:
                     planned.append(Change(job.job_id, PENDING, expect=(job.state,), charge=-1,
                                           reason="dependency array failed on the cluster; will be resubmitted"))
