@@ -35,6 +35,7 @@ experiment folder can be moved. ``$${`` is a literal ``${`` (e.g. a hydra interp
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -476,6 +477,17 @@ class JobTable:
         A new job whose dependency is failed/cancelled/blocked starts blocked. All or nothing:
         on error the table is unchanged.
         """
+        # Building 100k rows allocates hundreds of thousands of tuples and strings and frees none:
+        # the cyclic GC would rescan the whole (expansion-sized) heap for nothing.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._add(jobs, axes)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _add(self, jobs: Iterable[JobSpec], axes: Sequence[str] | None) -> AddResult:
         jobs = jobs if isinstance(jobs, list) else list(jobs)
         merged: dict[str, JobSpec] = {j.job_id: j for j in jobs}
         if len(merged) != len(jobs):  # the same id twice: keep the first, count its uses
