@@ -7,7 +7,7 @@ reference-based termination does not shorten its evaluation episodes) and compar
 error (DTW, m) with a uniformly random policy's. Prints a Markdown table, then the run times.
 
     .venv/bin/python benchmarks/learning_check_motion.py [--motions circle figure8 stepturn]
-        [--iters 100] [--envs 128] [--ncsn-iters 1000] [--out /tmp/near_learning_check]
+        [--iters 100] [--envs 128] [--ncsn-iters 3000] [--out /tmp/near_learning_check]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main() -> int:
     ap.add_argument("--algos", nargs="+", default=["NEAR", "AMP", "Track"])
     ap.add_argument("--iters", type=int, default=100, help="rl max_iterations per run")
     ap.add_argument("--envs", type=int, default=128, help="num_envs per rl run")
-    ap.add_argument("--ncsn-iters", type=int, default=1000)
+    ap.add_argument("--ncsn-iters", type=int, default=3000)
     ap.add_argument("--episodes", type=int, default=64, help="evaluation episodes")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--out", default="/tmp/near_learning_check")
