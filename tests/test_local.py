@@ -152,15 +152,20 @@ stages:
     assert log_lines(tmp_path)[-1].endswith(f"start {stopped_at}")  # resumed from its checkpoint
 
 
-def test_sigkilled_controller_leaves_no_orphan_and_job_is_requeued_after_lease(tmp_path):
+def _one_slow_job(tmp_path, sleep: float):
+    """A sweep of one checkpointing job of 120 steps (``sleep`` s each), added; its table and job."""
     write_spec(tmp_path, f"""
 stages:
   - name: rl
-    command: {JOB} --run-dir ${{run_dir}} --n 120 --sleep 0.02 --log {tmp_path}/log.txt
+    command: {JOB} --run-dir ${{run_dir}} --n 120 --sleep {sleep} --log {tmp_path}/log.txt
 """)
     near("sweep", "add", "sweeps/t.yaml", cwd=tmp_path)
     table = JobTable.open(tmp_path / "experiments" / "t")
-    job = table.jobs()[0]
+    return table, table.jobs()[0]
+
+
+def test_sigkilled_controller_leaves_no_orphan_and_job_is_requeued_after_lease(tmp_path):
+    table, job = _one_slow_job(tmp_path, sleep=0.02)
     p = start("sweep", "run", "experiments/t", "--lease", "1.5", cwd=tmp_path)
     wait_for(lambda: ckpt(job.run_dir) >= 5, what="job progress")
     p.kill()
@@ -278,14 +283,7 @@ stages:
 
 
 def test_stalled_controller_loses_its_lease_and_never_overlaps_the_new_attempt(tmp_path):
-    write_spec(tmp_path, f"""
-stages:
-  - name: rl
-    command: {JOB} --run-dir ${{run_dir}} --n 120 --sleep 0.03 --log {tmp_path}/log.txt
-""")
-    near("sweep", "add", "sweeps/t.yaml", cwd=tmp_path)
-    table = JobTable.open(tmp_path / "experiments" / "t")
-    job = table.jobs()[0]
+    table, job = _one_slow_job(tmp_path, sleep=0.03)
     a = start("sweep", "run", "experiments/t", "--lease", "1", cwd=tmp_path)
     wait_for(lambda: ckpt(job.run_dir) >= 3, what="job progress")
     os.kill(a.pid, signal.SIGSTOP)  # controller A stalls; its job keeps running
