@@ -19,7 +19,7 @@ say "add sweeps/demo.yaml as $EXP $*"
 $NEAR sweep add sweeps/demo.yaml --name "$NAME" "$@"
 say "submit to SLURM ($PROFILE)"
 $NEAR sweep submit "$EXP" --profile "$PROFILE"
-squeue -o "%.12i %.24j %.8T %.10M %R" | head -20
+squeue -o "%.18i %.24j %.8T %.10M %R" | head -20
 say "wait for every job (syncing with squeue/sacct)"
 wait_rc=0
 $NEAR sweep wait "$EXP" --profile "$PROFILE" --poll 5 --timeout "${TIMEOUT:-2400}" || wait_rc=$?
