@@ -111,6 +111,38 @@ def test_ablation_figure_and_expert_lines(tmp_path):
     assert sorted(t.ablation) == ["anneal", "sigma5"] and (t.n == 2).all()
 
 
+def _drawn(monkeypatch, panels, **kw):
+    """The matplotlib figure curves_figure builds (captured before it is saved and closed)."""
+    captured = []
+    monkeypatch.setattr(figures, "_save", lambda fig, out_base, formats: captured.append(fig) or [])
+    figures.curves_figure(panels, Path("unused"), "T", "frames", "error", {"NEAR": "#d62728", "PPO": "#ff7f0e"}, **kw)
+    return captured[0]
+
+
+def test_curves_figure_draws_expert_line_and_end_labels(monkeypatch):
+    grid = np.arange(10.0)
+    def curve(end):
+        c = np.linspace(2.0, end, 10)
+        return stats.Curve(grid, c, c - 0.1, c + 0.1, np.full(10, 3), ["a", "b", "c"])
+    panels = [{"title": "circle", "curves": {"NEAR": curve(0.25), "PPO": curve(1.75)}, "expert": 3.5}]
+    fig = _drawn(monkeypatch, panels)
+    ax = fig.axes[0]
+    dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert len(dashed) == 1 and list(dashed[0].get_ydata()) == [3.5, 3.5]
+    lo, hi = ax.get_ylim()
+    assert lo < 3.5 < hi  # the expert line is above every curve but still inside the panel
+    labels = {t.get_text(): t for t in ax.texts}
+    assert set(labels) == {"0.25", "1.75"}
+    x0, x1 = ax.get_xlim()
+    for text in labels.values():  # end labels sit right of the curves' last point, inside the axes
+        x, y = text.get_position()
+        assert 9.0 < x < x1 and lo < y < hi
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["NEAR", "PPO", "Expert"]
+
+    bare = _drawn(monkeypatch, [dict(panels[0], expert=None)], annotate_end=False).axes[0]
+    assert not bare.texts and all(ln.get_linestyle() != "--" for ln in bare.lines)
+
+
 def test_broken_run_does_not_stop_the_report(tmp_path):
     exp = tmp_path / "demo"
     jobs = make_experiment(exp, algorithms=("NEAR", "AMP"), motions=("circle",), seeds=(1, 2), n_steps=10)
