@@ -552,21 +552,14 @@ class JobTable:
             for k, r in res_json.items():
                 res_json[k] = json.dumps(r, sort_keys=True)
             enc = _params_encoder()
-            sql = ("INSERT INTO jobs(job_id, sweep, stage, command_template, params, resources, workdir, point, "
-                   "max_attempts, created, updated, state, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,")
-            if blocked:
-                c.executemany(sql + "?,?)", [
-                    (j.job_id, j.sweep, j.stage, j.command, enc(j.params), res_json[id(j.resources)], j.workdir,
-                     j.point, j.max_attempts, now, now, BLOCKED if j.job_id in blocked else PENDING,
-                     blocked.get(j.job_id))
-                    for j in order
-                ])
-            else:
-                c.executemany(sql + "'pending',NULL)", [
-                    (j.job_id, j.sweep, j.stage, j.command, enc(j.params), res_json[id(j.resources)], j.workdir,
-                     j.point, j.max_attempts, now, now)
-                    for j in order
-                ])
+            c.executemany(
+                "INSERT INTO jobs(job_id, sweep, stage, command_template, params, resources, workdir, point, "
+                "max_attempts, created, updated, state, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(j.job_id, j.sweep, j.stage, j.command, enc(j.params), res_json[id(j.resources)], j.workdir,
+                  j.point, j.max_attempts, now, now, BLOCKED if j.job_id in blocked else PENDING,
+                  blocked.get(j.job_id))
+                 for j in order],
+            )
             c.executemany(
                 "INSERT INTO deps(job_id, ref, dep_job_id) VALUES (?,?,?)",
                 [(j.job_id, ref, dep) for j in order if j.deps for ref, dep in j.deps.items()],
