@@ -138,7 +138,6 @@ class _Expander:
         self._plans: dict[int, _Plan] = {}
         self._param_keys: dict[frozenset, tuple[str, ...]] = {}
         self._text_names: dict[str, tuple[str, ...]] = {}
-        self._bundle_cache: dict[tuple, tuple[str, list[str]] | None] = {}
         self.var_names = set(spec.vars) | {v for a in spec.axes for vs in a.vars.values() for v in vs}
 
     def _names_in(self, text: str, seen: frozenset = frozenset()) -> set[str]:
@@ -162,20 +161,10 @@ class _Expander:
 
     def bundle(self, aname: str, value: Any, stage_name: str) -> tuple[str, list[str]] | None:
         """(where, override templates) that axis value ``value`` adds to ``stage_name``, if any."""
-        key = (aname, value, stage_name)
-        try:
-            return self._bundle_cache[key]
-        except KeyError:
-            pass
         axis = self.axes.get(aname)
-        out = None
-        if axis is not None:
-            b = axis.overrides.get(format_value(value))
-            extra = (b.get(ALL_STAGES, []) + b.get(stage_name, [])) if b else []
-            if extra:
-                out = (f"axes.{aname}.overrides.{format_value(value)}", extra)
-        self._bundle_cache[key] = out
-        return out
+        b = axis.overrides.get(format_value(value)) if axis is not None else None
+        extra = (b.get(ALL_STAGES, []) + b.get(stage_name, [])) if b else []
+        return (f"axes.{aname}.overrides.{format_value(value)}", extra) if extra else None
 
     def err(self, where: str, point: Point, msg: str) -> SpecError:
         return SpecError(f"{self.label}: {where}: {msg} (at grid point {point_label(point)})")
@@ -442,7 +431,7 @@ class _Plan:
         if hit is None:
             used: set[str] = set()
             out = self.ex.subst(text, point, self.stage, self.refs, used, where)
-            hit = cache[key] = (out, frozenset(used), " " + _quote_uncached(out))
+            hit = cache[key] = (out, frozenset(used), " " + _quote(out))
         return hit
 
     def bundle_templates(self, aname: str, value: Any) -> tuple[frozenset, list[tuple]] | None:
@@ -454,19 +443,7 @@ class _Plan:
         return frozenset([aname]), [self._template(t, where) for t in texts]
 
 
-_QUOTED: dict[str, str] = {}
-
-
 def _quote(o: str) -> str:
-    q = _QUOTED.get(o)
-    if q is None:
-        if len(_QUOTED) > 100_000:
-            _QUOTED.clear()
-        q = _QUOTED[o] = _quote_uncached(o)
-    return q
-
-
-def _quote_uncached(o: str) -> str:
     """Shell-quote an override unless it is plainly safe; placeholders stay readable (they are
     substituted textually before the shell sees the command, inside the quotes if any)."""
     bare = re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_.]*\}", "", o)
