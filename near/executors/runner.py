@@ -86,11 +86,9 @@ def launch(job: JobRecord) -> subprocess.Popen:
     try:
         out.write(header.encode())
         out.flush()
-        env = dict(os.environ)
-        env["PYTHONUNBUFFERED"] = "1"
         return subprocess.Popen(
             [sys.executable, "-m", "near.executors.runner", str(run_dir)],
-            stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+            stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True, env=job_env(job),
             close_fds=True,
         )
     finally:
