@@ -64,7 +64,9 @@ def truncate_after(summaries_dir: str, wall_time: float | None) -> int:
             continue
         dropped += len(frames) - len(keep)
         target = path if _is_set_aside(path) else _set_aside_name(path)
-        if target == path and len(keep) == len(frames) and os.path.getsize(path) == sum(len(f) for f in frames):
+        if len(keep) == len(frames) and os.path.getsize(path) == sum(len(f) for f in frames):
+            if target != path:  # intact: only its name changes
+                os.replace(path, target)
             continue
         tmp = target + ".tmp"
         with open(tmp, "wb") as fh:
