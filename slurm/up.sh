@@ -97,8 +97,8 @@ KillWait=10
 OverTimeLimit=0
 InactiveLimit=0
 ReturnToService=2
-MaxArraySize=100001
-MaxJobCount=200000
+# MaxArraySize and MaxJobCount stay at SLURM's defaults (1001 and 10000) so near's array splitting
+# is exercised against the limits a real site starts from.
 MpiDefault=none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
@@ -140,8 +140,15 @@ write_if_changed() {
 write_if_changed "$ETC/slurm.conf" 644 gen_slurm_conf
 write_if_changed "$ETC/slurmdbd.conf" 600 gen_slurmdbd_conf
 
+# Each daemon's stamp holds the checksum of the config it was started with, so a daemon left running
+# with an older config (even by a call that failed half-way) is restarted.
+stamp() { sha256sum "$ETC/$1" | cut -d' ' -f1; }
+started() { stamp "$2" >"$RUN/$1.conf-stamp"; }
+current() { [ "$(cat "$RUN/$1.conf-stamp" 2>/dev/null)" = "$(stamp "$2")" ]; }
+
 # Fast path: everything up, configs unchanged.
-if [ $changed = 0 ] && alive "$RUN/slurmctld.pid" && alive "$RUN/slurmd.pid" && alive "$RUN/slurmdbd.pid" \
+if [ $changed = 0 ] && current slurmctld slurm.conf && current slurmd slurm.conf && current slurmdbd slurmdbd.conf \
+    && alive "$RUN/slurmctld.pid" && alive "$RUN/slurmd.pid" && alive "$RUN/slurmdbd.pid" \
     && [ "$(sinfo -h -n "$NODE" -o %t 2>/dev/null | head -1)" = idle -o "$(sinfo -h -n "$NODE" -o %t 2>/dev/null | head -1)" = mix -o "$(sinfo -h -n "$NODE" -o %t 2>/dev/null | head -1)" = alloc ] \
     && sacct -n -X -S now-1minutes >/dev/null 2>&1; then
     say "cluster '$CLUSTER' already up (node $NODE: $(sinfo -h -n "$NODE" -o %t))"
@@ -186,9 +193,9 @@ FLUSH PRIVILEGES;
 EOF
 
 # ---------------------------------------------------------------- slurmdbd
-restart() {  # restart DAEMON when its config changed and it is running
+restart() {  # restart DAEMON (running) when CONFIG differs from the one it was started with
     local pidf=$RUN/$1.pid pid
-    if [ $changed = 1 ] && alive "$pidf"; then
+    if alive "$pidf" && ! current "$1" "$2"; then
         pid=$(cat "$pidf")
         say "config changed: stopping $1"
         kill "$pid"
@@ -196,10 +203,11 @@ restart() {  # restart DAEMON when its config changed and it is running
         rm -f "$pidf"
     fi
 }
-restart slurmdbd
+restart slurmdbd slurmdbd.conf
 if ! alive "$RUN/slurmdbd.pid"; then
     say "starting slurmdbd"
     /usr/sbin/slurmdbd || die "slurmdbd did not start" "$LOG/slurmdbd.log"
+    started slurmdbd slurmdbd.conf
 fi
 wait_for "$WAIT" slurmdbd sacctmgr -n show cluster || die "slurmdbd does not answer" "$LOG/slurmdbd.log"
 
@@ -223,16 +231,18 @@ for u in "${users[@]}"; do
 done
 
 # ---------------------------------------------------------------- slurmctld, slurmd
-restart slurmctld
-restart slurmd
+restart slurmctld slurm.conf
+restart slurmd slurm.conf
 if ! alive "$RUN/slurmctld.pid"; then
     say "starting slurmctld"
     /usr/sbin/slurmctld || die "slurmctld did not start" "$LOG/slurmctld.log"
+    started slurmctld slurm.conf
 fi
 wait_for "$WAIT" slurmctld scontrol ping || die "slurmctld does not answer" "$LOG/slurmctld.log"
 if ! alive "$RUN/slurmd.pid"; then
     say "starting slurmd ($CPUS cpus, ${REAL_MEM} MB)"
     /usr/sbin/slurmd || die "slurmd did not start" "$LOG/slurmd.log"
+    started slurmd slurm.conf
 fi
 
 node_ready() {
