@@ -21,13 +21,14 @@ import os
 import subprocess
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from near.errors import NearError, TableError
 from near.executors.slurm_node import INTERRUPTED, retry_change
+from near.executors.slurm_plan import ClusterLimits, Group, parse_limits, plan_arrays
 from near.executors.slurm_profile import SlurmProfile
 from near.jobtable import (
     ACTIVE_STATES, BLOCKED, BLOCKING_STATES, CANCELLED, DONE, PENDING, QUEUED, RUNNING,
@@ -120,25 +121,58 @@ def _dependency_spec(dep_sids: Iterable[str], array_sizes: dict[str, int]) -> st
     return "afterok:" + ":".join(parts) if parts else ""
 
 
-def _aftercorr_order(job_ids: list[str], claimed: dict[str, JobRecord], everything: dict[str, JobRecord],
-                     sid_of: dict[str, str], array_sizes: dict[str, int]) -> tuple[list[str], str] | None:
-    """If each job needs exactly one not-done job, all in one array submitted in this call and
-    together covering its tasks 0..n-1 once, order the jobs by that task index and return them with
-    ``aftercorr:ARRAY``; else None (the group then waits with ``afterok`` on the union)."""
-    idx: dict[int, str] = {}
-    base = None
-    for jid in job_ids:
-        deps = [d for d in claimed[jid].deps.values() if everything[d].state != DONE]
-        if len(deps) != 1 or deps[0] not in claimed:
-            return None
-        b, _, task = sid_of[deps[0]].partition("_")
-        if not task or (base is not None and b != base) or int(task) in idx:
-            return None
-        base = b
-        idx[int(task)] = jid
-    if base is None or array_sizes.get(base) != len(job_ids) or set(idx) != set(range(len(job_ids))):
-        return None
-    return [idx[k] for k in range(len(job_ids))], f"aftercorr:{base}"
+def _groups(profile: SlurmProfile, claimed: dict[str, JobRecord]) -> list[Group]:
+    """Claimed jobs grouped by (stage, resources), dependencies first; a group whose jobs sit at
+    different depths (a stage depending on itself) splits by depth."""
+    level: dict[str, int] = {}
+    for j in topo_order(list(claimed.values())):
+        level[j.job_id] = 1 + max((level.get(d, 0) for d in j.deps.values() if d in claimed), default=-1)
+    members: dict[tuple, list[str]] = defaultdict(list)
+    params_of: dict[tuple, dict] = {}
+    for jid, rec in claimed.items():
+        params = job_slurm_params(profile, rec.resources)
+        key = (level[jid], *_group_key(rec.stage, params))
+        members[key].append(jid)
+        params_of[key] = params
+    return [Group(key[1], params_of[key], tuple(members[key])) for key in sorted(members)]
+
+
+def _needs(claimed: dict[str, JobRecord], everything: dict[str, JobRecord]) -> dict[str, list[str]]:
+    """Each claimed job's dependencies that are not done yet."""
+    return {jid: [d for d in rec.deps.values() if everything[d].state != DONE] for jid, rec in claimed.items()}
+
+
+def cluster_limits(profile: SlurmProfile) -> ClusterLimits:
+    """The cluster's MaxArraySize and MaxJobCount (``scontrol show config``) and this user's
+    MaxSubmitJobs (``sacctmgr``: the user's associations and the profile's QOS), lowered by the
+    profile's ``max_array_size`` / ``max_submit_jobs``."""
+    config = _run(["scontrol", "show", "config"])
+    user = os.environ.get("USER") or _whoami()
+    submit_lines = []
+    try:
+        submit_lines.append(_run(["sacctmgr", "-n", "-P", "show", "assoc", "where", f"user={user}",
+                                  "format=MaxSubmit,GrpSubmit"]))
+        if profile.qos:
+            submit_lines.append(_run(["sacctmgr", "-n", "-P", "show", "qos", profile.qos,
+                                      "format=MaxSubmitPU,GrpSubmit"]))
+    except SlurmError:
+        pass  # no accounting database: no per-user limits to respect
+    limits = parse_limits(config, "\n".join(submit_lines))
+    return limits.lowered(profile.max_array_size, profile.max_submit_jobs)
+
+
+def _whoami() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def queue_sizes() -> tuple[int, int]:
+    """(this user's jobs, all jobs) in slurmctld's queue, each array task counted."""
+    user = os.environ.get("USER") or _whoami()
+    out = _run(["squeue", "-h", "-r", "-o", "%u"])
+    users = out.split()
+    return sum(1 for u in users if u == user), len(users)
 
 
 def submit(
@@ -169,18 +203,36 @@ def submit(
         pending = [j for j in everything.values() if j.state == PENDING
                    and (stages is None or j.stage in stages)]
         owner = f"slurm-submit-{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        if not pending:
+            res.seconds = time.perf_counter() - t0
+            return res
+
+        limits = cluster_limits(profile)
+        budget = limits.budget(*queue_sizes())
+        if budget == 0:
+            res.skipped["queue limit reached"] = len(pending)
+            log(f"the cluster's queue limit (MaxSubmitJobs/MaxJobCount) is reached: {len(pending)} job(s) "
+                "stay pending; the next submit or wait cycle sends them")
+            res.seconds = time.perf_counter() - t0
+            return res
 
         # 1. claim, dependencies first. A job goes if each dependency is done, active on the
-        #    cluster (has a scheduler id) or claimed in this same call.
+        #    cluster (has a scheduler id) or claimed in this same call; no more than the queue takes.
         claimed: dict[str, JobRecord] = {}
         order = topo_order(pending)
         roots = [j.job_id for j in order if all(everything[d].state == DONE for d in j.deps.values())]
-        for rec in table.claim(owner, limit=len(roots) or 1, lease_s=None, to_state=QUEUED, job_ids=roots):
+        room = len(roots) if budget is None else min(len(roots), budget)
+        for rec in table.claim(owner, limit=room or 1, lease_s=None, to_state=QUEUED, job_ids=roots):
             claimed[rec.job_id] = rec
+        skip = Counter()
+        skip["queue limit reached"] = len(roots) - room
+        skip["claimed by another submitter"] = room - len(claimed)
+        root_set = set(roots)
         for j in order:
-            if j.job_id in claimed or j.job_id in roots:
-                if j.job_id not in claimed:
-                    res.skipped["claimed by another submitter"] = res.skipped.get("claimed by another submitter", 0) + 1
+            if j.job_id in root_set:
+                continue
+            if budget is not None and len(claimed) >= budget:
+                skip["queue limit reached"] += 1
                 continue
             ok = True
             for dep in j.deps.values():
@@ -189,42 +241,31 @@ def submit(
                     continue
                 ok = False
             if not ok:
-                res.skipped["dependency not submitted"] = res.skipped.get("dependency not submitted", 0) + 1
+                skip["dependency not submitted"] += 1
                 continue
             if table.transition(j.job_id, QUEUED, expect=(PENDING,), owner=None, new_owner=owner,
                                 reason="submitting to slurm"):
                 claimed[j.job_id] = table.get(j.job_id)
             else:
-                res.skipped["claimed by another submitter"] = res.skipped.get("claimed by another submitter", 0) + 1
+                skip["claimed by another submitter"] += 1
+        res.skipped.update((why, n) for why, n in skip.items() if n > 0)
+        if skip["queue limit reached"]:
+            log(f"{skip['queue limit reached']} job(s) stay pending: the cluster's queue limit "
+                "(MaxSubmitJobs/MaxJobCount) is reached; the next submit or wait cycle sends them")
         if not claimed:
             res.seconds = time.perf_counter() - t0
             return res
 
-        # 2. group by (stage, resources); order groups so that dependencies are submitted first
-        level: dict[str, int] = {}
-        for j in topo_order(list(claimed.values())):
-            level[j.job_id] = 1 + max((level.get(d, 0) for d in j.deps.values() if d in claimed), default=-1)
-        groups: dict[tuple, ArraySubmission] = {}
-        group_level: dict[tuple, int] = {}
-        for jid, rec in claimed.items():
-            params = job_slurm_params(profile, rec.resources)
-            key = _group_key(rec.stage, params)
-            g = groups.setdefault(key, ArraySubmission(rec.stage, params, []))
-            g.job_ids.append(jid)
-            group_level[key] = max(group_level.get(key, 0), level[jid])
-        # a group whose jobs sit at different depths (a stage depending on itself) splits by depth
-        ordered: list[ArraySubmission] = []
-        for key in sorted(groups, key=lambda k: (group_level[k], k)):
-            g = groups[key]
-            depths = sorted({level[j] for j in g.job_ids})
-            if len(depths) == 1:
-                ordered.append(g)
-            else:
-                for dlev in depths:
-                    ordered.append(ArraySubmission(g.stage, g.params, [j for j in g.job_ids if level[j] == dlev]))
-        ordered.sort(key=lambda g: max(level[j] for j in g.job_ids))
+        # 2. group by (stage, resources), dependencies first; split into arrays that fit the cluster
+        plan = plan_arrays(_groups(profile, claimed), _needs(claimed, everything), limits, budget)
+        for jid, why in plan.deferred.items():
+            table.release(jid, reason=f"not submitted: {why}; the next submit sends it")
+        if plan.deferred:
+            log(f"{len(plan.deferred)} job(s) stay pending ({next(iter(plan.deferred.values()))}); "
+                "the next submit or wait cycle sends them")
+            res.skipped["deferred (cluster limits)"] = len(plan.deferred)
 
-        # 3. one sbatch per group
+        # 3. one sbatch per planned array
         folder = slurm_dir(exp_dir) / "submitit"
         folder.mkdir(parents=True, exist_ok=True)
         sid_of = {jid: r.scheduler_id for jid, r in everything.items()
@@ -234,15 +275,14 @@ def submit(
 
         sweep = table.sweep or Path(exp_dir).name
         try:
-            for g in ordered:
-                deps = [sid_of[d] for jid in g.job_ids for d in claimed[jid].deps.values()
-                        if everything[d].state != DONE]
-                corr = _aftercorr_order(g.job_ids, claimed, everything, sid_of, array_sizes)
-                if corr is not None:
+            chunks_of = Counter(a.group for a in plan.arrays)
+            for planned in plan.arrays:
+                if planned.after_corr is not None:
                     # task k waits only for task k of the array it needs: one failure removes one dependent
-                    g.job_ids, g.dependency = corr
+                    dependency = f"aftercorr:{res.arrays[planned.after_corr].scheduler_id}"
                 else:
-                    g.dependency = _dependency_spec(deps, array_sizes)
+                    dependency = _dependency_spec([sid_of[d] for d in planned.after_ok], array_sizes)
+                g = ArraySubmission(planned.stage, planned.params, planned.job_ids, dependency=dependency)
                 extra = dict(profile.sbatch)
                 extra.update(g.params.get(EXTRA, {}))  # the stage's own options beat the profile's
                 if g.dependency:
@@ -272,13 +312,14 @@ def submit(
                 res.arrays.append(g)
                 res.submitted += len(ids)
                 log(f"submitted {len(ids)} {g.stage} job(s) as slurm {'array ' if len(ids) > 1 else ''}"
-                    f"{g.scheduler_id}" + (f" ({g.dependency[:60]}{'...' if len(g.dependency) > 60 else ''})"
-                                           if g.dependency else ""))
+                    f"{g.scheduler_id}" + (f" (group jobs {planned.offset}..{planned.offset + len(ids) - 1})"
+                                           if chunks_of[planned.group] > 1 else "")
+                    + (f" ({g.dependency[:60]}{'...' if len(g.dependency) > 60 else ''})" if g.dependency else ""))
         except Exception as err:
             # sbatch refused: put back what was not submitted (no attempt charged); keep what was
             done_ids = {jid for g in res.arrays for jid in g.job_ids}
             for jid in claimed:
-                if jid not in done_ids:
+                if jid not in done_ids and jid not in plan.deferred:
                     table.release(jid, reason=f"sbatch failed: {str(err).strip()[-300:]}")
             raise SlurmError(f"sbatch failed after {len(res.arrays)} array(s): {str(err).strip()[-1500:]}") from err
     finally:

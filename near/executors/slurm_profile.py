@@ -60,6 +60,8 @@ class SlurmProfile:
     checkpoint_margin_s: int | None = None  # own deadline before the limit (None: auto)
     max_requeues: int = 50              # time-outs one job may survive through requeue
     python: str | None = None           # interpreter on the cluster (default: this one)
+    max_array_size: int | None = None   # lower the cluster's MaxArraySize (tasks per array)
+    max_submit_jobs: int | None = None  # lower the cluster's MaxSubmitJobs (own jobs in the queue)
     source: str = ""                    # file the profile came from (set by load_profile)
 
     def margin_s(self, time_min: int) -> int:
@@ -77,7 +79,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "partition": (str,), "account": (str,), "qos": (str,), "time": (int, str),
     "cpus": (int,), "gpus": (int,), "mem": (str, int), "mem_per_cpu": (str, int), "setup": (list,),
     "sbatch": (dict,), "max_running": (int,), "signal_delay_s": (int,), "checkpoint_margin_s": (int,),
-    "max_requeues": (int,), "python": (str,),
+    "max_requeues": (int,), "python": (str,), "max_array_size": (int,), "max_submit_jobs": (int,),
 }
 
 
@@ -104,7 +106,7 @@ def profile_from_dict(data: Any, source: str = "<profile>") -> SlurmProfile:
     for key in ("mem", "mem_per_cpu"):
         if key in kwargs:
             kwargs[key] = str(kwargs[key])
-    for key in ("cpus", "max_running", "max_requeues"):
+    for key in ("cpus", "max_running", "max_requeues", "max_array_size", "max_submit_jobs"):
         if key in kwargs and kwargs[key] < 1:
             raise ConfigError(f"{source}: key {key!r} must be >= 1, got {kwargs[key]}")
     if kwargs.get("gpus", 0) < 0:
