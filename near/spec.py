@@ -8,6 +8,8 @@ Format (all keys but ``axes`` and ``stages`` optional)::
     name: demo                 # sweep name -> experiments/<name>/ (default: file stem)
     workdir: ..                # where commands run, relative to this file (default: ..)
     max_attempts: 3            # dispatches per job before it is failed
+    snapshot: true             # jobs run a frozen copy of workdir's code taken at dispatch
+                               #   (experiments/<name>/snapshots/); false: run the live tree
     resources: {cpus: 1, gpus: 0, mem: 2G, time: "00:30:00"}   # defaults for every stage
     vars: {budget: 100}        # template variables (defaults; axis values' bundles may set them)
     axes:                      # the cartesian product of all axes, in this order
@@ -122,6 +124,7 @@ class Spec:
     resources: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     vars: dict[str, Any] = field(default_factory=dict)
+    snapshot: bool = True   # jobs run a code snapshot taken at dispatch (near.snapshot)
 
     @property
     def label(self) -> str:
@@ -189,7 +192,7 @@ def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
     if not isinstance(data, dict):
         raise ctx.err("", f"a sweep spec is a mapping with 'axes' and 'stages', not {type(data).__name__}")
     known = {"name", "description", "workdir", "max_attempts", "resources", "vars", "axes", "zip", "include",
-             "exclude", "stages"}
+             "exclude", "stages", "snapshot"}
     for key in data:
         # x-* keys hold YAML anchors for reuse (`x-rl: &rl ...` then `command: *rl`)
         if key not in known and not str(key).startswith("x-"):
@@ -202,6 +205,9 @@ def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
         raise ctx.err("workdir", "must be a path")
     workdir = (path.parent / workdir_raw).resolve()
     max_attempts = _posint(data.get("max_attempts", 3), "max_attempts", ctx)
+    snapshot = data.get("snapshot", True)
+    if not isinstance(snapshot, bool):
+        raise ctx.err("snapshot", f"must be true or false, got {snapshot!r}")
     resources = _resources(data.get("resources", {}), "resources", ctx)
 
     if "stages" not in data:
@@ -269,7 +275,7 @@ def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
     desc = data.get("description", "")
     return Spec(path=path, name=name, workdir=workdir, axes=axes, stages=stages, zip=[list(z) for z in zips],
                 include=include, exclude=exclude, max_attempts=max_attempts, resources=resources,
-                description=str(desc or ""), vars=top_vars)
+                description=str(desc or ""), vars=top_vars, snapshot=snapshot)
 
 
 def _vars(raw: Any, where: str, ctx: _Ctx) -> dict[str, Any]:

@@ -123,6 +123,7 @@ def add_spec(spec_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROO
     from near.jobtable import JobTable
     from near.spec import spec_fingerprint
     from near.validate import validate_jobs
+    from near import snapshot
 
     spec = _load(spec_path, name, set_vars)
     target = Path(root) / spec.name
@@ -154,6 +155,7 @@ def add_spec(spec_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROO
         specs = json.loads(meta.get("specs", "[]"))
         if str(spec.path) not in specs:
             table.set_meta("specs", json.dumps(specs + [str(spec.path)]))
+        table.set_meta(snapshot.META_KEY, "true" if spec.snapshot else "false")
         table.set_meta(key, json.dumps({"digest": digest, "points": len(expansion.points),
                                         "jobs": len(expansion.jobs), "shared": result.shared}))
         total = len(table)
@@ -300,11 +302,14 @@ def _ts(t: float | None) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from near.snapshot import describe, enabled, recorded
+
     with _open(args.exp) as table:
         job = table.find(args.job)
         history = table.history(job.job_id)
         deps = {ref: table.get(d) for ref, d in job.deps.items()}
         dependents = table.dependents(job.job_id)
+        meta = table.meta()
     print(f"job        {job.job_id}  ({job.sweep}, stage {job.stage})")
     print(f"point      {' '.join(f'{k}={v}' for k, v in job.params.items()) or '-'}")
     print(f"state      {job.state}" + (f": {job.reason}" if job.reason else "")
@@ -315,6 +320,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"resources  {json.dumps(job.resources, sort_keys=True)}")
     print(f"run dir    {job.run_dir}")
     print(f"workdir    {job.workdir}")
+    snap = recorded(job.run_dir)
+    if snap is not None:
+        info = describe(snap)
+        print(f"snapshot   {info.label() if info else snap}")
+    elif not enabled(meta):
+        print("snapshot   none (the spec says snapshot: false): runs the live workdir")
     for ref, d in deps.items():
         print(f"needs      {ref} = {d.job_id} ({d.stage}, {d.state}) {d.run_dir}")
     if dependents:

@@ -30,6 +30,7 @@ from typing import Callable, TextIO
 
 from near.executors import runner
 from near.jobtable import FAILED, PENDING, JobRecord, JobTable
+from near.snapshot import Snapshotter
 from near.spec import time_to_seconds
 
 
@@ -80,6 +81,7 @@ class LocalExecutor:
         self._started = 0
         self._idle_claim = False
         self._last_claim = 0.0
+        self.snapshots = Snapshotter(table.exp_dir, table.meta(), self.say)
 
     # ------------------------------------------------------------------ output
     def say(self, msg: str) -> None:
@@ -181,6 +183,7 @@ class LocalExecutor:
         self._idle_claim = not claimed
         for job in claimed:
             try:
+                self.snapshots.freeze(job)
                 proc = runner.launch(job)
             except OSError as err:
                 self.table.mark_failed(job.job_id, f"cannot start: {err}", owner=self.owner)

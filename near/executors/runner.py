@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from near.jobtable import JobRecord
+from near.snapshot import recorded
 
 COMMAND_FILE = "command.sh"
 STDOUT_FILE = "stdout.log"
@@ -35,9 +36,34 @@ LOCK_FILE = ".near.lock"
 EXIT_INTERRUPTED = 3
 
 
+def job_cwd(job: JobRecord) -> str:
+    """Where the job's command runs: its code snapshot (see near.snapshot), else its workdir."""
+    snap = recorded(job.run_dir)
+    return str(snap) if snap is not None else (job.workdir or os.getcwd())
+
+
+def _snapshot_vars(job: JobRecord) -> dict[str, str]:
+    """The variables that make ``near``/``python`` in the job resolve to its snapshot: PYTHONPATH
+    first (ahead of the editable install of the live tree), its cfg/, and NEAR_SNAPSHOT."""
+    snap = recorded(job.run_dir)
+    if snap is None:
+        return {}
+    out = {"NEAR_SNAPSHOT": str(snap), "PYTHONPATH": str(snap)}
+    if (snap / "cfg" / "config.yaml").is_file():
+        out["NEAR_CFG_DIR"] = str(snap / "cfg")
+    return out
+
+
 def command_script(job: JobRecord) -> str:
     """The text of ``command.sh`` for ``job``."""
-    workdir = job.workdir or os.getcwd()
+    workdir = job_cwd(job)
+    snap = _snapshot_vars(job)
+    snap_lines = ""
+    if snap:
+        pp = snap.pop("PYTHONPATH")
+        snap_lines = ("# runs the code snapshot taken at dispatch, not the live tree\n"
+                      f"export PYTHONPATH={shlex.quote(pp)}${{PYTHONPATH:+:$PYTHONPATH}}\n"
+                      + "".join(f"export {k}={shlex.quote(v)}\n" for k, v in snap.items()))
     point = " ".join(f"{k}={v}" for k, v in job.params.items())
     deps = "".join(f"\n#   {ref}: {path}" for ref, path in job.dep_run_dirs().items())
     bindir = os.path.dirname(sys.executable)
@@ -49,6 +75,7 @@ def command_script(job: JobRecord) -> str:
         f"cd {shlex.quote(workdir)} || exit 2\n"
         f"export PATH={shlex.quote(bindir)}:\"$PATH\"\n"
         f"export NEAR_JOB_ID={job.job_id} NEAR_RUN_DIR={shlex.quote(job.run_dir)}\n"
+        f"{snap_lines}"
         "# SIGTERM/SIGINT reach the whole process group; without a trap bash would exit at once and\n"
         "# its job would be SIGKILLed mid-checkpoint. Trapped, bash waits for the job's own exit status.\n"
         "trap 'true' TERM INT\n"
@@ -59,10 +86,16 @@ def command_script(job: JobRecord) -> str:
 def job_env(job: JobRecord) -> dict[str, str]:
     """The environment a job's command runs in (what ``command.sh`` exports): this interpreter's
     bin dir first on PATH, so ``near ...`` commands find the installation that dispatched them even
-    where PATH does not have it (a SLURM node's batch shell), and the job's id and run dir."""
+    where PATH does not have it (a SLURM node's batch shell), the job's id and run dir, and its code
+    snapshot's variables."""
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env.update(NEAR_JOB_ID=job.job_id, NEAR_RUN_DIR=job.run_dir, PYTHONUNBUFFERED="1")
+    snap = _snapshot_vars(job)
+    if snap:
+        old = env.get("PYTHONPATH")
+        snap["PYTHONPATH"] += os.pathsep + old if old else ""
+        env.update(snap)
     return env
 
 

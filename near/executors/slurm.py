@@ -34,6 +34,7 @@ from near.jobtable import (
     ACTIVE_STATES, BLOCKED, BLOCKING_STATES, CANCELLED, DONE, PENDING, QUEUED, RUNNING,
     STATES, Change, JobBrief, JobRecord, JobTable, topo_order,
 )
+from near.snapshot import Snapshotter
 
 ID_BATCH = 400          # scheduler ids per squeue/sacct/scancel call (keeps argv small)
 
@@ -265,7 +266,11 @@ def submit(
                 "the next submit or wait cycle sends them")
             res.skipped["deferred (cluster limits)"] = len(plan.deferred)
 
-        # 3. one sbatch per planned array
+        # 3. freeze the code the jobs will run, then one sbatch per planned array
+        snapshots = Snapshotter(exp_dir, table.meta(), log)
+        for planned in plan.arrays:
+            for jid in planned.job_ids:
+                snapshots.freeze(claimed[jid])
         folder = slurm_dir(exp_dir) / "submitit"
         folder.mkdir(parents=True, exist_ok=True)
         sid_of = {jid: r.scheduler_id for jid, r in everything.items()

@@ -197,7 +197,7 @@ class NodeJob(submitit.helpers.Checkpointable):
             out.flush()
             prev = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
             try:
-                return subprocess.Popen(["bash", "-c", job.command], cwd=job.workdir or str(run_dir),
+                return subprocess.Popen(["bash", "-c", job.command], cwd=runner.job_cwd(job),
                                         stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True,
                                         env=runner.job_env(job))
             finally:

@@ -1,0 +1,194 @@
+"""Code snapshots: the code a job runs, frozen when the job is dispatched.
+
+At the first dispatch of a job (``near sweep run`` launching it, ``near sweep submit`` queueing
+it; again after a ``reset``) the workdir's files are copied to
+``<exp>/snapshots/<digest>/``, where ``digest`` hashes the files' paths and contents: an unchanged
+tree reuses its snapshot. The job's run dir records which snapshot it runs (``snapshot`` file), and
+its command runs from there: cwd is the snapshot, ``PYTHONPATH`` starts with it (so ``near ...``
+imports the snapshot's ``near``, not the editable install of the live tree) and ``NEAR_CFG_DIR``
+points at its ``cfg/``. Retries and requeues of the same job keep its snapshot (a resumed run keeps
+its code).
+
+Copied: the files git lists (tracked and untracked-not-ignored), or every file when the workdir is
+not a git repository; never ``.git``, ``.venv``, ``experiments/`` or ``__pycache__``. Beside each
+snapshot, ``<digest>.json`` holds the git commit, whether the tree was dirty, the untracked files and
+the size, and ``<digest>.diff`` the output of ``git diff HEAD``.
+"""
+
+from __future__ import annotations
+
+import compileall
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+SNAPSHOT_DIR = "snapshots"
+RECORD_FILE = "snapshot"            # in a job's run dir: the snapshot it runs
+WARN_BYTES = 50 * 1024 * 1024       # larger snapshots are still taken, with a warning
+META_KEY = "snapshot"               # job table meta: "false" when the spec opted out
+_SKIP_TOP = {".git", ".venv", "experiments"}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One frozen copy of a workdir."""
+
+    path: Path
+    digest: str
+    commit: str | None
+    dirty: bool
+    size: int
+
+    def label(self) -> str:
+        """``<path> (commit abc1234[, dirty])``."""
+        commit = self.commit[:12] if self.commit else "no git commit"
+        return f"{self.path} ({commit}{', dirty' if self.dirty else ''})"
+
+
+def _git(workdir: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(workdir), *args], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def _keep(rel: str) -> bool:
+    parts = rel.split("/")
+    return parts[0] not in _SKIP_TOP and "__pycache__" not in parts and not parts[0].endswith(".egg-info")
+
+
+def tree_files(workdir: Path) -> list[str]:
+    """The workdir's files to freeze, as sorted relative paths."""
+    listed = _git(workdir, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    if listed is not None:
+        rels = [r for r in listed.split("\0") if r]
+    else:
+        rels = []
+        for root, dirs, files in os.walk(workdir):
+            rel_root = os.path.relpath(root, workdir)
+            dirs[:] = [d for d in dirs if d != "__pycache__" and not (rel_root == "." and d in _SKIP_TOP)]
+            rels += [os.path.normpath(os.path.join(rel_root, f)) for f in files]
+    return sorted(r for r in set(rels) if _keep(r) and (workdir / r).is_file())
+
+
+def tree_digest(workdir: Path, rels: Iterable[str]) -> tuple[str, int]:
+    """(sha256 over the files' paths, executable bits and contents, total bytes)."""
+    h = hashlib.sha256()
+    size = 0
+    for rel in rels:
+        p = workdir / rel
+        data = p.read_bytes()
+        size += len(data)
+        h.update(f"{rel}\0{int(os.access(p, os.X_OK))}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()[:16], size
+
+
+def take(exp_dir: str | os.PathLike, workdir: str | os.PathLike, *,
+         warn: Callable[[str], None] = print) -> Snapshot:
+    """The snapshot of ``workdir``'s current files under ``exp_dir/snapshots`` (made if new)."""
+    workdir = Path(workdir).resolve()
+    root = Path(exp_dir) / SNAPSHOT_DIR
+    rels = tree_files(workdir)
+    digest, size = tree_digest(workdir, rels)
+    target = root / digest
+    meta_file = root / f"{digest}.json"
+    if target.is_dir() and meta_file.is_file():
+        meta = json.loads(meta_file.read_text())
+        return Snapshot(target, digest, meta.get("commit"), bool(meta.get("dirty")), int(meta.get("size", size)))
+    if size > WARN_BYTES:
+        warn(f"near: warning: the code snapshot of {workdir} is {size / 2**20:.0f} MB ({len(rels)} files, more "
+             f"than {WARN_BYTES // 2**20} MB); set `snapshot: false` in the sweep spec to run from the live tree")
+    commit = (_git(workdir, "rev-parse", "HEAD") or "").strip() or None
+    diff = _git(workdir, "diff", "HEAD", "--binary") or "" if commit else ""
+    untracked = [r for r in (_git(workdir, "ls-files", "--others", "--exclude-standard") or "").splitlines()
+                 if _keep(r)]
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{digest}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for rel in rels:
+        dst = tmp / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(workdir / rel, dst)
+    # compiled now, so that jobs never write __pycache__ into the frozen tree
+    compileall.compile_dir(str(tmp), quiet=2, workers=1)
+    for dirpath, _, files in os.walk(tmp):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            os.chmod(p, os.stat(p).st_mode & ~0o222)   # read-only files; dirs stay removable
+    (root / f"{digest}.diff").write_text(diff)
+    meta = {"workdir": str(workdir), "commit": commit, "dirty": bool(diff.strip() or untracked),
+            "untracked": untracked, "files": len(rels), "size": size, "created": time.time()}
+    meta_file.write_text(json.dumps(meta, indent=1) + "\n")
+    try:
+        os.rename(tmp, target)
+    except OSError:  # another dispatcher made the same snapshot meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Snapshot(target, digest, commit, meta["dirty"], size)
+
+
+def enabled(meta: dict[str, str]) -> bool:
+    """Whether the sweep takes snapshots (its spec did not say ``snapshot: false``)."""
+    return meta.get(META_KEY, "true") != "false"
+
+
+def assign(run_dir: str | os.PathLike, snap: Snapshot, attempt: int) -> Path:
+    """Record that the job in ``run_dir`` runs ``snap``, unless an earlier attempt of it (since its
+    last reset: ``attempt`` > 1) already runs one; returns the snapshot the job runs."""
+    rec = Path(run_dir) / RECORD_FILE
+    current = recorded(run_dir)
+    if current is not None and attempt > 1:
+        return current
+    rec.parent.mkdir(parents=True, exist_ok=True)
+    tmp = rec.with_name(RECORD_FILE + ".tmp")
+    tmp.write_text(f"{snap.path.resolve()}\n")
+    os.replace(tmp, rec)
+    return snap.path
+
+
+def recorded(run_dir: str | os.PathLike) -> Path | None:
+    """The snapshot the job in ``run_dir`` runs, or None (it runs from the live workdir)."""
+    rec = Path(run_dir) / RECORD_FILE
+    try:
+        path = Path(rec.read_text().strip())
+    except OSError:
+        return None
+    return path if path.is_dir() else None
+
+
+def describe(path: Path) -> Snapshot | None:
+    """The snapshot at ``path`` with its recorded commit, or None when its metadata is missing."""
+    meta_file = path.parent / f"{path.name}.json"
+    if not meta_file.is_file():
+        return None
+    meta = json.loads(meta_file.read_text())
+    return Snapshot(path, path.name, meta.get("commit"), bool(meta.get("dirty")), int(meta.get("size", 0)))
+
+
+class Snapshotter:
+    """One dispatcher's snapshots: taken once per workdir (the tree at the first dispatch of this
+    ``run``/``submit``), then reused for every job it dispatches."""
+
+    def __init__(self, exp_dir: str | os.PathLike, table_meta: dict[str, str], log: Callable[[str], None] = print):
+        self.exp_dir = Path(exp_dir)
+        self.on = enabled(table_meta)
+        self.log = log
+        self._taken: dict[str, Snapshot] = {}
+
+    def freeze(self, job) -> Path | None:
+        """Record the snapshot ``job`` (a just-claimed JobRecord) runs; None when snapshots are off."""
+        if not self.on:
+            return None
+        workdir = job.workdir or os.getcwd()
+        snap = self._taken.get(workdir)
+        if snap is None:
+            snap = self._taken[workdir] = take(self.exp_dir, workdir, warn=self.log)
+            self.log(f"code snapshot {snap.label()}")
+        return assign(job.run_dir, snap, job.attempts)
