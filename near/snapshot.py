@@ -183,10 +183,11 @@ class Snapshotter:
         self._taken: dict[str, Snapshot] = {}
 
     def freeze(self, job) -> Path | None:
-        """Record the snapshot ``job`` (a just-claimed JobRecord) runs; None when snapshots are off."""
-        if not self.on:
+        """Record the snapshot ``job`` (a just-claimed JobRecord) runs; None when snapshots are off or
+        the job has no workdir (added without a spec: it runs wherever it is dispatched from)."""
+        if not self.on or not job.workdir:
             return None
-        workdir = job.workdir or os.getcwd()
+        workdir = job.workdir
         snap = self._taken.get(workdir)
         if snap is None:
             snap = self._taken[workdir] = take(self.exp_dir, workdir, warn=self.log)

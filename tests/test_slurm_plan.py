@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from near.errors import ConfigError
 from near.executors.slurm_plan import ClusterLimits, Group, parse_limits, plan_arrays
+from near.executors.slurm_profile import profile_from_dict
 
 P = {"time": 10}
 
@@ -103,3 +105,12 @@ def test_limits_from_scontrol_and_sacctmgr_text() -> None:
     # a profile lowers, never raises
     assert lim.lowered(30, 10_000).max_array_size == 30 and lim.lowered(30, 10_000).max_submit == 200
     assert lim.lowered(5000, None).max_array_size == 1001
+
+
+def test_profile_limits_are_validated() -> None:
+    prof = profile_from_dict({"max_array_size": 30, "max_submit_jobs": 100}, "p.yaml")
+    assert (prof.max_array_size, prof.max_submit_jobs) == (30, 100)
+    with pytest.raises(ConfigError, match=r"p\.yaml.*'max_array_size'"):
+        profile_from_dict({"max_array_size": 0}, "p.yaml")
+    with pytest.raises(ConfigError, match="'max_submit_jobs'"):
+        profile_from_dict({"max_submit_jobs": "lots"}, "p.yaml")

@@ -2,7 +2,10 @@
 
 - :func:`submit` claims every pending job (compare-and-set pending -> queued in the job table, so
   two submitters never queue a job twice), groups the claimed jobs by (stage, resources), and
-  sends each group as ONE submitit job array (one ``sbatch``), throttled with ``%N``. A later stage
+  sends each group as one submitit job array (one ``sbatch``), throttled with ``%N``; a group larger
+  than the cluster's MaxArraySize becomes several arrays, and no more jobs are claimed than
+  MaxSubmitJobs/MaxJobCount leave room for (the planning is :mod:`near.executors.slurm_plan`). The
+  jobs' code is frozen first (:mod:`near.snapshot`). A later stage
   waits on exactly the scheduler ids it needs (``afterok``, ``kill-on-invalid-dep=yes``: if one of
   them fails SLURM removes the dependent array instead of leaving it pending forever; ``sync``
   then blocks the jobs whose dependency failed and puts the others back to pending).
