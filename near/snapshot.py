@@ -67,10 +67,8 @@ def _keep(rel: str) -> bool:
 def tree_files(workdir: Path) -> list[str]:
     """The workdir's files to freeze, as sorted relative paths."""
     listed = _git(workdir, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
-    if listed is not None:
-        rels = [r for r in listed.split("\0") if r]
-    else:
-        rels = []
+    rels = [r for r in (listed or "").split("\0") if r]
+    if not rels:  # not a git repository (or a folder git ignores): every file
         for root, dirs, files in os.walk(workdir):
             rel_root = os.path.relpath(root, workdir)
             dirs[:] = [d for d in dirs if d != "__pycache__" and not (rel_root == "." and d in _SKIP_TOP)]

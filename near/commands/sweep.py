@@ -330,7 +330,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"needs      {ref} = {d.job_id} ({d.stage}, {d.state}) {d.run_dir}")
     if dependents:
         print(f"needed by  {', '.join(dependents)}")
-    print("\ncommand (run it from the workdir; or: bash <run dir>/command.sh):")
+    print(f"\ncommand (run it from the {'snapshot' if snap is not None else 'workdir'}; or: bash <run dir>/command.sh):")
     print(f"  {job.command}")
     print("\nhistory:")
     for e in history:
