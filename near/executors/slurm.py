@@ -172,11 +172,16 @@ def _whoami() -> str:
 
 
 def queue_sizes() -> tuple[int, int]:
-    """(this user's jobs, all jobs) in slurmctld's queue, each array task counted."""
+    """(this user's queued and running array tasks, slurmctld's job records) from one squeue call:
+    a pending array is one record (one line, ``ID_[5-1000%8]``) holding many tasks."""
     user = os.environ.get("USER") or _whoami()
-    out = _run(["squeue", "-h", "-r", "-o", "%u"])
-    users = out.split()
-    return sum(1 for u in users if u == user), len(users)
+    mine = records = 0
+    for line in _run(["squeue", "-h", "-o", "%u|%i"]).splitlines():
+        owner, _, sid = line.partition("|")
+        records += 1
+        if owner.strip() == user:
+            mine += len(_expand_array_id(sid.strip()))
+    return mine, records
 
 
 def submit(
