@@ -97,12 +97,12 @@ def test_limits_from_scontrol_and_sacctmgr_text() -> None:
               "MaxJobCount             = 10000\nMaxStepCount            = 40000\n")
     lim = parse_limits(config, "|\n500|\n|200\n")
     assert (lim.max_array_size, lim.max_submit, lim.max_jobs) == (1001, 200, 10000)
-    assert lim.budget(mine_queued=150, all_records=9000) == 50
-    assert lim.budget(mine_queued=300, all_records=0) == 0
-    assert lim.budget(mine_queued=0, all_records=10000) == 0   # slurmctld is full
+    assert lim.budget(mine_queued=150, all_queued=9000) == 50
+    assert lim.budget(mine_queued=0, all_queued=9990) == 10
+    assert lim.budget(mine_queued=300, all_queued=0) == 0
     none = parse_limits("MaxArraySize = 1001\n", "|\n")
     assert none.max_submit is None and none.budget(10**6, 10**6) is None
-    assert parse_limits(config).budget(10**6, 9999) is None   # MaxJobCount alone: room left
+    assert parse_limits(config).budget(10**6, 9999) == 1   # MaxJobCount alone
     # a profile lowers, never raises
     assert lim.lowered(30, 10_000).max_array_size == 30 and lim.lowered(30, 10_000).max_submit == 200
     assert lim.lowered(5000, None).max_array_size == 1001

@@ -172,16 +172,17 @@ def _whoami() -> str:
 
 
 def queue_sizes() -> tuple[int, int]:
-    """(this user's queued and running array tasks, slurmctld's job records) from one squeue call:
-    a pending array is one record (one line, ``ID_[5-1000%8]``) holding many tasks."""
+    """(this user's, everybody's) queued and running array tasks, from one squeue call (a pending
+    array is one line, ``ID_[5-1000%8]``, holding many tasks)."""
     user = os.environ.get("USER") or _whoami()
-    mine = records = 0
+    mine = total = 0
     for line in _run(["squeue", "-h", "-o", "%u|%i"]).splitlines():
         owner, _, sid = line.partition("|")
-        records += 1
+        n = len(_expand_array_id(sid.strip()))
+        total += n
         if owner.strip() == user:
-            mine += len(_expand_array_id(sid.strip()))
-    return mine, records
+            mine += n
+    return mine, total
 
 
 def submit(

@@ -6,8 +6,8 @@ from the text of ``scontrol show config`` / ``sacctmgr``.
 
 - A group larger than ``MaxArraySize`` becomes several arrays ("chunks"), tasks ``0..n-1`` each;
   job ``offset + k`` of the group is task ``k`` of the chunk that starts at ``offset``.
-- ``MaxSubmitJobs`` leaves room for ``budget`` more jobs in the queue (none while slurmctld holds
-  ``MaxJobCount`` records); jobs past it are deferred (they stay pending; the next ``submit``/``wait`` cycle sends them), and so is every
+- ``MaxSubmitJobs`` and ``MaxJobCount`` leave room for ``budget`` more jobs in the queue; jobs past
+  it are deferred (they stay pending; the next ``submit``/``wait`` cycle sends them), and so is every
   job that needs a deferred one.
 - A group whose jobs each need exactly one job of one earlier group, covering a prefix of each of its
   chunks once, is chunked like that group and waits with ``aftercorr`` on the matching chunk (task k
@@ -31,15 +31,13 @@ class ClusterLimits:
     max_submit: int | None = None                  # MaxSubmitJobs: this user's jobs in the queue
     max_jobs: int | None = None                    # MaxJobCount: all jobs slurmctld holds
 
-    def budget(self, mine_queued: int, all_records: int) -> int | None:
-        """How many more jobs (array tasks) may enter the queue now (None: unlimited).
-
-        ``mine_queued`` counts this user's queued and running array tasks (MaxSubmitJobs counts each
-        task); ``all_records`` counts slurmctld's job records (a pending array is one record until its
-        tasks start), so MaxJobCount only stops a submit when slurmctld is full."""
-        if self.max_jobs is not None and all_records >= self.max_jobs:
-            return 0
-        return None if self.max_submit is None else max(0, self.max_submit - mine_queued)
+    def budget(self, mine_queued: int, all_queued: int) -> int | None:
+        """How many more jobs may enter the queue now (None: unlimited). Both limits count array
+        tasks: MaxSubmitJobs this user's, MaxJobCount everybody's (slurmctld refuses an array whose
+        tasks would pass it, even held ones)."""
+        room = [lim - used for lim, used in ((self.max_submit, mine_queued), (self.max_jobs, all_queued))
+                if lim is not None]
+        return max(0, min(room)) if room else None
 
     def lowered(self, max_array_size: int | None = None, max_submit: int | None = None) -> "ClusterLimits":
         """These limits, lowered (never raised) by a profile's own settings."""
