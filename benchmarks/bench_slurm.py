@@ -55,6 +55,14 @@ def sbatch_shim(folder: Path) -> Path:
     return folder / "calls"
 
 
+def _all_cancelled_in_sacct(arrays: list[str]) -> bool:
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", ",".join(arrays), "-o", "JobID,State"],
+                         capture_output=True, text=True).stdout.splitlines()
+    states = [line.split("|") for line in out if "|" in line]
+    return ({jid.split("_")[0] for jid, st in states if st.startswith("CANCELLED")} == set(arrays)
+            and all(st.startswith("CANCELLED") for _, st in states))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=1000)
@@ -96,7 +104,11 @@ def main() -> None:
         while time.time() < end and subprocess.run(["squeue", "-h", "-j", ",".join(arrays)], capture_output=True,
                                                    text=True).stdout.strip():
             time.sleep(1)
-        time.sleep(2)  # let slurmdbd catch up
+        # slurmdbd records the cancellations later (a task at a time: longer for more arrays): poll sacct
+        end = time.time() + 600
+        while time.time() < end and not _all_cancelled_in_sacct(arrays):
+            time.sleep(0.5)
+        print(f"(sacct has all {len(arrays)} arrays cancelled: {_all_cancelled_in_sacct(arrays)})", flush=True)
         t0 = time.perf_counter()
         s2 = sync(exp2, log=quiet)
         sync2_s = time.perf_counter() - t0
