@@ -10,7 +10,7 @@ WORKERS ?= 2
 # imitation metrics are logged and every figure has data).
 CI_DEMO_VARS ?= --var rl_iters=8 --var ncsn_iters=30 --var num_envs=16
 
-.PHONY: setup demo demo-slurm test test-fast slurm-up slurm-down bench figures
+.PHONY: setup demo demo-slurm test test-fast slurm-up slurm-down bench figures chromium
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,8 +27,8 @@ demo: setup
 
 # Full suite: brings up the local SLURM cluster (needs root) and requires it; then the demo sweep
 # with tiny budgets through SLURM (add -> submit -> wait -> sync -> report --check).
-test: setup slurm-up
-	NEAR_REQUIRE_SLURM=1 $(PY) -m pytest -q -ra
+test: setup slurm-up chromium
+	NEAR_REQUIRE_SLURM=1 NEAR_REQUIRE_CHROMIUM=1 $(PY) -m pytest -q -ra
 	rm -rf experiments/demo-ci
 	NAME=demo-ci bash slurm/demo.sh $(CI_DEMO_VARS)
 
@@ -39,6 +39,13 @@ demo-slurm: setup slurm-up
 # Everything that does not need the cluster.
 test-fast: setup
 	$(PY) -m pytest -q -ra -m "not slurm"
+
+# Debian's headless Chromium, for the test that opens the report page (EXP/figures/index.html).
+chromium:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] || { echo "make chromium: needs root (apt-get install chromium)"; exit 1; }; \
+	  export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/tmp/near-chromium-apt.log 2>&1 && \
+	  apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core >>/tmp/near-chromium-apt.log 2>&1 || \
+	  { tail -20 /tmp/near-chromium-apt.log; exit 1; }; }
 
 slurm-up:
 	bash slurm/up.sh
