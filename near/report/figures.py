@@ -7,6 +7,7 @@ every figure of every report, whichever subset of algorithms a figure shows.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,11 @@ FIXED_COLOURS = {
 }
 EXTRA = ["#42d4f4", "#f032e6", "#9A6324", "#808000", "#800000", "#000075", "#a9a9a9", "#bcf60c", "#fabebe"]
 EXPERT_COLOUR = "#000000"
+
+
+def slug(text: str) -> str:
+    """File-name-safe form of a tag or label."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
 
 
 def color_for(name: str, overrides: dict | None = None) -> str:

@@ -82,12 +82,12 @@ def landscape_figure(report, fig: dict) -> list[Path]:
     """Figure `fig` (kind: landscape) of a Report, for each of the first 4 selected runs: one panel
     per noise level of an ncsn run (``model: ncsn``), or the discriminator of an AMP run (``model: amp``)."""
     from near.report import figures
-    from near.report.pipeline import _runs_table, select_runs, slug
+    from near.report.runs import runs_table, select_runs
 
     if fig["model"] not in ("ncsn", "amp"):
         raise NearError(f"landscape model {fig['model']!r}: expected 'ncsn' or 'amp'")
     # ncsn jobs log few or no scalars, so select among all jobs of the table, not the plotted runs
-    table = report.jobs.assign(run=report.jobs["job_id"]) if report.jobs is not None else _runs_table(report.path_meta)
+    table = report.jobs.assign(run=report.jobs["job_id"]) if report.jobs is not None else runs_table(report.path_meta)
     runs = select_runs(table, fig["select"], f"{report.spec['_file']}: figures '{fig['name']}'")
     if "run_dir" not in runs.columns or runs.empty:
         raise NearError("no selected run has a run_dir (is the job table there?)")
@@ -95,6 +95,7 @@ def landscape_figure(report, fig: dict) -> list[Path]:
     default_title = "AMP discriminator reward" if fig["model"] == "amp" else "NCSN energy landscape"
     for _, run in runs.head(4).iterrows():
         panels = _panels(Path(str(run["run_dir"])), fig)
+        slug = figures.slug
         name = f"{slug(fig['name'])}_{slug(str(run.get('motion', run['run'])))}_{slug(str(run['run']))}"
         written += figures.heatmap_figure(panels, report.out / name, fig["title"] or default_title,
                                           tuple(report.spec["formats"]))

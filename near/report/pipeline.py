@@ -12,6 +12,8 @@ import pandas as pd
 
 from near.errors import SpecError
 from near.report import figures, logs, spec as specmod, stats, tables
+from near.report.figures import slug
+from near.report.runs import as_text, runs_table, select_runs
 
 # Bump when a change of this package changes what a report draws (invalidates up-to-date stamps).
 REPORT_VERSION = 1
@@ -32,41 +34,6 @@ def plotting_dirs() -> list[Path]:
     here = Path(__file__).resolve().parents[2] / "plotting"
     cwd = Path.cwd() / "plotting"
     return [cwd] if cwd.resolve() == here else [cwd, here]
-
-
-def slug(text: str) -> str:
-    """File-name-safe form of a tag or label."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
-
-
-def _runs_table(meta: pd.DataFrame) -> pd.DataFrame:
-    """One row per run with its metadata, as plain objects; index = run name.
-
-    `meta` is a `logs.path_metadata` frame (one row per event file) or any frame with a `run` column.
-    """
-    skip = {"path", "tag", "step", "value", "wall_time"}
-    cols = [c for c in meta.columns if c not in skip]
-    first = ~meta["run"].duplicated().to_numpy()
-    runs = meta.loc[first, cols]
-    runs = pd.DataFrame({c: runs[c].astype(object).to_numpy() for c in cols})
-    runs["run"] = runs["run"].astype(str)
-    return runs.set_index(runs["run"].to_numpy())
-
-
-def _text(values) -> list:
-    """Metadata values as text for matching and labels; missing stays None."""
-    return [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
-
-
-def select_runs(runs: pd.DataFrame, select: dict, where: str) -> pd.DataFrame:
-    """Runs whose metadata match every `select` entry (value or list of values; compared as text)."""
-    for key, want in select.items():
-        if key not in runs.columns:
-            avail = ", ".join(c for c in runs.columns if c != "run")
-            raise SpecError(f"{where}: key 'select.{key}' is not a column of the runs (available: {avail})")
-        wanted = {str(v) for v in (want if isinstance(want, list) else [want])}
-        runs = runs[[v in wanted for v in _text(runs[key])]]
-    return runs
 
 
 def _value_order(values, order: list | None) -> list[str]:
@@ -158,7 +125,7 @@ class Report:
         if path is None:
             return None, "<default>"
         try:
-            return path, path.read_text()
+            return path, path.readas_text()
         except OSError:
             raise SpecError(f"{path}: no such spec file") from None
 
@@ -215,7 +182,7 @@ class Report:
         if not self.use_cache or self.force or not stamp.is_file():
             return False
         try:
-            old = json.loads(stamp.read_text())
+            old = json.loads(stamp.readas_text())
         except ValueError:
             return False
         self._fp = self.fingerprint()
@@ -251,7 +218,7 @@ class Report:
         if self.frame.empty:
             self.warn(f"{self.exp}: no scalar data in any event file; nothing to plot")
             return []
-        self.runs = select_runs(_runs_table(self.path_meta), spec["select"], spec["_file"])
+        self.runs = select_runs(runs_table(self.path_meta), spec["select"], spec["_file"])
         frame = self.frame[self.frame["run"].isin(self.runs.index)]
         self.series = self._split(frame)
         present = set(self.series)
@@ -281,7 +248,7 @@ class Report:
 
             stamp = self._stamp_path()
             stamp.parent.mkdir(parents=True, exist_ok=True)
-            stamp.write_text(json.dumps({"fingerprint": getattr(self, "_fp", None) or self.fingerprint(),
+            stamp.writeas_text(json.dumps({"fingerprint": getattr(self, "_fp", None) or self.fingerprint(),
                                          "written": [str(p) for p in self.written], "warnings": self.warnings}))
         return self.written
 
@@ -353,8 +320,8 @@ class Report:
     def _curves(self, fig: dict, tag: str, runs: pd.DataFrame, hue: str, facet: str | None) -> list[Path]:
         spec, tspec, series = self.spec, self.tags[tag], self.series[tag]
         smoothing = tspec["smoothing"] if tspec.get("smoothing") is not None else spec["smoothing"]
-        hue_of = pd.Series(_text(runs[hue]), index=runs.index)
-        facet_of = pd.Series(_text(runs[facet]), index=runs.index) if facet else pd.Series([None] * len(runs), index=runs.index, dtype=object)
+        hue_of = pd.Series(as_text(runs[hue]), index=runs.index)
+        facet_of = pd.Series(as_text(runs[facet]), index=runs.index) if facet else pd.Series([None] * len(runs), index=runs.index, dtype=object)
         hue_values = _value_order(hue_of.dropna().unique(), fig["order"])
         if fig["kind"] == "ablation":
             colours = figures.ordered_colours(hue_values)
@@ -403,7 +370,7 @@ class Report:
             names = [r for r in runs.index if r in series]
             if not names:
                 continue
-            per_run = pd.DataFrame({c: _text(runs.loc[names, c]) for c in by}, index=names)
+            per_run = pd.DataFrame({c: as_text(runs.loc[names, c]) for c in by}, index=names)
             per_run["final"] = [float(np.mean(series[r][1][-tbl["window"]:])) for r in names]
             summ = stats.summarize_finals(per_run, by, spec["ci"]["level"], spec["ci"]["n_boot"], spec["ci"]["seed"])
             parts.append(summ.assign(tag=tag))

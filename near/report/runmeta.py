@@ -1,0 +1,193 @@
+"""Metadata of runs near did not launch: from their directory names and their own config files.
+
+A *run pattern* is a format-style template over a run directory's path relative to the report's
+root: ``{algorithm}_{motion}_{seed}`` turns ``HumanoidNEAR_walk_42`` into algorithm=HumanoidNEAR,
+motion=walk, seed=42. Literal text matches literally, ``{name}`` matches one or more characters
+other than ``/`` (as few as possible, left to right), ``{name:d}`` only digits, and ``{_}`` anything,
+``/`` included (``{_}/{algorithm}_{motion}_{seed:d}`` finds runs at any depth). An event file's run
+directory is its shallowest ancestor under the root that the whole pattern matches.
+
+Config files a run may carry (read only when present): hydra's ``.hydra/overrides.yaml`` (every
+override becomes a column, ``++train.params.seed=3`` -> ``train.params.seed``), hydra's
+``.hydra/config.yaml`` and rl-games/IsaacGymEnvs' ``config.yaml`` (only the dotted keys asked for,
+e.g. ``task.env.motion_file``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from near.errors import SpecError
+
+_FIELD = re.compile(r"\{([^{}]*)\}")
+
+
+@dataclass(frozen=True)
+class RunPattern:
+    """A compiled run pattern: its text, the field names it sets, and the regex it became."""
+
+    text: str
+    fields: tuple[str, ...]
+    regex: re.Pattern
+
+    def match(self, rel_dir: str) -> dict[str, str] | None:
+        """Field values when the whole of `rel_dir` (``/``-separated) matches, else None."""
+        m = self.regex.fullmatch(rel_dir)
+        return None if m is None else {f: m.group(f) for f in self.fields}
+
+
+def compile_pattern(text: str, where: str = "--pattern") -> RunPattern:
+    """Translate a run pattern into a regex; SpecError (naming `where`) for a malformed one."""
+    parts, fields, pos = [], [], 0
+    for m in _FIELD.finditer(text):
+        literal = text[pos : m.start()]
+        if "{" in literal or "}" in literal:
+            raise SpecError(f"{where}: unbalanced brace in run pattern {text!r}")
+        parts.append(re.escape(literal))
+        name, _, fmt = m.group(1).partition(":")
+        if name == "_":
+            parts.append(".*?")
+        elif not name.isidentifier():
+            raise SpecError(f"{where}: field {{{m.group(1)}}} of run pattern {text!r} must be a name "
+                            "(letters, digits, _), optionally with :d, or {_}")
+        elif fmt not in ("", "d"):
+            raise SpecError(f"{where}: field {{{m.group(1)}}} of {text!r}: only the format ':d' (digits) is known")
+        elif name in fields:
+            parts.append(f"(?P={name})")
+        else:
+            fields.append(name)
+            parts.append(f"(?P<{name}>{'[0-9]+' if fmt == 'd' else '[^/]+?'})")
+        pos = m.end()
+    tail = text[pos:]
+    if "{" in tail or "}" in tail:
+        raise SpecError(f"{where}: unbalanced brace in run pattern {text!r}")
+    parts.append(re.escape(tail))
+    if not fields:
+        raise SpecError(f"{where}: run pattern {text!r} names no field (e.g. '{{algorithm}}_{{motion}}_{{seed}}')")
+    return RunPattern(text, tuple(fields), re.compile("".join(parts).replace("\\/", "/")))
+
+
+def run_dir_of(rel_file: str, pattern: RunPattern | None) -> tuple[str, dict[str, str]] | None:
+    """(run dir relative to the root, field values) of one event file given relative to the root.
+
+    Without a pattern the run dir is the folder holding the file's ``summaries`` folder (NEAR's and
+    rl-games' layout), else the file's own folder. With one: the shallowest matching ancestor, or None.
+    """
+    parts = rel_file.split("/")[:-1]
+    if pattern is None:
+        cut = len(parts) - 1 - parts[::-1].index("summaries") if "summaries" in parts else len(parts)
+        return "/".join(parts[:cut]) or ".", {}
+    for depth in range(1, len(parts) + 1):
+        rel = "/".join(parts[:depth])
+        values = pattern.match(rel)
+        if values is not None:
+            return rel, values
+    return None
+
+
+def overrides_columns(overrides: list) -> dict[str, str]:
+    """Hydra override strings (``task=X``, ``++a.b=1``, ``~c``) -> {key: value}; deletions are skipped."""
+    out = {}
+    for item in overrides:
+        key, sep, value = str(item).partition("=")
+        key = key.lstrip("+")
+        if sep and key and not key.startswith("~"):
+            out[key] = value
+    return out
+
+
+def lookup(config: dict, dotted: str):
+    """Value at a dotted key of a nested mapping (``task.env.motion_file``), or None."""
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node if not isinstance(node, (dict, list)) else str(node)
+
+
+def read_run_config(run_dir: Path, keys: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Columns from a run's own config files: every hydra override, and `keys` {column: dotted key}
+    from ``.hydra/config.yaml`` or ``config.yaml``. Returns (columns, warnings); absent files are fine."""
+    import yaml
+
+    cols: dict[str, str] = {}
+    warnings: list[str] = []
+
+    def load(path: Path):
+        try:
+            return yaml.safe_load(path.read_text())
+        except OSError:
+            return None
+        except yaml.YAMLError as err:
+            warnings.append(f"{path}: not valid YAML ({str(err).splitlines()[0]}); its metadata is skipped")
+            return None
+
+    overrides = run_dir / ".hydra" / "overrides.yaml"
+    if overrides.is_file():
+        raw = load(overrides)
+        if isinstance(raw, list):
+            cols.update(overrides_columns(raw))
+    if keys:
+        for name in (".hydra/config.yaml", "config.yaml"):
+            path = run_dir / name
+            raw = load(path) if path.is_file() else None
+            if isinstance(raw, dict):
+                for col, key in keys.items():
+                    value = lookup(raw, key)
+                    if value is not None:
+                        cols[col] = str(value)
+                break
+    return cols, warnings
+
+
+def bare_runs(paths: list[str], root: Path, pattern: RunPattern | None, config_keys: dict[str, str]
+              ) -> tuple[pd.DataFrame, list[str]]:
+    """Run and metadata of event files that belong to no job: one row per file that has a run
+    (columns path, run, the pattern's fields, config columns), and warnings for files the pattern
+    does not match (they are left out) and unreadable configs."""
+    root = Path(root).resolve()
+    rows, unmatched, warnings = [], [], []
+    configs: dict[str, dict[str, str]] = {}
+    for p in paths:
+        rel = os.path.relpath(os.path.abspath(p), root).replace(os.sep, "/")
+        if rel.startswith("../"):
+            rel = os.path.abspath(p).lstrip("/")
+        found = run_dir_of(rel, pattern)
+        if found is None:
+            unmatched.append(rel)
+            continue
+        run, values = found
+        if run not in configs:
+            configs[run], warn = read_run_config(root / run, config_keys)
+            warnings += warn
+        rows.append({"path": p, "run": run, **configs[run], **values})
+    if unmatched:
+        shown = ", ".join(unmatched[:3]) + (f", ... ({len(unmatched)} in all)" if len(unmatched) > 3 else "")
+        warnings.append(f"{root}: {len(unmatched)} event file(s) match no run dir of pattern "
+                        f"{pattern.text!r} and are left out: {shown}")
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame({"path": [], "run": []})
+    return frame.astype(object), warnings
+
+
+def parse_config_keys(items: list[str] | dict | None, where: str = "--config") -> dict[str, str]:
+    """``['task.env.motion_file', 'motion=task.env.motion_file']`` (or a {column: key} mapping) ->
+    {column: dotted key}; a bare key is its own column name."""
+    if items is None:
+        return {}
+    if isinstance(items, dict):
+        return {str(k): str(v) for k, v in items.items()}
+    out = {}
+    for item in items:
+        col, sep, key = str(item).partition("=")
+        if not sep:
+            col, key = item, item
+        if not col or not key:
+            raise SpecError(f"{where}: {item!r}: expected KEY or COLUMN=KEY (e.g. motion=task.env.motion_file)")
+        out[col] = key
+    return out
