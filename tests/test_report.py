@@ -185,7 +185,7 @@ def test_real_job_table_and_cli(tmp_path):
     proc = subprocess.run(cmd + ["--check"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"wrote {out / 'comparison_dtw_error_step.png'}" in proc.stdout
-    assert "check passed: 9/9 expected file(s)" in proc.stdout  # 3 figures x png/pdf + 3 table files
+    assert "check passed: 10/10 expected file(s)" in proc.stdout  # 3 figures x png/pdf + 3 table files + page
     assert "4 event file(s) in 4 job(s)" in proc.stdout
     csv = pd.read_csv(out / "final_performance.csv")
     csv = csv[csv.tag == "dtw_error/step"]

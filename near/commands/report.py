@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "metadata, and write the figures and tables of a plotting spec. Default spec: the one in plotting/ "
         "whose `sweep:` is EXP's folder name, else one derived from the data.",
     )
-    p.add_argument("exp", nargs="?", help="experiment folder, e.g. experiments/demo (holds jobs.db and runs/)")
+    p.add_argument("exp", nargs="?", help="experiment folder, e.g. experiments/demo (holds jobs.db and runs/), or "
+                   "any folder of runs (see --pattern); default: the spec's runs.root")
     p.add_argument("--all", action="store_true",
                    help="every sweep under --root with every plotting/ spec whose `sweep:` matches it "
                         "(several specs for one sweep: EXP/figures/<spec name>/); `make figures`")
@@ -24,6 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes that decode event files (default: CPUs)")
     p.add_argument("--no-cache", action="store_true", help="ignore and do not write EXP/.cache (re-read everything)")
     p.add_argument("--force", action="store_true", help="redraw even when nothing changed since the last report")
+    p.add_argument("--pattern", default=None,
+                   help="metadata from the paths of runs near did not launch, relative to EXP, e.g. "
+                        "'{algorithm}_{motion}_{seed:d}' ({name}: a field, {name:d}: digits, {_}: anything)")
+    p.add_argument("--config", action="append", default=None, metavar="[COLUMN=]KEY",
+                   help="a key of each such run's own config.yaml / .hydra/config.yaml as a column, e.g. "
+                        "motion=task.env.motion_file (repeatable; hydra overrides are always read)")
     p.add_argument("--check", action="store_true",
                    help="exit 1 unless every figure and table the spec promises exists and is non-empty, "
                         "with no warning (CI)")
@@ -37,9 +44,15 @@ def _run(args: argparse.Namespace) -> int:
         if args.exp or args.spec or args.out:
             raise SpecError("near report --all takes no EXP, --spec or --out (it pairs sweeps and specs itself)")
         return _run_all(args)
-    if not args.exp:
-        raise SpecError("near report: give an experiment folder (e.g. experiments/demo) or --all")
-    return _report_one(args, args.exp, args.spec, args.out)
+    exp = args.exp
+    if not exp and args.spec:
+        from near.report.spec import load
+
+        exp = load(args.spec)["runs"]["root"]
+    if not exp:
+        raise SpecError("near report: give an experiment folder (e.g. experiments/demo), a --spec with "
+                        "runs.root, or --all")
+    return _report_one(args, exp, args.spec, args.out)
 
 
 def _run_all(args: argparse.Namespace) -> int:
@@ -69,7 +82,8 @@ def _run_all(args: argparse.Namespace) -> int:
 def _report_one(args: argparse.Namespace, exp, spec, out) -> int:
     from near.report.pipeline import run_report
 
-    rep = run_report(exp, spec, out, args.workers, not args.no_cache, force=args.force)
+    rep = run_report(exp, spec, out, args.workers, not args.no_cache, force=args.force,
+                     pattern=getattr(args, "pattern", None), config=getattr(args, "config", None))
     print(f"near report: {len(rep.written)} file(s) written to {rep.out}"
           + (f"; {len(rep.warnings)} warning(s)" if rep.warnings else ""))
     if not args.check:

@@ -217,6 +217,8 @@ def read_event_file(path: str, verify_crc: bool = True) -> EventFileData:
     with open(path, "rb") as fh:
         raw = fh.read()
     starts, lengths, warning = _frame(raw, path)
+    if not raw:  # a writer that died before its first record, or a failed copy: never silent
+        warning = f"{path}: empty event file (0 bytes); its run has no data from it"
     buf = np.frombuffer(raw, dtype=np.uint8)
     if verify_crc and len(starts):
         header_ok = masked_crc32c_many(buf, starts, np.full(len(starts), 8)) == _gather(

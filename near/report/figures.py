@@ -83,8 +83,11 @@ def curves_figure(
     sharey: bool = False,
     formats: tuple[str, ...] = ("pdf", "png"),
     ci_level: float = 0.95,
+    band_label: str | None = None,
 ) -> list[Path]:
-    """One figure: a panel per facet value, a line + CI band per curve, optional expert line.
+    """One figure: a panel per facet value, a line + band per curve, optional expert line.
+
+    `band_label` says what the shaded band is (default: the bootstrap CI at `ci_level`).
 
     `panels`: list of {"title": str, "curves": {label: Curve}, "expert": float | None}.
     Returns the files written.
@@ -154,7 +157,8 @@ def curves_figure(
         fig.legend(list(handles.values()), list(handles.keys()), loc="lower center",
                    bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 6), frameon=False)
     if title:
-        fig.suptitle(f"{title}  (shaded: {int(round(ci_level * 100))}% bootstrap CI)", fontsize=11,
+        band_label = band_label or f"{int(round(ci_level * 100))}% bootstrap CI"
+        fig.suptitle(f"{title}  (shaded: {band_label})", fontsize=11,
                      y=1 - 0.12 / height, va="top")
     return _save(fig, out_base, formats)
 

@@ -27,8 +27,16 @@ TOP_KEYS: dict[str, tuple[tuple, Any]] = {
     "figures": ((list,), None),
     "tables": ((list,), None),
     "formats": ((list,), ["pdf", "png"]),
+    "runs": ((dict,), {}),
+    # "near": NEAR's own plotter (mean +- 1 std across runs, no smoothing, expert line, last value)
+    "style": ((str,), "default"),
+    "page": ((bool,), True),
 }
-TAG_KEYS = {"label": ((str,), None), "expert": ((int, float, dict), None), "optional": ((bool,), False),
+# Runs near did not launch: where they are, how their directory names read, which config keys to show.
+RUNS_KEYS = {"root": ((str,), None), "pattern": ((str,), None), "config": ((list, dict), None)}
+STYLES = ("default", "near")
+TAG_KEYS = {"label": ((str,), None), "expert": ((int, float, dict), None), "random": ((int, float, dict), None),
+            "optional": ((bool,), False),
             "higher_is_better": ((bool,), True), "smoothing": ((int, float), None)}
 GRID_KEYS = {"points": ((int, type(None)), 200), "truncate": ((bool,), False)}
 CI_KEYS = {"level": ((float,), 0.95), "n_boot": ((int,), 1000), "seed": ((int,), 0)}
@@ -41,10 +49,17 @@ FIGURE_KEYS = {
     # landscape figures
     "extent": ((list,), [0.0, 1.0, 0.0, 1.0]), "sigma_levels": ((list,), [0, 4, 9]), "resolution": ((int,), 120),
     "model": ((str,), "ncsn"),
+    # aggregate / profile / improvement figures: statistics of final scores across tasks (facet values)
+    "metrics": ((list,), ["iqm", "mean", "median"]), "pairs": ((list,), None), "window": ((int,), 10),
+    "taus": ((int,), 41),
 }
-FIGURE_KINDS = {"curves", "ablation", "landscape"}
-TABLE_KEYS = {"name": ((str,), "final"), "by": ((list,), None), "tags": ((list,), None),
-              "window": ((int,), 10), "select": ((dict,), {}), "digits": ((int,), 2)}
+FIGURE_KINDS = {"curves", "ablation", "landscape", "aggregate", "profile", "improvement"}
+AGGREGATE_KINDS = {"aggregate", "profile", "improvement"}
+TABLE_KEYS = {"kind": ((str,), "final"), "name": ((str,), "final"), "by": ((list,), None), "tags": ((list,), None),
+              "window": ((int,), 10), "select": ((dict,), {}), "digits": ((int,), 2),
+              "task": ((str, type(None)), "motion"), "metrics": ((list,), ["iqm", "mean", "median"]),
+              "pairs": ((list,), None)}
+TABLE_KINDS = {"final", "aggregate", "improvement"}
 
 
 def _check(obj: dict, allowed: dict, where: str, file: str) -> dict:
@@ -104,10 +119,33 @@ def validate(raw: Any, file: str = "<spec>") -> dict:
         spec["figures"] = figs
     if spec["tables"] is not None:
         spec["tables"] = [_check(t, TABLE_KEYS, f"tables[{i}]", file) for i, t in enumerate(spec["tables"])]
+        for i, t in enumerate(spec["tables"]):
+            if t["kind"] not in TABLE_KINDS:
+                raise SpecError(f"{file}: key 'tables[{i}].kind' must be one of {sorted(TABLE_KINDS)}, got {t['kind']!r}")
+            _check_aggregate(t, f"tables[{i}]", file)
+    for i, f in enumerate(spec["figures"] or []):
+        _check_aggregate(f, f"figures[{i}]", file)
+    spec["runs"] = _check(spec["runs"], RUNS_KEYS, "runs", file)
+    if spec["style"] not in STYLES:
+        raise SpecError(f"{file}: key 'style' must be one of {', '.join(STYLES)}, got {spec['style']!r}")
     for fmt in spec["formats"]:
         if fmt not in ("pdf", "png", "svg"):
             raise SpecError(f"{file}: key 'formats' may hold pdf, png, svg; got {fmt!r}")
     return spec
+
+
+def _check_aggregate(item: dict, where: str, file: str) -> None:
+    """Metrics and pairs of an aggregate figure or table name known metrics and [x, y] pairs."""
+    from near.report.aggregates import METRICS
+
+    for m in item.get("metrics") or []:
+        if m not in METRICS:
+            raise SpecError(f"{file}: key '{where}.metrics' holds {m!r}; known: {', '.join(METRICS)}")
+    for pair in item.get("pairs") or []:
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise SpecError(f"{file}: key '{where}.pairs' must be a list of [x, y] pairs, got {pair!r}")
+    if item.get("kind") == "improvement" and not item.get("pairs"):
+        raise SpecError(f"{file}: {where} (kind improvement) needs 'pairs', e.g. [[NEAR, AMP]]")
 
 
 def load(path: Path) -> dict:

@@ -227,6 +227,15 @@ def aggregate_curve(
     return Curve(grid, center, low, high, (~np.isnan(mat)).sum(axis=0), runs)
 
 
+def mean_std_curve(grid: np.ndarray, mat: np.ndarray, runs: list[str]) -> Curve:
+    """NEAR's plotter: mean over runs and a band of one (population) standard deviation around it."""
+    center = nanmean(mat, axis=0)
+    n = (~np.isnan(mat)).sum(axis=0)
+    with np.errstate(invalid="ignore"):
+        dev = np.sqrt(nanmean((mat - center) ** 2, axis=0))
+    return Curve(grid, center, center - dev, center + dev, n, runs)
+
+
 def final_values(frame: pd.DataFrame, window: int = 1) -> pd.Series:
     """Per run (index), the mean of its last `window` logged values of ONE tag."""
     if window < 1:

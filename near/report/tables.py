@@ -62,10 +62,19 @@ def to_latex(table: pd.DataFrame, caption: str | None = None) -> str:
 def write_tables(summary: pd.DataFrame, by: list[str], out_base: Path, digits: int = 2, labels: dict | None = None,
                  caption: str | None = None) -> list[Path]:
     """Write `out_base`.md/.tex (formatted, wide) and .csv (tidy numbers); return the paths."""
+    return write_frames(wide(summary, by, digits, labels), summary, out_base, caption)
+
+
+def write_frames(table: pd.DataFrame, tidy: pd.DataFrame, out_base: Path, caption: str | None = None) -> list[Path]:
+    """Write a formatted wide `table` as `out_base`.md/.tex and its `tidy` numbers as .csv."""
     out_base.parent.mkdir(parents=True, exist_ok=True)
-    table = wide(summary, by, digits, labels)
     md, tex, csv = out_base.with_suffix(".md"), out_base.with_suffix(".tex"), out_base.with_suffix(".csv")
     md.write_text(to_markdown(table))
     tex.write_text(to_latex(table, caption))
-    summary.to_csv(csv, index=False)
+    tidy.to_csv(csv, index=False)
     return [md, tex, csv]
+
+
+def interval_cell(value: float, lo: float, hi: float, digits: int = 2) -> str:
+    """'value [lo, hi]', or '--' when missing."""
+    return _fmt(value, lo, hi, digits)
