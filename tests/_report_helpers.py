@@ -56,3 +56,36 @@ def make_experiment(exp: Path, algorithms=("NEAR", "AMP", "Track", "PPO"), motio
                         row["ablation"] = abl
                     rows.append(row)
     return pd.DataFrame(rows)
+
+
+def write_run_tbx(run_dir: Path, series: dict[str, tuple[list[int], list[float]]]) -> None:
+    """Write `series` {tag: (steps, values)} with tensorboardX (rl-games' writer) into run_dir/summaries."""
+    from tensorboardX import SummaryWriter
+
+    writer = SummaryWriter(str(Path(run_dir) / "summaries"))
+    for tag, (steps, values) in series.items():
+        for s, v in zip(steps, values):
+            writer.add_scalar(tag, v, s)
+    writer.close()
+
+
+def make_near_layout(root: Path, algorithms=("HumanoidNEAR", "HumanoidAMP"), motions=("walk", "spin_kick"),
+                     seeds=(1, 2, 3), n_steps: int = 20) -> dict[tuple[str, str, int], np.ndarray]:
+    """Run dirs as NEAR saves them (``{algorithm}_{motion}_{seed}/summaries/events...`` plus the
+    IsaacGymEnvs ``config.yaml``), written by tensorboardX; returns {(alg, motion, seed): rewards}."""
+    import yaml
+
+    values = {}
+    steps = (np.arange(n_steps) * 50).tolist()
+    for alg in algorithms:
+        for motion in motions:
+            for seed in seeds:
+                run = Path(root) / f"{alg}_{motion}_{seed}"
+                vals = curve("NEAR" if "NEAR" in alg else "AMP", "circle" if motion == "walk" else "x", seed,
+                             np.asarray(steps, dtype=float))
+                write_run_tbx(run, {"rewards/iter": (steps, vals.tolist()),
+                                    "episode_lengths/iter": (steps, (vals / 2).tolist())})
+                (run / "config.yaml").write_text(yaml.safe_dump(
+                    {"seed": seed, "task": {"name": alg, "env": {"motion_file": f"amp_humanoid_{motion}.npy"}}}))
+                values[(alg, motion, seed)] = vals
+    return values

@@ -59,6 +59,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("job", help="job id or a unique prefix")
     p.set_defaults(func=cmd_show)
 
+    p = subparsers.add_parser("import", help="record runs near did not launch as done jobs (for `near report`)")
+    p.add_argument("runs", help="folder of run dirs, e.g. NEAR's runs/ (HumanoidNEAR_walk_42/summaries/...)")
+    p.add_argument("exp", help="sweep folder to add them to (created when absent), e.g. experiments/near_paper")
+    p.add_argument("--pattern", default=None, help="run dir names -> columns, e.g. '{algorithm}_{motion}_{seed:d}'")
+    p.add_argument("--config", action="append", default=None, metavar="[COLUMN=]KEY",
+                   help="a key of each run's config.yaml as a column (repeatable)")
+    p.add_argument("--stage", default="rl", help="stage of the imported jobs (default: rl)")
+    p.set_defaults(func=cmd_import)
+
     p = subparsers.add_parser("export", help="write the job table as CSV or parquet")
     p.add_argument("exp")
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
@@ -337,6 +346,17 @@ def cmd_show(args: argparse.Namespace) -> int:
         arrow = f"{e.from_state} -> {e.to_state}" if e.from_state else e.to_state
         extra = "".join(f"; {x}" for x in (e.reason, e.detail) if x)
         print(f"  {_ts(e.ts)}  {arrow}{extra}")
+    return 0
+
+
+# ---------------------------------------------------------------------- import
+def cmd_import(args: argparse.Namespace) -> int:
+    from near.importing import import_runs
+
+    s = import_runs(args.runs, args.exp, args.pattern, args.config, stage=args.stage)
+    for w in s.warnings:
+        print(f"near sweep import: warning: {w}", file=sys.stderr)
+    print(f"{args.runs} -> {s.target}/jobs.db: {s.runs} run(s): {s.new} new, {s.existing} already imported")
     return 0
 
 

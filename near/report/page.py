@@ -27,16 +27,6 @@ th { background: #f2f2f2; }
 pre { background: #f7f7f7; padding: .5em; overflow-x: auto; font-size: .8em; max-height: 18em; }
 """
 
-# Marks the page once every <img> has loaded (or failed): the count lands in data-images on <html>.
-SCRIPT = """
-window.addEventListener("load", function () {
-  var imgs = Array.prototype.slice.call(document.images);
-  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
-  document.documentElement.setAttribute("data-images", ok + "/" + imgs.length);
-});
-"""
-
-
 @dataclass
 class PageData:
     """Everything the page shows; paths are absolute (made relative to the page when rendered)."""
@@ -78,7 +68,7 @@ def render(data: PageData, page_dir: Path) -> str:
     """The page's HTML for a page written into `page_dir`."""
     esc = html.escape
     out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(data.title)}</title>",
-           f"<style>{CSS}</style><script>{SCRIPT}</script></head><body>",
+           f"<style>{CSS}</style></head><body>",
            f"<h1>{esc(data.title)}</h1><p>generated {esc(time.strftime('%Y-%m-%d %H:%M:%S %Z'))} by "
            "<code>near report</code></p>"]
     if data.counts:

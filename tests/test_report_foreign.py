@@ -1,0 +1,202 @@
+"""Reports of runs near did not launch: NEAR's own run-dir layout written by tensorboardX, run
+patterns and config metadata, `near sweep import`, and the faults (inf values, empty event files)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+import yaml
+
+from near.errors import SpecError
+from near.report import aggregates, figures
+from near.report.pipeline import Report
+from near.report.runmeta import compile_pattern, overrides_columns, run_dir_of
+from _report_helpers import make_near_layout, write_run, write_run_tbx
+
+REPO = Path(__file__).resolve().parents[1]
+PATTERN = "{algorithm}_{motion}_{seed:d}"
+# per-motion references of the reward: (expert, random)
+REFS = {"walk": (100.0, 0.0), "spin_kick": (70.0, 10.0)}
+SPEC = {
+    "title": "NEAR runs",
+    "tags": {"rewards/iter": {"label": "Reward", "expert": {m: e for m, (e, _) in REFS.items()},
+                              "random": {m: r for m, (_, r) in REFS.items()}},
+             "episode_lengths/iter": {"label": "Episode length"}},
+    "ci": {"level": 0.95, "n_boot": 500, "seed": 0},
+    "figures": [
+        {"kind": "curves", "name": "curves", "hue": "algorithm", "facet": "motion"},
+        {"kind": "aggregate", "name": "agg", "hue": "algorithm", "facet": "motion", "tags": ["rewards/iter"],
+         "window": 5},
+        {"kind": "profile", "name": "profile", "hue": "algorithm", "facet": "motion", "tags": ["rewards/iter"],
+         "window": 5},
+        {"kind": "improvement", "name": "poi", "hue": "algorithm", "facet": "motion", "tags": ["rewards/iter"],
+         "window": 5, "pairs": [["HumanoidNEAR", "HumanoidAMP"]]},
+    ],
+    "tables": [
+        {"name": "final", "by": ["algorithm", "motion"], "window": 5},
+        {"kind": "aggregate", "name": "aggregate", "by": ["algorithm"], "task": "motion", "window": 5,
+         "tags": ["rewards/iter"], "metrics": ["iqm", "mean"]},
+        {"kind": "improvement", "name": "improvement", "by": ["algorithm"], "task": "motion", "window": 5,
+         "tags": ["rewards/iter"], "pairs": [["HumanoidNEAR", "HumanoidAMP"]]},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def near_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("near_runs") / "runs"
+    values = make_near_layout(root)
+    spec = root.parent / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    return root, values, spec
+
+
+def _finals(values, window=5):
+    # tensorboardX stores float32
+    return {k: float(np.mean(v.astype(np.float32).astype(np.float64)[-window:])) for k, v in values.items()}
+
+
+def test_run_patterns():
+    p = compile_pattern(PATTERN)
+    assert run_dir_of("HumanoidNEAR_spin_kick_42/summaries/events.out", p) == (
+        "HumanoidNEAR_spin_kick_42", {"algorithm": "HumanoidNEAR", "motion": "spin_kick", "seed": "42"})
+    assert run_dir_of("notes/summaries/events.out", p) is None
+    deep = compile_pattern("{_}/{algorithm}/seed{seed}")
+    assert run_dir_of("2024/a/NEAR/seed3/summaries/ev", deep) == ("2024/a/NEAR/seed3", {"algorithm": "NEAR", "seed": "3"})
+    assert run_dir_of("NEAR_walk_1/summaries/ev", None) == ("NEAR_walk_1", {})
+    assert overrides_columns(["task=HumanoidNEAR", "++train.params.seed=3", "~foo", "+x.y=1"]) == {
+        "task": "HumanoidNEAR", "train.params.seed": "3", "x.y": "1"}
+    for bad, msg in [("{algorithm", "unbalanced"), ("{a-b}", "must be a name"), ("plain", "names no field"),
+                     ("{seed:x}", "only the format")]:
+        with pytest.raises(SpecError, match=msg):
+            compile_pattern(bad)
+
+
+def test_pattern_report_groups_by_algorithm_and_facets_by_motion(near_runs, tmp_path, monkeypatch):
+    root, values, spec = near_runs
+    drawn = {}
+    save = figures._save
+
+    def capture(fig, out_base, formats):
+        drawn[out_base.name] = fig
+        return save(fig, out_base, formats)
+
+    monkeypatch.setattr(figures, "_save", capture)
+    out = tmp_path / "out"
+    rep = Report(root, spec, out, workers=1, log=lambda m: None, pattern=PATTERN,
+                 config=["motion_file=task.env.motion_file"])
+    written = rep.run()
+    assert rep.warnings == []
+    assert sorted(rep.runs.index) == sorted(f"{a}_{m}_{s}" for a, m, s in values)
+    assert set(rep.runs["motion_file"]) == {"amp_humanoid_walk.npy", "amp_humanoid_spin_kick.npy"}
+    # one panel per motion, one curve per algorithm
+    fig = drawn["curves_rewards_iter"]
+    assert sorted(ax.get_title() for ax in fig.axes if ax.get_visible()) == ["spin_kick", "walk"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["HumanoidAMP", "HumanoidNEAR", "Expert"]
+    names = {p.name for p in written}
+    for stem in ("curves_rewards_iter", "curves_episode_lengths_iter", "agg_rewards_iter", "profile_rewards_iter",
+                 "poi_rewards_iter"):
+        assert {f"{stem}.png", f"{stem}.pdf"} <= names
+    assert {"final.csv", "aggregate.csv", "improvement.csv", "index.html"} <= names
+
+    # the final table is the statistics of the finals computed here from what was written
+    finals = _finals(values)
+    csv = pd.read_csv(out / "final.csv")
+    for (alg, motion), g in csv[csv.tag == "rewards/iter"].groupby(["algorithm", "motion"]):
+        mine = [finals[(alg, motion, s)] for s in (1, 2, 3)]
+        row = g.iloc[0]
+        assert row["n"] == 3
+        assert row["mean"] == pytest.approx(np.mean(mine), abs=1e-9)
+        assert row["iqm"] == pytest.approx(scipy.stats.trim_mean(mine, 0.25), abs=1e-9)
+        assert row["std"] == pytest.approx(np.std(mine), abs=1e-9)
+    # the aggregate table: IQM over normalised runs x motions, CI of the stratified bootstrap
+    agg = pd.read_csv(out / "aggregate.csv").set_index(["algorithm", "metric"])
+    mats = {}
+    for alg in ("HumanoidAMP", "HumanoidNEAR"):
+        cols = [[(finals[(alg, m, s)] - REFS[m][1]) / (REFS[m][0] - REFS[m][1]) for s in (1, 2, 3)]
+                for m in ("spin_kick", "walk")]
+        mats[alg] = np.array(cols).T
+        assert agg.loc[(alg, "iqm"), "value"] == pytest.approx(scipy.stats.trim_mean(mats[alg], 0.25, axis=None),
+                                                               abs=1e-9)
+        assert agg.loc[(alg, "mean"), "value"] == pytest.approx(mats[alg].mean(), abs=1e-9)
+        assert agg.loc[(alg, "iqm"), "scores"] == "normalised"
+    est = aggregates.interval_estimates(mats, ("iqm",), 0.95, 500, 0)
+    assert agg.loc[("HumanoidNEAR", "iqm"), "ci_low"] == pytest.approx(est["HumanoidNEAR"]["iqm"][1], abs=1e-9)
+    poi = pd.read_csv(out / "improvement.csv").iloc[0]
+    x, y = mats["HumanoidNEAR"], mats["HumanoidAMP"]
+    direct = np.mean([np.mean(x[:, k][:, None] > y[:, k][None, :]) for k in range(2)])
+    assert (poi.x, poi.y) == ("HumanoidNEAR", "HumanoidAMP") and poi.value == pytest.approx(direct, abs=1e-9)
+    md = (out / "aggregate.md").read_text()
+    assert "| algorithm | Reward IQM | Reward mean |" in md
+
+
+def test_near_sweep_import_then_report_together_with_a_near_job(near_runs, tmp_path):
+    from near.jobtable import DONE, JobSpec, JobTable
+
+    root, values, spec = near_runs
+    exp = tmp_path / "near_paper"
+    cmd = [sys.executable, "-m", "near", "sweep", "import", str(root), str(exp), "--pattern", PATTERN]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "12 run(s): 12 new" in proc.stdout
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert "12 run(s): 0 new, 12 already imported" in again.stdout
+    with JobTable.open(exp) as table:
+        jobs = table.jobs()
+        assert len(jobs) == 12 and all(j.state == DONE for j in jobs)
+        j = next(j for j in jobs if j.params["motion"] == "spin_kick" and j.params["seed"] == "2"
+                 and j.params["algorithm"] == "HumanoidNEAR")
+        assert j.reason == f"imported from {root.resolve() / 'HumanoidNEAR_spin_kick_2'}"
+        assert [(e.from_state, e.to_state) for e in table.history(j.job_id)][-1] == ("pending", DONE)
+        # a run near launched, in the same table
+        table.add([JobSpec(job_id="native1", stage="rl", command="true", sweep="near_paper",
+                           params={"algorithm": "HumanoidPPO", "motion": "walk", "seed": 1})])
+        table.transition("native1", DONE, reason="finished")
+    steps = (np.arange(20) * 50).tolist()
+    write_run(exp / "runs" / "native1", {"rewards/iter": (steps, [1.0] * 20), "episode_lengths/iter": (steps, [2.0] * 20)})
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "near", "report", str(exp), "--spec", str(spec), "--out", str(out),
+                           "--workers", "1"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "13 event file(s) in 13 job(s)" in proc.stdout
+    csv = pd.read_csv(out / "final.csv")
+    csv = csv[csv.tag == "rewards/iter"].set_index(["algorithm", "motion"])
+    finals = _finals(values)
+    assert csv.loc[("HumanoidNEAR", "walk"), "mean"] == pytest.approx(
+        np.mean([finals[("HumanoidNEAR", "walk", s)] for s in (1, 2, 3)]), abs=1e-9)
+    assert csv.loc[("HumanoidPPO", "walk"), "mean"] == 1.0
+    bad = subprocess.run([sys.executable, "-m", "near", "sweep", "import", str(root), str(tmp_path / "x"),
+                          "--pattern", "{algorithm}-{seed:d}"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert bad.returncode == 2 and "no run dir matches pattern" in bad.stderr
+
+
+def test_inf_last_value_and_empty_event_file_are_warnings_not_crashes(tmp_path):
+    root = tmp_path / "runs"
+    steps = list(range(0, 100, 10))
+    for seed in (1, 2, 3):
+        vals = [float(s) for s in steps]
+        if seed == 3:
+            vals[-1] = float("inf")  # diverged
+        write_run_tbx(root / f"NEAR_walk_{seed}", {"rewards/iter": (steps, vals)})
+    empty = root / "NEAR_walk_4" / "summaries" / "events.out.tfevents.0.host"
+    empty.parent.mkdir(parents=True)
+    empty.write_bytes(b"")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "near", "report", str(root), "--pattern", PATTERN, "--out", str(out),
+           "--workers", "1", "--check"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # reported, but --check fails on the warnings
+    assert "run NEAR_walk_3: tag 'rewards/iter' has 1 infinite value(s) (first inf at step 90)" in proc.stderr
+    assert f"{empty}: empty event file (0 bytes)" in proc.stderr
+    assert "check FAILED" in proc.stdout and (out / "curves_rewards_iter.png").stat().st_size > 1000
+    csv = pd.read_csv(out / "final.csv")
+    # the diverged point is left out: run 3's final is the mean of its last 10 finite values
+    assert csv["n"].iloc[0] == 3
+    assert csv["mean"].iloc[0] == pytest.approx(np.mean([45.0, 45.0, 40.0]))
+    # warm: nothing changed, the warnings are still reported and --check still fails
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 1 and "up to date" in proc.stdout and "empty event file" in proc.stderr
