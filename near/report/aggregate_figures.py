@@ -66,11 +66,14 @@ def improvement_figure(poi: dict, pairs: list[tuple[str, str]], colours: dict, t
     ys = np.arange(len(pairs))[::-1]
     for y, (x_name, y_name) in zip(ys, pairs):
         v, lo, hi = poi[(x_name, y_name)]
-        ax.barh(y, hi - lo, left=lo, height=0.6, color=colours.get(x_name, "#888888"), alpha=0.75)
-        ax.plot([v, v], [y - 0.3, y + 0.3], color="black", lw=1.5)
+        ax.barh(y, max(hi - lo, 0.004), left=lo, height=0.6, color=colours.get(x_name, "#888888"), alpha=0.75)
+        ax.plot([v], [y], "o", color="black", ms=5, zorder=5)
+        # the estimate in words, on the side of 0.5 with room
+        ax.annotate(f"{v:.2f} [{lo:.2f}, {hi:.2f}]", xy=(0.03 if v > 0.5 else 0.97, y), ha="left" if v > 0.5 else "right",
+                    va="center", fontsize=8)
     ax.axvline(0.5, color="grey", ls="--", lw=1)
     ax.set_yticks(ys, [f"P({a} > {b})" for a, b in pairs])
-    ax.set_xlim(0, 1)
+    ax.set_xlim(-0.03, 1.03)
     ax.set_xlabel("probability of improvement")
     ax.set_title(f"{title}\n{int(round(level * 100))}% stratified bootstrap CIs", fontsize=10)
     fig.tight_layout()

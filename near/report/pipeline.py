@@ -513,7 +513,9 @@ class Report:
                                                              base, tuple(spec["formats"]), level)
             elif fig["kind"] == "profile":
                 flat = np.concatenate([m.ravel() for m in sm.scores.values()])
-                taus = np.linspace(float(flat.min()), float(flat.max()), fig["taus"])
+                lo, hi = float(flat.min()), float(flat.max())
+                pad = 0.05 * (hi - lo) or 0.05  # start below every run, end above every run
+                taus = np.linspace(lo - pad, hi + pad, fig["taus"])
                 prof = aggregates.performance_profiles({g: sm.scores[g] for g in order}, taus, level, reps, seed)
                 shown = -taus if sm.oriented else taus
                 written += aggregate_figures.profile_figure(prof, shown, order, colours, label, sm.oriented, title,
