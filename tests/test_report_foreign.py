@@ -200,3 +200,31 @@ def test_inf_last_value_and_empty_event_file_are_warnings_not_crashes(tmp_path):
     # warm: nothing changed, the warnings are still reported and --check still fails
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 1 and "up to date" in proc.stdout and "empty event file" in proc.stderr
+
+
+def test_hydra_run_dirs_and_near_plotter_style(tmp_path, monkeypatch):
+    """Hydra run dirs (metadata from .hydra/overrides.yaml) drawn in NEAR's plotter style."""
+    root = tmp_path / "outputs"
+    steps = list(range(0, 50, 10))
+    for k, (alg, seed) in enumerate([("NEAR", 1), ("NEAR", 2), ("AMP", 1), ("AMP", 2)]):
+        run = root / "2024-05-01" / f"12-00-0{k}"
+        write_run_tbx(run, {"rewards/iter": (steps, [float(s * seed) for s in steps])})
+        (run / ".hydra").mkdir()
+        (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"task=maze{alg}", f"seed={seed}",
+                                                                        "++train.params.config.horizon=32"]))
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"style": "near", "smoothing": 0.9, "tags": {"rewards/iter": {"expert": 60.0}},
+                                    "figures": [{"name": "c", "hue": "task", "facet": None}],
+                                    "tables": [{"by": ["task"], "window": 1}]}))
+    drawn = []
+    monkeypatch.setattr(figures, "curves_figure", lambda *a: drawn.append(a) or [])
+    rep = Report(root, spec, tmp_path / "out", workers=1, log=lambda m: None)
+    rep.run()
+    assert set(rep.runs["task"]) == {"mazeNEAR", "mazeAMP"} and set(rep.runs["seed"]) == {"1", "2"}
+    assert set(rep.runs["train.params.config.horizon"]) == {"32"}
+    panels, title, band = drawn[0][0], drawn[0][2], drawn[0][-1]
+    near = panels[0]["curves"]["mazeNEAR"]
+    raw = np.array([[s * 1.0 for s in steps], [s * 2.0 for s in steps]])  # no smoothing despite the spec's 0.9
+    np.testing.assert_allclose(near.center, raw.mean(axis=0))
+    np.testing.assert_allclose(near.high - near.center, raw.std(axis=0))
+    assert band == "mean ± 1 std across runs" and panels[0]["expert"] == 60.0
