@@ -497,7 +497,7 @@ class Report:
             if tag not in self.tags:
                 continue
             sm = self._scores(where, tag, runs, fig["hue"], fig["facet"], fig["window"])
-            order = [g for g in _value_order(list(sm.scores), fig["order"])]
+            order = _value_order(list(sm.scores), fig["order"])
             if not order:
                 continue
             colours = {g: figures.color_for(g, spec["palette"]) for g in order}
