@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import gc
 import re
-import shlex
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any, Iterator
 
+from near import shell as shell_words
 from near.errors import SpecError
 from near.jobtable import JobSpec
-from near.spec import ALL_STAGES, Axis, Spec, Stage, format_value
+from near.spec import ALL_STAGES, DEFAULT_MAX_JOBS, Axis, Spec, Stage, format_value
 
 ID_LEN = 12
+MAX_RENDERED = 1_000_000  # characters of one rendered command or override
 DISPATCH_VARS = ("run_dir", "job_id", "exp_dir")
 _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
 
@@ -65,22 +66,7 @@ def _matches(point: Point, cond: dict[str, list[Any]] | None) -> bool:
 def grid_points(spec: Spec) -> list[Point]:
     """All grid points: product of the axes (zip groups as one factor, conditional axes only where
     their ``when`` matches), minus ``exclude``, plus ``include``; duplicates dropped, order kept."""
-    factors: list[tuple[dict | None, list[Point]]] = []
-    zipped = {a: i for i, group in enumerate(spec.zip) for a in group}
-    done_groups: set[int] = set()
-    by_name = {a.name: a for a in spec.axes}
-    for axis in spec.axes:
-        if axis.name in zipped:
-            gi = zipped[axis.name]
-            if gi in done_groups:
-                continue
-            done_groups.add(gi)
-            group = [by_name[n] for n in spec.zip[gi]]
-            rows = [dict(zip([g.name for g in group], vals)) for vals in zip(*[g.values for g in group])]
-            factors.append((axis.when, rows))
-        else:
-            factors.append((axis.when, [{axis.name: v} for v in axis.values]))
-
+    factors = _factors(spec)
     out: list[Point] = []
 
     def rec(i: int, point: Point) -> None:
@@ -138,6 +124,7 @@ class _Expander:
         self._plans: dict[int, _Plan] = {}
         self._param_keys: dict[frozenset, tuple[str, ...]] = {}
         self._text_names: dict[str, tuple[str, ...]] = {}
+        self._ctx_cache: dict[str, dict[int, str]] = {}
         self.var_names = set(spec.vars) | {v for a in spec.axes for vs in a.vars.values() for v in vs}
 
     def _names_in(self, text: str, seen: frozenset = frozenset()) -> set[str]:
@@ -200,41 +187,83 @@ class _Expander:
         return None
 
     def subst(self, text: str, point: Point, stage: Stage, refs: set[str], used: set[str], where: str,
-              depth: int = 0) -> str:
+              shell: bool = True, stack: tuple[str, ...] = (), memo: dict | None = None) -> str:
+        """``text`` with its ``${...}`` substituted at ``point`` (dispatch placeholders kept).
+
+        ``shell``: ``text`` is shell code (a command or a raw variable's value): every value goes in
+        as one shell word quoted for where it stands, a raw variable's value as its words (checked to
+        be words only). Otherwise ``text`` is one word's text (an override, a variable's value):
+        values go in as they are. Either way a ``${`` inside a value is escaped as ``$${``, so it
+        reaches the command literally."""
+        memo = {} if memo is None else memo
+        ctxs = self._contexts(text) if shell else None
+
         def sub(m: re.Match) -> str:
             if m.group(0) == "$${":
                 return "$${"
             name, attr = m.group(1), m.group(2)
-            if attr is None:
-                if name in DISPATCH_VARS:
+            if attr is not None:
+                if name in refs and attr in ("run_dir", "job_id"):
                     return m.group(0)
-                if name == "sweep":
-                    return self.spec.name
-                if name == "stage":
-                    return stage.name
-                if name in point:
-                    used.add(name)
-                    return format_value(point[name])
-                var = self.lookup_var(point, name)
-                if var is not None:
-                    if depth > 8:
-                        raise self.err(where, point, f"${{{name}}}: variables refer to each other in a cycle")
-                    if var[1]:
-                        used.add(var[1])
-                    return self.subst(format_value(var[0]), point, stage, refs, used, where, depth + 1)
-                if name in self.axes:
-                    raise self.err(where, point, f"${{{name}}}: axis {name!r} has no value at this point "
-                                   "(its 'when' does not match)")
-                raise self.err(where, point, f"unknown variable ${{{name}}} (axes: {', '.join(self.order)}; "
-                               f"dispatch: {', '.join(DISPATCH_VARS)})")
-            if name in refs and attr in ("run_dir", "job_id"):
+                if name in refs:
+                    raise self.err(where, point, f"${{{name}.{attr}}}: references offer run_dir and job_id")
+                raise self.err(where, point, f"${{{name}.{attr}}}: {name!r} is not in this stage's needs "
+                               f"({', '.join(sorted(refs)) or 'none'})")
+            if name in DISPATCH_VARS:
                 return m.group(0)
-            if name in refs:
-                raise self.err(where, point, f"${{{name}.{attr}}}: references offer run_dir and job_id")
-            raise self.err(where, point, f"${{{name}.{attr}}}: {name!r} is not in this stage's needs "
-                           f"({', '.join(sorted(refs)) or 'none'})")
+            raw = shell and name in self.spec.raw
+            if name == "sweep":
+                word = self.spec.name
+            elif name == "stage":
+                word = stage.name
+            elif name in point:
+                used.add(name)
+                word = format_value(point[name]).replace("${", "$${")
+            else:
+                var = self.lookup_var(point, name)
+                if var is None:
+                    if name in self.axes:
+                        raise self.err(where, point, f"${{{name}}}: axis {name!r} has no value at this point "
+                                       "(its 'when' does not match)")
+                    raise self.err(where, point, f"unknown variable ${{{name}}} (axes: {', '.join(self.order)}; "
+                                   f"dispatch: {', '.join(DISPATCH_VARS)})")
+                if var[1]:
+                    used.add(var[1])
+                if name in stack:
+                    raise self.err(where, point, "variables refer to each other in a cycle: "
+                                   + " -> ".join(f"${{{n}}}" for n in (*stack, name)))
+                word = memo.get((name, raw))
+                if word is None:
+                    word = memo[(name, raw)] = self.subst(format_value(var[0]), point, stage, refs, used,
+                                                          where, raw, (*stack, name), memo)
+                    if len(word) > MAX_RENDERED:
+                        raise self.err(where, point, f"${{{name}}} renders to {len(word):,} characters "
+                                       f"(more than {MAX_RENDERED:,}: variables that repeat each other?)")
+            if not shell:
+                return word
+            ctx = ctxs[m.start()]
+            if ctx == shell_words.ESCAPED:
+                raise self.err(where, point, f"${{{name}}} right after a backslash: the backslash would "
+                               "escape the quoting of its value (drop the backslash)")
+            if not raw:
+                return shell_words.quote(word, ctx)
+            if ctx != shell_words.UNQUOTED:
+                raise self.err(where, point, f"${{{name}}} is raw shell text (raw: in the spec) but stands "
+                               "inside quotes; use it unquoted, or drop it from raw: to pass it as one word")
+            problem = shell_words.not_words(word)
+            if problem:
+                raise self.err(where, point, f"${{{name}}} = {word!r} is raw shell text (raw: in the spec) "
+                               f"but holds {problem}; a raw variable holds shell words only")
+            return word
 
         return _VAR.sub(sub, text)
+
+    def _contexts(self, text: str) -> dict[int, str]:
+        """Quoting context of each placeholder in the shell text ``text`` (cached per text)."""
+        hit = self._ctx_cache.get(text)
+        if hit is None:
+            hit = self._ctx_cache[text] = shell_words.contexts(text, {m.start() for m in _VAR.finditer(text)})
+        return hit
 
     def relevant(self, stage: Stage, seen: frozenset = frozenset()) -> set[str]:
         """Every point key the jobs of ``stage`` can depend on: its conditions, the names in its
@@ -388,7 +417,7 @@ class _Plan:
         # labels the job (e.g. algorithm=NEAR for an ncsn stage) without being part of its id
         self.when_keys = frozenset(stage.when or ())
         self._tpls: dict[tuple[str, str], tuple] = {}
-        self.templates = [self._template(stage.command, f"{stage.where}.command")]
+        self.templates = [self._template(stage.command, f"{stage.where}.command", shell=True)]
         self.templates += [self._template(o, f"{stage.where}.overrides") for o in stage.overrides]
         self.override_idx = range(1, len(self.templates))
         self.bundle_axes = frozenset(
@@ -404,14 +433,15 @@ class _Plan:
         needed = any(n.stage == stage.name for s in spec.stages for n in s.needs)
         self.memo = needed or not set(ex.order) <= set(self.rel)
 
-    def _template(self, text: str, where: str) -> tuple:
-        key = (text, where)
+    def _template(self, text: str, where: str, shell: bool = False) -> tuple:
+        """``shell``: a command (shell code); else an override (one word)."""
+        key = (text, where, shell)
         t = self._tpls.get(key)
         if t is None:
             names = self.ex._text_names.get(text)
             if names is None:
                 names = self.ex._text_names[text] = tuple(sorted(self.ex._names_in(text)))
-            t = self._tpls[key] = (text, names, {}, where)
+            t = self._tpls[key] = (text, names, {}, where, shell)
         return t
 
     def render(self, i: int, point: Point) -> tuple[str, frozenset, str]:
@@ -420,7 +450,7 @@ class _Plan:
 
     def render_bundle(self, tpl: tuple, point: Point) -> tuple[str, frozenset, str]:
         """(text, used axes, `` <shell-quoted text>``), memoised on the values the template depends on."""
-        text, names, cache, where = tpl
+        text, names, cache, where, shell = tpl
         if not names:
             key = None
         elif len(names) == 1:
@@ -430,9 +460,20 @@ class _Plan:
         hit = cache.get(key)
         if hit is None:
             used: set[str] = set()
-            out = self.ex.subst(text, point, self.stage, self.refs, used, where)
-            hit = cache[key] = (out, frozenset(used), " " + _quote(out))
+            out = self.ex.subst(text, point, self.stage, self.refs, used, where, shell)
+            self._check_placeholders(out, point, where)
+            hit = cache[key] = (out, frozenset(used), " " + shell_words.quote(out))
         return hit
+
+    def _check_placeholders(self, out: str, point: Point, where: str) -> None:
+        """Every ``${...}`` left in a rendering must be one dispatch resolves: a value ending in ``$``
+        next to a ``{`` in the template would otherwise form a new placeholder."""
+        for m in _VAR.finditer(out):
+            name, attr = m.group(1), m.group(2)
+            if name is None or (attr is None and name in DISPATCH_VARS) or (name in self.refs and attr):
+                continue
+            raise self.ex.err(where, point, f"a value ending in '$' runs into '{{' and forms {m.group(0)}; "
+                              "quote the value or put a character between them")
 
     def bundle_templates(self, aname: str, value: Any) -> tuple[frozenset, list[tuple]] | None:
         """({aname}, override templates) that axis value ``value`` adds to this stage, if any."""
@@ -443,15 +484,105 @@ class _Plan:
         return frozenset([aname]), [self._template(t, where) for t in texts]
 
 
-def _quote(o: str) -> str:
-    """Shell-quote an override unless it is plainly safe; placeholders stay readable (they are
-    substituted textually before the shell sees the command, inside the quotes if any)."""
-    bare = re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_.]*\}", "", o)
-    return o if re.fullmatch(r"[A-Za-z0-9_+=.,:/@%\-]*", bare) else shlex.quote(o)
+def _factors(spec: Spec) -> list[tuple[dict | None, list[Point]]]:
+    """The factors of the product: (condition, rows) per axis, one per zip group."""
+    factors: list[tuple[dict | None, list[Point]]] = []
+    zipped = {a: i for i, group in enumerate(spec.zip) for a in group}
+    done_groups: set[int] = set()
+    by_name = {a.name: a for a in spec.axes}
+    for axis in spec.axes:
+        if axis.name in zipped:
+            gi = zipped[axis.name]
+            if gi in done_groups:
+                continue
+            done_groups.add(gi)
+            group = [by_name[n] for n in spec.zip[gi]]
+            rows = [dict(zip([g.name for g in group], vals)) for vals in zip(*[g.values for g in group])]
+            factors.append((axis.when, rows))
+        else:
+            factors.append((axis.when, [{axis.name: v} for v in axis.values]))
+    return factors
 
 
-def expand(spec: Spec) -> Expansion:
-    """Expand ``spec`` into distinct jobs (dependencies before dependents) and its grid points."""
+_STATE_LIMIT = 100_000  # distinct condition states the count follows before it falls back to a bound
+
+
+def grid_size(spec: Spec) -> tuple[int, int]:
+    """(grid points, jobs) of ``spec`` at most, counted without building the grid: the product of
+    the axes honouring the axes' ``when`` (``exclude`` ignored), plus ``include``; jobs are the
+    stages that run at each point, plus the jobs their ``needs ... with`` ask for (shared jobs
+    counted once per point, so the true number may be smaller)."""
+    stages_by_name: dict[str, list[Stage]] = {}
+    for s in spec.stages:
+        stages_by_name.setdefault(s.name, []).append(s)
+    weights: dict[int, int] = {}
+
+    def weight(stage: Stage, seen: frozenset = frozenset()) -> int:
+        """The jobs one run of ``stage`` can add: itself and, through ``with``, other points' jobs."""
+        w = weights.get(id(stage))
+        if w is None:
+            w = 1 + sum(max((weight(d, seen | {id(stage)}) for d in stages_by_name.get(n.stage, ())
+                             if id(d) not in seen), default=1) for n in stage.needs if n.with_)
+            weights[id(stage)] = w
+        return w
+
+    def jobs_at(point: Point) -> int:
+        return sum(weight(s) for s in spec.stages
+                   if _matches(point, s.when) and not (s.unless and _matches(point, s.unless)))
+
+    keys = {k for a in spec.axes if a.when for k in a.when}
+    keys |= {k for s in spec.stages for c in (s.when, s.unless) if c for k in c}
+    states: dict[tuple, int] = {(): 1}  # the values of ``keys`` fixed so far -> points with them
+    bound = 1
+    for when, rows in _factors(spec):
+        bound *= len(rows)
+        if states is None:
+            continue
+        varies = any(k in keys for k in rows[0])  # zip rows all have the same keys
+        if varies and len(states) * len(rows) > 10 * _STATE_LIMIT:
+            states = None
+            continue
+        new: dict[tuple, int] = {}
+        for state, n in states.items():
+            if not _matches(dict(state), when):
+                new[state] = new.get(state, 0) + n
+            elif not varies:
+                new[state] = new.get(state, 0) + n * len(rows)
+            else:
+                for row in rows:
+                    kept = tuple(sorted([*state, *((k, v) for k, v in row.items() if k in keys)],
+                                        key=lambda kv: kv[0]))
+                    new[kept] = new.get(kept, 0) + n
+        states = new if len(new) <= _STATE_LIMIT else None
+    if states is None:  # too many distinct states: every point could run every stage
+        points = bound
+        jobs = bound * sum(max(weight(s) for s in group) for group in stages_by_name.values())
+    else:
+        points = sum(states.values())
+        jobs = sum(n * jobs_at(dict(state)) for state, n in states.items())
+    for inc in spec.include:
+        combos = 1
+        for vs in inc.values():
+            combos *= len(vs)
+        points += combos
+        jobs += combos * sum(max(weight(s) for s in group) for group in stages_by_name.values())
+    return points, jobs
+
+
+def check_size(spec: Spec, max_jobs: int = DEFAULT_MAX_JOBS) -> None:
+    """SpecError if ``spec`` may expand to more than ``max_jobs`` jobs (before building anything)."""
+    points, jobs = grid_size(spec)
+    if jobs > max_jobs:
+        sizes = " x ".join(f"{a.name} ({len(a.values):,})" for a in spec.axes)
+        raise SpecError(f"{spec.label}: axes: {sizes} make {points:,} grid points and up to {jobs:,} jobs, "
+                        f"more than the limit of {max_jobs:,} jobs (shrink the grid, or raise the limit "
+                        "with --max-jobs)")
+
+
+def expand(spec: Spec, *, max_jobs: int = DEFAULT_MAX_JOBS) -> Expansion:
+    """Expand ``spec`` into distinct jobs (dependencies before dependents) and its grid points.
+    SpecError if it may give more than ``max_jobs`` jobs (checked first) or gives none."""
+    check_size(spec, max_jobs)
     # Expansion allocates hundreds of thousands of small containers and frees none of them: the
     # cyclic GC would rescan the growing heap again and again (most of the time on big grids).
     enabled = gc.isenabled()
@@ -490,6 +621,11 @@ def _expand(spec: Spec) -> Expansion:
         for j in ids:
             jobs_map[j].uses += 1
     jobs = [j for j in ex.jobs.values() if j.uses > 0]
+    if not jobs:
+        if not points:
+            raise SpecError(f"{spec.label}: exclude: removes every grid point, so the spec gives 0 jobs")
+        raise SpecError(f"{spec.label}: stages: none runs at any of the {len(points):,} grid points "
+                        "(check their when/unless), so the spec gives 0 jobs")
     return Expansion(jobs=jobs, points=points, axes=list(ex.order))
 
 

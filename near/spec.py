@@ -60,11 +60,17 @@ from pathlib import Path
 from typing import Any
 
 from near.errors import SpecError
+from near.shell import unbalanced
 
 RESOURCE_KEYS = ("cpus", "gpus", "mem", "time", "slurm")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_TIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$|^\d+$")
-_MEM = re.compile(r"^\d+(\.\d+)?\s*[KMGT]?B?$", re.IGNORECASE)
+# names and sizes are matched whole (re.fullmatch): `$` would let a trailing newline through
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_TIME = re.compile(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)|\d+")
+_MEM = re.compile(r"\d+(\.\d+)?\s*[KMGT]?B?", re.IGNORECASE)
+# the most jobs one spec may expand to unless the caller raises it (`near sweep add --max-jobs`)
+DEFAULT_MAX_JOBS = 1_000_000
+_SCALARS = (str, int, float, bool, type(None))
 ALL_STAGES = "*"
 _RESERVED = {"run_dir", "job_id", "exp_dir", "sweep", "stage"}
 
@@ -125,6 +131,7 @@ class Spec:
     description: str = ""
     vars: dict[str, Any] = field(default_factory=dict)
     snapshot: bool = True   # jobs run a code snapshot taken at dispatch (near.snapshot)
+    raw: frozenset[str] = frozenset()  # variables (or axes) spliced as shell text, not quoted
 
     @property
     def label(self) -> str:
@@ -156,34 +163,86 @@ def format_value(value: Any) -> str:
 
 
 class _Ctx:
-    """Error helper: knows the file and builds key paths."""
+    """Error helper: knows the file and builds key paths; carries the job limit."""
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, max_jobs: int = DEFAULT_MAX_JOBS):
         self.label = label
+        self.max_jobs = max_jobs
 
     def err(self, where: str, msg: str) -> SpecError:
         return SpecError(f"{self.label}: {where}: {msg}" if where else f"{self.label}: {msg}")
 
 
-def load_spec(path: str | os.PathLike) -> Spec:
-    """Read and validate a sweep spec file; SpecError names the file and the key path."""
-    import yaml
-
+def load_spec(path: str | os.PathLike, *, max_jobs: int = DEFAULT_MAX_JOBS) -> Spec:
+    """Read and validate a sweep spec file; SpecError names the file and the key path.
+    ``max_jobs``: refuse a ``count`` axis with more values than this (the grid is counted later,
+    in :func:`near.expand.expand`)."""
     path = Path(path)
     label = display_path(path.resolve()) if path.exists() else str(path)
-    ctx = _Ctx(label)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as err:
         raise SpecError(f"{label}: cannot read spec: {err.strerror or err}") from err
+    return spec_from_bytes(raw, path.resolve(), label=label, max_jobs=max_jobs)
+
+
+def spec_from_bytes(raw: bytes, path: Path, *, label: str | None = None,
+                    max_jobs: int = DEFAULT_MAX_JOBS) -> Spec:
+    """Parse and validate the bytes of a spec file that lives (or would live) at ``path``."""
+    label = label or display_path(path)
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise SpecError(f"{label}: not UTF-8 text: byte 0x{raw[err.start]:02x} at line {line} "
+                        f"(offset {err.start}); save the spec as UTF-8") from None
+    return parse_spec(_yaml_load(text, label), path, _Ctx(label, max_jobs))
+
+
+def _yaml_load(text: str, label: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_strict_loader())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         pos = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err)
-        raise SpecError(f"{label}: malformed YAML: {pos}{problem}") from err
-    return parse_spec(data, path.resolve(), ctx)
+        raise SpecError(f"{label}: malformed YAML: {pos}{problem}") from None
+    except RecursionError:
+        raise SpecError(f"{label}: malformed YAML: nested too deeply") from None
+
+
+_LOADER = None
+
+
+def _strict_loader():
+    """yaml.SafeLoader that refuses a mapping with the same key twice (plain YAML keeps the last)."""
+    global _LOADER
+    if _LOADER is not None:
+        return _LOADER
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen: dict = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        first = seen.setdefault(key, key_node)
+                    except TypeError:
+                        continue  # unhashable: SafeLoader reports it
+                    if first is not key_node:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key!r} (first at line {first.start_mark.line + 1})",
+                            key_node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
+    _LOADER = StrictLoader
+    return _LOADER
 
 
 def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
@@ -191,14 +250,14 @@ def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
     ctx = ctx or _Ctx(display_path(path))
     if not isinstance(data, dict):
         raise ctx.err("", f"a sweep spec is a mapping with 'axes' and 'stages', not {type(data).__name__}")
-    known = {"name", "description", "workdir", "max_attempts", "resources", "vars", "axes", "zip", "include",
-             "exclude", "stages", "snapshot"}
+    known = {"name", "description", "workdir", "max_attempts", "resources", "vars", "raw", "axes", "zip",
+             "include", "exclude", "stages", "snapshot"}
     for key in data:
         # x-* keys hold YAML anchors for reuse (`x-rl: &rl ...` then `command: *rl`)
         if key not in known and not str(key).startswith("x-"):
             raise ctx.err(str(key), f"unknown key (known: {', '.join(sorted(known))}, or x-* for anchors)")
     name = data.get("name", path.stem)
-    if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
+    if not isinstance(name, str) or not _SWEEP_NAME.fullmatch(name):
         raise ctx.err("name", f"{name!r} is not a valid sweep name (letters, digits, _ . -)")
     workdir_raw = data.get("workdir", "..")
     if not isinstance(workdir_raw, str):
@@ -223,7 +282,7 @@ def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
         raise ctx.err("axes", "must be a mapping axis name -> values")
     axes: list[Axis] = []
     for aname, raw in raw_axes.items():
-        axes.append(_axis(str(aname), raw, stage_names, [a.name for a in axes], ctx))
+        axes.append(_axis(aname, raw, stage_names, [a.name for a in axes], ctx))
     axis_names = [a.name for a in axes]
 
     zips = data.get("zip", []) or []
@@ -244,38 +303,114 @@ def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
             raise ctx.err(f"zip[{i}]", "zipped axes need the same number of values: "
                           + ", ".join(f"{a}={n}" for a, n in lengths.items()))
 
-    exclude = []
-    for i, entry in enumerate(data.get("exclude", []) or []):
-        exclude.append(_point_filter(entry, f"exclude[{i}]", axis_names, ctx))
-    include = []
-    for i, entry in enumerate(data.get("include", []) or []):
-        include.append(_point_filter(entry, f"include[{i}]", axis_names, ctx))
+    filters: dict[str, list[dict[str, list[Any]]]] = {}
+    for key in ("exclude", "include"):
+        entries = data.get(key) or []
+        if not isinstance(entries, list):
+            raise ctx.err(key, f"must be a list of mappings axis -> value (or list of values), not {_kind(entries)}")
+        filters[key] = [_point_filter(e, f"{key}[{i}]", axis_names, ctx) for i, e in enumerate(entries)]
+    exclude, include = filters["exclude"], filters["include"]
 
+    with_keys = {k for st in stages for n in st.needs for k in n.with_}
     for s in stages:
         for need in s.needs:
             if need.stage not in stage_names:
                 raise ctx.err(f"{s.where}.needs.{need.ref}",
                               f"unknown stage {need.stage!r} (stages: {', '.join(stage_names)})")
             for k in need.with_:
-                if not _NAME.match(k) or k in _RESERVED:
+                if not _NAME.fullmatch(k) or k in _RESERVED:
                     raise ctx.err(f"{s.where}.needs.{need.ref}.with.{k}",
                                   "keys are axis names or new identifiers (passed to the needed job)")
-        with_keys = {k for st in stages for n in st.needs for k in n.with_}
         for cond_name in ("when", "unless"):
             cond = getattr(s, cond_name)
             for k in cond or {}:
                 if k not in axis_names and k not in with_keys:
                     raise ctx.err(f"{s.where}.{cond_name}", f"unknown axis {k!r} (axes: {', '.join(axis_names)})")
     _check_stage_cycles(stages, ctx)
+    _check_condition_values(axes, stages, exclude, include, ctx)
 
     top_vars = _vars(data.get("vars"), "vars", ctx)
     for a in axes:
         if a.name in top_vars:
             raise ctx.err(f"vars.{a.name}", "a variable cannot have the name of an axis")
+    names = set(top_vars) | {k for a in axes for vs in a.vars.values() for k in vs} | set(axis_names) | with_keys
+    raw_names = data.get("raw") or []
+    if not isinstance(raw_names, list):
+        raise ctx.err("raw", "must be a list of variable names, e.g. [base]")
+    for i, rname in enumerate(raw_names):
+        if not isinstance(rname, str) or rname not in names:
+            raise ctx.err(f"raw[{i}]", f"{rname!r} is not a variable or axis of this spec "
+                          f"({', '.join(sorted(names)) or 'none'})")
     desc = data.get("description", "")
     return Spec(path=path, name=name, workdir=workdir, axes=axes, stages=stages, zip=[list(z) for z in zips],
                 include=include, exclude=exclude, max_attempts=max_attempts, resources=resources,
-                description=str(desc or ""), vars=top_vars, snapshot=snapshot)
+                description=str(desc or ""), vars=top_vars, snapshot=snapshot,
+                raw=frozenset(raw_names))
+
+
+def _kind(v: Any) -> str:
+    return "a mapping" if isinstance(v, dict) else "a list" if isinstance(v, list) else repr(v)
+
+
+def _scalar(v: Any, where: str, ctx: _Ctx, what: str = "values") -> Any:
+    """``v`` if it is a plain YAML scalar (text, number, boolean, null); else a SpecError."""
+    if isinstance(v, _SCALARS):
+        return v
+    if isinstance(v, (dict, list)):
+        raise ctx.err(where, f"{what} are scalars, not {_kind(v)}")
+    import datetime
+
+    if isinstance(v, (datetime.date, datetime.datetime)):
+        raise ctx.err(where, f"YAML reads {v} as a {type(v).__name__}; quote it ('{v}') to use it as text")
+    raise ctx.err(where, f"{what} are text, numbers, booleans or null, not {type(v).__name__}")
+
+
+def _check_distinct(values: list[Any], where: str, ctx: _Ctx, known: dict | None = None) -> dict:
+    """Values that are equal in Python (1, 1.0 and true) but written differently would be one
+    point to caches and two in commands: refuse them. Returns value -> its text."""
+    seen: dict = {} if known is None else known
+    for v in values:
+        first = seen.setdefault(v, format_value(v))
+        if first != format_value(v):
+            raise ctx.err(where, f"values {first} and {format_value(v)} are equal to YAML (1 == 1.0 == true); "
+                          "quote one of them to make it text")
+    return seen
+
+
+def _check_condition_values(axes: list[Axis], stages: list[Stage], exclude: list[dict], include: list[dict],
+                            ctx: _Ctx) -> None:
+    """Every value a ``when``, ``unless`` or ``exclude`` names must be one the key can take (a value
+    of the axis, of an ``include`` or of a ``needs.with``): a misspelt one would silently match
+    nothing."""
+    known: dict[str, set[str]] = {}
+    for a in axes:
+        known.setdefault(a.name, set()).update(format_value(v) for v in a.values)
+    for i, inc in enumerate(include):
+        for k, vs in inc.items():
+            known.setdefault(k, set()).update(format_value(v) for v in vs)
+            _check_distinct(vs, f"include[{i}].{k}", ctx, _check_distinct(next(a for a in axes if a.name == k).values,
+                                                                         f"axes.{k}", ctx))
+    for s in stages:
+        for n in s.needs:
+            for k, v in n.with_.items():
+                known.setdefault(k, set()).add(format_value(v))
+
+    def check(cond: dict[str, list[Any]] | None, where: str) -> None:
+        for k, vs in (cond or {}).items():
+            for v in vs:
+                if format_value(v) not in known.get(k, ()):
+                    shown = sorted(known.get(k, ()))
+                    listed = ", ".join(shown[:20]) + (", ..." if len(shown) > 20 else "")
+                    raise ctx.err(f"{where}.{k}", f"{format_value(v)!r} is not a value of {k!r}, so this "
+                                  f"matches nothing (values: {listed})")
+
+    for a in axes:
+        check(a.when, f"axes.{a.name}.when")
+    for s in stages:
+        check(s.when, f"{s.where}.when")
+        check(s.unless, f"{s.where}.unless")
+    for i, ex in enumerate(exclude):
+        check(ex, f"exclude[{i}]")
 
 
 def _vars(raw: Any, where: str, ctx: _Ctx) -> dict[str, Any]:
@@ -285,11 +420,9 @@ def _vars(raw: Any, where: str, ctx: _Ctx) -> dict[str, Any]:
         raise ctx.err(where, "must be a mapping name -> value")
     out = {}
     for k, v in raw.items():
-        if not _NAME.match(str(k)):
+        if not isinstance(k, str) or not _NAME.fullmatch(k):
             raise ctx.err(f"{where}.{k}", "variable names are identifiers")
-        if isinstance(v, (dict, list)):
-            raise ctx.err(f"{where}.{k}", "variable values are scalars (strings may use ${...})")
-        out[str(k)] = v
+        out[k] = _scalar(v, f"{where}.{k}", ctx, "variable values (strings may use ${...})")
     return out
 
 
@@ -306,17 +439,17 @@ def _resources(raw: Any, where: str, ctx: _Ctx) -> dict[str, Any]:
         raise ctx.err(where, "must be a mapping with cpus, gpus, mem, time")
     out: dict[str, Any] = {}
     for k, v in raw.items():
-        if k not in RESOURCE_KEYS:
+        if not isinstance(k, str) or k not in RESOURCE_KEYS:
             raise ctx.err(f"{where}.{k}", f"unknown resource (known: {', '.join(RESOURCE_KEYS)})")
         if k in ("cpus", "gpus"):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ctx.err(f"{where}.{k}", f"must be a non-negative integer, not {v!r}")
         elif k == "mem":
-            if not (isinstance(v, int) or (isinstance(v, str) and _MEM.match(v))):
+            if not (isinstance(v, int) or (isinstance(v, str) and _MEM.fullmatch(v))):
                 raise ctx.err(f"{where}.{k}", f"{v!r} is not a memory size (e.g. 4G, 512M)")
             v = f"{v}M" if isinstance(v, int) else v
         elif k == "time":
-            if not (isinstance(v, int) or (isinstance(v, str) and _TIME.match(v))):
+            if not (isinstance(v, int) or (isinstance(v, str) and _TIME.fullmatch(v))):
                 raise ctx.err(f"{where}.{k}", f"{v!r} is not a time limit (HH:MM:SS, D-HH:MM:SS or minutes)")
             v = str(v)
         elif k == "slurm":
@@ -325,14 +458,15 @@ def _resources(raw: Any, where: str, ctx: _Ctx) -> dict[str, Any]:
             for opt, val in v.items():  # become `#SBATCH --OPT=VAL` lines: plain option names only
                 if not isinstance(opt, str) or not re.fullmatch(r"[a-z][a-z0-9_-]*", opt):
                     raise ctx.err(f"{where}.{k}.{opt}", "sbatch option names look like 'constraint' or 'mail-type'")
-                if isinstance(val, (dict, list)):
-                    raise ctx.err(f"{where}.{k}.{opt}", "sbatch option values are scalars")
+                _scalar(val, f"{where}.{k}.{opt}", ctx, "sbatch option values")
+                if "\n" in str(val) or "\r" in str(val):  # would end the #SBATCH header: a script line
+                    raise ctx.err(f"{where}.{k}.{opt}", "sbatch option values are one line (no line breaks)")
         out[k] = v
     return out
 
 
 # Bump when expansion or validation changes what an unchanged spec produces.
-EXPANSION_VERSION = 1
+EXPANSION_VERSION = 2
 
 
 def with_settings(spec: Spec, *, name: str | None = None, set_vars: dict[str, str] | None = None) -> Spec:
@@ -347,7 +481,7 @@ def with_settings(spec: Spec, *, name: str | None = None, set_vars: dict[str, st
         if key not in known:
             raise SpecError(f"{spec.label}: --var {key}: not a variable of this spec "
                             f"(variables: {', '.join(sorted(known)) or 'none'})")
-    if name is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
+    if name is not None and not _SWEEP_NAME.fullmatch(name):
         raise SpecError(f"{spec.label}: --name {name!r} is not a valid sweep name (letters, digits, _ . -)")
     axes = [dataclasses.replace(a, vars={v: {k: x for k, x in vs.items() if k not in set_vars}
                                          for v, vs in a.vars.items()}) for a in spec.axes]
@@ -429,12 +563,20 @@ def _override_list(raw: Any, where: str, ctx: _Ctx) -> list[str]:
 def _cond(raw: Any, where: str, ctx: _Ctx) -> dict[str, list[Any]]:
     if not isinstance(raw, dict) or not raw:
         raise ctx.err(where, "must be a mapping axis -> value or list of values, e.g. {algorithm: NEAR}")
-    return {str(k): (list(v) if isinstance(v, list) else [v]) for k, v in raw.items()}
+    return {str(k): _value_list(v, f"{where}.{k}", ctx) for k, v in raw.items()}
 
 
-def _axis(name: str, raw: Any, stage_names: list[str], earlier: list[str], ctx: _Ctx) -> Axis:
+def _value_list(v: Any, where: str, ctx: _Ctx) -> list[Any]:
+    """A value or a list of values (scalars) in a condition, include or exclude."""
+    vs = v if isinstance(v, list) else [v]
+    if not vs:
+        raise ctx.err(where, "an empty list matches nothing")
+    return [_scalar(x, f"{where}[{i}]" if isinstance(v, list) else where, ctx) for i, x in enumerate(vs)]
+
+
+def _axis(name: Any, raw: Any, stage_names: list[str], earlier: list[str], ctx: _Ctx) -> Axis:
     where = f"axes.{name}"
-    if not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ctx.err(where, "axis names are identifiers (letters, digits, _)")
     if name in _RESERVED:
         raise ctx.err(where, f"{name!r} is reserved ({', '.join(sorted(_RESERVED))})")
@@ -462,6 +604,7 @@ def _axis(name: str, raw: Any, stage_names: list[str], earlier: list[str], ctx: 
                 if isinstance(vals, dict):  # named variants: value -> bundle of overrides
                     values = list(vals)
                     for v, bundle in vals.items():
+                        _scalar(v, f"{where}.values.{v}", ctx, "axis values")
                         bundle, vvars = _split_vars(bundle, f"{where}.values.{v}", ctx)
                         if vvars:
                             axis_vars[format_value(v)] = vvars
@@ -475,6 +618,7 @@ def _axis(name: str, raw: Any, stage_names: list[str], earlier: list[str], ctx: 
                     raise ctx.err(f"{where}.overrides", "must be a mapping value -> overrides")
                 keys = {format_value(v) for v in values}
                 for v, bundle in raw["overrides"].items():
+                    _scalar(v, f"{where}.overrides.{v}", ctx, "axis values")
                     fv = format_value(v)
                     if fv not in keys:
                         raise ctx.err(f"{where}.overrides.{v}", f"{v!r} is not a value of axis {name} "
@@ -497,12 +641,13 @@ def _axis(name: str, raw: Any, stage_names: list[str], earlier: list[str], ctx: 
     if not values:
         raise ctx.err(where, "has no values")
     for i, v in enumerate(values):
-        if isinstance(v, (dict, list)):
-            raise ctx.err(f"{where}.values[{i}]", "axis values are scalars (use named variants for bundles)")
+        _scalar(v, f"{where}.values[{i}]" if isinstance(raw, dict) else f"{where}[{i}]", ctx,
+                "axis values (use named variants for bundles)")
     fvals = [format_value(v) for v in values]
     dup = {v for v in fvals if fvals.count(v) > 1}
     if dup:
         raise ctx.err(where, f"duplicate value(s) {', '.join(sorted(dup))}")
+    _check_distinct(values, where, ctx)
     return Axis(name=name, values=values, overrides=overrides, when=when, vars=axis_vars)
 
 
@@ -519,6 +664,9 @@ def _seeds(raw: dict, where: str, ctx: _Ctx) -> list[int]:
     base = raw.get("base", 0)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ctx.err(f"{where}.count", f"must be a positive integer, not {count!r}")
+    if count > ctx.max_jobs:  # every value is at least one grid point
+        raise ctx.err(f"{where}.count", f"{count:,} values is more than the limit of {ctx.max_jobs:,} jobs "
+                      "(raise it with --max-jobs)")
     if isinstance(base, bool) or not isinstance(base, int):
         raise ctx.err(f"{where}.base", f"must be an integer, not {base!r}")
     return list(range(base, base + count))
@@ -530,19 +678,19 @@ def _point_filter(entry: Any, where: str, axis_names: list[str], ctx: _Ctx) -> d
     for k in entry:
         if k not in axis_names:
             raise ctx.err(f"{where}.{k}", f"unknown axis {k!r} (axes: {', '.join(axis_names)})")
-    return {str(k): (list(v) if isinstance(v, list) else [v]) for k, v in entry.items()}
+    return {str(k): _value_list(v, f"{where}.{k}", ctx) for k, v in entry.items()}
 
 
 def _stages(raw: Any, ctx: _Ctx) -> list[Stage]:
     items: list[tuple[str, Any, str]] = []
     if isinstance(raw, dict):
         for name, body in raw.items():
-            items.append((str(name), body, f"stages.{name}"))
+            items.append((name, body, f"stages.{name}"))
     elif isinstance(raw, list):
         for i, body in enumerate(raw):
             if not isinstance(body, dict) or "name" not in body:
                 raise ctx.err(f"stages[{i}]", "each stage is a mapping with a name and a command")
-            items.append((str(body["name"]), body, f"stages[{i}]"))
+            items.append((body["name"], body, f"stages[{i}]"))
     else:
         raise ctx.err("stages", "must be a list of stages or a mapping name -> stage")
     if not items:
@@ -551,7 +699,7 @@ def _stages(raw: Any, ctx: _Ctx) -> list[Stage]:
     out = []
     allowed = {"name", "command", "overrides", "needs", "resources", "when", "unless", "max_attempts", "validate"}
     for name, body, where in items:
-        if not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ctx.err(where, f"stage name {name!r} must be an identifier")
         if isinstance(body, str):
             body = {"command": body}
@@ -563,6 +711,10 @@ def _stages(raw: Any, ctx: _Ctx) -> list[Stage]:
         cmd = body.get("command")
         if not isinstance(cmd, str) or not cmd.strip():
             raise ctx.err(f"{where}.command", "missing or empty: the command template this stage runs")
+        cmd = " ".join(cmd.split())
+        problem = unbalanced(cmd)
+        if problem:
+            raise ctx.err(f"{where}.command", f"the shell cannot read this command: it ends with {problem}")
         overrides = parse_overrides(body.get("overrides"), f"{where}.overrides", names, ctx)
         if set(overrides) - {ALL_STAGES}:
             raise ctx.err(f"{where}.overrides", "a stage's own overrides are a plain list")
@@ -574,7 +726,7 @@ def _stages(raw: Any, ctx: _Ctx) -> list[Stage]:
             raise ctx.err(f"{where}.needs", "must be a mapping ref -> stage (or {stage, with})")
         for ref, target in raw_needs.items():
             ref = str(ref)
-            if not _NAME.match(ref) or ref in ("run_dir", "job_id", "exp_dir", "sweep", "stage"):
+            if not _NAME.fullmatch(ref) or ref in ("run_dir", "job_id", "exp_dir", "sweep", "stage"):
                 raise ctx.err(f"{where}.needs.{ref}", "reference names are identifiers, not reserved names")
             if isinstance(target, str):
                 needs.append(Need(ref, target))
@@ -585,17 +737,21 @@ def _stages(raw: Any, ctx: _Ctx) -> list[Stage]:
                 w = target.get("with") or {}
                 if not isinstance(w, dict):
                     raise ctx.err(f"{where}.needs.{ref}.with", "must be a mapping axis -> value")
-                needs.append(Need(ref, str(target["stage"]), {str(k): v for k, v in w.items()}))
+                needs.append(Need(ref, str(target["stage"]), {
+                    str(k): _scalar(v, f"{where}.needs.{ref}.with.{k}", ctx) for k, v in w.items()}))
             else:
                 raise ctx.err(f"{where}.needs.{ref}", "must be a stage name or {stage: NAME, with: {axis: value}}")
         when = _cond(body["when"], f"{where}.when", ctx) if "when" in body else None
         unless = _cond(body["unless"], f"{where}.unless", ctx) if "unless" in body else None
         ma = body.get("max_attempts")
+        validate = body.get("validate", True)
+        if not isinstance(validate, bool):
+            raise ctx.err(f"{where}.validate", f"must be true or false, not {validate!r}")
         out.append(Stage(
-            name=name, command=" ".join(cmd.split()), overrides=overrides.get(ALL_STAGES, []), needs=needs,
+            name=name, command=cmd, overrides=overrides.get(ALL_STAGES, []), needs=needs,
             resources=_resources(body.get("resources"), f"{where}.resources", ctx), when=when, unless=unless,
             max_attempts=None if ma is None else _posint(ma, f"{where}.max_attempts", ctx),
-            validate=bool(body.get("validate", True)), where=where,
+            validate=validate, where=where,
         ))
     return out
 

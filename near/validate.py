@@ -25,8 +25,10 @@ from typing import Iterable
 from near.errors import ConfigError
 from near.jobtable import JobSpec
 
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
-_SHELL_OPS = {"&&", "||", ";", "|", "&", ">", ">>", "<", "2>", "2>&1"}
+_PLACEHOLDER = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
+_SHELL_CHARS = set(";&|<>()")
+# what makes a command more than plain words split at blanks (then the full parser reads it)
+_NOT_PLAIN = re.compile(r"""['"\\;&|<>()`#\n]""")
 DUMMY_ROOT = "/tmp/near-validate"
 ISAACGYM_TASK_PREFIX = "Humanoid"
 
@@ -47,10 +49,15 @@ class ValidationReport:
 def trainer_call(command: str) -> tuple[str, list[str]] | None:
     """``(kind, overrides)`` if ``command`` runs ``near train KIND OVERRIDES...``, else None.
 
-    Placeholders are replaced by dummy paths first, so the result is what hydra would see."""
-    text = _PLACEHOLDER.sub(_dummy, command).replace("$${", "${")
+    The command is split as the shell splits it (quotes, operators such as ``;`` or ``&&`` even
+    without blanks around them); the overrides end at the first operator. Placeholders are replaced
+    by dummy paths first, so the result is what hydra would see."""
+    text = _PLACEHOLDER.sub(_dummy, command)
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
     try:
-        tokens = shlex.split(text)
+        tokens = list(lexer)
     except ValueError:
         return None
     for i, tok in enumerate(tokens):
@@ -63,7 +70,7 @@ def trainer_call(command: str) -> tuple[str, list[str]] | None:
             kind = tokens[start]
             rest = []
             for t in tokens[start + 1 :]:
-                if t in _SHELL_OPS:
+                if t and set(t) <= _SHELL_CHARS:
                     break
                 rest.append(t)
             return kind, rest
@@ -71,6 +78,8 @@ def trainer_call(command: str) -> tuple[str, list[str]] | None:
 
 
 def _dummy(m: re.Match) -> str:
+    if m.group(0) == "$${":
+        return "${"
     name, attr = m.group(1), m.group(2)
     return f"{DUMMY_ROOT}/{name}" if attr is None else f"{DUMMY_ROOT}/{name}_{attr}"
 
@@ -179,7 +188,7 @@ def _task_of(overrides: list[str]) -> str | None:
 def _fast_shape(command: str, groups: frozenset[str]) -> tuple | None | bool:
     """The override shape of a plain (unquoted) trainer command without shlex: ``(kind, parts)``;
     None if it does not run near's trainer; False if it needs the full parser (quotes, escapes)."""
-    if "'" in command or '"' in command or "\\" in command:
+    if _NOT_PLAIN.search(command):
         return False
     toks = command.split()
     try:
@@ -190,8 +199,6 @@ def _fast_shape(command: str, groups: frozenset[str]) -> tuple | None | bool:
         return False  # e.g. a different "train" word: let the full parser decide
     parts = []
     for t in toks[i + 2:]:
-        if t in _SHELL_OPS:
-            break
         key, eq, value = t.partition("=")
         bare = key.lstrip("+~")
         if bare in groups:

@@ -146,7 +146,7 @@ stages:
 @pytest.mark.parametrize("body, message", [
     ("axes: {a: [1]}\nstages: {s: 'run ${b}'}", "stages.s.command: unknown variable ${b}"),
     ("axes: {a: [1]}\nstages: {s: 'run ${ref.run_dir}'}", "'ref' is not in this stage's needs"),
-    ("axes: {a: [1], b: {values: [2], when: {a: 9}}}\nstages: {s: 'run ${b}'}", "axis 'b' has no value"),
+    ("axes: {a: [1, 9], b: {values: [2], when: {a: 9}}}\nstages: {s: 'run ${b}'}", "axis 'b' has no value"),
     ("axes: {a: [1]}\nstages: [{name: s, command: x}, {name: s, command: y}]", "two definitions of stage 's'"),
 ])
 def test_expansion_errors_name_the_key_and_the_point(body, message):

@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="sweep name (default: the spec's name); the sweep goes to ROOT/NAME")
     p.add_argument("--var", action="append", default=[], metavar="KEY=VALUE",
                    help="force a template variable of the spec (repeatable), e.g. --var rl_iters=3")
+    p.add_argument("--max-jobs", type=int, default=None, metavar="N",
+                   help="refuse a spec that can expand to more than N jobs (default 1,000,000)")
     p.set_defaults(func=cmd_add)
 
     p = subparsers.add_parser("status", help="counts by state and per axis, failures, scheduler ids")
@@ -108,10 +110,11 @@ class AddSummary:
     unchanged: bool = False
 
 
-def _load(spec_path: str | os.PathLike, name: str | None = None, set_vars: list[str] | None = None):
+def _load(spec_path: str | os.PathLike, name: str | None = None, set_vars: list[str] | None = None,
+          max_jobs: int | None = None):
     """The spec with the command line's --name and --var applied."""
     from near.errors import SpecError
-    from near.spec import load_spec, with_settings
+    from near.spec import DEFAULT_MAX_JOBS, load_spec, with_settings
 
     pairs = {}
     for item in set_vars or []:
@@ -119,22 +122,26 @@ def _load(spec_path: str | os.PathLike, name: str | None = None, set_vars: list[
         if not sep or not key:
             raise SpecError(f"--var {item!r}: expected KEY=VALUE")
         pairs[key] = value
-    return with_settings(load_spec(spec_path), name=name, set_vars=pairs)
+    if max_jobs is not None and max_jobs < 1:
+        raise SpecError(f"--max-jobs {max_jobs}: must be a positive number of jobs")
+    return with_settings(load_spec(spec_path, max_jobs=max_jobs or DEFAULT_MAX_JOBS), name=name, set_vars=pairs)
 
 
 def add_spec(spec_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROOT, *,
-             validate: bool = True, name: str | None = None, set_vars: list[str] | None = None) -> AddSummary:
-    """Expand, validate (before writing anything) and add a spec to ``ROOT/<name>/jobs.db``.
+             validate: bool = True, name: str | None = None, set_vars: list[str] | None = None,
+             max_jobs: int | None = None) -> AddSummary:
+    """Expand, validate (before writing anything) and add a spec to ``ROOT/<name>/jobs.db``;
+    ``max_jobs``: refuse a spec that can expand to more jobs (default ``near.spec.DEFAULT_MAX_JOBS``).
 
     An unchanged spec (same bytes, workdir, cfg/ tree; see ``spec_fingerprint``) that was added
     before is recognised without expanding it again."""
     from near.expand import expand
     from near.jobtable import JobTable
-    from near.spec import spec_fingerprint
+    from near.spec import DEFAULT_MAX_JOBS, spec_fingerprint
     from near.validate import validate_jobs
     from near import snapshot
 
-    spec = _load(spec_path, name, set_vars)
+    spec = _load(spec_path, name, set_vars, max_jobs)
     target = Path(root) / spec.name
     digest = spec_fingerprint(spec, validate=validate)
     key = f"added:{spec.path}"
@@ -146,7 +153,7 @@ def add_spec(spec_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROO
                 return AddSummary(spec.label, target, prev["points"], prev["jobs"], 0, prev["jobs"],
                                   prev["shared"], total, ["spec, workdir and cfg/ unchanged since the last add"],
                                   unchanged=True)
-    expansion = expand(spec)
+    expansion = expand(spec, max_jobs=max_jobs or DEFAULT_MAX_JOBS)
     notes: list[str] = []
     if validate:
         skip = [(j.job_id, "stage has validate: false") for j in expansion.jobs
@@ -178,7 +185,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.dry_run:
         return _dry_run(args)
-    s = add_spec(args.spec, args.root, validate=not args.no_validate, name=args.name, set_vars=args.var)
+    s = add_spec(args.spec, args.root, validate=not args.no_validate, name=args.name, set_vars=args.var,
+                 max_jobs=args.max_jobs)
     print(f"{s.spec_label} -> {s.target}/jobs.db: {s.points} grid points, {s.jobs} jobs: "
           f"{s.new} new, {s.existing} existing, {s.shared} shared "
           f"({s.total} in table; {time.perf_counter() - t0:.2f}s)")
@@ -189,10 +197,11 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def _dry_run(args: argparse.Namespace) -> int:
     from near.expand import expand
+    from near.spec import DEFAULT_MAX_JOBS
     from near.validate import validate_jobs
 
-    spec = _load(args.spec, args.name, args.var)
-    expansion = expand(spec)
+    spec = _load(args.spec, args.name, args.var, args.max_jobs)
+    expansion = expand(spec, max_jobs=args.max_jobs or DEFAULT_MAX_JOBS)
     notes: list[str] = []
     if not args.no_validate:
         skip = [(j.job_id, "stage has validate: false") for j in expansion.jobs
