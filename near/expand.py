@@ -565,7 +565,13 @@ def grid_size(spec: Spec) -> tuple[int, int]:
         for vs in inc.values():
             combos *= len(vs)
         points += combos
-        jobs += combos * sum(max(weight(s) for s in group) for group in stages_by_name.values())
+        if combos > _STATE_LIMIT:
+            jobs += combos * sum(max(weight(s) for s in group) for group in stages_by_name.values())
+            continue
+        rows: list[Point] = [{}]
+        for k, vs in inc.items():
+            rows = [dict(r, **{k: v}) for r in rows for v in vs]
+        jobs += sum(jobs_at(r) for r in rows)
     return points, jobs
 
 

@@ -695,12 +695,13 @@ def _stages(raw: Any, ctx: _Ctx) -> list[Stage]:
         raise ctx.err("stages", "must be a list of stages or a mapping name -> stage")
     if not items:
         raise ctx.err("stages", "no stages")
+    for name, _, where in items:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ctx.err(where, f"stage name {name!r} must be an identifier")
     names = list(dict.fromkeys(n for n, _, _ in items))
     out = []
     allowed = {"name", "command", "overrides", "needs", "resources", "when", "unless", "max_attempts", "validate"}
     for name, body, where in items:
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise ctx.err(where, f"stage name {name!r} must be an identifier")
         if isinstance(body, str):
             body = {"command": body}
         if not isinstance(body, dict):

@@ -1,0 +1,206 @@
+"""Bad specs through `near sweep add`: each ends in `near: error: FILE: KEY: ...` with exit status 2
+and leaves the sweep's folder (its job table included) byte for byte as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from near.cli import main
+from near.errors import SpecError
+from near.expand import expand, grid_size
+from near.spec import load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+GOOD = """
+name: t
+axes:
+  a: [1, 2]
+  seed: {count: 3}
+stages:
+  - name: s
+    command: echo a=${a} seed=${seed} > ${run_dir}/out
+"""
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file below ``folder`` -> sha256 of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def sweep(tmp_path: Path, monkeypatch) -> Path:
+    """A folder with sweeps/good.yaml added to experiments/t (6 jobs)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "good.yaml").write_text(GOOD)
+    assert main(["sweep", "add", "sweeps/good.yaml"]) == 0
+    return tmp_path
+
+
+def add_bad(sweep: Path, body: bytes | str, capsys, *args: str) -> str:
+    """`near sweep add sweeps/bad.yaml ARGS` of a spec named t: asserts exit 2, a one-line
+    `near: error: sweeps/bad.yaml: ...` and an untouched experiments/t; returns the message."""
+    path = sweep / "sweeps" / "bad.yaml"
+    path.write_bytes(body if isinstance(body, bytes) else body.encode())
+    before = snapshot(sweep / "experiments" / "t")
+    capsys.readouterr()
+    rc = main(["sweep", "add", "sweeps/bad.yaml", *args])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("near: error: sweeps/bad.yaml: ") and "Traceback" not in err, err
+    assert snapshot(sweep / "experiments" / "t") == before
+    return err.strip()
+
+
+STAGE = "stages: [{name: s, command: 'echo ${a}'}]\n"
+CASES = {
+    "non-UTF-8": (b"name: t\naxes: {a: [caf\xe9]}\n" + STAGE.encode(),
+                  "sweeps/bad.yaml: not UTF-8 text: byte 0xe9 at line 2"),
+    "include nested list": ("name: t\naxes: {a: [1]}\ninclude: [{a: [[1]]}]\n" + STAGE,
+                            "include[0].a[0]: values are scalars, not a list"),
+    "include mapping": ("name: t\naxes: {a: [1]}\ninclude: [{a: {x: 1}}]\n" + STAGE,
+                        "include[0].a: values are scalars, not a mapping"),
+    "date value": ("name: t\naxes: {a: [2024-01-01]}\n" + STAGE,
+                   "axes.a[0]: YAML reads 2024-01-01 as a date; quote it ('2024-01-01') to use it as text"),
+    "duplicate key": ("name: t\naxes: {a: [1]}\n" + STAGE + "axes: {a: [2]}\n",
+                      "malformed YAML: line 4, column 1: duplicate key 'axes' (first at line 2)"),
+    "duplicate nested key": ("name: t\naxes:\n  a: [1]\n  a: [2]\n" + STAGE,
+                             "malformed YAML: line 4, column 3: duplicate key 'a' (first at line 3)"),
+    "when matches no value": ("name: t\naxes: {a: [1, 2]}\nstages: [{name: s, when: {a: 3}, command: 'echo ${a}'}]\n",
+                              "stages[0].when.a: '3' is not a value of 'a', so this matches nothing (values: 1, 2)"),
+    "axis when matches no value": ("name: t\naxes: {a: [x], b: {values: [1], when: {a: y}}}\n" + STAGE,
+                                   "axes.b.when.a: 'y' is not a value of 'a'"),
+    "zero jobs, no points": ("name: t\naxes: {a: [1, 2]}\nexclude: [{a: [1, 2]}]\n" + STAGE,
+                             "exclude: removes every grid point, so the spec gives 0 jobs"),
+    "zero jobs, no stage runs": ("name: t\naxes: {a: [1, 2]}\nexclude: [{a: 2}]\n"
+                                 "stages: [{name: s, when: {a: 2}, command: 'echo ${a}'}]\n",
+                                 "stages: none runs at any of the 1 grid points"),
+    "validate not boolean": ("name: t\naxes: {a: [1]}\nstages: [{name: s, validate: 'no', command: 'echo ${a}'}]\n",
+                             "stages[0].validate: must be true or false, not 'no'"),
+    "sweep name with newline": ('name: "t\\n"\naxes: {a: [1]}\n' + STAGE,
+                                "name: 't\\n' is not a valid sweep name"),
+    "axis name with newline": ('name: t\naxes: {"a\\n": [1]}\n' + STAGE, "axis names are identifiers"),
+    "stage name with newline": ("name: t\naxes: {a: [1]}\nstages: [{name: \"s\\n\", command: 'echo ${a}'}]\n",
+                                "stages[0]: stage name 's\\n' must be an identifier"),
+    "time with newline": ('name: t\naxes: {a: [1]}\nresources: {time: "00:10:00\\n"}\n' + STAGE,
+                          "resources.time: '00:10:00\\n' is not a time limit"),
+    "huge seed count": ("name: t\naxes: {seed: {count: 10000000000}}\n" + STAGE.replace("${a}", "${seed}"),
+                        "axes.seed.count: 10,000,000,000 values is more than the limit of 1,000,000 jobs"),
+    "10^7-point grid": ("name: t\naxes: {" + ", ".join(f"a{i}: [0,1,2,3,4,5,6,7,8,9]" for i in range(7))
+                        + "}\nstages: [{name: s, command: 'echo ${a0}'}]\n",
+                        "axes: a0 (10) x a1 (10) x a2 (10) x a3 (10) x a4 (10) x a5 (10) x a6 (10) make "
+                        "10,000,000 grid points and up to 10,000,000 jobs, more than the limit of 1,000,000"),
+    "slurm value with newline": ('name: t\naxes: {a: [1]}\nresources: {slurm: {comment: "x\\nrm -rf ~"}}\n' + STAGE,
+                                 "resources.slurm.comment: sbatch option values are one line"),
+    "raw variable with an operator": ("name: t\nraw: [b]\nvars: {b: 'x; touch y'}\naxes: {a: [1]}\n"
+                                      "stages: [{name: s, command: 'echo ${b}'}]\n",
+                                      "stages[0].command: ${b} = 'x; touch y' is raw shell text (raw: in the spec)"
+                                      " but holds the shell operator ';'; a raw variable holds shell words only "
+                                      "(at grid point a=1)"),
+    "raw variable with a command substitution": (
+        "name: t\nraw: [b]\nvars: {b: 'x=$(id)'}\naxes: {a: [1]}\nstages: [{name: s, command: 'echo ${b}'}]\n",
+        "holds a command substitution ('$(')"),
+    "raw variable inside quotes": ("name: t\nraw: [b]\nvars: {b: 'x y'}\naxes: {a: [1]}\n"
+                                   "stages: [{name: s, command: 'echo \"${b}\"'}]\n",
+                                   "${b} is raw shell text (raw: in the spec) but stands inside quotes"),
+    "raw names nothing": ("name: t\nraw: [bundle]\naxes: {a: [1]}\n" + STAGE,
+                          "raw[0]: 'bundle' is not a variable or axis of this spec (a)"),
+    "unclosed quote": ("name: t\naxes: {a: [1]}\nstages: [{name: s, command: \"echo '${a}\"}]\n",
+                       "stages[0].command: the shell cannot read this command: it ends with an unclosed ' quote"),
+    "backslash before a value": ("name: t\naxes: {a: [1]}\nstages: [{name: s, command: 'echo \\${a}'}]\n",
+                                 "${a} right after a backslash"),
+    "equal values written differently": ("name: t\naxes: {a: [1, true]}\n" + STAGE,
+                                         "axes.a: values 1 and True are equal to YAML"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_spec_is_refused_naming_file_and_key_and_writes_nothing(sweep, capsys, case):
+    body, message = CASES[case]
+    err = add_bad(sweep, body, capsys)
+    assert message in err, err
+
+
+def test_a_raw_variable_forced_by_var_is_checked_too(sweep, capsys):
+    body = ("name: t\nraw: [b]\nvars: {b: 'x=1 y=2'}\naxes: {a: [1]}\n"
+            "stages: [{name: s, command: 'echo ${b} > ${run_dir}/out'}]\n")
+    err = add_bad(sweep, body, capsys, "--var", "b=x=1 ; touch /tmp/pwned")
+    assert "${b} = 'x=1 ; touch /tmp/pwned' is raw shell text" in err
+
+
+def test_max_jobs_is_the_limit_and_can_be_raised(sweep, capsys):
+    err = add_bad(sweep, GOOD.replace("seed: {count: 3}", "seed: {count: 30}"), capsys, "--max-jobs", "50")
+    assert "make 60 grid points and up to 60 jobs, more than the limit of 50 jobs" in err
+    assert main(["sweep", "add", "sweeps/bad.yaml", "--max-jobs", "60"]) == 0
+    assert "60 jobs: 54 new, 6 existing" in capsys.readouterr().out
+
+
+def test_dry_run_refuses_the_same(sweep, capsys):
+    (sweep / "sweeps" / "bad.yaml").write_text(CASES["10^7-point grid"][0])
+    assert main(["sweep", "add", "--dry-run", "sweeps/bad.yaml"]) == 2
+    assert "10,000,000 grid points" in capsys.readouterr().err
+
+
+def test_the_cli_process_exits_2_without_a_traceback(sweep):
+    (sweep / "sweeps" / "bad.yaml").write_bytes(CASES["non-UTF-8"][0])
+    before = snapshot(sweep / "experiments" / "t")
+    r = subprocess.run([sys.executable, "-m", "near", "sweep", "add", "sweeps/bad.yaml"], cwd=sweep,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.startswith("near: error: sweeps/bad.yaml: not UTF-8 text")
+    assert "Traceback" not in r.stderr and snapshot(sweep / "experiments" / "t") == before
+
+
+def spec(tmp_path: Path, text: str):
+    p = tmp_path / "sweeps" / "x.yaml"
+    p.parent.mkdir(exist_ok=True)
+    p.write_text(text)
+    return load_spec(p)
+
+
+def test_grid_size_counts_conditional_axes_and_stages_without_building(tmp_path):
+    s = spec(tmp_path, """
+axes:
+  algorithm: [NEAR, AMP, PPO]
+  seed: {count: 4}
+  ablation: {when: {algorithm: NEAR}, values: [x, y, z]}
+include: [{algorithm: AMP, seed: [10, 11]}]
+stages:
+  - {name: ncsn, when: {algorithm: NEAR}, command: 'echo ${seed}'}
+  - {name: rl, needs: [ncsn], when: {algorithm: NEAR}, command: 'echo ${seed} ${ablation}'}
+  - {name: rl, when: {algorithm: [AMP, PPO]}, command: 'echo ${algorithm} ${seed}'}
+""")
+    e = expand(s)
+    points, jobs = grid_size(s)
+    # NEAR 4 seeds x 3 ablations + AMP and PPO 4 seeds each + 2 included points
+    assert points == len(e.points) == 12 + 8 + 2
+    # ncsn counted once per point (12), though the 3 ablations share 4 ncsn jobs
+    assert jobs == 12 * 2 + 8 + 2 and len(e.jobs) == 4 + 12 + 8 + 2
+
+
+def test_seed_count_limit_follows_max_jobs(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("axes: {seed: {count: 5000}}\nstages: {s: 'echo ${seed}'}\n")
+    with pytest.raises(SpecError, match="axes.seed.count: 5,000 values is more than the limit of 1,000 jobs"):
+        load_spec(path, max_jobs=1000)
+    assert len(expand(load_spec(path, max_jobs=5000), max_jobs=5000).jobs) == 5000
+
+
+def _fuzz_module():
+    spec_ = importlib.util.spec_from_file_location("fuzz_spec", REPO / "benchmarks" / "fuzz_spec.py")
+    mod = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(mod)
+    return mod
+
+
+def test_spec_loader_fuzz_raises_only_near_errors():
+    """A few hundred of benchmarks/fuzz_spec.py's cases (the script runs 10,000)."""
+    outcomes = _fuzz_module().run(300, rng_seed=1)
+    assert sum(outcomes.values()) >= 300 and set(outcomes) <= {"ok", "SpecError"}, outcomes
+    assert outcomes.get("ok", 0) > 10  # the cases reach expansion, not only the parser
