@@ -23,6 +23,15 @@ _SAFE = re.compile(r"[A-Za-z0-9_+=.,:/@%\-]*")
 # near's dispatch placeholders (${run_dir}, ${ncsn.run_dir}) are substituted textually later
 _PLACEHOLDER = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?\}")
 _OPERATORS = set(";&|<>()\n")
+# near's $${ escape and dispatch placeholders must stay intact for dispatch to find them
+_BACKTICK_SPECIAL = re.compile(r"\$\$\{|\$\{[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?\}|[\\`$]")
+
+
+def _backslashed(m: re.Match) -> str:
+    text = m.group(0)
+    if len(text) > 3:  # a dispatch placeholder: substituted before the shell reads the command
+        return text
+    return "\\" + text  # \$${ reaches the shell as \${
 
 
 def quote(word: str, context: str = UNQUOTED) -> str:
@@ -36,8 +45,8 @@ def quote(word: str, context: str = UNQUOTED) -> str:
     quoted = shlex.quote(word)
     if context != UNQUOTED:
         quoted = _CLOSER[context] + quoted + context
-    for _ in range(levels):  # inside `...` the shell first undoes one level of \ before \, ` and $
-        quoted = re.sub(r"([\\`$])", r"\\\1", quoted)
+    for _ in range(levels):  # inside `...` the shell first removes a backslash before \, ` and $
+        quoted = _BACKTICK_SPECIAL.sub(_backslashed, quoted)
     return quoted
 
 

@@ -170,6 +170,7 @@ class _Ctx:
         self.max_jobs = max_jobs
 
     def err(self, where: str, msg: str) -> SpecError:
+        where = "".join(c if c.isprintable() else repr(c)[1:-1] for c in where)  # keys with newlines
         return SpecError(f"{self.label}: {where}: {msg}" if where else f"{self.label}: {msg}")
 
 
@@ -472,10 +473,11 @@ EXPANSION_VERSION = 2
 def with_settings(spec: Spec, *, name: str | None = None, set_vars: dict[str, str] | None = None) -> Spec:
     """``spec`` renamed and with template variables forced from the command line (``near sweep add
     --name NAME --var KEY=VALUE``): a forced variable beats the spec's ``vars`` and every value's
-    bundle, so e.g. one budget variable shrinks a whole sweep for a smoke test."""
+    bundle, so e.g. one budget variable shrinks a whole sweep for a smoke test. A forced value is
+    literal text: a ``${`` in it is not a placeholder."""
     import dataclasses
 
-    set_vars = dict(set_vars or {})
+    set_vars = {k: str(v).replace("${", "$${") for k, v in (set_vars or {}).items()}
     known = set(spec.vars) | {k for a in spec.axes for vs in a.vars.values() for k in vs}
     for key in set_vars:
         if key not in known:

@@ -1,0 +1,162 @@
+"""Values never run as shell code: every axis value, variable and --var value reaches the command
+as exactly one argument, byte for byte, wherever its placeholder stands; only variables the spec
+names in ``raw:`` are spliced as shell words, and those must be words only."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from near.errors import ConfigError, SpecError
+from near.expand import expand
+from near.jobtable import JobTable, resolve_command
+from near.spec import load_spec, with_settings
+from near.validate import trainer_call, validate_jobs
+
+REPO = Path(__file__).resolve().parents[1]
+
+# every quoting context a placeholder can stand in: bare, glued to text, '...', "...", $'...',
+# "$(...)", `...` (their output gets a '.' so that trailing newlines survive), and a raw bundle of
+# words around values
+PROBE = ("printf '%s\\0' ${a} x${a}y '${a}' \"${a}\" $'-${a}-' \"$(printf %s. \"${a}\")\" \"`printf %s. ${a}`\" "
+         "${v} \"<${v}>\" ${w} ${bundle}")
+
+
+def expected(a: str, v: str, w: str) -> list[str]:
+    return [a, f"x{a}y", a, a, f"-{a}-", f"{a}.", f"{a}.", v, f"<{v}>", w, "k=1", v, "two words"]
+
+
+def run_probe(command: str, tmp: Path) -> list[bytes]:
+    r = subprocess.run(["bash", "-c", command], capture_output=True, cwd=tmp, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split(b"\0")[:-1]
+
+
+def write_spec(tmp: Path, doc: dict) -> Path:
+    path = tmp / "sweeps" / "probe.yaml"
+    path.parent.mkdir(exist_ok=True)
+    # non-ASCII as escapes: PyYAML writes a raw NEL or U+2028 into a quoted scalar and then reads
+    # it back as a line break
+    path.write_text(yaml.safe_dump(doc, allow_unicode=False, sort_keys=False))
+    return path
+
+
+values = st.one_of(
+    st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\0"), max_size=16),
+    st.text(alphabet="$`'\"\\;&|<>(){}[]#*?~! \t\n%=,.:^-", max_size=16),
+    st.sampled_from(["$(touch pwned)", "`touch pwned`", "a; touch pwned", "${run_dir}", "$${x}", "x$", "'", "",
+                     "--help", "-n", "\\", "${a}", "!!", "*"]),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(axis=st.lists(values, min_size=1, max_size=3, unique=True), var=values, forced=values)
+def test_each_value_reaches_the_command_as_one_argument_byte_for_byte(tmp_path, axis, var, forced):
+    # a spec's variables are templates: ${ written as $${ is a literal ${
+    doc = {"name": "probe", "raw": ["bundle"],
+           "vars": {"v": var.replace("${", "$${"), "w": "default", "bundle": "k=1 ${v} 'two words'"},
+           "axes": {"a": axis}, "stages": [{"name": "probe", "command": PROBE}]}
+    spec = load_spec(write_spec(tmp_path, doc))
+    assert spec.axes[0].values == axis  # YAML kept the text as it was
+    spec = with_settings(spec, set_vars={"w": forced})
+    jobs = expand(spec).jobs
+    assert len(jobs) == len(axis)
+    for job in jobs:
+        command = resolve_command(job.command, job.job_id, tmp_path / "exp", job.deps)
+        want = [x.encode() for x in expected(job.params["a"], var, forced)]
+        assert run_probe(command, tmp_path) == want, command
+    assert not list(tmp_path.glob("pwned"))
+
+
+def test_the_reported_injections_run_nothing_through_the_local_executor(tmp_path):
+    """The spec and --var of the report, run for real by `near sweep run`."""
+    marks = [tmp_path / n for n in ("x", "y", "z", "v")]
+    doc = {"name": "t", "vars": {"num_envs": 4},
+           "axes": {"tag": [f"a; touch {marks[0]}", f"$(touch {marks[1]})", f"`touch {marks[2]}`",
+                            "it's \"quoted\"", "two\nlines"]},
+           "stages": [{"name": "echo", "command": "printf '%s\\0' tag=${tag} num_envs=${num_envs} > ${run_dir}/args"}]}
+    write_spec(tmp_path, doc)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    add = subprocess.run([sys.executable, "-m", "near", "sweep", "add", "sweeps/probe.yaml", "--var",
+                          f"num_envs=16 ; touch {marks[3]} ;"], cwd=tmp_path, capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert add.returncode == 0, add.stderr
+    run = subprocess.run([sys.executable, "-m", "near", "sweep", "run", "experiments/t", "--workers", "2"],
+                         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    table = JobTable.open(tmp_path / "experiments" / "t")
+    jobs = table.jobs()
+    assert len(jobs) == 5 and {j.state for j in jobs} == {"done"}
+    for j in jobs:
+        args = (Path(j.run_dir) / "args").read_bytes().split(b"\0")[:-1]
+        assert args == [f"tag={j.params['tag']}".encode(), f"num_envs=16 ; touch {marks[3]} ;".encode()]
+    assert not [m for m in marks if m.exists()]
+
+
+def spec_of(tmp: Path, text: str):
+    p = tmp / "sweeps" / "x.yaml"
+    p.parent.mkdir(exist_ok=True)
+    p.write_text(text)
+    return load_spec(p)
+
+
+def test_raw_variables_are_spliced_as_words_and_plain_ones_quoted(tmp_path):
+    s = spec_of(tmp_path, """
+raw: [extra]
+vars: {extra: "++a=1 '++b=[x, y]'", opts: "++a=1 ++c=2"}
+axes: {seed: [1]}
+stages: {s: "near train rl seed=${seed} ${extra} opts=${opts}"}
+""")
+    command = expand(s).jobs[0].command
+    assert command == "near train rl seed=1 ++a=1 '++b=[x, y]' opts='++a=1 ++c=2'"
+    assert shlex.split(command)[4:] == ["++a=1", "++b=[x, y]", "opts=++a=1 ++c=2"]
+
+
+def test_plain_values_keep_their_commands_and_ids(tmp_path):
+    """Values that need no quoting read as before: the shipped paper grids keep their job ids."""
+    s = spec_of(tmp_path, "axes: {m: [walk, a-b.c/d:e@f%g+h=i]}\nstages: {s: 'run --m=${m} ${m}'}\n")
+    assert [j.command for j in expand(s).jobs] == ["run --m=walk walk", "run --m=a-b.c/d:e@f%g+h=i a-b.c/d:e@f%g+h=i"]
+    abl = expand(load_spec(REPO / "sweeps" / "paper_ablations.yaml"))
+    ncsn = next(j for j in abl.jobs if j.stage == "ncsn")
+    # the ncsnv2 bundle is a raw variable: four overrides, not one quoted word
+    assert " ++train.params.config.near_config.model.ncsnv2=True ++train.params.config.near_config.model" \
+           ".sigma_begin=20 " in ncsn.command and "'" not in ncsn.command
+
+
+def test_a_dollar_brace_in_a_value_stays_literal_and_the_escape_still_works(tmp_path):
+    s = spec_of(tmp_path, "axes: {v: ['${job_id}']}\nstages: {s: 'printf %s\\\\0 ${v} $${HOME} ''$(literal)'''}\n")
+    job = expand(s).jobs[0]
+    out = run_probe(resolve_command(job.command, job.job_id, tmp_path, {}), tmp_path)
+    assert out == [b"${job_id}", os.environ["HOME"].encode(), b"$(literal)"]
+
+
+def test_validation_reads_the_command_as_the_shell_splits_it():
+    assert trainer_call("near train rl a=1;touch x b=2") == ("rl", ["a=1"])
+    assert trainer_call("near train rl 'a=1;touch x' b=2") == ("rl", ["a=1;touch x", "b=2"])
+    assert trainer_call("near train rl a=1&&b=2") == ("rl", ["a=1"])
+
+
+def test_a_var_with_shell_code_cannot_cut_the_trainer_overrides(tmp_path):
+    """The report's `--var 'num_envs=16 ; touch /tmp/v ;'` on the demo sweep: the value is one
+    override, which hydra refuses, instead of a `;` that silently dropped the overrides after it."""
+    spec = with_settings(load_spec(REPO / "sweeps" / "demo.yaml"), set_vars={"num_envs": "16 ; touch /tmp/v ;"})
+    jobs = expand(spec).jobs
+    kind, overrides = trainer_call(next(j for j in jobs if j.stage == "rl" and j.deps).command)
+    assert "num_envs=16 ; touch /tmp/v ;" in overrides and "max_iterations=150" in overrides
+    assert any(o.startswith("++train.params.config.near_config.inference.eb_model_checkpoint=") for o in overrides)
+    with pytest.raises(ConfigError, match="sweeps/demo.yaml: stage '(ncsn|rl)' at grid point .*num_envs"):
+        validate_jobs(jobs, "sweeps/demo.yaml")
+
+
+@pytest.mark.parametrize("command", ["echo ${a}\\", "echo \"${a}", "echo $(date ${a}"])
+def test_commands_the_shell_cannot_read_are_refused(tmp_path, command):
+    with pytest.raises(SpecError, match="stages.s.command: the shell cannot read this command"):
+        spec_of(tmp_path, yaml.safe_dump({"axes": {"a": [1]}, "stages": {"s": command}}))
