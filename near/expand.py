@@ -5,6 +5,11 @@ entry (axis values substituted, dispatch placeholders kept), the *sorted* overri
 the jobs it needs. Axis values that do not reach a job's content do not change its id, so an
 ``ncsn`` stage that ignores the ablation axis is one job shared by every ablation.
 
+Commands are rendered shell-safe: each value is quoted for the place its placeholder stands in
+(:mod:`near.shell`); variables the spec lists under ``raw:`` are spliced as words, checked to be
+words only. Before building anything, :func:`grid_size` counts the grid and :func:`expand`
+refuses one past its job limit.
+
 A job's ``params`` hold only the axes it uses (its own content or its dependencies'): a shared
 ``ncsn`` job has no ``ablation`` value.
 """

@@ -12,6 +12,7 @@ Format (all keys but ``axes`` and ``stages`` optional)::
                                #   (experiments/<name>/snapshots/); false: run the live tree
     resources: {cpus: 1, gpus: 0, mem: 2G, time: "00:30:00"}   # defaults for every stage
     vars: {budget: 100}        # template variables (defaults; axis values' bundles may set them)
+    raw: [bundle]              # variables spliced as shell words, not quoted (see "Commands and quoting")
     axes:                      # the cartesian product of all axes, in this order
       algorithm: [NEAR, AMP]                 # short form: a list of values
       seed: {count: 3, base: 42}             # seeds: an explicit list or count + base
@@ -47,7 +48,34 @@ Format (all keys but ``axes`` and ``stages`` optional)::
 Template variables: ``${<axis>}``, ``${<var>}`` (from ``vars`` and value bundles; may contain
 ``${...}`` themselves), ``${sweep}``, ``${stage}`` (substituted at expansion) and
 ``${run_dir}``, ``${job_id}``, ``${exp_dir}``, ``${<ref>.run_dir}`` (resolved at dispatch).
-``$${`` is a literal ``${``.
+``$${`` is a literal ``${`` (e.g. a hydra interpolation: ``'x=$${y}'``). A ``--var`` value is
+literal text (a ``${`` in it is not a placeholder).
+
+Commands and quoting. A ``command`` is shell code that bash runs; the values substituted into it
+are data. Every axis value, variable and ``--var`` value reaches the command as exactly what it
+holds, as (part of) one argument, wherever its placeholder stands: bare (``tag=${tag}`` with
+``a; rm -rf ~`` runs ``tag='a; rm -rf ~'``), inside ``'...'``, ``"..."``, ``$'...'``, ``$(...)``
+or backticks. Values made only of letters, digits and ``_+=.,:/@%-`` need no quotes and are left
+as they are, so ordinary commands read (and hash into job ids) exactly as written. Each entry of
+``overrides`` is one argument too. Shell code in the command itself is the spec's own: ``&&``,
+``>``, ``$(date)`` in a ``command`` run as written; to pass a literal ``$(`` or backtick to a
+program, single-quote it in the command (``echo '$(not run)'``); in a value it is always literal.
+
+``raw: [NAME, ...]`` opts variables (or axes) out of quoting: their value is spliced as shell
+words, for bundles of several overrides such as ``base: task=Humanoid${algorithm} seed=${seed}``
+or ``ncsnv2: "${model}.L=50 ${model}.ema=True"`` (values substituted inside a raw value are still
+quoted). A raw value must be words only: quotes are fine (``'++x=[a, b]'``), an operator (``;``
+``&`` ``|`` ``<`` ``>`` ``(`` ``)``, a newline), a command substitution, a ``#`` comment or an
+unclosed quote is refused, naming the file, the key, the grid point and the variable; so is a raw
+variable placed inside quotes, and a placeholder right after a backslash. A ``--var`` that forces
+a raw variable is checked the same way.
+
+Limits and strictness: a spec is UTF-8 YAML without duplicate keys; values are plain scalars
+(quote dates: ``'2024-01-01'``); booleans are ``true``/``false``; every value a ``when``,
+``unless`` or ``exclude`` names must be one its axis (or an ``include``, or a ``needs.with``) has;
+a spec must give at least one job; ``resources.slurm`` values are one line. The grid is counted
+before it is built: more than 1,000,000 jobs (``near sweep add --max-jobs N`` to change) is refused
+with the count.
 """
 
 from __future__ import annotations

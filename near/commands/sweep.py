@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from near.errors import TableError
+from near.spec import DEFAULT_MAX_JOBS
 
 DEFAULT_ROOT = "experiments"
 
@@ -29,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="sweep name (default: the spec's name); the sweep goes to ROOT/NAME")
     p.add_argument("--var", action="append", default=[], metavar="KEY=VALUE",
                    help="force a template variable of the spec (repeatable), e.g. --var rl_iters=3")
-    p.add_argument("--max-jobs", type=int, default=None, metavar="N",
-                   help="refuse a spec that can expand to more than N jobs (default 1,000,000)")
+    p.add_argument("--max-jobs", type=int, default=DEFAULT_MAX_JOBS, metavar="N",
+                   help=f"refuse a spec that can expand to more than N jobs (default {DEFAULT_MAX_JOBS:,})")
     p.set_defaults(func=cmd_add)
 
     p = subparsers.add_parser("status", help="counts by state and per axis, failures, scheduler ids")
@@ -111,10 +112,10 @@ class AddSummary:
 
 
 def _load(spec_path: str | os.PathLike, name: str | None = None, set_vars: list[str] | None = None,
-          max_jobs: int | None = None):
+          max_jobs: int = DEFAULT_MAX_JOBS):
     """The spec with the command line's --name and --var applied."""
     from near.errors import SpecError
-    from near.spec import DEFAULT_MAX_JOBS, load_spec, with_settings
+    from near.spec import load_spec, with_settings
 
     pairs = {}
     for item in set_vars or []:
@@ -122,22 +123,22 @@ def _load(spec_path: str | os.PathLike, name: str | None = None, set_vars: list[
         if not sep or not key:
             raise SpecError(f"--var {item!r}: expected KEY=VALUE")
         pairs[key] = value
-    if max_jobs is not None and max_jobs < 1:
+    if max_jobs < 1:
         raise SpecError(f"--max-jobs {max_jobs}: must be a positive number of jobs")
-    return with_settings(load_spec(spec_path, max_jobs=max_jobs or DEFAULT_MAX_JOBS), name=name, set_vars=pairs)
+    return with_settings(load_spec(spec_path, max_jobs=max_jobs), name=name, set_vars=pairs)
 
 
 def add_spec(spec_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROOT, *,
              validate: bool = True, name: str | None = None, set_vars: list[str] | None = None,
-             max_jobs: int | None = None) -> AddSummary:
+             max_jobs: int = DEFAULT_MAX_JOBS) -> AddSummary:
     """Expand, validate (before writing anything) and add a spec to ``ROOT/<name>/jobs.db``;
-    ``max_jobs``: refuse a spec that can expand to more jobs (default ``near.spec.DEFAULT_MAX_JOBS``).
+    ``max_jobs``: refuse a spec that can expand to more jobs.
 
     An unchanged spec (same bytes, workdir, cfg/ tree; see ``spec_fingerprint``) that was added
     before is recognised without expanding it again."""
     from near.expand import expand
     from near.jobtable import JobTable
-    from near.spec import DEFAULT_MAX_JOBS, spec_fingerprint
+    from near.spec import spec_fingerprint
     from near.validate import validate_jobs
     from near import snapshot
 
@@ -153,7 +154,7 @@ def add_spec(spec_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROO
                 return AddSummary(spec.label, target, prev["points"], prev["jobs"], 0, prev["jobs"],
                                   prev["shared"], total, ["spec, workdir and cfg/ unchanged since the last add"],
                                   unchanged=True)
-    expansion = expand(spec, max_jobs=max_jobs or DEFAULT_MAX_JOBS)
+    expansion = expand(spec, max_jobs=max_jobs)
     notes: list[str] = []
     if validate:
         skip = [(j.job_id, "stage has validate: false") for j in expansion.jobs
@@ -197,11 +198,10 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def _dry_run(args: argparse.Namespace) -> int:
     from near.expand import expand
-    from near.spec import DEFAULT_MAX_JOBS
     from near.validate import validate_jobs
 
     spec = _load(args.spec, args.name, args.var, args.max_jobs)
-    expansion = expand(spec, max_jobs=args.max_jobs or DEFAULT_MAX_JOBS)
+    expansion = expand(spec, max_jobs=args.max_jobs)
     notes: list[str] = []
     if not args.no_validate:
         skip = [(j.job_id, "stage has validate: false") for j in expansion.jobs
