@@ -13,7 +13,7 @@ import pytest
 
 from near.cli import main
 from near.errors import SpecError
-from near.expand import expand, grid_size
+from near.expand import expand
 from near.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,33 +155,6 @@ def test_the_cli_process_exits_2_without_a_traceback(sweep):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.startswith("near: error: sweeps/bad.yaml: not UTF-8 text")
     assert "Traceback" not in r.stderr and snapshot(sweep / "experiments" / "t") == before
-
-
-def spec(tmp_path: Path, text: str):
-    p = tmp_path / "sweeps" / "x.yaml"
-    p.parent.mkdir(exist_ok=True)
-    p.write_text(text)
-    return load_spec(p)
-
-
-def test_grid_size_counts_conditional_axes_and_stages_without_building(tmp_path):
-    s = spec(tmp_path, """
-axes:
-  algorithm: [NEAR, AMP, PPO]
-  seed: {count: 4}
-  ablation: {when: {algorithm: NEAR}, values: [x, y, z]}
-include: [{algorithm: AMP, seed: [10, 11]}]
-stages:
-  - {name: ncsn, when: {algorithm: NEAR}, command: 'echo ${seed}'}
-  - {name: rl, needs: [ncsn], when: {algorithm: NEAR}, command: 'echo ${seed} ${ablation}'}
-  - {name: rl, when: {algorithm: [AMP, PPO]}, command: 'echo ${algorithm} ${seed}'}
-""")
-    e = expand(s)
-    points, jobs = grid_size(s)
-    # NEAR 4 seeds x 3 ablations + AMP and PPO 4 seeds each + 2 included points
-    assert points == len(e.points) == 12 + 8 + 2
-    # ncsn counted once per point (12), though the 3 ablations share 4 ncsn jobs
-    assert jobs == 12 * 2 + 8 + 2 and len(e.jobs) == 4 + 12 + 8 + 2
 
 
 def test_seed_count_limit_follows_max_jobs(tmp_path):

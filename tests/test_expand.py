@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from near.errors import SpecError
-from near.expand import expand, grid_points
+from near.expand import expand, grid_points, grid_size
 from near.spec import parse_spec
 
 SPEC_PATH = Path("/tmp/sweeps/x.yaml")
@@ -154,3 +154,23 @@ def test_expansion_errors_name_the_key_and_the_point(body, message):
         expand(spec(body))
     assert message in str(err.value)
     assert "x.yaml" in str(err.value) and "grid point a=1" in str(err.value)
+
+
+def test_grid_size_counts_conditional_axes_and_stages_without_building():
+    s = spec("""
+axes:
+  algorithm: [NEAR, AMP, PPO]
+  seed: {count: 4}
+  ablation: {when: {algorithm: NEAR}, values: [x, y, z]}
+include: [{algorithm: AMP, seed: [10, 11]}]
+stages:
+  - {name: ncsn, when: {algorithm: NEAR}, command: 'echo ${seed}'}
+  - {name: rl, needs: [ncsn], when: {algorithm: NEAR}, command: 'echo ${seed} ${ablation}'}
+  - {name: rl, when: {algorithm: [AMP, PPO]}, command: 'echo ${algorithm} ${seed}'}
+""")
+    e = expand(s)
+    points, jobs = grid_size(s)
+    # NEAR 4 seeds x 3 ablations + AMP and PPO 4 seeds each + 2 included points
+    assert points == len(e.points) == 12 + 8 + 2
+    # ncsn counted once per point (12), though the 3 ablations share 4 ncsn jobs
+    assert jobs == 12 * 2 + 8 + 2 and len(e.jobs) == 4 + 12 + 8 + 2

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from near.errors import ConfigError, SpecError
 from near.expand import expand
 from near.jobtable import JobTable, resolve_command
-from near.spec import load_spec, with_settings
+from near.spec import load_spec, spec_from_bytes, with_settings
 from near.validate import trainer_call, validate_jobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,10 +102,7 @@ def test_the_reported_injections_run_nothing_through_the_local_executor(tmp_path
 
 
 def spec_of(tmp: Path, text: str):
-    p = tmp / "sweeps" / "x.yaml"
-    p.parent.mkdir(exist_ok=True)
-    p.write_text(text)
-    return load_spec(p)
+    return spec_from_bytes(text.encode(), tmp / "sweeps" / "x.yaml")
 
 
 def test_raw_variables_are_spliced_as_words_and_plain_ones_quoted(tmp_path):
