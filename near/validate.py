@@ -69,9 +69,12 @@ def trainer_call(command: str) -> tuple[str, list[str]] | None:
         if start is not None and start < len(tokens):
             kind = tokens[start]
             rest = []
-            for t in tokens[start + 1 :]:
+            after = tokens[start + 1 :]
+            for i, t in enumerate(after):
                 if t and set(t) <= _SHELL_CHARS:
                     break
+                if t.isdigit() and after[i + 1 : i + 2] and after[i + 1][0] in "<>":
+                    break  # the file descriptor of a redirection (2>&1)
                 rest.append(t)
             return kind, rest
     return None

@@ -139,6 +139,7 @@ def test_validation_reads_the_command_as_the_shell_splits_it():
     assert trainer_call("near train rl a=1;touch x b=2") == ("rl", ["a=1"])
     assert trainer_call("near train rl 'a=1;touch x' b=2") == ("rl", ["a=1;touch x", "b=2"])
     assert trainer_call("near train rl a=1&&b=2") == ("rl", ["a=1"])
+    assert trainer_call("near train rl a=1 2>&1 | tee log") == ("rl", ["a=1"])
 
 
 def test_a_var_with_shell_code_cannot_cut_the_trainer_overrides(tmp_path):
