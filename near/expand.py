@@ -130,26 +130,35 @@ class _Expander:
         self._param_keys: dict[frozenset, tuple[str, ...]] = {}
         self._text_names: dict[str, tuple[str, ...]] = {}
         self._ctx_cache: dict[str, dict[int, str]] = {}
+        self._var_names: dict[str, set[str]] = {}
         self.var_names = set(spec.vars) | {v for a in spec.axes for vs in a.vars.values() for v in vs}
 
     def _names_in(self, text: str, seen: frozenset = frozenset()) -> set[str]:
         """Point keys a template's rendering depends on (through variables too)."""
         out: set[str] = set()
-        for m in _VAR.finditer(text):
-            name, attr = m.group(1), m.group(2)
-            if name is None or attr is not None or name in DISPATCH_VARS or name in ("sweep", "stage"):
-                continue
+        names = {m.group(1) for m in _VAR.finditer(text) if m.group(1) and m.group(2) is None}
+        for name in names - {*DISPATCH_VARS, "sweep", "stage"}:
             out.add(name)
             if name in self.var_names and name not in seen:
-                texts = [self.spec.vars[name]] if name in self.spec.vars else []
-                for a in self.spec.axes:
-                    providers = [vs[name] for vs in a.vars.values() if name in vs]
-                    if providers:
-                        out.add(a.name)
-                        texts += providers
-                for t in texts:
-                    out |= self._names_in(format_value(t), seen | {name})
+                out |= self._names_of_var(name, seen)
         return out
+
+    def _names_of_var(self, name: str, seen: frozenset) -> set[str]:
+        """Point keys variable ``name`` depends on: the axes whose values set it and the names in
+        its values (once per variable: variables that repeat each other stay linear)."""
+        hit = self._var_names.get(name)
+        if hit is None:
+            texts = [self.spec.vars[name]] if name in self.spec.vars else []
+            hit = set()
+            for a in self.spec.axes:
+                providers = [vs[name] for vs in a.vars.values() if name in vs]
+                if providers:
+                    hit.add(a.name)
+                    texts += providers
+            for t in texts:
+                hit |= self._names_in(format_value(t), seen | {name})
+            self._var_names[name] = hit
+        return hit
 
     def bundle(self, aname: str, value: Any, stage_name: str) -> tuple[str, list[str]] | None:
         """(where, override templates) that axis value ``value`` adds to ``stage_name``, if any."""

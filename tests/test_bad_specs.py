@@ -116,6 +116,15 @@ CASES = {
                        "stages[0].command: the shell cannot read this command: it ends with an unclosed ' quote"),
     "backslash before a value": ("name: t\naxes: {a: [1]}\nstages: [{name: s, command: 'echo \\${a}'}]\n",
                                  "${a} right after a backslash"),
+    "value running into a brace": ("name: t\naxes: {a: ['x$']}\nstages: [{name: s, command: echo, overrides: ['k=${a}{b}']}]\n",
+                                   "stages[0].overrides: a value ending in '$' runs into '{' and forms ${b}"),
+    "variables in a cycle": ("name: t\nvars: {p: '${q}', q: 'x${p}'}\naxes: {a: [1]}\n"
+                             "stages: [{name: s, command: 'echo ${p}'}]\n",
+                             "stages[0].command: variables refer to each other in a cycle: ${p} -> ${q} -> ${p}"),
+    "variables that repeat each other": (
+        "name: t\nvars: {" + ", ".join(f"v{i}: '" + f"${{v{i + 1}}}" * 10 + "'" for i in range(8)) + ", v8: x}\n"
+        "axes: {a: [1]}\nstages: [{name: s, command: 'echo ${v0}'}]\n",
+        "renders to 10,000,000 characters (more than 1,000,000"),
     "equal values written differently": ("name: t\naxes: {a: [1, true]}\n" + STAGE,
                                          "axes.a: values 1 and True are equal to YAML"),
 }
