@@ -75,14 +75,14 @@ def test_demo_file_format_and_cache(tmp_path):
     cfg = maze.MazeConfig()
     path = demos.demo_path(cfg, 8, 3, str(tmp_path))
     assert not os.path.exists(path)
-    flat = demos.load_or_generate(cfg, 8, 3, str(tmp_path))            # generated on first use
+    flat = demos.load_or_generate(maze.MazeEnv, cfg, 8, 3, str(tmp_path))            # generated on first use
     assert os.path.isfile(path)
     with np.load(path) as data:
         assert data["states"].dtype == np.float32 and data["states"].shape[1] == 2
         assert data["episode_ends"][-1] == len(data["states"])
         assert json.loads(str(data["meta"]))["planner"] == demos.PLANNER
     os.utime(path, (1, 1))
-    again = demos.load_or_generate(cfg, 8, 3, str(tmp_path))           # read back, not regenerated
+    again = demos.load_or_generate(maze.MazeEnv, cfg, 8, 3, str(tmp_path))           # read back, not regenerated
     assert os.stat(path).st_mtime == 1 and torch.equal(flat, again)
     # a different dynamics setting is a different cache entry
     assert demos.demo_path(maze.MazeConfig(kp=12.0), 8, 3, str(tmp_path)) != path

@@ -29,21 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from near.training.cache import cache_root  # noqa: F401  (re-exported: demos.cache_root)
+
 FORMAT_VERSION = 1
 PLANNER = "maze-corridor-pursuit-v1"
 DYNAMICS_KEYS = ("substeps", "action_time", "kp", "kv", "max_speed")
 #: the planner's own time limit (independent of the task's maxEpisodeLength)
 PLANNER_MAX_STEPS = 1000
-
-
-def cache_root(cache_dir: str | None = None) -> str:
-    """Directory holding near's generated data."""
-    if cache_dir:
-        return cache_dir
-    if os.environ.get("NEAR_CACHE_DIR"):
-        return os.environ["NEAR_CACHE_DIR"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "near")
 
 
 def _meta(maze_cfg: Any, num_demos: int, seed: int) -> dict[str, Any]:
@@ -58,12 +50,11 @@ def demo_path(maze_cfg: Any, num_demos: int = 64, seed: int = 0, cache_dir: str 
     return os.path.join(cache_root(cache_dir), "demos", f"maze-{key}.npz")
 
 
-def plan_demos(maze_cfg: Any, num_demos: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Run the scripted planner; return ``(states (T, 2), episode_ends (num_demos,))``."""
-    from near.training.envs import maze
-
+def plan_demos(env_cls: Any, maze_cfg: Any, num_demos: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Run the scripted planner in ``env_cls`` (the maze env class, passed in so this module does not
+    import the env that imports it); return ``(states (T, 2), episode_ends (num_demos,))``."""
     planner_cfg = dataclasses.replace(maze_cfg, max_episode_length=PLANNER_MAX_STEPS, compile=False)
-    env = maze.MazeEnv(num_demos, device="cpu", seed=seed, config=planner_cfg, demo_settings={"metrics": False})
+    env = env_cls(num_demos, device="cpu", seed=seed, config=planner_cfg, demo_settings={"metrics": False})
     gen = torch.Generator().manual_seed(seed + 7919)
     start = env.reset().clone()
     start_pos = env.pos.clone()
@@ -89,7 +80,7 @@ def plan_demos(maze_cfg: Any, num_demos: int = 64, seed: int = 0) -> tuple[np.nd
         delta = wp - env.pos
         dist = delta.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         target = env.pos + delta / dist * dist.clamp(max=lookahead)
-        actions = target / (maze.WINDOW / 2) - 1.0
+        actions = target / (env_cls.WINDOW / 2) - 1.0
         _, _, done, infos = env.step(actions)
         reached = infos["paired_obs"][:, -2:]
         success = infos["episode_metrics"]["success_rate"].bool()
@@ -129,13 +120,14 @@ def load_demos(path: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     return states, ends, meta
 
 
-def load_or_generate(maze_cfg: Any, num_demos: int = 64, seed: int = 0, cache_dir: str | None = None) -> torch.Tensor:
+def load_or_generate(env_cls: Any, maze_cfg: Any, num_demos: int = 64, seed: int = 0,
+                     cache_dir: str | None = None) -> torch.Tensor:
     """Demos as a flat tensor with episode ends attached (see :func:`split_episodes`)."""
     path = demo_path(maze_cfg, num_demos, seed, cache_dir)
     if os.path.isfile(path):
         states, ends, _ = load_demos(path)
     else:
-        states, ends = plan_demos(maze_cfg, num_demos, seed)
+        states, ends = plan_demos(env_cls, maze_cfg, num_demos, seed)
         save_demos(path, states, ends, _meta(maze_cfg, num_demos, seed))
     flat = torch.from_numpy(states)
     flat.episode_ends = torch.from_numpy(ends)  # type: ignore[attr-defined]

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from near.training import demos
 from near.training.envs.base import VecEnv
 from near.training.registry import register_env
 
@@ -112,6 +113,7 @@ def _physics(pos, vel, target, walls_lo, walls_hi, kp: float, kv: float, dt: flo
 class MazeEnv(VecEnv):
     """``num_envs`` mazes stepped together on ``device``."""
 
+    WINDOW = WINDOW
     obs_per_step = 2
     action_dim = 2
     obs_dim = 4
@@ -162,11 +164,9 @@ class MazeEnv(VecEnv):
     # ------------------------------------------------------------------ demos
     def demo_states(self) -> list[torch.Tensor]:
         """Expert trajectories (list of (T_i, 2) position tensors), generated on first use."""
-        from near.training import demos
-
         if self._demos is None:
             keys = ("num_demos", "seed", "cache_dir")
-            self._demos = demos.load_or_generate(self.cfg, **{k: self.demo_settings[k] for k in keys
+            self._demos = demos.load_or_generate(type(self), self.cfg, **{k: self.demo_settings[k] for k in keys
                                                                if k in self.demo_settings})
         return demos.split_episodes(self._demos)
 

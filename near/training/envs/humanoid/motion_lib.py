@@ -1,0 +1,234 @@
+"""NEAR's humanoid motion files, read unchanged, and batched lookup of reference states.
+
+A motion file is a poselib ``SkeletonMotion`` saved with ``np.save``: a dict with
+``rotation`` (T, 15, 4) local xyzw quaternions, ``root_translation`` (T, 3),
+``global_velocity`` / ``global_angular_velocity`` (T, 15, 3), ``skeleton_tree``
+(``node_names``, ``parent_indices``, ``local_translation``), ``is_local`` and ``fps``; every array
+as ``{"arr": ndarray, "context": {"dtype": ...}}``. A motion list is NEAR's ``.yaml``
+(``motions: [{file, weight}]``, paths relative to the yaml).
+
+``task.env.motion_file`` is a ``.npy``, a ``.yaml``, or the name of a synthetic motion
+(``walk``, ``run``, ``crane_pose``; see :mod:`.synthetic`). A ``.yaml`` / ``.npy`` path is looked
+up as given, then in ``cfg/task/motions/humanoid/``; NEAR's ``amp_humanoid_<name>.yaml`` falls
+back to the synthetic ``<name>`` when no such file exists (with a note on stderr), so NEAR's
+command lines run without its mocap. Drop NEAR's own files into ``cfg/task/motions/humanoid/``
+(or pass their path) to use the real data; no conversion is needed.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from near.errors import ConfigError
+from near.training.envs.humanoid import skeleton as sk
+
+MOTION_DIR = Path(__file__).resolve().parents[4] / "cfg" / "task" / "motions" / "humanoid"
+
+
+@dataclass
+class HumanoidMotion:
+    """One clip, in the simulator's terms (all float32 torch tensors on the CPU)."""
+
+    name: str
+    fps: float
+    root_pos: torch.Tensor        # (T, 3)
+    root_rot: torch.Tensor        # (T, 4) xyzw
+    root_vel: torch.Tensor        # (T, 3) world
+    root_ang_vel: torch.Tensor    # (T, 3) world
+    dof_pos: torch.Tensor         # (T, 28)
+    dof_vel: torch.Tensor         # (T, 28)
+    body_pos: torch.Tensor        # (T, 15, 3) world
+    weight: float = 1.0
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.root_pos.shape[0])
+
+    @property
+    def duration(self) -> float:
+        return (self.num_frames - 1) / self.fps
+
+
+def _array(entry: Any, key: str, path: Path) -> np.ndarray:
+    if isinstance(entry, dict) and "arr" in entry:
+        entry = entry["arr"]
+    try:
+        return np.asarray(entry, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"motion file {path}: '{key}' is not a numeric array") from None
+
+
+def _angle_rate(x: np.ndarray, fps: float) -> np.ndarray:
+    """Central differences of angles (T, D) with wrap-around handled; one-sided at the ends."""
+    if len(x) < 2:
+        return np.zeros_like(x)
+    return np.gradient(np.unwrap(x, axis=0), axis=0) * fps
+
+
+def motion_from_dict(d: dict, name: str, path: Path) -> HumanoidMotion:
+    """Check a poselib SkeletonMotion dict against the humanoid and convert it (clear errors)."""
+    for key in ("rotation", "root_translation", "skeleton_tree"):
+        if key not in d:
+            raise ConfigError(f"motion file {path}: missing '{key}' (not a poselib SkeletonMotion .npy)")
+    tree = d["skeleton_tree"]
+    names = [str(n) for n in tree.get("node_names", [])] if isinstance(tree, dict) else []
+    if tuple(names) != sk.BODY_NAMES:
+        raise ConfigError(f"motion file {path}: skeleton {names} does not match the humanoid's 15 bodies "
+                          f"{list(sk.BODY_NAMES)}")
+    rot = _array(d["rotation"], "rotation", path)
+    root = _array(d["root_translation"], "root_translation", path)
+    if rot.ndim != 3 or rot.shape[1:] != (15, 4) or root.shape != (rot.shape[0], 3) or rot.shape[0] < 2:
+        raise ConfigError(f"motion file {path}: expected rotation (T, 15, 4) and root_translation (T, 3) with T >= 2, "
+                          f"got {rot.shape} and {root.shape}")
+    if not bool(d.get("is_local", True)):
+        raise ConfigError(f"motion file {path}: is_local=False (global rotations) is not supported; save local rotations")
+    fps = float(d.get("fps", 30))
+    local_t = torch.as_tensor(_array(tree["local_translation"], "local_translation", path), dtype=torch.float64)
+    if tuple(local_t.shape) != (15, 3):
+        raise ConfigError(f"motion file {path}: skeleton_tree.local_translation must be (15, 3), got {tuple(local_t.shape)}")
+    q = torch.as_tensor(rot)
+    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    root_t = torch.as_tensor(root)
+    body_pos, _ = sk.forward_kinematics(q, root_t, local_t)
+    vel = d.get("global_velocity")
+    avel = d.get("global_angular_velocity")
+    if vel is not None and avel is not None:
+        vel, avel = _array(vel, "global_velocity", path), _array(avel, "global_angular_velocity", path)
+        if vel.shape != (rot.shape[0], 15, 3) or avel.shape != vel.shape:
+            raise ConfigError(f"motion file {path}: global_velocity / global_angular_velocity must be (T, 15, 3), "
+                              f"got {vel.shape} / {avel.shape}")
+        root_vel, root_ang = torch.as_tensor(vel[:, 0]), torch.as_tensor(avel[:, 0])
+    else:
+        root_vel = torch.as_tensor(np.gradient(root, axis=0) * fps)
+        root_ang = torch.zeros_like(root_vel)
+    dof = sk.local_to_dof(q)
+    dof_vel = torch.as_tensor(_angle_rate(dof.numpy(), fps))
+    f32 = lambda t: t.to(torch.float32).contiguous()  # noqa: E731
+    return HumanoidMotion(name, fps, f32(root_t), f32(q[:, 0]), f32(root_vel), f32(root_ang), f32(dof), f32(dof_vel),
+                          f32(body_pos))
+
+
+def load_npy(path: Path) -> HumanoidMotion:
+    if not path.is_file():
+        raise ConfigError(f"motion file {path} not found")
+    try:
+        d = np.load(path, allow_pickle=True).item()
+    except Exception as err:
+        raise ConfigError(f"motion file {path} is unreadable ({type(err).__name__}: {err})") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"motion file {path}: expected an np.save'd dict (poselib SkeletonMotion)")
+    return motion_from_dict(d, path.stem, path)
+
+
+def _find(spec: str) -> Path | None:
+    p = Path(spec).expanduser()
+    for cand in (p, MOTION_DIR / p, MOTION_DIR / p.name):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _synthetic_name(spec: str) -> str | None:
+    from near.training.envs.humanoid import synthetic
+
+    stem = Path(spec).stem
+    for name in (stem, stem.removeprefix("amp_humanoid_")):
+        if name in synthetic.MOTIONS:
+            return name
+    return None
+
+
+def load_yaml(path: Path) -> list[HumanoidMotion]:
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    entries = doc.get("motions") if isinstance(doc, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: expected a non-empty list under 'motions:'")
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "file" not in entry:
+            raise ConfigError(f"{path}: motions[{i}] needs a 'file' key")
+        weight = float(entry.get("weight", 1.0))
+        if not weight > 0:
+            raise ConfigError(f"{path}: motions[{i}].weight must be positive, got {weight}")
+        target = path.parent / str(entry["file"])
+        motion = load_npy(target)
+        motion.weight = weight
+        out.append(motion)
+    return out
+
+
+def load_motions(spec: str) -> list[HumanoidMotion]:
+    """The motions ``task.env.motion_file`` names (see the module docstring for the lookup)."""
+    from near.training.envs.humanoid import synthetic
+
+    spec = str(spec).strip()
+    found = _find(spec) if spec.endswith((".yaml", ".yml", ".npy")) else None
+    if found is not None:
+        return load_yaml(found) if found.suffix in (".yaml", ".yml") else [load_npy(found)]
+    name = _synthetic_name(spec)
+    if name is None:
+        raise ConfigError(f"motion file {spec!r} (task.env.motion_file) not found here or in {MOTION_DIR}, and it is not "
+                          f"a synthetic motion ({', '.join(synthetic.MOTIONS)}); put NEAR's file there or pass its path")
+    if spec.endswith((".yaml", ".yml", ".npy")):
+        print(f"near: {spec} not found; using the synthetic '{name}' motion instead", file=sys.stderr)
+    return [load_npy(synthetic.cached_file(name))]
+
+
+class MotionTable:
+    """All clips padded into batched tables on one device; state lookup at (motion id, time)."""
+
+    FIELDS = ("root_pos", "root_rot", "root_vel", "root_ang_vel", "dof_pos", "dof_vel", "body_pos")
+
+    def __init__(self, motions: list[HumanoidMotion], device: torch.device):
+        self.motions = motions
+        self.device = device
+        t_max = max(m.num_frames for m in motions)
+        self.weights = torch.tensor([m.weight for m in motions], device=device)
+        self.num_frames = torch.tensor([m.num_frames for m in motions], device=device)
+        self.fps = torch.tensor([m.fps for m in motions], device=device)
+        self.duration = torch.tensor([m.duration for m in motions], device=device)
+        for field in self.FIELDS:
+            first = getattr(motions[0], field)
+            table = torch.zeros((len(motions), t_max) + tuple(first.shape[1:]), device=device)
+            for k, m in enumerate(motions):
+                val = getattr(m, field).to(device)
+                table[k, : m.num_frames] = val
+                table[k, m.num_frames:] = val[-1]  # hold the last frame
+            setattr(self, field, table)
+
+    def state(self, motion_id: torch.Tensor, time: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Reference state at `time` seconds (clamped to the clip) of each motion: linear
+        interpolation between frames, normalised for quaternions."""
+        t = time.clamp(min=0.0).minimum(self.duration[motion_id])
+        f = t * self.fps[motion_id]
+        i0 = torch.floor(f).long().clamp(max=self.num_frames.max().item() - 1)
+        i1 = torch.minimum(i0 + 1, self.num_frames[motion_id] - 1)
+        w = (f - i0.float())
+        out = {}
+        for field in self.FIELDS:
+            table = getattr(self, field)
+            a, b = table[motion_id, i0], table[motion_id, i1]
+            ww = w.view(w.shape + (1,) * (a.ndim - w.ndim))
+            if field == "root_rot":
+                b = torch.where((a * b).sum(-1, keepdim=True) < 0, -b, b)
+                v = a * (1 - ww) + b * ww
+                v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+            elif field == "dof_pos":
+                diff = torch.remainder(b - a + math.pi, 2 * math.pi) - math.pi
+                v = a + ww * diff
+            else:
+                v = a * (1 - ww) + b * ww
+            out[field] = v
+        return out
