@@ -38,6 +38,7 @@ REGISTRATION_MODULES: list[str] = [
     "near.training.envs.motion",
     "near.training.algos.amp",
     "near.training.algos.tracking",
+    "near.training.envs.humanoid",
 ]
 
 #: env type (or task-name prefix) -> factory(task_cfg, num_envs, device, seed) -> VecEnv

@@ -126,7 +126,7 @@ def generate(name: str) -> dict:
         data.qpos[3] = 1.0
         data.qpos[7:] = dof[i]
         mujoco.mj_kinematics(model, data)
-        lowest = min(float((data.geom_xpos[g] + data.geom_xmat[g].reshape(3, 3) @ (corners * model.geom_size[g]).T).T[:, 2].min())
+        lowest = min(float((data.geom_xpos[g][:, None] + data.geom_xmat[g].reshape(3, 3) @ (corners * model.geom_size[g]).T)[2].min())
                      for g in foot_geoms)
         data.qpos[2] = 1.0 - lowest + 0.002
         mujoco.mj_kinematics(model, data)

@@ -1,0 +1,134 @@
+"""Batched simulators of the humanoid: MuJoCo on the CPU, MuJoCo Warp on an NVIDIA GPU.
+
+Both expose the same small interface to :class:`~near.training.envs.humanoid.env.HumanoidEnv`:
+``set_state(ids, qpos, qvel)`` (then forward kinematics), ``step(ctrl, n)`` (n physics steps
+with PD targets `ctrl`), and ``read()`` -> qpos (N, 35), qvel (N, 34), body positions (N, 15, 3)
+and a (N, 15) mask of bodies touching the floor, as torch tensors on the env's device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from near.errors import ConfigError
+from near.training.envs.humanoid import skeleton as sk
+
+
+def load_model():
+    import mujoco
+
+    return mujoco.MjModel.from_xml_path(str(sk.MJCF_PATH))
+
+
+class MujocoBackend:
+    """``num_envs`` MjData of one MjModel, stepped one after the other on this CPU core."""
+
+    def __init__(self, num_envs: int, device: torch.device):
+        import mujoco
+
+        self.mujoco = mujoco
+        self.model = load_model()
+        self.device = device
+        self.datas = [mujoco.MjData(self.model) for _ in range(num_envs)]
+        self.geom_body = self.model.geom_bodyid.copy() - 1  # world -> -1, pelvis -> 0
+        self.floor = 0
+        self.nq, self.nv = self.model.nq, self.model.nv
+
+    def set_state(self, ids: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
+        qpos, qvel = qpos.detach().cpu().double().numpy(), qvel.detach().cpu().double().numpy()
+        for k, i in enumerate(ids.tolist()):
+            d = self.datas[i]
+            self.mujoco.mj_resetData(self.model, d)
+            d.qpos[:] = qpos[k]
+            d.qvel[:] = qvel[k]
+            self.mujoco.mj_forward(self.model, d)
+
+    def step(self, ctrl: torch.Tensor, n: int) -> None:
+        ctrl = ctrl.detach().cpu().double().numpy()
+        step, model = self.mujoco.mj_step, self.model
+        for i, d in enumerate(self.datas):
+            d.ctrl[:] = ctrl[i]
+            step(model, d, n)
+
+    def read(self):
+        n = len(self.datas)
+        qpos = np.empty((n, self.nq))
+        qvel = np.empty((n, self.nv))
+        xpos = np.empty((n, 15, 3))
+        touch = np.zeros((n, 15), dtype=bool)
+        for i, d in enumerate(self.datas):
+            qpos[i], qvel[i], xpos[i] = d.qpos, d.qvel, d.xpos[1:]
+            if d.ncon:
+                geom = d.contact.geom
+                other = np.where(geom[:, 0] == self.floor, geom[:, 1], geom[:, 0])
+                touch[i, self.geom_body[other]] = True
+        to = lambda a: torch.from_numpy(a).to(self.device, torch.float32)  # noqa: E731
+        return to(qpos), to(qvel), to(xpos), torch.from_numpy(touch).to(self.device)
+
+
+class WarpBackend:
+    """All envs as worlds of one MuJoCo Warp model on the GPU; torch sees its arrays without copies."""
+
+    def __init__(self, num_envs: int, device: torch.device):
+        try:
+            import mujoco_warp as mjw
+            import warp as wp
+        except ImportError as err:
+            raise ConfigError("sim.backend=mujoco_warp needs `pip install near[gpu]` (mujoco-warp, warp-lang)") from err
+        if device.type != "cuda":
+            raise ConfigError("sim.backend=mujoco_warp runs on a CUDA device (device=cuda:0)")
+        self.wp, self.mjw = wp, mjw
+        wp.init()
+        self.wp_device = f"cuda:{device.index or 0}"
+        self.device = device
+        model = load_model()
+        self.nq, self.nv = model.nq, model.nv
+        with wp.ScopedDevice(self.wp_device):
+            self.m = mjw.put_model(model)
+            self.d = mjw.make_data(model, nworld=num_envs, nconmax=num_envs * 24, njmax=num_envs * 96)
+        t = wp.to_torch
+        self.qpos, self.qvel, self.ctrl = t(self.d.qpos), t(self.d.qvel), t(self.d.ctrl)
+        self.xpos = t(self.d.xpos)
+        self.geom_body = torch.as_tensor(model.geom_bodyid.astype(np.int64) - 1, device=device)
+        self._graphs: dict[int, object] = {}
+        self._forward = None
+
+    def _capture(self, fn):
+        wp = self.wp
+        with wp.ScopedDevice(self.wp_device):
+            fn()  # compile the kernels outside the capture
+            with wp.ScopedCapture() as cap:
+                fn()
+        return cap.graph
+
+    def set_state(self, ids: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
+        self.qpos[ids] = qpos.to(self.qpos.dtype)
+        self.qvel[ids] = qvel.to(self.qvel.dtype)
+        if self._forward is None:
+            self._forward = self._capture(lambda: self.mjw.forward(self.m, self.d))
+        self.wp.capture_launch(self._forward)
+
+    def step(self, ctrl: torch.Tensor, n: int) -> None:
+        self.ctrl.copy_(ctrl)
+        if n not in self._graphs:
+            def run():
+                for _ in range(n):
+                    self.mjw.step(self.m, self.d)
+            self._graphs[n] = self._capture(run)
+        self.wp.capture_launch(self._graphs[n])
+
+    def read(self):
+        t = self.wp.to_torch
+        n = self.qpos.shape[0]
+        nacon = int(t(self.d.nacon)[0])
+        touch = torch.zeros((n, 16), dtype=torch.bool, device=self.device)
+        if nacon:
+            geom = t(self.d.contact.geom)[:nacon].long()
+            world = t(self.d.contact.worldid)[:nacon].long()
+            other = torch.where(geom[:, 0] == 0, geom[:, 1], geom[:, 0])
+            touch[world, self.geom_body[other] + 1] = True
+        return (self.qpos.float().clone(), self.qvel.float().clone(), self.xpos[:, 1:].float().clone(), touch[:, 1:])
+
+
+BACKENDS = {"mujoco": MujocoBackend, "mujoco_warp": WarpBackend}

@@ -1,0 +1,383 @@
+"""NEAR's HumanoidAMP task on MuJoCo (CPU) or MuJoCo Warp (GPU), batched as torch tensors.
+
+The character is ``amp_humanoid.xml`` (15 bodies, 28 hinges, 28 PD position actuators). Control
+runs at 30 Hz: every action sets the PD targets ``offset + scale * a`` (3-DoF joints span +-pi,
+hinges 0.7 x their range, as NEAR) and the simulator takes 4 physics steps of 1/120 s (NEAR:
+sim dt 1/60 with 2 substeps, 2 sim steps per action). Episodes last ``episodeLength`` (300)
+control steps.
+
+Observation: NEAR's 105-dim AMP observation of the current state (:func:`skeleton.humanoid_obs`;
+``localRootObs`` makes the root rotation heading-relative); ``targetObs`` appends the next
+reference frame's observation (tracking). ``infos['paired_obs']`` holds ``numObsSteps``
+consecutive observations (210 for 2), and :meth:`HumanoidEnv.demo_transitions` the reference
+motions in that layout (NEAR's energy model and AMP's discriminator train on it).
+
+Reset (``stateInit``): ``Random`` reference state initialisation (motion by weight, time
+uniform), ``Start`` (time 0), ``Default`` (standing pose), ``Hybrid`` (Random with probability
+``hybridInitProb``, else Default); ``WeightedRandom`` is accepted and behaves as Random.
+Early termination (``enableEarlyTermination``): a body other than the feet touches the floor
+below ``terminationHeight`` (0.3 m), after the first two steps (NEAR's rule).
+
+Task reward (``rewardTypes``, default inferred from the motion's name as NEAR does: walk and run
+``[time, dist]``, others ``[time]``): ``time`` 1 per step; ``dist`` the forward (x) displacement
+of the pelvis per step clipped to [0, 0.5 m] and scaled to [0, 1]; several are averaged.
+
+Episode metrics (``infos['episode_metrics']`` when an episode ends; logged as ``<name>/step``):
+the pose is the 15 body positions relative to the pelvis (45 numbers), compared with the
+reference motion over the same steps from the episode's start time.
+``mean_dtw_pose_error`` is NEAR's: tslearn's DTW (square root of the least summed squared frame
+distance) divided by 15; ``dtw_error`` is near's (mean frame distance along the best path) / 15.
+``spectral_arc_length`` is NEAR's SPARC of each root velocity axis, averaged; ``sparc``,
+``root_velocity`` / ``root_acceleration`` / ``root_jerk`` and NEAR's ``root_body_velocity`` /
+``root_body_acceleration`` / ``root_body_jerk`` come from the root path (``near.metrics``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from near import metrics
+from near.errors import ConfigError
+from near.training.envs.base import VecEnv
+from near.training.envs.humanoid import skeleton as sk
+from near.training.envs.humanoid.backends import BACKENDS
+from near.training.envs.humanoid.motion_lib import MotionTable, load_motions
+
+CONTROL_DT = 1.0 / 30.0
+PHYSICS_STEPS = 4
+STATE_INITS = ("Random", "Start", "Default", "Hybrid", "WeightedRandom")
+NEAR_REWARD_TYPES = {"walk": ["time", "dist"], "run": ["time", "dist"], "cartwheel": ["time", "dist"]}
+DEFAULT_HEIGHT = 0.89
+
+
+@dataclass
+class HumanoidEnvConfig:
+    """The ``task.env`` block of cfg/task/Humanoid*.yaml (NEAR's camelCase keys)."""
+
+    num_envs: int = 64
+    motion_file: str = "walk"
+    episode_length: int = 300
+    state_init: str = "Random"
+    hybrid_init_prob: float = 0.5
+    num_obs_steps: int = 2
+    local_root_obs: bool = False
+    termination_height: float = 0.3
+    enable_early_termination: bool = True
+    target_obs: bool = False
+    episode_metrics: bool = True
+    reward_types: list[str] | None = None
+    demo_oversample: int = 2
+    backend: str = "mujoco"
+    extras: dict = field(default_factory=dict)
+
+    KEYS = {"numEnvs": "num_envs", "episodeLength": "episode_length", "stateInit": "state_init",
+            "hybridInitProb": "hybrid_init_prob", "numObsSteps": "num_obs_steps", "numAMPObsSteps": "num_obs_steps",
+            "localRootObs": "local_root_obs", "terminationHeight": "termination_height",
+            "enableEarlyTermination": "enable_early_termination", "targetObs": "target_obs",
+            "episodeMetrics": "episode_metrics", "rewardTypes": "reward_types", "demoOversample": "demo_oversample"}
+
+    @classmethod
+    def from_dict(cls, d: dict, backend: str = "mujoco") -> "HumanoidEnvConfig":
+        names = set(cls.__dataclass_fields__)
+        kw: dict = {"backend": backend}
+        for key, val in d.items():
+            name = cls.KEYS.get(key, key)
+            if name in names:
+                kw[name] = val
+        cfg = cls(**kw)
+        if cfg.state_init not in STATE_INITS:
+            raise ConfigError(f"task.env.stateInit must be one of {', '.join(STATE_INITS)}, got {cfg.state_init!r}")
+        if cfg.backend not in BACKENDS:
+            raise ConfigError(f"task.sim.backend must be one of {', '.join(BACKENDS)} or isaacgym, got {cfg.backend!r}")
+        if cfg.reward_types is not None and set(cfg.reward_types) - {"time", "dist"}:
+            raise ConfigError(f"task.env.rewardTypes: known types are time and dist, got {list(cfg.reward_types)}")
+        if cfg.num_envs < 1 or cfg.episode_length < 5 or cfg.num_obs_steps < 1:
+            raise ConfigError("task.env: numEnvs >= 1, episodeLength >= 5 and numObsSteps >= 1 are required")
+        return cfg
+
+
+def _feature_groups() -> dict[str, list[int]]:
+    """Indices of the 105 observation features by meaning (tracking groups and feature masks)."""
+    dof_obs, dof_vel, key = [], [], []
+    o = 13
+    body_of_dof = []
+    for j in range(len(sk.DOF_OFFSETS) - 1):
+        size = sk.DOF_OFFSETS[j + 1] - sk.DOF_OFFSETS[j]
+        width = 6 if size == 3 else 1
+        dof_obs.append(list(range(o, o + width)))
+        o += width
+        body_of_dof += [sk.DOF_BODY_IDS[j]] * size
+    vel = list(range(65, 93))
+    key = [list(range(93 + 3 * i, 96 + 3 * i)) for i in range(4)]
+    upper = {sk.BODY_NAMES.index(b) for b in sk.UPPER_BODY}
+    up = [i for j, b in enumerate(sk.DOF_BODY_IDS) if b in upper for i in dof_obs[j]]
+    up += [vel[i] for i, b in enumerate(body_of_dof) if b in upper]
+    up += [i for k, b in enumerate(sk.KEY_BODY_IDS) if b in upper for i in key[k]]
+    lower = [i for i in range(sk.OBS_DIM) if i not in set(up)]
+    return {"root": list(range(0, 7)), "pose": [i for g in dof_obs for i in g], "velocity": list(range(7, 13)) + vel,
+            "end": [i for g in key for i in g], "upper_body": sorted(up), "lower_body": lower}
+
+
+class HumanoidEnv(VecEnv):
+    """``num_envs`` humanoids imitating reference motions; all tensors on `device`."""
+
+    dt = CONTROL_DT
+    action_dim = sk.NUM_DOF
+    obs_per_step = sk.OBS_DIM
+
+    def __init__(self, cfg: HumanoidEnvConfig, device: str | torch.device = "cpu", seed: int | None = None):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.num_envs = n = cfg.num_envs
+        self.num_obs_steps = cfg.num_obs_steps
+        self.max_episode_length = cfg.episode_length
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(0 if seed is None else int(seed))
+        self.motions = load_motions(cfg.motion_file)
+        self.table = MotionTable(self.motions, self.device)
+        stem = Path(str(cfg.motion_file)).stem.removeprefix("amp_humanoid_")
+        self.reward_types = list(cfg.reward_types or NEAR_REWARD_TYPES.get(stem, ["time"]))
+        groups = _feature_groups()
+        self.tracking_groups = {k: groups[k] for k in ("root", "pose", "velocity", "end")}
+        self.masks = {k: groups[k] for k in ("upper_body", "lower_body")}
+        self.sim = BACKENDS[cfg.backend](n, self.device)
+        model = self.sim.model if hasattr(self.sim, "model") else None
+        if model is None:
+            from near.training.envs.humanoid.backends import load_model
+            model = load_model()
+        lim = torch.as_tensor(model.jnt_range[1:], dtype=torch.float32)
+        self.pd_offset, self.pd_scale = (t.to(self.device) for t in sk.pd_offset_scale(lim[:, 0], lim[:, 1]))
+        self.obs_dim = sk.OBS_DIM * (2 if cfg.target_obs else 1)
+        d = self.device
+        self.obs = torch.zeros(n, sk.OBS_DIM, device=d)
+        self.history = torch.zeros(n, cfg.num_obs_steps, sk.OBS_DIM, device=d)
+        self.motion_id = torch.zeros(n, dtype=torch.long, device=d)
+        self.start_time = torch.zeros(n, device=d)
+        self.progress = torch.zeros(n, dtype=torch.long, device=d)
+        self.prev_root_x = torch.zeros(n, device=d)
+        steps = cfg.episode_length + 1
+        self.root_path = torch.zeros(n, steps, 3, device=d)
+        self.ref_pose = torch.zeros(n, steps, 45, device=d) if cfg.episode_metrics else None
+        self.dtw_acc, self.dtw_len = metrics.dtw_start(n, steps, torch.float32, d)
+        self.dtw_sq, _ = metrics.dtw_start(n, steps, torch.float32, d)
+        self.reset_idx(torch.arange(n, device=d))
+
+    # ------------------------------------------------------------------ reference
+    def reference_obs(self, motion_id: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        """The 105-dim observation of the reference motions at `time` (same formula as the agent's)."""
+        s = self.table.state(motion_id, time)
+        return sk.humanoid_obs(s["root_pos"], s["root_rot"], s["root_vel"], s["root_ang_vel"], s["dof_pos"],
+                               s["dof_vel"], s["body_pos"][..., list(sk.KEY_BODY_IDS), :], self.cfg.local_root_obs)
+
+    def reference_history(self, motion_id: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        k = self.num_obs_steps
+        return torch.stack([self.reference_obs(motion_id, time - (k - 1 - j) * self.dt) for j in range(k)], 1)
+
+    def demo_transitions(self) -> torch.Tensor:
+        """Every control step of every motion (``demoOversample`` phases per step) with its
+        ``numObsSteps - 1`` predecessors, oldest first; weights applied by repeating rows."""
+        out = []
+        wmin = float(self.table.weights.min())
+        for k, m in enumerate(self.motions):
+            count = max(1, int(m.duration / self.dt * self.cfg.demo_oversample))
+            time = (self.num_obs_steps - 1) * self.dt + torch.arange(count, device=self.device) * (
+                m.duration - (self.num_obs_steps - 1) * self.dt) / count
+            mid = torch.full((count,), k, dtype=torch.long, device=self.device)
+            rows = self.reference_history(mid, time).reshape(count, -1)
+            out.append(rows.repeat(max(1, round(m.weight / wmin)), 1))
+        return torch.cat(out)
+
+    def _pose(self, body_pos: torch.Tensor) -> torch.Tensor:
+        """(..., 15, 3) -> (..., 45): body positions relative to the pelvis."""
+        return (body_pos - body_pos[..., :1, :]).flatten(-2)
+
+    # ------------------------------------------------------------------ state
+    def _sim_state(self):
+        qpos, qvel, xpos, touch = self.sim.read()
+        root_rot = torch.cat([qpos[:, 4:7], qpos[:, 3:4]], 1)  # MuJoCo wxyz -> xyzw
+        ang_world = sk.quat_rotate(root_rot, qvel[:, 3:6])    # free-joint angular velocity is body-local
+        obs = sk.humanoid_obs(qpos[:, :3], root_rot, qvel[:, :3], ang_world, qpos[:, 7:], qvel[:, 6:],
+                              xpos[:, list(sk.KEY_BODY_IDS)], self.cfg.local_root_obs)
+        return obs, xpos, touch
+
+    def reset_idx(self, env_ids: torch.Tensor) -> None:
+        """Reset the given envs by ``stateInit`` (see the module docstring)."""
+        if env_ids.numel() == 0:
+            return
+        n, d, cfg = env_ids.numel(), self.device, self.cfg
+        mid = torch.multinomial(self.table.weights, n, replacement=True, generator=self.generator)
+        time = torch.rand(n, device=d, generator=self.generator) * self.table.duration[mid]
+        if cfg.state_init == "Start":
+            time.zero_()
+        default = torch.zeros(n, dtype=torch.bool, device=d)
+        if cfg.state_init == "Default":
+            default[:] = True
+        elif cfg.state_init == "Hybrid":
+            default = torch.rand(n, device=d, generator=self.generator) >= cfg.hybrid_init_prob
+        s = self.table.state(mid, time)
+        rot = s["root_rot"]
+        qpos = torch.cat([s["root_pos"], rot[:, 3:], rot[:, :3], s["dof_pos"]], 1)
+        qvel = torch.cat([s["root_vel"], sk.quat_rotate(sk.quat_conj(rot), s["root_ang_vel"]), s["dof_vel"]], 1)
+        if bool(default.any()):
+            stand = torch.zeros(35, device=d)
+            stand[2], stand[3] = DEFAULT_HEIGHT, 1.0
+            qpos[default] = stand
+            qvel[default] = 0.0
+            time[default] = 0.0
+        self.sim.set_state(env_ids, qpos, qvel)
+        self.motion_id[env_ids] = mid
+        self.start_time[env_ids] = time
+        self.progress[env_ids] = 0
+        obs, xpos, _ = self._sim_state()
+        self.obs[env_ids] = obs[env_ids]
+        hist = self.reference_history(mid, time)
+        hist[default] = obs[env_ids][default].unsqueeze(1).expand(-1, self.num_obs_steps, -1)
+        self.history[env_ids] = hist
+        self.prev_root_x[env_ids] = xpos[env_ids, 0, 0]
+        self.root_path[env_ids] = 0.0
+        self.root_path[env_ids, 0] = xpos[env_ids, 0]
+        if cfg.episode_metrics:
+            steps = cfg.episode_length + 1
+            t = time[:, None] + torch.arange(steps, device=d)[None, :] * self.dt
+            ref = self.table.state(mid[:, None].expand(-1, steps).reshape(-1), t.reshape(-1))["body_pos"]
+            self.ref_pose[env_ids] = self._pose(ref).reshape(n, steps, 45)
+            acc, length = metrics.dtw_start(n, steps, torch.float32, d)
+            sq, _ = metrics.dtw_start(n, steps, torch.float32, d)
+            dist = (self._pose(xpos[env_ids])[:, None] - self.ref_pose[env_ids]).norm(dim=-1)
+            self.dtw_acc[env_ids], self.dtw_len[env_ids] = metrics.dtw_step(acc, length, dist)
+            self.dtw_sq[env_ids], _ = metrics.dtw_step(sq, length, dist.square())
+
+    def reset(self) -> torch.Tensor:
+        self.reset_idx(torch.arange(self.num_envs, device=self.device))
+        return self.observe()
+
+    def observe(self) -> torch.Tensor:
+        if not self.cfg.target_obs:
+            return self.obs.clone()
+        nxt = self.reference_obs(self.motion_id, self.start_time + (self.progress + 1).float() * self.dt)
+        return torch.cat([self.obs, nxt], 1)
+
+    def step(self, actions: torch.Tensor):
+        """One 30 Hz control step; finished envs are reset (see ``base.VecEnv``)."""
+        cfg = self.cfg
+        a = torch.clamp(actions.to(self.device, torch.float32), -1.0, 1.0)
+        self.sim.step(self.pd_offset + self.pd_scale * a, PHYSICS_STEPS)
+        obs, xpos, touch = self._sim_state()
+        self.obs = obs
+        self.history = torch.cat([self.history[:, 1:], obs[:, None]], 1)
+        self.progress += 1
+        rewards = []
+        if "time" in self.reward_types:
+            rewards.append(torch.ones(self.num_envs, device=self.device))
+        if "dist" in self.reward_types:
+            rewards.append((xpos[:, 0, 0] - self.prev_root_x).clamp(0.0, 0.5) / 0.5)
+        reward = sum(rewards) / len(rewards)
+        self.prev_root_x = xpos[:, 0, 0]
+        col = self.progress.clamp(max=cfg.episode_length)
+        rows = torch.arange(self.num_envs, device=self.device)
+        self.root_path[rows, col] = xpos[:, 0]
+        if cfg.episode_metrics:
+            dist = (self._pose(xpos)[:, None] - self.ref_pose).norm(dim=-1)
+            self.dtw_acc, self.dtw_len = metrics.dtw_step(self.dtw_acc, self.dtw_len, dist)
+            self.dtw_sq, _ = metrics.dtw_step(self.dtw_sq, self.dtw_len, dist.square())
+        terminate = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        if cfg.enable_early_termination:
+            low = (xpos[..., 2] < cfg.termination_height) & touch
+            low[:, list(sk.FOOT_IDS)] = False
+            terminate = low.any(1) & (self.progress > 1)
+        time_out = (self.progress >= cfg.episode_length) & ~terminate
+        done = terminate | time_out
+        ref = self.reference_obs(self.motion_id, self.start_time + self.progress.float() * self.dt)
+        infos = {"paired_obs": self.history.reshape(self.num_envs, -1), "time_outs": time_out.float(),
+                 "terminate": terminate, "reference": ref}
+        done_ids = torch.nonzero(done).flatten()
+        if done_ids.numel():
+            infos["episode_metrics"] = self._episode_metrics(done_ids)
+            self.reset_idx(done_ids)
+        return self.observe(), reward, done, infos
+
+    # ------------------------------------------------------------------ metrics
+    def _episode_metrics(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        n = self.num_envs
+        out: dict[str, torch.Tensor] = {}
+        if not self.cfg.episode_metrics:
+            return out
+        lengths = self.progress[ids]
+        col = (lengths + 1).unsqueeze(1)
+        nb = float(len(sk.BODY_NAMES))
+        vals = {
+            "dtw_error": (self.dtw_acc[ids].gather(1, col) / self.dtw_len[ids].gather(1, col)).squeeze(1) / nb,
+            "mean_dtw_pose_error": self.dtw_sq[ids].gather(1, col).squeeze(1).clamp_min(0).sqrt() / nb,
+        }
+        frames = (lengths + 1).clamp(min=4).cpu()
+        path = self.root_path[ids]
+        ref_root = path.clone()  # root metrics need no reference
+        root = metrics.episode_metrics(path, ref_root, self.dt, frames, dtw=torch.zeros(ids.numel()))
+        for key in ("sparc", "root_velocity", "root_acceleration", "root_jerk"):
+            vals[key] = root[key]
+        vals["root_body_velocity"] = root["root_velocity"]
+        vals["root_body_acceleration"] = root["root_acceleration"]
+        vals["root_body_jerk"] = root["root_jerk"]
+        vel = torch.diff(path.double().cpu(), dim=1) / self.dt
+        vals["spectral_arc_length"] = torch.stack(
+            [metrics.sparc(vel[..., ax], self.dt, lengths=frames - 1) for ax in range(3)]).mean(0)
+        for key, v in vals.items():
+            out[key] = torch.zeros(n, device=self.device)
+            out[key][ids] = v.to(self.device, torch.float32)
+        return out
+
+    def feature_mask(self, name: str | None) -> torch.Tensor | None:
+        """``upper_body`` / ``lower_body``: the paired-obs features of those bodies (root features are lower body)."""
+        if name in (None, "", "None"):
+            return None
+        if name not in self.masks:
+            raise KeyError(f"humanoid env has no feature mask named {name!r} (known: {', '.join(self.masks)})")
+        per = torch.zeros(sk.OBS_DIM, dtype=torch.bool)
+        per[self.masks[name]] = True
+        return per.repeat(self.num_obs_steps)
+
+    # ------------------------------------------------------------------ checkpoints
+    _KEYS = ("obs", "history", "motion_id", "start_time", "progress", "prev_root_x", "root_path", "ref_pose",
+             "dtw_acc", "dtw_len", "dtw_sq")
+
+    def state_dict(self) -> dict:
+        qpos, qvel, _, _ = self.sim.read()
+        out = {k: None if getattr(self, k) is None else getattr(self, k).clone() for k in self._KEYS}
+        out.update({"qpos": qpos.double().cpu(), "qvel": qvel.double().cpu(), "generator": self.generator.get_state()})
+        if hasattr(self.sim, "datas"):  # exact resume on the CPU: the full float64 physics state
+            out["qpos"] = torch.stack([torch.from_numpy(d.qpos.copy()) for d in self.sim.datas])
+            out["qvel"] = torch.stack([torch.from_numpy(d.qvel.copy()) for d in self.sim.datas])
+            out["act"] = [d.qacc_warmstart.copy() for d in self.sim.datas]
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in self._KEYS:
+            if state.get(k) is not None:
+                setattr(self, k, state[k].to(self.device))
+        ids = torch.arange(self.num_envs, device=self.device)
+        if hasattr(self.sim, "datas"):
+            for i, d in enumerate(self.sim.datas):
+                d.qpos[:] = state["qpos"][i].numpy()
+                d.qvel[:] = state["qvel"][i].numpy()
+                d.qacc_warmstart[:] = state["act"][i]
+                self.sim.mujoco.mj_forward(self.sim.model, d)
+        else:
+            self.sim.set_state(ids, state["qpos"].to(self.device), state["qvel"].to(self.device))
+        self.generator.set_state(state["generator"].cpu())
+
+
+def make_humanoid_env(task_cfg, num_envs: int, device: str, seed: int):
+    """Registry factory for ``Humanoid*`` tasks: ``task.sim.backend`` picks the simulator."""
+    sim = dict(task_cfg.get("sim", {}) or {})
+    backend = str(sim.get("backend", "") or ("mujoco_warp" if str(device).startswith("cuda") else "mujoco"))
+    if backend == "isaacgym":
+        from near.training.envs.isaacgym_guard import isaacgym_env
+
+        return isaacgym_env(task_cfg, num_envs=num_envs, device=device, seed=seed)
+    env_cfg = dict(task_cfg.get("env", {}) or {})
+    env_cfg["numEnvs"] = num_envs
+    return HumanoidEnv(HumanoidEnvConfig.from_dict(env_cfg, backend), device=device, seed=seed)
