@@ -110,7 +110,7 @@ def test_composed_energy_models(tmp_path, cache, ncsn):
 
 
 def test_clear_errors(tmp_path, cache):
-    humanoid = near_train("rl", ["task=HumanoidNEAR", f"run_dir={tmp_path}/h"], cache)
+    humanoid = near_train("rl", ["task=HumanoidNEAR", "++task.sim.backend=isaacgym", f"run_dir={tmp_path}/h"], cache)
     assert humanoid.returncode == 2 and "Isaac Gym" in humanoid.stderr and "pip install" in humanoid.stderr
     missing = near_train("rl", ["task=mazeNEAR", f"run_dir={tmp_path}/m", *SMALL,
                                 f"{NC}.inference.eb_model_checkpoint={tmp_path}/nope.pth"], cache)

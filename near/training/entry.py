@@ -49,13 +49,12 @@ def _seed(cfg: Any) -> int:
 
 
 def _check_isaacgym(overrides: list[str]) -> None:
-    """``task=Humanoid*`` needs Isaac Gym: fail early with installation instructions."""
-    for item in overrides:
-        key, _, value = item.lstrip("+~").partition("=")
-        if key == "task" and value.startswith("Humanoid"):
-            from near.training.envs.isaacgym_guard import isaacgym_env
+    """``task.sim.backend=isaacgym`` needs Isaac Gym: fail early with installation instructions."""
+    values = dict(item.lstrip("+~").partition("=")[::2] for item in overrides)
+    if values.get("task.sim.backend") == "isaacgym":
+        from near.training.envs.isaacgym_guard import isaacgym_env
 
-            isaacgym_env({"name": value}, num_envs=1, device="cpu", seed=0)
+        isaacgym_env({"name": values.get("task", "Humanoid")}, num_envs=1, device="cpu", seed=0)
 
 
 def _prepare(stage: str, overrides: list[str]) -> tuple[Any, str, str, int]:

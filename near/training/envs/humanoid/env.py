@@ -15,7 +15,7 @@ motions in that layout (NEAR's energy model and AMP's discriminator train on it)
 Reset (``stateInit``): ``Random`` reference state initialisation (motion by weight, time
 uniform), ``Start`` (time 0), ``Default`` (standing pose), ``Hybrid`` (Random with probability
 ``hybridInitProb``, else Default); ``WeightedRandom`` is accepted and behaves as Random.
-Early termination (``enableEarlyTermination``): a body other than the feet touches the floor
+Early termination (``enableEarlyTermination``): a body other than ``contactBodies`` (the feet) touches the floor
 below ``terminationHeight`` (0.3 m), after the first two steps (NEAR's rule).
 
 Task reward (``rewardTypes``, default inferred from the motion's name as NEAR does: walk and run
@@ -70,6 +70,7 @@ class HumanoidEnvConfig:
     target_obs: bool = False
     episode_metrics: bool = True
     reward_types: list[str] | None = None
+    contact_bodies: tuple[str, ...] = ("right_foot", "left_foot")
     demo_oversample: int = 2
     backend: str = "mujoco"
     extras: dict = field(default_factory=dict)
@@ -78,7 +79,7 @@ class HumanoidEnvConfig:
             "hybridInitProb": "hybrid_init_prob", "numObsSteps": "num_obs_steps", "numAMPObsSteps": "num_obs_steps",
             "localRootObs": "local_root_obs", "terminationHeight": "termination_height",
             "enableEarlyTermination": "enable_early_termination", "targetObs": "target_obs",
-            "episodeMetrics": "episode_metrics", "rewardTypes": "reward_types", "demoOversample": "demo_oversample"}
+            "episodeMetrics": "episode_metrics", "contactBodies": "contact_bodies", "rewardTypes": "reward_types", "demoOversample": "demo_oversample"}
 
     @classmethod
     def from_dict(cls, d: dict, backend: str = "mujoco") -> "HumanoidEnvConfig":
@@ -95,6 +96,9 @@ class HumanoidEnvConfig:
             raise ConfigError(f"task.sim.backend must be one of {', '.join(BACKENDS)} or isaacgym, got {cfg.backend!r}")
         if cfg.reward_types is not None and set(cfg.reward_types) - {"time", "dist"}:
             raise ConfigError(f"task.env.rewardTypes: known types are time and dist, got {list(cfg.reward_types)}")
+        unknown = set(cfg.contact_bodies) - set(sk.BODY_NAMES)
+        if unknown:
+            raise ConfigError(f"task.env.contactBodies: unknown bodies {sorted(unknown)} (bodies: {', '.join(sk.BODY_NAMES)})")
         if cfg.num_envs < 1 or cfg.episode_length < 5 or cfg.num_obs_steps < 1:
             raise ConfigError("task.env: numEnvs >= 1, episodeLength >= 5 and numObsSteps >= 1 are required")
         return cfg
@@ -144,6 +148,7 @@ class HumanoidEnv(VecEnv):
         groups = _feature_groups()
         self.tracking_groups = {k: groups[k] for k in ("root", "pose", "velocity", "end")}
         self.masks = {k: groups[k] for k in ("upper_body", "lower_body")}
+        self.contact_ids = [sk.BODY_NAMES.index(b) for b in cfg.contact_bodies]
         self.sim = BACKENDS[cfg.backend](n, self.device)
         model = self.sim.model if hasattr(self.sim, "model") else None
         if model is None:
@@ -287,7 +292,7 @@ class HumanoidEnv(VecEnv):
         terminate = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         if cfg.enable_early_termination:
             low = (xpos[..., 2] < cfg.termination_height) & touch
-            low[:, list(sk.FOOT_IDS)] = False
+            low[:, self.contact_ids] = False
             terminate = low.any(1) & (self.progress > 1)
         time_out = (self.progress >= cfg.episode_length) & ~terminate
         done = terminate | time_out

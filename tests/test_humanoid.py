@@ -1,0 +1,190 @@
+"""The MuJoCo humanoid: motion files, observation, metrics, and every algorithm training on it (CPU).
+
+Training runs call ``near.cli.main`` in this process (the console script's code path) with tiny
+budgets: 4 envs, 8-step episodes, a 32x32 policy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from near.errors import ConfigError
+from near.training.envs.humanoid import motion_lib, skeleton as sk, synthetic
+from near.training.envs.humanoid.env import HumanoidEnv, HumanoidEnvConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["num_envs=4", "torch_threads=1", "++task.env.episodeLength=8", "++train.params.network.mlp.units=[32,32]",
+        "++train.params.config.horizon_length=8", "++train.params.config.save_frequency=1",
+        "++train.params.config.print_stats=False"]
+NEAR_TAGS = {"mean_dtw_pose_error/step", "spectral_arc_length/step", "root_body_velocity/step",
+             "root_body_acceleration/step", "root_body_jerk/step"}
+OWN_TAGS = {"dtw_error/step", "sparc/step", "root_velocity/step", "root_jerk/step", "episode_lengths/step"}
+
+
+@pytest.fixture(scope="module")
+def motion_dir(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("motions")
+    for name in synthetic.MOTIONS:
+        synthetic.write(name, out)
+    return str(out)
+
+
+def _main(args: list[str], capsys) -> str:
+    from near.cli import main
+
+    code = main(args)
+    out = capsys.readouterr()
+    assert code == 0, f"{' '.join(args)} exited {code}:\n{out.out[-3000:]}\n{out.err[-3000:]}"
+    return out.out + out.err
+
+
+def _scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:
+    from tbparse import SummaryReader
+
+    frame = SummaryReader(os.path.join(run_dir, "summaries")).scalars
+    return {tag: sorted(zip(g["step"].tolist(), g["value"].tolist())) for tag, g in frame.groupby("tag")}
+
+
+# ------------------------------------------------------------------ motion files
+def test_generated_files_load_through_neares_yaml_format_and_recover_the_keyframes(motion_dir):
+    motions = motion_lib.load_motions(os.path.join(motion_dir, "amp_humanoid_walk.yaml"))
+    assert len(motions) == 1 and motions[0].num_frames == 301 and motions[0].fps == 30
+    t = np.arange(301) / 30
+    dof, speed = synthetic._walk(t)
+    assert torch.allclose(motions[0].dof_pos, torch.as_tensor(dof, dtype=torch.float32), atol=1e-5)
+    assert abs(float(motions[0].root_vel[150, 0]) - speed) < 1e-3        # forward at the walk's speed
+    feet_z = motions[0].body_pos[:, list(sk.FOOT_IDS), 2].min(1).values
+    assert float(feet_z.max()) < 0.1                                     # a foot is on the floor in every frame
+
+
+def test_bad_motion_files_are_clear_errors(motion_dir, tmp_path):
+    good = np.load(os.path.join(motion_dir, "amp_humanoid_run.npy"), allow_pickle=True).item()
+    wrong_names = dict(good, skeleton_tree=dict(good["skeleton_tree"], node_names=["hips", *sk.BODY_NAMES[1:]]))
+    np.save(tmp_path / "names.npy", wrong_names, allow_pickle=True)
+    with pytest.raises(ConfigError, match=r"names.npy.*\['hips'.*does not match.*'pelvis'"):
+        motion_lib.load_motions(str(tmp_path / "names.npy"))
+    wrong_shape = dict(good, rotation={"arr": good["rotation"]["arr"][:, :14], "context": {"dtype": "float32"}})
+    np.save(tmp_path / "shape.npy", wrong_shape, allow_pickle=True)
+    with pytest.raises(ConfigError, match=r"shape.npy.*\(T, 15, 4\)"):
+        motion_lib.load_motions(str(tmp_path / "shape.npy"))
+    (tmp_path / "list.yaml").write_text("motions:\n- file: gone.npy\n  weight: 1.0\n")
+    with pytest.raises(ConfigError, match=r"gone.npy not found"):
+        motion_lib.load_motions(str(tmp_path / "list.yaml"))
+    with pytest.raises(ConfigError, match=r"amp_humanoid_tai_chi.yaml.*not found"):
+        motion_lib.load_motions("amp_humanoid_tai_chi.yaml")
+
+
+# ------------------------------------------------------------------ observation and metrics
+def test_rotation_helpers_on_known_answers():
+    assert torch.allclose(sk.quat_to_tan_norm(torch.tensor([0.0, 0.0, 0.0, 1.0])), torch.tensor([1.0, 0, 0, 0, 0, 1]))
+    yaw = sk.axis_angle_quat(2, torch.tensor(math.pi / 2))  # x axis -> y axis
+    assert torch.allclose(sk.quat_rotate(yaw, torch.tensor([1.0, 0, 0])), torch.tensor([0.0, 1, 0]), atol=1e-6)
+    assert torch.allclose(sk.quat_rotate(sk.heading_inv(yaw), torch.tensor([0.0, 1, 0])), torch.tensor([1.0, 0, 0]), atol=1e-6)
+    angles = torch.tensor([[0.3, -0.7, 1.1], [-1.2, 0.4, -0.2]])
+    assert torch.allclose(sk.quat_to_xyz(sk.xyz_to_quat(angles)), angles, atol=1e-5)
+
+
+def test_observation_matches_the_reference_at_reset_and_masks_split_the_features(motion_dir):
+    env = HumanoidEnv(HumanoidEnvConfig(num_envs=6, motion_file=os.path.join(motion_dir, "amp_humanoid_run.npy"),
+                                        episode_length=10), seed=3)
+    assert env.obs_dim == 105 and env.paired_obs_dim == 210 and env.action_dim == 28
+    ref = env.reference_obs(env.motion_id, env.start_time)
+    # the simulator starts in the reference state (RSI); key bodies differ by the interpolation between frames (mm)
+    assert float((ref - env.obs).abs().max()) < 1e-2
+    demo = env.demo_transitions()
+    assert demo.shape[1] == 210 and torch.isfinite(demo).all()
+    upper, lower = env.feature_mask("upper_body"), env.feature_mask("lower_body")
+    assert bool((upper ^ lower).all()) and 0 < int(upper.sum()) < 210
+
+
+def test_episode_metrics_score_zero_pose_error_on_the_reference_itself(motion_dir):
+    env = HumanoidEnv(HumanoidEnvConfig(num_envs=2, motion_file=os.path.join(motion_dir, "amp_humanoid_crane_pose.npy"),
+                                        episode_length=6, enable_early_termination=False), seed=0)
+    # replay the reference's own body positions as the agent's: both DTW errors must be 0
+    steps = env.ref_pose.shape[1]
+    path = env.ref_pose.clone()
+    from near import metrics
+
+    acc, length = metrics.dtw_start(2, steps)
+    sq, _ = metrics.dtw_start(2, steps)
+    for i in range(steps):
+        d = (path[:, i:i + 1].double() - env.ref_pose.double()).norm(dim=-1)
+        acc, new_len = metrics.dtw_step(acc, length, d)
+        sq, _ = metrics.dtw_step(sq, length, d.square())
+        length = new_len
+    assert float(acc[:, -1].abs().max()) < 1e-6 and float(sq[:, -1].abs().max()) < 1e-9
+    # a real rollout: every metric under both names, finite, non-negative errors
+    obs, done = env.reset(), torch.zeros(2, dtype=torch.bool)
+    for _ in range(6):
+        obs, _, done, infos = env.step(torch.zeros(2, 28))
+    m = infos["episode_metrics"]
+    assert bool(done.all())
+    for key in ("mean_dtw_pose_error", "dtw_error", "spectral_arc_length", "sparc", "root_body_jerk", "root_jerk"):
+        assert torch.isfinite(m[key]).all(), key
+    assert float(m["dtw_error"].min()) > 0 and torch.equal(m["root_jerk"], m["root_body_jerk"])
+
+
+# ------------------------------------------------------------------ training
+@pytest.fixture(scope="module")
+def ncsn_dir(tmp_path_factory) -> str:
+    from near.cli import main
+
+    run_dir = str(tmp_path_factory.mktemp("ncsn_humanoid"))
+    assert main(["train", "ncsn", "task=HumanoidNEAR", f"run_dir={run_dir}", "torch_threads=1",
+                 "++train.params.config.near_config.training.n_iters=10",
+                 "++train.params.config.near_config.training.snapshot_freq=5",
+                 "++train.params.config.near_config.training.eval_freq=5"]) == 0
+    return run_dir
+
+
+NC = "++train.params.config.near_config.inference"
+CASES = {
+    "HumanoidAMP": (["++train.params.config.amp_batch_size=32", "++train.params.config.amp_minibatch_size=16"],
+                    {"losses/disc_loss", "minibatch_disc_reward/step"}),
+    "HumanoidTrack": (["++task.env.motion_file=crane_pose"], {"minibatch_tracking_reward/step", "info/tracking_error_pose"}),
+    "Humanoid": (["++task.env.motion_file=run"], {"rewards/step"}),
+    "HumanoidNEAR": ([], {"minibatch_energy/step", "ncsn_perturbation_level/step"}),
+}
+
+
+@pytest.mark.parametrize("task", sorted(CASES))
+def test_every_algorithm_trains_logs_both_tag_sets_and_resumes(task, tmp_path, request, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    extra, tags = CASES[task]
+    if task == "HumanoidNEAR":
+        ncsn = request.getfixturevalue("ncsn_dir")
+        extra = [f"{NC}.eb_model_checkpoint={ncsn}/nn/checkpoint.pth",
+                 f"{NC}.running_mean_std_checkpoint={ncsn}/nn/running_mean_std.pth"]
+    run_dir = str(tmp_path / task)
+    args = ["train", "rl", f"task={task}", f"run_dir={run_dir}", *TINY, *extra]
+    _main(args + ["max_iterations=2"], capsys)
+    first = _scalars(run_dir)
+    missing = (tags | NEAR_TAGS | OWN_TAGS) - set(first)
+    assert not missing, f"{task}: tags not logged: {sorted(missing)}"
+    assert "resumed from" in _main(args + ["max_iterations=3"], capsys)
+    second = _scalars(run_dir)
+    assert [s for s, _ in second["losses/a_loss"]] == sorted({s for s, _ in second["losses/a_loss"]})
+    assert second["losses/a_loss"][:2] == first["losses/a_loss"]
+
+
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    base = ["train", "rl", "task=Humanoid", *TINY, "++task.env.motion_file=walk"]
+    _main(base + [f"run_dir={tmp_path}/straight", "max_iterations=4"], capsys)
+    _main(base + [f"run_dir={tmp_path}/split", "max_iterations=2"], capsys)
+    _main(base + [f"run_dir={tmp_path}/split", "max_iterations=4"], capsys)
+    straight, split = _scalars(f"{tmp_path}/straight"), _scalars(f"{tmp_path}/split")
+    for tag in ("losses/a_loss", "losses/c_loss", "rewards/step"):
+        assert straight[tag] == split[tag], tag
+
+
+def test_isaacgym_backend_is_still_a_clear_error(tmp_path, capsys):
+    from near.cli import main
+
+    code = main(["train", "rl", "task=HumanoidAMP", "++task.sim.backend=isaacgym", f"run_dir={tmp_path}/x"])
+    assert code == 2 and "Isaac Gym" in capsys.readouterr().err
