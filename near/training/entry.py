@@ -48,6 +48,22 @@ def _seed(cfg: Any) -> int:
     return seed
 
 
+#: a max_iterations at or above this is NEAR's frame budget (its sweeps pass e.g. 60e6), not epochs
+FRAME_BUDGET_MIN = 100_000
+
+
+def epochs_of(value: Any, frames_per_epoch: int) -> int:
+    """``max_iterations`` as PPO epochs: NEAR's sweeps give frame budgets (``60e6``), converted
+    to the epochs that cover them; smaller numbers are epochs already."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"max_iterations={value!r}: expected a number of epochs (or of frames, e.g. 60e6)") from None
+    if number >= FRAME_BUDGET_MIN:
+        return int(-(-number // frames_per_epoch))
+    return int(number)
+
+
 def _check_isaacgym(overrides: list[str]) -> None:
     """``task.sim.backend=isaacgym`` needs Isaac Gym: fail early with installation instructions."""
     values = dict(item.lstrip("+~").partition("=")[::2] for item in overrides)
@@ -125,6 +141,7 @@ def train_rl_stage(overrides: list[str]) -> int:
     registry.algorithm(algo_name)  # clear error for unknown algorithms before building anything
     config = params["config"]
     num_envs = int(config.get("num_actors") or cfg.task.env.numEnvs)
+    config["max_epochs"] = epochs_of(config.get("max_epochs", -1), num_envs * int(config.get("horizon_length", 1)))
     _seed_everything(seed)
     env = registry.make_env(cfg.task, num_envs=num_envs, device=device, seed=seed)
 

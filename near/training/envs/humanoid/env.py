@@ -296,9 +296,10 @@ class HumanoidEnv(VecEnv):
             terminate = low.any(1) & (self.progress > 1)
         time_out = (self.progress >= cfg.episode_length) & ~terminate
         done = terminate | time_out
-        ref = self.reference_obs(self.motion_id, self.start_time + self.progress.float() * self.dt)
         infos = {"paired_obs": self.history.reshape(self.num_envs, -1), "time_outs": time_out.float(),
-                 "terminate": terminate, "reference": ref}
+                 "terminate": terminate}
+        if cfg.target_obs:  # the reference frame this step aimed at (tracking reward)
+            infos["reference"] = self.reference_obs(self.motion_id, self.start_time + self.progress.float() * self.dt)
         done_ids = torch.nonzero(done).flatten()
         if done_ids.numel():
             infos["episode_metrics"] = self._episode_metrics(done_ids)

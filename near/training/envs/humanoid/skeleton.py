@@ -104,16 +104,36 @@ def heading_inv(q: torch.Tensor) -> torch.Tensor:
     return axis_angle_quat(2, -heading)
 
 
-def dof_obs(dof_pos: torch.Tensor) -> torch.Tensor:
-    """(..., 28) hinge angles -> (..., 52): tan-norm of each 3-DoF joint, the 1-DoF angles as they are."""
-    parts = []
+_SPHERICAL = [j for j in range(len(DOF_OFFSETS) - 1) if DOF_OFFSETS[j + 1] - DOF_OFFSETS[j] == 3]
+#: hinge indices of the 3-DoF joints (8, 3) and of the 1-DoF ones (4,)
+_SPHERICAL_DOF = [[DOF_OFFSETS[j] + k for k in range(3)] for j in _SPHERICAL]
+_HINGE_DOF = [DOF_OFFSETS[j] for j in range(len(DOF_OFFSETS) - 1) if j not in _SPHERICAL]
+
+
+def _dof_obs_layout() -> tuple[list[int], list[int]]:
+    """Where each 3-DoF joint's 6 numbers and each hinge's angle go in the 52-wide dof observation."""
+    sph, hinge, o = [], [], 0
     for j in range(len(DOF_OFFSETS) - 1):
-        a, b = DOF_OFFSETS[j], DOF_OFFSETS[j + 1]
-        if b - a == 3:
-            parts.append(quat_to_tan_norm(xyz_to_quat(dof_pos[..., a:b])))
+        if j in _SPHERICAL:
+            sph += list(range(o, o + 6))
+            o += 6
         else:
-            parts.append(dof_pos[..., a:b])
-    return torch.cat(parts, -1)
+            hinge.append(o)
+            o += 1
+    return sph, hinge
+
+
+_SPH_OUT, _HINGE_OUT = _dof_obs_layout()
+
+
+def dof_obs(dof_pos: torch.Tensor) -> torch.Tensor:
+    """(..., 28) hinge angles -> (..., 52): tan-norm of each 3-DoF joint, the 1-DoF angles as they are
+    (in joint order; all joints in one batched call)."""
+    sph = quat_to_tan_norm(xyz_to_quat(dof_pos[..., _SPHERICAL_DOF]))      # (..., 8, 6)
+    out = torch.empty(dof_pos.shape[:-1] + (52,), dtype=dof_pos.dtype, device=dof_pos.device)
+    out[..., _SPH_OUT] = sph.flatten(-2)
+    out[..., _HINGE_OUT] = dof_pos[..., _HINGE_DOF]
+    return out
 
 
 def humanoid_obs(root_pos: torch.Tensor, root_rot: torch.Tensor, root_vel: torch.Tensor, root_ang_vel: torch.Tensor,
