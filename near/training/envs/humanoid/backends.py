@@ -76,11 +76,10 @@ class WarpBackend:
             import warp as wp
         except ImportError as err:
             raise ConfigError("sim.backend=mujoco_warp needs `pip install near[gpu]` (mujoco-warp, warp-lang)") from err
-        if device.type != "cuda":
-            raise ConfigError("sim.backend=mujoco_warp runs on a CUDA device (device=cuda:0)")
         self.wp, self.mjw = wp, mjw
         wp.init()
-        self.wp_device = f"cuda:{device.index or 0}"
+        # Warp's CPU device works too (slowly): it lets CPU tests check this backend against MuJoCo
+        self.wp_device = f"cuda:{device.index or 0}" if device.type == "cuda" else "cpu"
         self.device = device
         model = load_model()
         self.nq, self.nv = model.nq, model.nv
@@ -95,19 +94,29 @@ class WarpBackend:
         self._forward = None
 
     def _capture(self, fn):
+        """A CUDA graph of `fn` (replayed by :meth:`_launch`); on the CPU, `fn` itself."""
         wp = self.wp
+        if self.wp_device == "cpu":
+            return fn
         with wp.ScopedDevice(self.wp_device):
             fn()  # compile the kernels outside the capture
             with wp.ScopedCapture() as cap:
                 fn()
         return cap.graph
 
+    def _launch(self, graph) -> None:
+        if callable(graph):
+            with self.wp.ScopedDevice(self.wp_device):
+                graph()
+        else:
+            self.wp.capture_launch(graph)
+
     def set_state(self, ids: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
         self.qpos[ids] = qpos.to(self.qpos.dtype)
         self.qvel[ids] = qvel.to(self.qvel.dtype)
         if self._forward is None:
             self._forward = self._capture(lambda: self.mjw.forward(self.m, self.d))
-        self.wp.capture_launch(self._forward)
+        self._launch(self._forward)
 
     def step(self, ctrl: torch.Tensor, n: int) -> None:
         self.ctrl.copy_(ctrl)
@@ -116,7 +125,7 @@ class WarpBackend:
                 for _ in range(n):
                     self.mjw.step(self.m, self.d)
             self._graphs[n] = self._capture(run)
-        self.wp.capture_launch(self._graphs[n])
+        self._launch(self._graphs[n])
 
     def read(self):
         t = self.wp.to_torch
