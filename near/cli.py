@@ -14,19 +14,20 @@ from near.errors import NearError
 
 def build_parser() -> argparse.ArgumentParser:
     """Assemble the full parser from the command modules."""
-    from near.commands import report, slurm, sweep, train
+    from near.commands import render, report, slurm, sweep, train
 
     parser = argparse.ArgumentParser(
         prog="near",
         description="Sweeps for imitation-learning experiments: spec -> job table -> executors -> figures.",
     )
-    groups = parser.add_subparsers(dest="group", required=True, metavar="{sweep,train,report}")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="{sweep,train,report,render}")
     sweep_parser = groups.add_parser("sweep", help="add, run, submit and inspect sweeps")
     sweep_commands = sweep_parser.add_subparsers(dest="command", required=True)
     sweep.register(sweep_commands)
     slurm.register(sweep_commands)
     train.register(groups)
     report.register(groups)
+    render.register(groups)
     return parser
 
 

@@ -203,3 +203,26 @@ def test_warp_backend_matches_mujoco(motion_dir):
         o1, _, _, _ = cpu.step(a)
         o2, _, _, _ = warp.step(a)
     assert float((o1 - o2).abs().max()) < 1e-3
+
+
+def test_render_writes_policy_beside_reference(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import mujoco
+
+    try:
+        mujoco.Renderer(mujoco.MjModel.from_xml_path(str(sk.MJCF_PATH)), 24, 32).close()
+    except Exception as err:  # no EGL/OSMesa on this machine
+        pytest.skip(f"no OpenGL for MuJoCo's renderer here: {err}")
+    run_dir = str(tmp_path / "run")
+    _main(["train", "rl", "task=Humanoid", f"run_dir={run_dir}", *TINY, "max_iterations=1"], capsys)
+    out = str(tmp_path / "clip.gif")
+    assert "wrote" in _main(["render", run_dir, "--out", out, "--steps", "4", "--width", "64", "--height", "48"], capsys)
+    from PIL import Image
+
+    clip = Image.open(out)
+    assert clip.size == (128, 48) and clip.n_frames == 4
+    from near.cli import main
+
+    assert main(["render", str(tmp_path / "nothing"), "--out", out]) == 2
+    assert "no config.yaml" in capsys.readouterr().err

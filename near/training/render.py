@@ -1,0 +1,91 @@
+"""``near render``: a clip of a trained humanoid policy beside its reference motion.
+
+The run's ``config.yaml`` rebuilds its task with one env on the CPU (MuJoCo); the policy's mean
+actions drive the character (left half of every frame) while a second, kinematic copy of the
+model shows the reference motion at the same time (right half). Frames come from MuJoCo's
+renderer: ``MUJOCO_GL=egl`` by default (a GPU machine, or Mesa's EGL on a CPU), ``osmesa`` with
+Debian's ``libosmesa6``. ``.gif`` is written with Pillow, ``.mp4`` with imageio's ffmpeg when
+installed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from near.errors import ConfigError
+
+
+def _camera(mujoco, target: np.ndarray):
+    cam = mujoco.MjvCamera()
+    cam.lookat[:] = [target[0], target[1], 0.9]
+    cam.distance, cam.azimuth, cam.elevation = 3.5, 90.0, -12.0
+    return cam
+
+
+def write_clip(frames: list[np.ndarray], out: str, fps: int) -> None:
+    """Write frames (H, W, 3 uint8) as a .gif or .mp4."""
+    if out.endswith(".gif"):
+        from PIL import Image
+
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(out, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    elif out.endswith(".mp4"):
+        try:
+            import imageio.v2 as imageio
+            imageio.mimwrite(out, frames, fps=fps)
+        except (ImportError, ValueError) as err:
+            raise ConfigError(f"--out {out}: writing .mp4 needs imageio with ffmpeg (pip install imageio[ffmpeg]); "
+                              f"or write a .gif ({err})") from None
+    else:
+        raise ConfigError(f"--out {out}: expected a .gif or .mp4 file name")
+
+
+def render_run(run_dir: str, out: str, checkpoint: str | None = None, steps: int = 150,
+               width: int = 320, height: int = 240, seed: int = 0) -> int:
+    """Roll out the run's policy for `steps` control steps and write the side-by-side clip; returns frames."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import mujoco
+    from omegaconf import OmegaConf
+
+    from near.training import registry
+    from near.training.config import register_resolvers
+    from near.training.envs.humanoid.env import HumanoidEnv
+    from near.training.eval_metrics import load_policy
+
+    config = Path(run_dir) / "config.yaml"
+    if not config.is_file():
+        raise ConfigError(f"{run_dir}: no config.yaml (is it a `near train rl` run directory?)")
+    ckpt = checkpoint or str(Path(run_dir) / "nn" / "checkpoint.pth")
+    register_resolvers()
+    cfg = OmegaConf.load(config)
+    OmegaConf.update(cfg, "task.sim.backend", "mujoco", force_add=True)
+    OmegaConf.update(cfg, "task.env.enableEarlyTermination", False, force_add=True)
+    env = registry.make_env(cfg.task, num_envs=1, device="cpu", seed=seed)
+    if not isinstance(env, HumanoidEnv):
+        raise ConfigError(f"{run_dir}: near render draws the humanoid tasks (Humanoid*), not task {cfg.task.name}")
+    policy = load_policy(OmegaConf.to_container(cfg.train.params, resolve=True), ckpt, env, "cpu")
+    model, data = env.sim.model, env.sim.datas[0]
+    ref = mujoco.MjData(model)
+    renderer = mujoco.Renderer(model, height, width)
+    frames = []
+    obs = env.reset()
+    with torch.no_grad():
+        for _ in range(steps):
+            obs, _, _, _ = env.step(policy(obs))
+            s = env.table.state(env.motion_id, env.start_time + env.progress.float() * env.dt)
+            rot = s["root_rot"][0]
+            ref.qpos[:] = torch.cat([s["root_pos"][0], rot[3:], rot[:3], s["dof_pos"][0]]).double().numpy()
+            mujoco.mj_forward(model, ref)
+            halves = []
+            for d in (data, ref):
+                renderer.update_scene(d, camera=_camera(mujoco, d.xpos[1]))
+                halves.append(renderer.render().copy())
+            frames.append(np.concatenate(halves, axis=1))
+    renderer.close()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_clip(frames, out, fps=int(round(1 / env.dt)))
+    return len(frames)
