@@ -9,13 +9,16 @@ from __future__ import annotations
 import math
 import os
 
-import numpy as np
-import pytest
-import torch
+# MuJoCo picks its OpenGL backend when first imported (the render test): EGL works headless
+os.environ.setdefault("MUJOCO_GL", "egl")
 
-from near.errors import ConfigError
-from near.training.envs.humanoid import motion_lib, skeleton as sk, synthetic
-from near.training.envs.humanoid.env import HumanoidEnv, HumanoidEnvConfig
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from near.errors import ConfigError  # noqa: E402
+from near.training.envs.humanoid import motion_lib, skeleton as sk, synthetic  # noqa: E402
+from near.training.envs.humanoid.env import HumanoidEnv, HumanoidEnvConfig  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["num_envs=4", "torch_threads=1", "++task.env.episodeLength=8", "++train.params.network.mlp.units=[32,32]",
@@ -207,7 +210,6 @@ def test_warp_backend_matches_mujoco(motion_dir):
 
 def test_render_writes_policy_beside_reference(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
-    os.environ.setdefault("MUJOCO_GL", "egl")
     import mujoco
 
     try:
