@@ -1,305 +1,60 @@
-"""The job table: the ONE place where a job's state changes.
-
-An SQLite file (``experiments/<sweep>/jobs.db``) in WAL mode. Every state change is a
-compare-and-set inside ``BEGIN IMMEDIATE`` so that any number of processes (local workers,
-SLURM submitters, reconcilers) can share one table without ever dispatching a job twice.
-
-Public API (stable; other stages build on it):
-
-- ``JobTable.create(path)`` / ``JobTable.open(path)`` / ``JobTable.open_or_create(path)``
-- ``add(jobs) -> AddResult(new, existing, shared)``: insert :class:`JobSpec` s, deduplicated by id
-- ``claim(owner, limit, lease_s, *, to_state="running", stages=None, job_ids=None) -> list[JobRecord]``
-  atomically takes pending jobs whose dependencies are all done
-- ``heartbeat(owner, job_ids, lease_s) -> set[str]``: extend leases; returns the ids still owned
-- ``transition(job_id, to_state, *, reason, exit_code, scheduler_id, expect, owner, detail) -> bool``
-  (compare-and-set), ``transition_many(changes)`` (many, few transactions) and the conveniences
-  ``mark_queued/mark_running/mark_done/mark_failed/
-  mark_cancelled/release``
-- ``requeue_stale(now=None)``: expired leases -> pending (or failed after ``max_attempts``)
-- ``reset(states)``, ``cancel(job_ids)``; failed/cancelled/blocked jobs block their pending
-  dependents (transitively), ``reset`` unblocks them
-- ``retry_or_fail(job_id, reason)``, ``set_scheduler_id``, ``set_command``, ``set_max_attempts``
-- ``get(job_id)``, ``find(prefix)``, ``jobs(states=None, stages=None)``, ``briefs()``, ``counts()``,
-  ``leased()``, ``history(job_id)``, ``histories(job_ids)``,
-  ``deps(job_id)``, ``dependents(job_id)``, ``axes()``
-- ``to_frame()`` (pandas; one column per axis), ``export(path, fmt)`` (csv | parquet)
-
-Attempt accounting: ``attempts`` counts dispatches (it is incremented when a job is claimed or
-marked running/queued from pending). An interruption the executor caused (``release``) refunds
-the attempt; a lost worker (expired lease) does not. ``max_attempts`` bounds dispatches.
-
-Command templates keep ``${run_dir}``, ``${job_id}``, ``${exp_dir}`` and ``${<ref>.run_dir}``
-placeholders; :meth:`JobRecord.command` resolves them against the table's current location, so an
-experiment folder can be moved. ``$${`` is a literal ``${`` (e.g. a hydra interpolation).
-"""
+"""The job table: the ONE place where a job's state changes (see the package docstring)."""
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
-import re
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence
 
 from near.errors import TableError
-
-J = TypeVar("J")  # a job-like record: JobSpec or JobRecord
-
-MAGIC = "near-jobtable"
-SCHEMA_VERSION = 1
-TABLE_FILENAME = "jobs.db"
-
-PENDING, QUEUED, RUNNING, DONE, FAILED, BLOCKED, CANCELLED = (
-    "pending", "queued", "running", "done", "failed", "blocked", "cancelled",
+from near.jobtable.records import (
+    AddResult, Change, Event, JobBrief, JobRecord, JobSpec, _fast_resolve, _label, _params_encoder, run_dir_for,
+    topo_order,
 )
-STATES: tuple[str, ...] = (PENDING, QUEUED, RUNNING, DONE, FAILED, BLOCKED, CANCELLED)
-ACTIVE_STATES = (QUEUED, RUNNING)
-FINAL_STATES = (DONE, FAILED, CANCELLED)
-# States whose dependents can never run until someone resets them.
-BLOCKING_STATES = (FAILED, CANCELLED, BLOCKED)
-
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE jobs (
-    seq INTEGER PRIMARY KEY,
-    job_id TEXT NOT NULL UNIQUE,
-    sweep TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    command_template TEXT NOT NULL,
-    command TEXT,
-    params TEXT NOT NULL,
-    resources TEXT NOT NULL,
-    workdir TEXT,
-    point TEXT,
-    state TEXT NOT NULL,
-    reason TEXT,
-    exit_code INTEGER,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    max_attempts INTEGER NOT NULL DEFAULT 3,
-    scheduler_id TEXT,
-    lease_owner TEXT,
-    lease_expires REAL,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    started REAL,
-    finished REAL
-);
-CREATE INDEX jobs_state ON jobs(state, seq);
-CREATE TABLE deps (
-    job_id TEXT NOT NULL,
-    ref TEXT NOT NULL,
-    dep_job_id TEXT NOT NULL,
-    PRIMARY KEY (job_id, ref)
-) WITHOUT ROWID;
-CREATE INDEX deps_dep ON deps(dep_job_id);
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id TEXT NOT NULL,
-    ts REAL NOT NULL,
-    from_state TEXT,
-    to_state TEXT NOT NULL,
-    reason TEXT,
-    detail TEXT
-);
-CREATE INDEX events_job ON events(job_id, id);
-"""
-
-_JOB_COLUMNS = (
-    "job_id, sweep, stage, command_template, command, params, resources, workdir, point, state, reason, "
-    "exit_code, attempts, max_attempts, scheduler_id, lease_owner, lease_expires, created, updated, "
-    "started, finished"
+from near.jobtable.schema import JOB_COLUMNS, MAGIC, MIGRATIONS, REQUIRED_TABLES, SCHEMA, SCHEMA_VERSION, TABLE_FILENAME
+from near.jobtable.states import (
+    ACTIVE_STATES, BLOCKED, BLOCKING_STATES, CANCELLED, DONE, FAILED, FINAL_STATES, PENDING, PRUNED, QUEUED,
+    RUNNING, STATES, check_states, check_transition,
 )
-
-_PLACEHOLDER = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
-
-
-@dataclass(slots=True)  # 100k of them per big sweep: no per-instance dict
-class JobSpec:
-    """A job to be added: what expansion produces. ``job_id`` is a content hash (see near.expand).
-
-    ``command`` is a template: axis values already substituted, dispatch-time placeholders left
-    (``${run_dir}``, ``${job_id}``, ``${exp_dir}``, ``${<ref>.run_dir}`` for each ``deps`` ref).
-    ``deps`` maps a reference name to the job id it points at. ``uses`` counts the grid points that
-    share this job (more than one: a shared job, e.g. an ncsn stage common to several ablations).
-    """
-
-    job_id: str
-    stage: str
-    command: str
-    params: dict[str, Any] = field(default_factory=dict)
-    resources: dict[str, Any] = field(default_factory=dict)
-    deps: dict[str, str] = field(default_factory=dict)
-    sweep: str = ""
-    max_attempts: int = 3
-    workdir: str | None = None
-    point: str | None = None
-    uses: int = 1
-
-    @property
-    def label(self) -> str:
-        """The grid point in words (``algorithm=NEAR motion=circle seed=0``)."""
-        return self.point or _label(self.params)
-
-
-@dataclass(frozen=True)
-class AddResult:
-    """Outcome of :meth:`JobTable.add`: jobs inserted, jobs already present, jobs used by >1 grid point."""
-
-    new: int
-    existing: int
-    shared: int
-    new_ids: tuple[str, ...] = ()
-
-
-@dataclass
-class JobRecord:
-    """One row of the job table, as read. ``run_dir`` is absolute."""
-
-    job_id: str
-    sweep: str
-    stage: str
-    command_template: str
-    params: dict[str, Any]
-    resources: dict[str, Any]
-    workdir: str | None
-    point: str | None
-    state: str
-    reason: str | None
-    exit_code: int | None
-    attempts: int
-    max_attempts: int
-    scheduler_id: str | None
-    lease_owner: str | None
-    lease_expires: float | None
-    created: float
-    updated: float
-    started: float | None
-    finished: float | None
-    run_dir: str
-    exp_dir: str
-    deps: dict[str, str]
-
-    @property
-    def label(self) -> str:
-        """The grid point in words (``algorithm=NEAR motion=circle seed=0``)."""
-        return self.point or _label(self.params)
-
-    @property
-    def command(self) -> str:
-        """The exact shell command of this job, placeholders resolved against the table location."""
-        return resolve_command(self.command_template, self.job_id, self.exp_dir, self.deps)
-
-    def dep_run_dirs(self) -> dict[str, str]:
-        """Reference name -> absolute run dir of the job it points at."""
-        return {ref: run_dir_for(self.exp_dir, dep) for ref, dep in self.deps.items()}
-
-
-@dataclass(frozen=True)
-class Event:
-    """One state change of a job (``history``)."""
-
-    job_id: str
-    ts: float
-    from_state: str | None
-    to_state: str
-    reason: str | None
-    detail: str | None
-
-
-@dataclass(frozen=True)
-class Change:
-    """One compare-and-set of :meth:`JobTable.transition_many` (the arguments of :meth:`JobTable.transition`)."""
-
-    job_id: str
-    to_state: str
-    expect: tuple[str, ...] | None = None
-    reason: str | None = None
-    exit_code: int | None = None
-    scheduler_id: str | None = None
-    owner: str | None = None
-    detail: str | None = None
-    charge: int = 0
-
-
-class JobBrief(NamedTuple):
-    """A job's id, state, scheduler id and dependencies (:meth:`JobTable.briefs`)."""
-
-    job_id: str
-    state: str
-    scheduler_id: str | None
-    deps: dict[str, str]
-
-
-def _label(params: dict[str, Any]) -> str:
-    return " ".join(f"{k}={'True' if v is True else 'False' if v is False else v}" for k, v in params.items())
-
-
-def run_dir_for(exp_dir: str | os.PathLike, job_id: str) -> str:
-    """The run directory of a job: ``<exp_dir>/runs/<job_id>`` (stable across attempts)."""
-    return os.path.join(os.fspath(exp_dir), "runs", job_id)
-
-
-def resolve_command(template: str, job_id: str, exp_dir: str | os.PathLike, deps: dict[str, str]) -> str:
-    """Substitute dispatch-time placeholders in a command template.
-
-    ``${run_dir}``, ``${job_id}``, ``${exp_dir}`` and ``${<ref>.run_dir}`` / ``${<ref>.job_id}`` for
-    each dependency ``ref``; ``$${`` yields a literal ``${``. Unknown placeholders raise TableError.
-    """
-    exp_dir = os.fspath(exp_dir)
-
-    def sub(m: re.Match) -> str:
-        if m.group(0) == "$${":
-            return "${"
-        name, attr = m.group(1), m.group(2)
-        if attr is None:
-            if name == "run_dir":
-                return run_dir_for(exp_dir, job_id)
-            if name == "job_id":
-                return job_id
-            if name == "exp_dir":
-                return exp_dir
-        elif name in deps:
-            if attr == "run_dir":
-                return run_dir_for(exp_dir, deps[name])
-            if attr == "job_id":
-                return deps[name]
-        raise TableError(f"job {job_id}: unresolvable placeholder {m.group(0)} in command {template!r}")
-
-    return _PLACEHOLDER.sub(sub, template)
-
-
-_JSON = json.JSONEncoder(ensure_ascii=False)
-_NEW = (PENDING, None)
-
-
-def _fast_resolve(template: str, job_id: str, exp_dir: str, deps: dict[str, str]) -> str:
-    """``resolve_command`` with plain string replacement for the usual placeholders (no regex)."""
-    out = template.replace("${run_dir}", run_dir_for(exp_dir, job_id))
-    for ref, dep in deps.items():
-        out = out.replace("${" + ref + ".run_dir}", run_dir_for(exp_dir, dep))
-    if "${" in out or "$$" in out:
-        return resolve_command(template, job_id, exp_dir, deps)
-    return out
-
-
-def _params_encoder():
-    """``json.dumps(params, ensure_ascii=False)`` for many small dicts: one C encoder instead of one
-    per call (the same output; a failed call leaves the encoder unusable, so it is not reused)."""
-    from json.encoder import c_make_encoder, encode_basestring
-
-    if c_make_encoder is None:  # pure-Python json
-        return _JSON.encode
-    enc = c_make_encoder({}, _JSON.default, encode_basestring, None, ": ", ", ", False, False, True)
-    join = "".join
-    return lambda params: join(enc(params, 0))
 
 
 def _now() -> float:
     return time.time()
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+        return True
+    except ValueError:
+        return False
+
+
+def disk_full(path: Path, err: BaseException | None = None) -> bool:
+    """Whether ``err`` (or, without one, the file system of ``path``) says the disk is full."""
+    if isinstance(err, sqlite3.DatabaseError) and getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return True
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        st = os.statvfs(path.parent if path.suffix else path)
+    except OSError:
+        return False
+    # SQLite reports a failed journal/shm allocation as a generic I/O error: judge by the space left
+    return st.f_bavail * st.f_frsize < 64 * 1024
+
+
+def db_error(path: Path, err: BaseException, what: str) -> TableError:
+    """The TableError for an SQLite/OS error on the table at ``path``: "disk full" when it is one."""
+    if disk_full(path, err):
+        return TableError(f"{path}: disk full ({what}: {err}); nothing recorded was lost: free space and run "
+                          "the same command again")
+    return TableError(f"{path}: {what} ({err})")
 
 
 class JobTable:
@@ -337,7 +92,7 @@ class JobTable:
                 conn.execute("PRAGMA page_size=16384")
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("BEGIN IMMEDIATE")
-                for stmt in _SCHEMA.strip().split(";"):
+                for stmt in SCHEMA.strip().split(";"):
                     if stmt.strip():
                         conn.execute(stmt)
                 conn.executemany(
@@ -370,22 +125,50 @@ class JobTable:
             raise TableError(f"{path}: cannot read job table: {err}") from err
         if header != b"SQLite format 3\x00":
             raise TableError(f"{path}: not a near job table (not an SQLite database)")
-        conn = cls._connect(path)
         try:
+            conn = cls._connect(path)
             rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as err:
-            conn.close()
-            raise TableError(f"{path}: not a near job table or corrupt ({err})") from err
+            if "conn" in locals():
+                conn.close()
+            raise db_error(path, err, "not a near job table or corrupt") from err
         if rows.get("magic") != MAGIC:
             conn.close()
             raise TableError(f"{path}: not a near job table (foreign SQLite database)")
-        version = int(rows.get("schema_version", "0"))
-        if version != SCHEMA_VERSION:
+        missing = [t for t in REQUIRED_TABLES if t not in tables]
+        if missing:
             conn.close()
-            raise TableError(f"{path}: job table schema {version}, this near reads {SCHEMA_VERSION}")
+            raise TableError(f"{path}: not a near job table or corrupt: no {', '.join(missing)} table "
+                             f"(meta says {MAGIC}, the rest is missing)")
+        text = rows.get("schema_version", "")
+        try:
+            version = int(text)
+        except ValueError:
+            conn.close()
+            raise TableError(f"{path}: corrupt job table: schema_version {text!r} is not a number") from None
         table = cls(path, conn)
-        table._tune()
+        try:
+            if version != SCHEMA_VERSION:
+                table._migrate(version)
+            table._tune()
+        except BaseException:
+            conn.close()
+            raise
         return table
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older table to this version in one transaction (a table from a newer near, or
+        one we have no migration for, is refused)."""
+        if version > SCHEMA_VERSION or version not in MIGRATIONS:
+            raise TableError(f"{self.path}: job table schema {version}, this near reads {SCHEMA_VERSION}"
+                             + (" (written by a newer near: upgrade near)" if version > SCHEMA_VERSION else ""))
+        with self._tx() as c:
+            while version < SCHEMA_VERSION:
+                for stmt in MIGRATIONS[version]:
+                    c.execute(stmt)
+                version += 1
+            c.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
 
     @classmethod
     def open_or_create(cls, path: str | os.PathLike, *, sweep: str = "") -> "JobTable":
@@ -416,7 +199,7 @@ class JobTable:
             self._conn.execute("PRAGMA cache_size=-65536")
             self._conn.execute("PRAGMA temp_store=MEMORY")
         except sqlite3.DatabaseError as err:
-            raise TableError(f"{self.path}: cannot use job table ({err})") from err
+            raise db_error(self.path, err, "cannot use job table") from err
 
     def close(self) -> None:
         """Close the connection."""
@@ -437,13 +220,23 @@ class JobTable:
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
             except sqlite3.DatabaseError as err:
-                raise TableError(f"{self.path}: cannot lock job table ({err})") from err
+                raise db_error(self.path, err, "cannot lock job table") from err
             return self.conn
 
         def __exit__(self, exc_type, exc, tb) -> None:
             if exc_type is None:
-                self.conn.execute("COMMIT")
-            else:
+                try:
+                    self.conn.execute("COMMIT")
+                    return
+                except sqlite3.DatabaseError as err:
+                    self._rollback()
+                    raise db_error(self.path, err, "cannot write job table") from err
+            self._rollback()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise db_error(self.path, exc, "cannot write job table") from exc
+
+        def _rollback(self) -> None:
+            if self.conn.in_transaction:
                 try:
                     self.conn.execute("ROLLBACK")
                 except sqlite3.DatabaseError:
@@ -507,6 +300,8 @@ class JobTable:
                     if k not in seen:
                         seen.add(k)
                         axis_names.append(k)
+        check_transition(None, PENDING)
+        check_transition(None, BLOCKED)
         now = _now()
         with self._tx() as c:
             existing_ids = {r[0] for r in c.execute("SELECT job_id FROM jobs")}
@@ -614,24 +409,33 @@ class JobTable:
         if deps is None:
             deps = self._deps_map([r[0] for r in rows]) if len(rows) < 2000 else self._deps_map()
         out = []
+        loads = json.loads
         for r in rows:
             (job_id, sweep, stage, template, _cmd, params, resources, workdir, point, state, reason,
              exit_code, attempts, max_attempts, scheduler_id, lease_owner, lease_expires, created,
-             updated, started, finished) = r
+             updated, started, finished, crashes, requeues, charged, progress) = r
+            try:
+                params, resources = loads(params), loads(resources)
+            except (ValueError, TypeError) as err:
+                raise self._corrupt(job_id, "params" if not isinstance(params, dict) else "resources", err) from None
             out.append(JobRecord(
                 job_id=job_id, sweep=sweep, stage=stage, command_template=template,
-                params=json.loads(params), resources=json.loads(resources), workdir=workdir, point=point,
+                params=params, resources=resources, workdir=workdir, point=point,
                 state=state, reason=reason, exit_code=exit_code, attempts=attempts,
                 max_attempts=max_attempts, scheduler_id=scheduler_id, lease_owner=lease_owner,
                 lease_expires=lease_expires, created=created, updated=updated, started=started,
                 finished=finished, run_dir=run_dir_for(self.exp_dir, job_id), exp_dir=self.exp_dir,
-                deps=deps.get(job_id, {}),
+                deps=deps.get(job_id, {}), crashes=crashes, requeues=requeues, charged=charged, progress=progress,
             ))
         return out
 
+    def _corrupt(self, job_id: str, column: str, err: Exception) -> TableError:
+        return TableError(f"{self.path}: corrupt job table: job {job_id} has invalid {column} JSON ({err}); "
+                          "restore the file from a backup or remove the sweep folder")
+
     def get(self, job_id: str) -> JobRecord:
         """The job with this exact id; TableError if absent."""
-        rows = self._conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id=?", (job_id,)).fetchall()
+        rows = self._conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id=?", (job_id,)).fetchall()
         if not rows:
             raise TableError(f"{self.path}: no job {job_id}")
         return self._records(rows)[0]
@@ -649,11 +453,11 @@ class JobTable:
 
     def jobs(self, states: Iterable[str] | None = None, stages: Iterable[str] | None = None) -> list[JobRecord]:
         """All jobs (optionally only those in ``states`` / ``stages``), in insertion order."""
-        q, args = f"SELECT {_JOB_COLUMNS} FROM jobs", []
+        q, args = f"SELECT {JOB_COLUMNS} FROM jobs", []
         where = []
         if states is not None:
             states = list(states)
-            _check_states(states)
+            check_states(states)
             where.append(f"state IN ({','.join('?' * len(states))})")
             args += states
         if stages is not None:
@@ -745,6 +549,7 @@ class JobTable:
         """
         if to_state not in ACTIVE_STATES:
             raise TableError(f"claim: to_state must be one of {ACTIVE_STATES}, not {to_state!r}")
+        check_transition(PENDING, to_state)
         now = _now()
         expires = None if lease_s is None else now + lease_s
         where, args = ["j.state='pending'"], []
@@ -765,12 +570,14 @@ class JobTable:
                 f"WHERE job_id IN (SELECT j.job_id FROM jobs j WHERE {' AND '.join(where)} AND NOT EXISTS ("
                 f"SELECT 1 FROM deps d JOIN jobs p ON p.job_id=d.dep_job_id "
                 f"WHERE d.job_id=j.job_id AND p.state!='done') ORDER BY j.seq LIMIT ?) "
-                f"RETURNING {_JOB_COLUMNS}",
+                f"RETURNING {JOB_COLUMNS}",
                 [to_state, owner, expires, now, to_state, now] + args + [int(limit)],
             ).fetchall()
             for r in rows:
                 self._event(c, r[0], now, PENDING, to_state, None, f"owner={owner}")
-        return self._records(rows)
+            # decoded before the commit: a corrupt row rolls the claim back instead of leaving a
+            # job running under a controller that cannot start it
+            return self._records(rows)
 
     def heartbeat(self, owner: str, job_ids: Iterable[str], lease_s: float = 60.0) -> set[str]:
         """Extend the leases ``owner`` holds on ``job_ids``; returns the ids it still owns."""
@@ -808,12 +615,13 @@ class JobTable:
         done/failed/cancelled), the lease is dropped when leaving running/queued, attempts += ``charge``
         (+1 automatically when going from pending to running/queued), dependents of a job going to
         failed/cancelled become blocked (transitively), an event row is written. Going to an active
-        state, ``new_owner``/``lease_s`` set the lease holder and its expiry.
+        state, ``new_owner``/``lease_s`` set the lease holder and its expiry. A move the transition
+        table does not allow raises TableError.
         """
-        _check_states([to_state])
+        check_states([to_state])
         expect = list(expect) if expect is not None else None
         if expect is not None:
-            _check_states(expect)
+            check_states(expect)
         with self._tx() as c:
             return self._cas(c, job_id, to_state, _now(), expect=expect, owner=owner, reason=reason,
                              exit_code=exit_code, scheduler_id=scheduler_id, detail=detail, charge=charge,
@@ -827,7 +635,7 @@ class JobTable:
         rolls back the changes of its batch (earlier batches stay committed)."""
         changes = list(changes)
         for ch in changes:
-            _check_states([ch.to_state] + list(ch.expect or ()))
+            check_states(([ch.to_state] if ch.to_state is not None else []) + list(ch.expect or ()))
         out: list[bool] = []
         batch = max(1, batch)
         for i in range(0, len(changes), batch):
@@ -846,15 +654,16 @@ class JobTable:
                 out += [
                     self._cas(c, ch.job_id, ch.to_state, now, expect=ch.expect, owner=ch.owner, reason=ch.reason,
                               exit_code=ch.exit_code, scheduler_id=ch.scheduler_id, detail=ch.detail,
-                              charge=ch.charge, has_dependents=ch.job_id in parents)
+                              charge=ch.charge, has_dependents=ch.job_id in parents, crashes=ch.crashes,
+                              requeues=ch.requeues, charged=ch.charged, progress=ch.progress, outcome=ch.outcome)
                     for ch in part
                 ]
         return out
 
-    def _cas(self, c: sqlite3.Connection, job_id: str, to_state: str, now: float, *,
-             expect: Sequence[str] | None, owner: str | None, **apply: Any) -> bool:
+    def _cas(self, c: sqlite3.Connection, job_id: str, to_state: str | None, now: float, *,
+             expect: Sequence[str] | None, owner: str | None, outcome: str | None = None, **apply: Any) -> bool:
         """Inside a write transaction: apply the change if the job is in ``expect`` (and leased by
-        ``owner``); False otherwise."""
+        ``owner``) and its ``outcome`` was not folded before; False otherwise."""
         row = c.execute("SELECT state, lease_owner FROM jobs WHERE job_id=?", (job_id,)).fetchone()
         if row is None:
             raise TableError(f"{self.path}: no job {job_id}")
@@ -863,13 +672,34 @@ class JobTable:
             return False
         if owner is not None and lease_owner != owner:
             return False
-        self._apply(c, job_id, frm, to_state, now, **apply)
+        if outcome is not None:
+            if c.execute("SELECT 1 FROM outcomes WHERE job_id=? AND name=?", (job_id, outcome)).fetchone():
+                return False
+            c.execute("INSERT INTO outcomes(job_id, name) VALUES (?, ?)", (job_id, outcome))
+        if to_state is None:
+            self._count(c, job_id, now, **apply)
+        else:
+            self._apply(c, job_id, frm, to_state, now, **apply)
         return True
+
+    @staticmethod
+    def _count(c: sqlite3.Connection, job_id: str, now: float, *, scheduler_id: str | None = None,
+               charge: int = 0, crashes: int = 0, requeues: int = 0, charged: int = 0,
+               progress: str | None = None, **_ignored: Any) -> None:
+        """The bookkeeping of a change that keeps the state (no event: nothing moved)."""
+        c.execute(
+            "UPDATE jobs SET scheduler_id=COALESCE(?, scheduler_id), attempts=MAX(0, attempts+?), "
+            "crashes=crashes+?, requeues=requeues+?, charged=charged+?, progress=COALESCE(?, progress), "
+            "updated=? WHERE job_id=?",
+            (scheduler_id, charge, crashes, requeues, charged, progress, now, job_id),
+        )
 
     def _apply(self, c: sqlite3.Connection, job_id: str, frm: str, to: str, now: float, *,
                reason: str | None, exit_code: int | None = None, scheduler_id: str | None = None,
                detail: str | None = None, charge: int = 0, new_owner: str | None = None,
-               lease_s: float | None = None, has_dependents: bool = True) -> None:
+               lease_s: float | None = None, has_dependents: bool = True, crashes: int = 0,
+               requeues: int = 0, charged: int = 0, progress: str | None = None) -> None:
+        check_transition(frm, to, reason, job_id)
         sets = ["state=?", "reason=?", "updated=?"]
         args: list[Any] = [to, reason, now]
         if exit_code is not None or to in (PENDING, QUEUED, RUNNING):
@@ -891,6 +721,13 @@ class JobTable:
         if charge:
             sets.append("attempts=MAX(0, attempts+?)")
             args.append(charge)
+        for col, n in (("crashes", crashes), ("requeues", requeues), ("charged", charged)):
+            if n:
+                sets.append(f"{col}={col}+?")
+                args.append(n)
+        if progress is not None:
+            sets.append("progress=?")
+            args.append(progress)
         if to in ACTIVE_STATES:
             if new_owner is not None:
                 sets.append("lease_owner=?")
@@ -909,6 +746,7 @@ class JobTable:
             self._block_dependents(c, job_id, now, f"dependency {job_id} {to}")
 
     def _block_dependents(self, c: sqlite3.Connection, job_id: str, now: float, reason: str) -> None:
+        check_transition(PENDING, BLOCKED)
         frontier = [job_id]
         while frontier:
             nxt = []
@@ -957,25 +795,27 @@ class JobTable:
         return self.transition(job_id, PENDING, reason=reason, owner=owner, expect=ACTIVE_STATES,
                                charge=-1 if refund else 0, exit_code=exit_code)
 
-    def retry_or_fail(self, job_id: str, reason: str, *, exit_code: int | None = None,
-                      owner: str | None = None) -> str | None:
-        """An attempt was lost (time-out, crash, preemption): back to pending if attempts remain,
-        else failed. Returns the new state, or None if the CAS did not apply."""
-        now = _now()
-        with self._tx() as c:
-            row = c.execute("SELECT state, lease_owner, attempts, max_attempts FROM jobs WHERE job_id=?",
-                            (job_id,)).fetchone()
-            if row is None:
-                raise TableError(f"{self.path}: no job {job_id}")
-            frm, lease_owner, attempts, max_attempts = row
-            if frm not in ACTIVE_STATES or (owner is not None and lease_owner != owner):
-                return None
-            if attempts >= max_attempts:
-                to, why = FAILED, f"{reason} (after {attempts} attempts)"
-            else:
-                to, why = PENDING, f"{reason}; retrying (attempt {attempts}/{max_attempts} lost)"
-            self._apply(c, job_id, frm, to, now, reason=why, exit_code=exit_code)
-        return to
+    def prune(self, job_ids: Iterable[str], reason: str) -> int:
+        """Active jobs -> pruned (a search stopped them early; ``reason`` says at which step and value).
+        Returns how many changed; jobs no longer active are left alone."""
+        changes = [Change(j, PRUNED, expect=ACTIVE_STATES, reason=reason) for j in job_ids]
+        return sum(self.transition_many(changes))
+
+    def folded(self, job_ids: Iterable[str] | None = None) -> dict[str, set[str]]:
+        """Job id -> names of the node outcomes already recorded (folding one again changes nothing)."""
+        out: dict[str, set[str]] = {}
+        if job_ids is None:
+            rows = self._conn.execute("SELECT job_id, name FROM outcomes").fetchall()
+        else:
+            ids, rows = list(job_ids), []
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                rows += self._conn.execute(
+                    f"SELECT job_id, name FROM outcomes WHERE job_id IN ({','.join('?' * len(chunk))})", chunk
+                ).fetchall()
+        for jid, name in rows:
+            out.setdefault(jid, set()).add(name)
+        return out
 
     def set_scheduler_id(self, job_id: str, scheduler_id: str) -> None:
         """Record the executor's id for a job without changing its state."""
@@ -985,7 +825,7 @@ class JobTable:
     def set_max_attempts(self, max_attempts: int, states: Iterable[str] = (PENDING, QUEUED, RUNNING, BLOCKED)) -> int:
         """Change ``max_attempts`` of the jobs in ``states``; returns how many changed."""
         states = list(states)
-        _check_states(states)
+        check_states(states)
         with self._tx() as c:
             cur = c.execute(
                 f"UPDATE jobs SET max_attempts=? WHERE state IN ({','.join('?' * len(states))})",
@@ -998,27 +838,43 @@ class JobTable:
         with self._tx() as c:
             c.execute("UPDATE jobs SET command=? WHERE job_id=?", (command, job_id))
 
-    def requeue_stale(self, now: float | None = None, *, exclude_owner: str | None = None) -> list[tuple[str, str]]:
-        """Jobs whose lease expired (their worker or controller died): back to pending, or failed
-        once ``attempts >= max_attempts``. ``exclude_owner``: a live caller's own jobs are left alone
-        (it knows they run, even if it was too slow to renew their leases). Returns
-        ``[(job_id, new_state), ...]``."""
+    def expired(self, now: float | None = None, *, exclude_owner: str | None = None) -> list[JobRecord]:
+        """Active jobs whose lease expired (their worker or controller died), except ``exclude_owner``'s
+        (a live caller knows its own jobs run, even if it was too slow to renew their leases)."""
         now = _now() if now is None else now
+        rows = self._conn.execute(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('running','queued') AND lease_expires IS NOT NULL "
+            "AND lease_expires < ? AND lease_owner IS NOT ?", (now, exclude_owner),
+        ).fetchall()
+        return self._records(rows)
+
+    def requeue_stale(self, now: float | None = None, *, exclude_owner: str | None = None,
+                      decide: Callable[[JobRecord], Change] | None = None) -> list[tuple[str, str]]:
+        """Jobs whose lease expired: each gets the change ``decide(job)`` returns (the executors'
+        retry policy; by default back to pending, or failed once ``attempts >= max_attempts``),
+        applied only if its lease is still the expired one. Returns ``[(job_id, new_state), ...]``."""
+        now = _now() if now is None else now
+        stale = self.expired(now, exclude_owner=exclude_owner)
+        if not stale:
+            return []
+
+        def default(job: JobRecord) -> Change:
+            why = f"lease expired (worker {job.lease_owner} lost)"
+            if job.attempts >= job.max_attempts:
+                return Change(job.job_id, FAILED, reason=f"{why} after {job.attempts} attempts")
+            return Change(job.job_id, PENDING, reason=f"{why}; attempt {job.attempts}/{job.max_attempts}")
+
         out = []
         with self._tx() as c:
-            rows = c.execute(
-                "SELECT job_id, state, lease_owner, attempts, max_attempts FROM jobs "
-                "WHERE state IN ('running','queued') AND lease_expires IS NOT NULL AND lease_expires < ? "
-                "AND lease_owner IS NOT ?",
-                (now, exclude_owner),
-            ).fetchall()
-            for job_id, frm, owner, attempts, max_attempts in rows:
-                if attempts >= max_attempts:
-                    to, why = FAILED, f"lease expired (worker {owner} lost) after {attempts} attempts"
-                else:
-                    to, why = PENDING, f"lease expired (worker {owner} lost); attempt {attempts}/{max_attempts}"
-                self._apply(c, job_id, frm, to, _now(), reason=why)
-                out.append((job_id, to))
+            for job in stale:
+                ch = (decide or default)(job)
+                row = c.execute("SELECT state, lease_owner, lease_expires FROM jobs WHERE job_id=?",
+                                (job.job_id,)).fetchone()
+                if row != (job.state, job.lease_owner, job.lease_expires):
+                    continue  # renewed or moved since it was read
+                self._apply(c, job.job_id, job.state, ch.to_state, _now(), reason=ch.reason, exit_code=ch.exit_code,
+                            crashes=ch.crashes, charged=ch.charged, requeues=ch.requeues, detail=ch.detail)
+                out.append((job.job_id, ch.to_state))
         return out
 
     def reset(self, states: Iterable[str], *, job_ids: Iterable[str] | None = None, force: bool = False) -> int:
@@ -1026,7 +882,7 @@ class JobTable:
         longer fail become pending again. Active states need ``force`` (they may still be running).
         Returns the number of jobs changed (reset + unblocked)."""
         states = list(states)
-        _check_states(states)
+        check_states(states)
         if not force and any(s in ACTIVE_STATES for s in states):
             raise TableError("reset of queued/running jobs could run them twice; stop them first (or force)")
         now = _now()
@@ -1039,11 +895,13 @@ class JobTable:
                 q += f" AND job_id IN ({','.join('?' * len(ids))})"
                 args += ids
             for job_id, frm in c.execute(q, args).fetchall():
-                if frm == BLOCKED:
-                    continue  # unblocked below only if their dependencies allow it
+                if frm in (BLOCKED, PENDING):
+                    continue  # blocked: unblocked below only if their dependencies allow it
+                check_transition(frm, PENDING, "reset", job_id)
                 c.execute(
-                    "UPDATE jobs SET state='pending', reason=NULL, exit_code=NULL, attempts=0, "
-                    "lease_owner=NULL, lease_expires=NULL, finished=NULL, updated=? WHERE job_id=?",
+                    "UPDATE jobs SET state='pending', reason=NULL, exit_code=NULL, attempts=0, crashes=0, "
+                    "requeues=0, charged=0, lease_owner=NULL, lease_expires=NULL, finished=NULL, updated=? "
+                    "WHERE job_id=?",
                     (now, job_id),
                 )
                 self._event(c, job_id, now, frm, PENDING, "reset")
@@ -1052,12 +910,14 @@ class JobTable:
         return changed
 
     def _unblock(self, c: sqlite3.Connection, now: float) -> int:
+        check_transition(BLOCKED, PENDING)
         changed = 0
+        blocking = ",".join(f"'{s}'" for s in BLOCKING_STATES)
         while True:
             rows = c.execute(
                 "SELECT j.job_id FROM jobs j WHERE j.state='blocked' AND NOT EXISTS (SELECT 1 FROM deps d "
                 "JOIN jobs p ON p.job_id=d.dep_job_id WHERE d.job_id=j.job_id "
-                "AND p.state IN ('failed','cancelled','blocked'))"
+                f"AND p.state IN ({blocking}))"
             ).fetchall()
             if not rows:
                 return changed
@@ -1092,7 +952,11 @@ class JobTable:
         ids = df["job_id"].tolist()
         runs = os.path.join(self.exp_dir, "runs") + os.sep
         loads = json.loads
-        params = [loads(p) for p in df["params"].tolist()]
+        try:
+            params = [loads(p) for p in df["params"].tolist()]
+        except ValueError as err:
+            bad = next(j for j, p in zip(ids, df["params"].tolist()) if not _is_json(p))
+            raise self._corrupt(bad, "params", err) from None
         dep_list = [deps.get(j, {}) for j in ids]
         df["run_dir"] = [runs + j for j in ids]
         df["command"] = [_fast_resolve(t, j, self.exp_dir, d)
@@ -1132,32 +996,3 @@ class JobTable:
         else:
             raise TableError(f"export: unknown format {fmt!r} (csv or parquet)")
         return path
-
-
-def _check_states(states: Iterable[str]) -> None:
-    bad = [s for s in states if s not in STATES]
-    if bad:
-        raise TableError(f"unknown job state(s) {', '.join(map(repr, bad))}; states are {', '.join(STATES)}")
-
-
-def topo_order(jobs: list[J]) -> list[J]:
-    """Jobs (anything with ``job_id`` and ``deps``) ordered so that each comes after those of its
-    dependencies that are in the list (stable otherwise)."""
-    if not any(j.deps for j in jobs):
-        return jobs
-    by_id = {j.job_id: j for j in jobs}
-    done: set[str] = set()
-    out: list[J] = []
-    for j in jobs:
-        stack = [(j, False)]
-        while stack:
-            cur, expanded = stack.pop()
-            if cur.job_id in done:
-                continue
-            if expanded:
-                done.add(cur.job_id)
-                out.append(cur)
-                continue
-            stack.append((cur, True))
-            stack += [(by_id[d], False) for d in cur.deps.values() if d in by_id and d not in done]
-    return out
