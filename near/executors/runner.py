@@ -8,8 +8,11 @@ appended to ``RUN_DIR/stdout.log`` / ``stderr.log``.
 That supervisor process (``main``) holds an exclusive ``flock`` on ``RUN_DIR/.near.lock`` while the
 job runs (a stray earlier attempt can never write into the run dir at the same time), asks the
 kernel to SIGTERM it when its parent dies (a SIGKILLed controller leaves no orphans), runs
-``bash command.sh`` in the same process group, forwards SIGTERM/SIGINT to the whole group and
-exits with the job's status (128+N when the job died of signal N).
+``bash command.sh`` in the same process group, forwards SIGTERM/SIGINT to the whole group, SIGKILLs
+what is left of the group once the job's shell exited (or ``NEAR_KILL_AFTER_S`` after the signal),
+writes the attempt's outcome file (``outcomes.FINISHED`` with the exit status, into space reserved
+when it started, so a full disk cannot lose it) and exits with the job's status (128+N when the job
+died of signal N).
 
 ``stop(proc)`` is SIGTERM to the group -> wait ``grace_s`` -> SIGKILL.
 """
@@ -17,6 +20,7 @@ exits with the job's status (128+N when the job died of signal N).
 from __future__ import annotations
 
 import fcntl
+from dataclasses import dataclass
 import os
 import shlex
 import signal
@@ -24,9 +28,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from near.jobtable import JobRecord
+from near.executors import outcomes
 from near.snapshot import recorded
+
+if TYPE_CHECKING:
+    from near.jobtable import JobRecord
 
 COMMAND_FILE = "command.sh"
 STDOUT_FILE = "stdout.log"
@@ -36,13 +44,35 @@ LOCK_FILE = ".near.lock"
 EXIT_INTERRUPTED = 3
 
 
-def job_cwd(job: JobRecord) -> str:
+@dataclass(frozen=True)
+class Task:
+    """What it takes to run one job, without the job table (a SLURM node gets this in its pickle)."""
+
+    job_id: str
+    sweep: str
+    stage: str
+    command: str
+    run_dir: str
+    workdir: str | None
+    params: dict
+    dep_dirs: dict[str, str]
+
+    @classmethod
+    def of(cls, job: "JobRecord | Task") -> "Task":
+        """The task of a job record (a task is returned as it is)."""
+        if isinstance(job, Task):
+            return job
+        return cls(job.job_id, job.sweep, job.stage, job.command, job.run_dir, job.workdir, dict(job.params),
+                   job.dep_run_dirs())
+
+
+def job_cwd(job: "JobRecord | Task") -> str:
     """Where the job's command runs: its code snapshot (see near.snapshot), else its workdir."""
     snap = recorded(job.run_dir)
     return str(snap) if snap is not None else (job.workdir or os.getcwd())
 
 
-def _snapshot_vars(job: JobRecord) -> dict[str, str]:
+def _snapshot_vars(job: "JobRecord | Task") -> dict[str, str]:
     """The variables that make ``near``/``python`` in the job resolve to its snapshot: PYTHONPATH
     first (ahead of the editable install of the live tree), its cfg/, and NEAR_SNAPSHOT."""
     snap = recorded(job.run_dir)
@@ -54,8 +84,9 @@ def _snapshot_vars(job: JobRecord) -> dict[str, str]:
     return out
 
 
-def command_script(job: JobRecord) -> str:
+def command_script(job: "JobRecord | Task") -> str:
     """The text of ``command.sh`` for ``job``."""
+    job = Task.of(job)
     workdir = job_cwd(job)
     snap = _snapshot_vars(job)
     snap_lines = ""
@@ -65,7 +96,7 @@ def command_script(job: JobRecord) -> str:
                       f"export PYTHONPATH={shlex.quote(pp)}${{PYTHONPATH:+:$PYTHONPATH}}\n"
                       + "".join(f"export {k}={shlex.quote(v)}\n" for k, v in snap.items()))
     point = " ".join(f"{k}={v}" for k, v in job.params.items())
-    deps = "".join(f"\n#   {ref}: {path}" for ref, path in job.dep_run_dirs().items())
+    deps = "".join(f"\n#   {ref}: {path}" for ref, path in job.dep_dirs.items())
     bindir = os.path.dirname(sys.executable)
     return (
         "#!/usr/bin/env bash\n"
@@ -77,13 +108,14 @@ def command_script(job: JobRecord) -> str:
         f"export NEAR_JOB_ID={job.job_id} NEAR_RUN_DIR={shlex.quote(job.run_dir)}\n"
         f"{snap_lines}"
         "# SIGTERM/SIGINT reach the whole process group; without a trap bash would exit at once and\n"
-        "# its job would be SIGKILLed mid-checkpoint. Trapped, bash waits for the job's own exit status.\n"
-        "trap 'true' TERM INT\n"
+        "# its job would be SIGKILLed mid-checkpoint. Trapped, bash waits for the running command and\n"
+        "# then exits with its status: the commands after it never start.\n"
+        "trap 'exit $?' TERM INT\n"
         f"{job.command}\n"
     )
 
 
-def job_env(job: JobRecord) -> dict[str, str]:
+def job_env(job: "JobRecord | Task") -> dict[str, str]:
     """The environment a job's command runs in (what ``command.sh`` exports): this interpreter's
     bin dir first on PATH, so ``near ...`` commands find the installation that dispatched them even
     where PATH does not have it (a SLURM node's batch shell), the job's id and run dir, and its code
@@ -99,7 +131,7 @@ def job_env(job: JobRecord) -> dict[str, str]:
     return env
 
 
-def prepare(job: JobRecord) -> Path:
+def prepare(job: "JobRecord | Task") -> Path:
     """Create the job's run dir and write ``command.sh``; returns the run dir."""
     run_dir = Path(job.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -110,8 +142,9 @@ def prepare(job: JobRecord) -> Path:
     return run_dir
 
 
-def launch(job: JobRecord) -> subprocess.Popen:
-    """Prepare and start ``job`` under the supervisor, in a new session; returns the Popen."""
+def launch(job: "JobRecord", launch_id: str = "") -> subprocess.Popen:
+    """Prepare and start ``job`` under the supervisor, in a new session; returns the Popen.
+    ``launch_id`` goes into the attempt's outcome (``scheduler_id``), telling its attempts apart."""
     run_dir = prepare(job)
     header = f"=== near: job {job.job_id} attempt {job.attempts} started {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n"
     out = open(run_dir / STDOUT_FILE, "ab")
@@ -121,8 +154,8 @@ def launch(job: JobRecord) -> subprocess.Popen:
         out.flush()
         return subprocess.Popen(
             [sys.executable, "-m", "near.executors.runner", str(run_dir)],
-            stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True, env=job_env(job),
-            close_fds=True,
+            stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**job_env(job), "NEAR_LAUNCH_ID": launch_id}, close_fds=True,
         )
     finally:
         out.close()
@@ -198,16 +231,49 @@ def main(argv: list[str] | None = None) -> int:
                 return 128 + terminating["sig"]
             print(f"near: waiting for an earlier attempt to release {run_dir / LOCK_FILE}", file=sys.stderr)
             time.sleep(1.0)
+    try:
+        reserved = outcomes.reserve(run_dir)
+    except OSError as err:  # a full disk: the controller falls back on the exit status
+        print(f"near: cannot reserve the outcome file ({err})", file=sys.stderr)
+        reserved = None
     child = subprocess.Popen(["bash", str(run_dir / COMMAND_FILE)], stdin=subprocess.DEVNULL)
+    kill_after = float(os.environ.get("NEAR_KILL_AFTER_S", "60"))
+    signalled_at = None
     while True:
         try:
-            rc = child.wait()
+            rc = child.wait(timeout=0.5)
             break
+        except subprocess.TimeoutExpired:
+            if terminating["sig"] is not None:
+                signalled_at = signalled_at or time.monotonic()
+                if time.monotonic() - signalled_at > kill_after:
+                    _kill_rest_of_group()
         except InterruptedError:
             continue
-    if rc < 0:
-        return 128 - rc
-    return rc
+    # what the job left running in the group (a background command, a child ignoring SIGTERM)
+    _kill_rest_of_group()
+    status = 128 - rc if rc < 0 else rc
+    try:
+        outcomes.write_outcome(run_dir, outcomes.Outcome(
+            job_id=os.environ.get("NEAR_JOB_ID", run_dir.name), kind=outcomes.FINISHED, exit_code=status,
+            scheduler_id=os.environ.get("NEAR_LAUNCH_ID") or None,
+            progress=outcomes.checkpoint_progress(run_dir)), reserved)
+    except OSError as err:
+        print(f"near: cannot write the outcome file ({err})", file=sys.stderr)
+    return status
+
+
+def _kill_rest_of_group() -> None:
+    """SIGKILL every other process of this process group (the supervisor's own group)."""
+    me, group = os.getpid(), os.getpgrp()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            if os.getpgid(int(entry)) == group:
+                os.kill(int(entry), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
 
 
 if __name__ == "__main__":

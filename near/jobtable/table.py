@@ -833,10 +833,11 @@ class JobTable:
             )
             return cur.rowcount
 
-    def set_command(self, job_id: str, command: str) -> None:
-        """Record the exact command dispatched (shown by ``show``)."""
+    def set_command(self, job_id: str, command: str, *, scheduler_id: str | None = None) -> None:
+        """Record the exact command dispatched (shown by ``show``), and the executor's id of the attempt."""
         with self._tx() as c:
-            c.execute("UPDATE jobs SET command=? WHERE job_id=?", (command, job_id))
+            c.execute("UPDATE jobs SET command=?, scheduler_id=COALESCE(?, scheduler_id) WHERE job_id=?",
+                      (command, scheduler_id, job_id))
 
     def expired(self, now: float | None = None, *, exclude_owner: str | None = None) -> list[JobRecord]:
         """Active jobs whose lease expired (their worker or controller died), except ``exclude_owner``'s
