@@ -9,8 +9,9 @@
   waits on exactly the scheduler ids it needs (``afterok``, ``kill-on-invalid-dep=yes``: if one of
   them fails SLURM removes the dependent array instead of leaving it pending forever; ``sync``
   then blocks the jobs whose dependency failed and puts the others back to pending).
-- :func:`sync` reconciles the table with ``squeue`` and ``sacct`` in a bounded number of calls
-  (ids batched by array, not one call per job).
+- :func:`sync` folds the outcome files the nodes wrote (the nodes never open the job table) and
+  reconciles the rest with ``squeue`` and ``sacct`` in a bounded number of calls (ids batched by
+  array, not one call per job); :func:`reconcile` is the pure decision behind it.
 - :func:`cancel` records ``cancelled`` and ``scancel`` s, batched.
 
 What runs on the node is :class:`near.executors.slurm_node.NodeJob`. submitit's files (pickles,
@@ -30,7 +31,10 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from near.errors import NearError, TableError
-from near.executors.slurm_node import INTERRUPTED, retry_change
+from near.executors.base import Hook, decide, fold, run_hooks
+from near.executors.outcomes import CANCELLED as K_CANCELLED, LOST, REQUEUED, Outcome, read_outcomes
+from near.executors.runner import Task
+from near.executors.slurm_node import INTERRUPTED
 from near.executors.slurm_plan import ClusterLimits, Group, parse_limits, plan_arrays
 from near.executors.slurm_profile import SlurmProfile
 from near.jobtable import (
@@ -315,7 +319,8 @@ def submit(
                 margin = profile.margin_s(g.params["time"])
                 with ex.batch():
                     sub = [ex.submit(NodeJob(str(Path(exp_dir).resolve()), jid, g.params["time"] * 60,
-                                             margin, profile.max_requeues)) for jid in g.job_ids]
+                                             margin, profile.max_requeues, task=Task.of(claimed[jid])))
+                           for jid in g.job_ids]
                 ids = [s.job_id for s in sub]
                 g.scheduler_id = ids[0].split("_")[0]
                 if len(ids) > 1:
@@ -434,108 +439,120 @@ def _exit_code(text: str) -> int | None:
         return None
 
 
-def sync(exp_dir: str | os.PathLike, *, log=print) -> SyncResult:
-    """Reconcile the job table with SLURM (and with what the jobs wrote into the table themselves)."""
-    t0 = time.perf_counter()
-    res = SyncResult()
-    table = JobTable.open(exp_dir)
-    try:
-        active = [j for j in table.jobs(states=ACTIVE_STATES)]
-        res.checked = len(active)
-        view = query_scheduler(j.scheduler_id for j in active if j.scheduler_id)
-        res.scheduler_calls = view.calls
-        states = None  # lazily: every job's state, for dependency checks
-        to_scancel: list[str] = []
+@dataclass
+class Reconciled:
+    """What :func:`reconcile` concluded: table changes (compare-and-sets) and ids to scancel."""
 
-        # Every change below is a compare-and-set on the state listed above (a result the node
-        # wrote since then wins), collected here and applied together at the end: one transaction
-        # per 2,000 changes instead of one per job. A lost attempt is (job, why, exit code) until its
-        # history is read (for all of them at once).
-        planned: list[Change | tuple[JobRecord, str, int | None]] = []
+    changes: list[Change] = field(default_factory=list)
+    scancel: list[str] = field(default_factory=list)
 
-        mates: dict[str, list[JobBrief]] = {}  # array id -> the table's jobs submitted in it
-        sids: dict[str, str] = {}
 
-        def dep_states(job: JobRecord) -> dict[str, str]:
-            nonlocal states
-            if states is None:
-                everything = table.briefs()
-                states = {j.job_id: j.state for j in everything}
-                for j in everything:
-                    if j.scheduler_id:
-                        sids[j.job_id] = j.scheduler_id
-                        mates.setdefault(j.scheduler_id.split("_")[0], []).append(j)
-            return {d: states.get(d, "") for d in job.deps.values()}
+_RESUBMIT = "dependency array failed on the cluster; will be resubmitted"
 
-        def array_dep_failed(job: JobRecord) -> bool:
-            """Whether a job that ``job``'s array waited on failed (in the table, or per sacct in this
-            pass). The array waits on the union of its jobs' needs, so SLURM removes all of it
-            (kill-on-invalid-dep), also the tasks whose own dependencies succeeded; sacct then
-            reports them CANCELLED, often with no reason."""
-            dep_states(job)
-            for mate in mates.get(job.scheduler_id.split("_")[0], []):
-                for d in mate.deps.values():
-                    acct = view.accounted.get(sids.get(d, ""), ("",))[0]
-                    if states.get(d) in BLOCKING_STATES or acct in _LOST_STATES - {"COMPLETED"}:
-                        return True
-            return False
 
-        for job in active:
-            sid = job.scheduler_id
-            if not sid:
-                continue  # claimed by a submit that is still running (or died before sbatch)
-            failed_deps = [d for d, s in dep_states(job).items() if s in BLOCKING_STATES] if job.deps else []
-            if failed_deps and job.state == QUEUED:
-                # its dependency failed: never let it pend on the cluster
-                if sid in view.live:
-                    to_scancel.append(sid)
-                planned.append(Change(job.job_id, BLOCKED, expect=(QUEUED,),
-                                      reason=f"dependency {failed_deps[0]} {states[failed_deps[0]]}"))
-                continue
+def reconcile(active: Sequence[JobRecord], view: SchedulerView, outcomes: dict[str, list[Outcome]],
+              briefs: Sequence[JobBrief] = ()) -> Reconciled:
+    """Pure: the changes that bring the table's ``active`` jobs in line with what their nodes wrote
+    (``outcomes``: each job's outcome files not folded yet, oldest first) and, where a node wrote
+    nothing (it died, or was killed before it could), with what SLURM says (``view``).
+
+    Outcome files come first: the scheduler ``view`` must be taken BEFORE they were read, so that an
+    outcome written before SLURM saw the job end is never missed (no finished job taken for a lost
+    one). ``briefs`` (every job's id, state, scheduler id and deps) is needed only when some active
+    job has dependencies."""
+    out = Reconciled()
+    states = {b.job_id: b.state for b in briefs}
+    sids = {b.job_id: b.scheduler_id for b in briefs if b.scheduler_id}
+    mates: dict[str, list[JobBrief]] = {}  # array id -> the table's jobs submitted in it
+    for b in briefs:
+        if b.scheduler_id:
+            mates.setdefault(b.scheduler_id.split("_")[0], []).append(b)
+
+    def dep_states(job: JobRecord) -> dict[str, str]:
+        return {d: states.get(d, "") for d in job.deps.values()}
+
+    def array_dep_failed(job: JobRecord) -> bool:
+        """Whether a job that ``job``'s array waited on failed (in the table, or per sacct in this
+        pass). The array waits on the union of its jobs' needs, so SLURM removes all of it
+        (kill-on-invalid-dep), also the tasks whose own dependencies succeeded; sacct then
+        reports them CANCELLED, often with no reason."""
+        for mate in mates.get(job.scheduler_id.split("_")[0], []):
+            for d in mate.deps.values():
+                acct = view.accounted.get(sids.get(d, ""), ("",))[0]
+                if states.get(d) in BLOCKING_STATES or acct in _LOST_STATES - {"COMPLETED"}:
+                    return True
+        return False
+
+    for job in active:
+        changes, job = fold(job, outcomes.get(job.job_id, ()))
+        out.changes += changes
+        sid = job.scheduler_id
+        if job.state not in ACTIVE_STATES or not sid:
+            continue  # recorded by its outcomes; or claimed by a submit still running (or dead before sbatch)
+        failed_deps = [d for d, st in dep_states(job).items() if st in BLOCKING_STATES] if job.deps else []
+        if failed_deps and job.state == QUEUED:
+            # its dependency failed: never let it pend on the cluster
             if sid in view.live:
-                st, why = view.live[sid]
-                if st == "RUNNING" and job.state == QUEUED:
-                    planned.append(Change(job.job_id, RUNNING, expect=(QUEUED,), detail=f"slurm {sid} (sync)"))
-                elif st == "PENDING" and why in _DEP_REASONS[:1]:
-                    to_scancel.append(sid)
-                    planned.append(Change(job.job_id, PENDING, expect=ACTIVE_STATES, charge=-1,
-                                          reason="dependency array failed on the cluster; will be resubmitted"))
-                elif st == "PENDING" and job.state == RUNNING:
-                    # requeued while the node could not record it (killed before it wrote)
-                    planned.append(Change(job.job_id, QUEUED, expect=(RUNNING,),
-                                          reason=f"{INTERRUPTED}; requeued (sync)"))
-                continue
-            if sid not in view.accounted:
-                continue  # not in sacct yet (or purged): nothing to conclude
+                out.scancel.append(sid)
+            out.changes.append(Change(job.job_id, BLOCKED, expect=(QUEUED,),
+                                      reason=f"dependency {failed_deps[0]} {states[failed_deps[0]]}"))
+            continue
+        seen: Outcome | None = None
+        if sid in view.live:
+            st, why = view.live[sid]
+            if st == "RUNNING" and job.state == QUEUED:
+                out.changes.append(Change(job.job_id, RUNNING, expect=(QUEUED,), detail=f"slurm {sid} (sync)"))
+            elif st == "PENDING" and why in _DEP_REASONS[:1]:
+                out.scancel.append(sid)
+                out.changes.append(Change(job.job_id, PENDING, expect=ACTIVE_STATES, charge=-1, reason=_RESUBMIT))
+            elif st == "PENDING" and job.state == RUNNING:
+                # requeued, and its node wrote nothing (killed before it could)
+                seen = Outcome(job.job_id, REQUEUED, reason=f"{INTERRUPTED}; requeued (sync)")
+        elif sid in view.accounted:
             st, code, why = view.accounted[sid]
             exit_code = _exit_code(code)
-            if st in ("PENDING", "RUNNING", "REQUEUED", "SUSPENDED", "RESIZING", "REQUEUE_HOLD", "REQUEUE_FED"):
-                continue
             if st == "CANCELLED":
                 # never started, and SLURM says it waited on a dependency (or one is not done): removed
                 # by kill-on-invalid-dep (a task of the array it waited on failed) -> submit it again
                 waited = any(r in why for r in _DEP_REASONS) or (job.deps and any(
                     st_ != DONE for st_ in dep_states(job).values())) or (job.deps and array_dep_failed(job))
                 if job.state == QUEUED and job.deps and waited:
-                    planned.append(Change(job.job_id, PENDING, expect=(job.state,), charge=-1,
-                                          reason="dependency array failed on the cluster; will be resubmitted"))
+                    out.changes.append(Change(job.job_id, PENDING, expect=(job.state,), charge=-1, reason=_RESUBMIT))
                 else:
-                    planned.append(Change(job.job_id, CANCELLED, expect=(job.state,), exit_code=exit_code,
-                                          reason=f"cancelled on the cluster (slurm {sid})"))
+                    seen = Outcome(job.job_id, K_CANCELLED, exit_code=exit_code,
+                                   reason=f"cancelled on the cluster (slurm {sid})")
             elif st in _LOST_STATES:
                 what = "finished without recording a result" if st == "COMPLETED" else st
-                planned.append((job, f"slurm {sid} {what}", exit_code))
-        lost = [p[0].job_id for p in planned if not isinstance(p, Change)]
-        events = table.histories(lost) if lost else {}
-        changes = [p if isinstance(p, Change) else retry_change(p[0], p[1], p[2], events[p[0].job_id])
-                   for p in planned]
-        for ch, ok in zip(changes, table.transition_many(changes)):
-            if ok:
+                seen = Outcome(job.job_id, LOST, exit_code=exit_code, reason=f"lost on the cluster: slurm {sid} {what}")
+        if seen is not None:
+            ch = decide(job, seen)
+            if ch is not None:
+                out.changes.append(ch)
+    return out
+
+
+def sync(exp_dir: str | os.PathLike, *, log=print, hooks: Sequence = ()) -> SyncResult:
+    """Reconcile the job table with what the nodes wrote (outcome files) and with SLURM (squeue,
+    sacct): :func:`reconcile` decides, this applies. Then runs the controller ``hooks``."""
+    t0 = time.perf_counter()
+    res = SyncResult()
+    table = JobTable.open(exp_dir)
+    try:
+        active = table.jobs(states=ACTIVE_STATES)
+        res.checked = len(active)
+        view = query_scheduler(j.scheduler_id for j in active if j.scheduler_id)  # before the files: see reconcile
+        res.scheduler_calls = view.calls
+        folded = table.folded([j.job_id for j in active])
+        found = {j.job_id: read_outcomes(j.run_dir, j.job_id, folded.get(j.job_id, frozenset())) for j in active}
+        plan = reconcile(active, view, found, table.briefs() if any(j.deps for j in active) else ())
+        for ch, ok in zip(plan.changes, table.transition_many(plan.changes)):
+            if ok and ch.to_state is not None:
                 res.changes[ch.to_state] = res.changes.get(ch.to_state, 0) + 1
-        for chunk in _batches(to_scancel):
+        for chunk in _batches(plan.scancel):
             _run(["scancel", *chunk])
             res.scheduler_calls += 1
             res.scancelled += len(chunk)
+        run_hooks(hooks, table)
     finally:
         table.close()
     res.seconds = time.perf_counter() - t0
@@ -555,8 +572,9 @@ def cancel(exp_dir: str | os.PathLike, *, states: Sequence[str] = (PENDING, QUEU
            job_ids: Sequence[str] | None = None, reason: str = "cancelled by user (near sweep cancel)") -> CancelResult:
     """Record ``cancelled`` for the selected jobs, then ``scancel`` those on the cluster (batched).
 
-    The table is written first, so a job that starts between the two steps sees itself cancelled
-    and does not run; one already running gets SIGTERM, checkpoints and exits.
+    The table is written first: a job that starts between the two steps is stopped by the scancel,
+    and what its node reports afterwards changes nothing (the job is no longer active); one already
+    running gets SIGTERM, checkpoints and exits.
     """
     bad = [s for s in states if s not in (PENDING, QUEUED, RUNNING, BLOCKED)]
     if bad:
@@ -597,17 +615,18 @@ class WaitResult:
 
 
 def wait(exp_dir: str | os.PathLike, profile: SlurmProfile | None = None, *, poll_s: float = 10.0,
-         timeout_s: float | None = None, log=print) -> WaitResult:
+         timeout_s: float | None = None, log=print, hooks: Sequence[Hook] = ()) -> WaitResult:
     """Sync until no job is queued or running; print a counts line whenever they change.
 
     With a ``profile``, jobs that sync put back to pending (a crash with attempts left, a dependency
     array removed by SLURM) are submitted again, so one ``wait`` drives the sweep to its end.
+    ``hooks`` run once per poll cycle (after the sync); jobs they add are submitted in that cycle.
     """
     t0 = time.monotonic()
     res = WaitResult(counts={})
     last = None
     while True:
-        sync(exp_dir, log=log)
+        sync(exp_dir, log=log, hooks=hooks)
         with JobTable.open(exp_dir) as table:
             counts = table.counts()
         active = sum(counts.get(s, 0) for s in ACTIVE_STATES)
@@ -629,3 +648,34 @@ def wait(exp_dir: str | os.PathLike, profile: SlurmProfile | None = None, *, pol
         time.sleep(poll_s)
     res.counts, res.seconds = counts, time.monotonic() - t0
     return res
+
+
+class SlurmExecutor:
+    """The SLURM executor behind the :class:`~near.executors.base.Executor` interface."""
+
+    def __init__(self, exp_dir: str | os.PathLike, profile: SlurmProfile, *, log=print):
+        self.exp_dir, self.profile, self.log = exp_dir, profile, log
+
+    def dispatch(self) -> int:
+        """Submit every pending job that can go; returns how many were submitted."""
+        return submit(self.exp_dir, self.profile, log=self.log).submitted
+
+    def poll(self) -> SyncResult:
+        """Fold outcome files and the scheduler's view into the table (:func:`sync`)."""
+        return sync(self.exp_dir, log=self.log)
+
+    def cancel(self, job_ids: Iterable[str], reason: str = "cancelled by user") -> int:
+        """Record these jobs cancelled and scancel them."""
+        return cancel(self.exp_dir, states=(PENDING, QUEUED, RUNNING, BLOCKED), job_ids=list(job_ids),
+                      reason=reason).cancelled
+
+    def prune(self, job_ids: Iterable[str], reason: str) -> int:
+        """Record these active jobs pruned and scancel them (their nodes' late outcomes change nothing)."""
+        with JobTable.open(self.exp_dir) as table:
+            jobs = {j.job_id: j for j in table.jobs(states=ACTIVE_STATES)}
+            ids = [j for j in job_ids if j in jobs]
+            n = table.prune(ids, reason)
+        sids = [jobs[j].scheduler_id for j in ids if jobs[j].scheduler_id]
+        for chunk in _batches(sids):
+            _run(["scancel", *chunk])
+        return n

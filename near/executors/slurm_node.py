@@ -1,21 +1,26 @@
-"""What runs on the SLURM node: one job of the table, with checkpoint/requeue.
+"""What runs on the SLURM node: one job, with checkpoint/requeue, reporting through outcome files.
 
-submitit pickles a :class:`NodeJob` and calls it inside the allocation. It marks the job running
-in the job table, starts the job's command in its own process group (the run dir layout of the
-shared runner: ``command.sh``, ``stdout.log``, ``stderr.log``) and waits. The ways out:
+submitit pickles a :class:`NodeJob` (with the job's :class:`~near.executors.runner.Task`: command,
+run dir, workdir) and calls it inside the allocation. The node never opens the job table (SQLite
+over NFS/Lustre is not safe, and hundreds of tasks would contend for its lock): it reports each
+event of the attempt as an outcome file under ``<run_dir>/outcomes/``, which ``near sweep sync`` /
+``wait`` fold into the table (``near.executors.base`` holds the policy). The ways out:
 
-- the command exits 0 -> done. Non-zero -> crashed: back to pending (the next ``submit`` re-dispatches
-  it) until it crashed ``max_attempts`` times, then failed; the SLURM job fails too, so SLURM removes
-  its ``afterok``/``aftercorr`` dependents instead of leaving them pending forever.
+- started: a ``started`` outcome (scheduler id, host) before the command runs;
+- the command exits 0 -> ``finished`` 0 (done). Non-zero -> ``finished`` with the code; the SLURM
+  job fails too, so SLURM removes its ``afterok``/``aftercorr`` dependents instead of leaving them
+  pending forever (the controller retries crashes up to ``max_attempts``);
 - SIGTERM from SLURM (``scancel``, ``scontrol requeue``, preemption): forwarded to the command, which
-  checkpoints and exits 3; the job goes back to queued. A requeued job runs again (a new attempt)
-  and resumes from the checkpoint; a cancelled one is recorded cancelled by the next ``sync``.
+  checkpoints and exits 3 -> ``requeued``. A requeued job runs again (a new attempt) and resumes
+  from the checkpoint; a cancelled one is recorded cancelled by the next ``sync`` (sacct);
 - the time limit nears: at the job's own deadline (``time limit - margin``; SLURM's ``--signal=USR2``
   warning comes up to 60 s early, so an early one is ignored) submitit's USR2 handler calls
   :meth:`NodeJob.checkpoint`, which SIGTERMs the command, waits for its whole process group (the
-  checkpoint is on disk), records "timeout: checkpointed and requeued" with attempts+1; submitit
-  then runs ``scontrol requeue`` and the next run resumes from the checkpoint (same run dir).
+  checkpoint is on disk) and writes ``requeued`` ("timeout: checkpointed and requeued"); submitit
+  then runs ``scontrol requeue`` and the next run resumes from the checkpoint (same run dir);
 - the node dies: nothing is written here; ``near sweep sync`` sees it in sacct.
+
+This module imports no job-table code.
 """
 
 from __future__ import annotations
@@ -25,19 +30,15 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Iterable
 
 import submitit
 
 from near.executors import runner
-from near.jobtable import (
-    ACTIVE_STATES, DONE, FAILED, PENDING, QUEUED, RUNNING, Change, Event, JobRecord, JobTable,
-)
+from near.executors.outcomes import FINISHED, GAVE_UP, REQUEUED, STARTED, Outcome, checkpoint_progress, write_outcome
 
 INTERRUPTED_EXIT = runner.EXIT_INTERRUPTED  # near's trainers: "checkpointed after SIGTERM/SIGUSR2"
-RETRY_PREFIXES = ("crashed", "lost on the cluster")  # reasons of the losses counted against max_attempts
-TERM_GRACE_S = 60.0
-INTERRUPTED = "interrupted by the scheduler (SIGTERM)"   # wait this long for the checkpoint before SIGKILL
+TERM_GRACE_S = 60.0    # wait this long for the checkpoint before SIGKILL
+INTERRUPTED = "interrupted by the scheduler (SIGTERM)"
 
 
 def scheduler_id_from_env() -> str | None:
@@ -48,47 +49,25 @@ def scheduler_id_from_env() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
-def retry_or_fail(table: JobTable, job: JobRecord, why: str, exit_code: int | None,
-                  prefix: str = "lost on the cluster: ") -> str | None:
-    """A lost attempt (crash, dead node, time-out without requeue): back to pending, so that the
-    next ``submit`` re-dispatches it (resuming from its checkpoint), unless the job was lost
-    ``max_attempts`` times already -> failed. Requeues after a checkpoint do not count, only these
-    losses (the table's own ``retry_or_fail`` counts every attempt; on SLURM each requeue is one).
-    Built on ``JobTable.transition``."""
-    ch = retry_change(job, why, exit_code, table.history(job.job_id), prefix)
-    ok = table.transition(ch.job_id, ch.to_state, expect=ch.expect, exit_code=ch.exit_code, reason=ch.reason)
-    return ch.to_state if ok else None
-
-
-def retry_change(job: JobRecord, why: str, exit_code: int | None, events: Iterable[Event],
-                 prefix: str = "lost on the cluster: ") -> Change:
-    """The compare-and-set :func:`retry_or_fail` applies, given the job's recorded ``events``
-    (so that a reconcile can apply many of them in one transaction)."""
-    lost = 1 + sum(1 for e in events if e.to_state in (PENDING, FAILED)
-                   and (e.reason or "").startswith(RETRY_PREFIXES))
-    why = prefix + why
-    if lost >= job.max_attempts:
-        return Change(job.job_id, FAILED, expect=ACTIVE_STATES, exit_code=exit_code,
-                      reason=f"{why} (lost {lost} of max_attempts {job.max_attempts})")
-    return Change(job.job_id, PENDING, expect=ACTIVE_STATES, exit_code=exit_code,
-                  reason=f"{why}; will be resubmitted ({lost}/{job.max_attempts})")
-
-
 class JobFailed(RuntimeError):
     """Raised on the node when the job's command failed, so that the SLURM job fails too
     (``afterok`` dependents are then removed by ``kill-on-invalid-dep`` instead of running)."""
 
 
 class NodeJob(submitit.helpers.Checkpointable):
-    """Run job ``job_id`` of the table in ``exp_dir`` once; checkpoint and requeue near the limit."""
+    """Run ``task`` (job ``job_id`` of the sweep in ``exp_dir``) once; checkpoint and requeue near the
+    limit. ``requeues`` (time-limit requeues so far) travels in the pickle submitit writes again
+    at each checkpoint."""
 
     def __init__(self, exp_dir: str, job_id: str, time_limit_s: float, margin_s: float,
-                 max_requeues: int = 50):
+                 max_requeues: int = 50, *, task: runner.Task):
         self.exp_dir = exp_dir
         self.job_id = job_id
         self.time_limit_s = time_limit_s
         self.margin_s = margin_s
         self.max_requeues = max_requeues
+        self.task = task
+        self.requeues = 0
         self._proc: subprocess.Popen | None = None
         self._checkpointing = False
         self._external_term = False
@@ -103,31 +82,11 @@ class NodeJob(submitit.helpers.Checkpointable):
     def __call__(self) -> str:
         start = time.time()
         sid = scheduler_id_from_env()
-        table = JobTable.open(self.exp_dir)
-        try:
-            job = table.get(self.job_id)
-            if job.state not in ACTIVE_STATES:
-                # cancelled/done/blocked in the table after submission: do not run it
-                print(f"near: job {self.job_id} is {job.state} in the table; not running it", flush=True)
-                return job.state
-            bad = {ref: dep for ref, dep in job.deps.items() if table.get(dep).state != DONE}
-            if bad:
-                # afterok should make this impossible; never train on a missing checkpoint
-                table.transition(self.job_id, "blocked", expect=ACTIVE_STATES,
-                                 reason=f"dependency not done at start: {bad}")
-                raise JobFailed(f"near job {self.job_id}: dependencies not done: {bad}")
-            # a restart after a scheduler interruption (requeue, preemption) is a new attempt
-            charge = int(job.state == QUEUED and (job.reason or "").startswith(INTERRUPTED))
-            attempt = job.attempts + charge
-            table.transition(self.job_id, RUNNING, expect=(QUEUED, RUNNING), scheduler_id=sid, charge=charge,
-                             detail=f"slurm {sid} on {os.uname().nodename}, attempt {attempt}")
-            command = job.command
-            table.set_command(self.job_id, command)
-        finally:
-            table.close()
-
+        job = self.task
+        self._report(STARTED)
+        command = job.command
         signal.signal(signal.SIGTERM, self._on_term)
-        print(f"near: job {self.job_id} attempt {attempt} (slurm {sid}): {command}", flush=True)
+        print(f"near: job {self.job_id} (slurm {sid} on {os.uname().nodename}): {command}", flush=True)
         self._proc = self._launch(job)
         deadline = start + self.time_limit_s - self.margin_s
         self._deadline = deadline
@@ -163,23 +122,19 @@ class NodeJob(submitit.helpers.Checkpointable):
                 if callable(submitit_handler):
                     submitit_handler(signal.SIGUSR2, None)
             time.sleep(0.5)
-        outcome = self._finish(code, sid)
-        if outcome in (FAILED, PENDING):
+        outcome = self._finish(code)
+        if outcome == FINISHED and code != 0:
             # fail the SLURM job too, so that SLURM removes its afterok/aftercorr dependents
-            raise JobFailed(f"near job {self.job_id}: command exited with {code} (table: {outcome})")
+            raise JobFailed(f"near job {self.job_id}: command exited with {code}")
         return outcome
 
-    def _mine(self, table: JobTable) -> bool:
-        """False if the job was resubmitted under another scheduler id since this run started: then
-        this (stale) run must not overwrite what the current one records."""
-        current = table.get(self.job_id).scheduler_id
-        sid = scheduler_id_from_env()
-        if current and sid and current != sid:
-            print(f"near: job {self.job_id} now belongs to slurm {current}, not {sid}; not recording", flush=True)
-            return False
-        return True
+    def _report(self, kind: str, exit_code: int | None = None, reason: str | None = None) -> None:
+        """Write one outcome file of this attempt (the controller folds it into the table)."""
+        write_outcome(self.task.run_dir, Outcome(
+            job_id=self.job_id, kind=kind, exit_code=exit_code, scheduler_id=scheduler_id_from_env(),
+            reason=reason, progress=checkpoint_progress(self.task.run_dir)))
 
-    def _launch(self, job: JobRecord) -> subprocess.Popen:
+    def _launch(self, job: runner.Task) -> subprocess.Popen:
         """Start the job's command in its own process group, output appended to the run dir's
         stdout.log/stderr.log, command.sh written for reproduction (the shared runner's layout).
 
@@ -236,56 +191,32 @@ class NodeJob(submitit.helpers.Checkpointable):
         # a shell killed by the SIGTERM while its child checkpointed: the child's exit is not known
         return INTERRUPTED_EXIT if code in (-signal.SIGTERM, 128 + signal.SIGTERM) else code
 
-    def _finish(self, code: int, sid: str | None) -> str:
-        with JobTable.open(self.exp_dir) as table:
-            if not self._mine(table):
-                return "superseded"
-            if code == 0:
-                table.transition(self.job_id, DONE, exit_code=0, expect=ACTIVE_STATES)
-                return DONE
-            if self._external_term and code in (INTERRUPTED_EXIT, -signal.SIGTERM, 128 + signal.SIGTERM):
-                # scancel, scontrol requeue or preemption: slurmctld only says COMPLETING now. A requeued
-                # job runs again (that start counts the attempt) and resumes from the checkpoint; a
-                # cancelled one is recorded cancelled by the next `sync` (sacct: CANCELLED).
-                table.transition(self.job_id, QUEUED, exit_code=code, expect=ACTIVE_STATES,
-                                 reason=f"{INTERRUPTED}; checkpointed")
-                return QUEUED
-            why = "killed by SIGKILL" if code in (-9, 137) else f"exit code {code}"
-            return retry_or_fail(table, table.get(self.job_id), f"crashed ({why})", code, prefix="")
+    def _finish(self, code: int) -> str:
+        """Report how the command ended; returns the outcome kind."""
+        if code != 0 and self._external_term and code in (INTERRUPTED_EXIT, -signal.SIGTERM, 128 + signal.SIGTERM):
+            # scancel, scontrol requeue or preemption: slurmctld only says COMPLETING now. A requeued
+            # job runs again and resumes from the checkpoint; a cancelled one is recorded cancelled
+            # by the next `sync` (sacct: CANCELLED).
+            self._report(REQUEUED, code, f"{INTERRUPTED}; checkpointed")
+            return REQUEUED
+        self._report(FINISHED, runner.exit_status(code))
+        return FINISHED
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission | None:
         """Called by submitit on USR2 (time limit near, or preemption warning)."""
         # SLURM's warning signal may come up to 60 s early: near the limit it is a time-out, else preemption
         kind = "timeout" if time.time() >= self._deadline - 65 else "preempted"
         code = self._stop_child()
-        with JobTable.open(self.exp_dir) as table:
-            job = table.get(self.job_id)
-            if not self._mine(table):
-                return None
-            if code == 0:
-                table.transition(self.job_id, DONE, exit_code=0, expect=ACTIVE_STATES)
-                return None  # finished just in time: nothing to requeue
-            if code not in (INTERRUPTED_EXIT, None):
-                retry_or_fail(table, job, f"crashed (exit code {code} while checkpointing)", code, prefix="")
-                return None
-            requeues = sum(1 for e in table.history(self.job_id)
-                           if e.reason and ": checkpointed and requeued" in e.reason)
-            if requeues >= self.max_requeues:
-                table.transition(self.job_id, FAILED, exit_code=code, expect=ACTIVE_STATES,
-                                 reason=f"{kind}: gave up after {requeues} requeues")
-                return None
-            table.transition(
-                self.job_id, QUEUED, exit_code=code, expect=ACTIVE_STATES, charge=1,
-                reason=f"{kind}: checkpointed and requeued (requeue {requeues + 1}, attempt {job.attempts + 1})",
-            )
+        if code == 0:
+            self._report(FINISHED, 0)
+            return None  # finished just in time: nothing to requeue
+        if code not in (INTERRUPTED_EXIT, None):
+            self._report(FINISHED, runner.exit_status(code), f"crashed (exit code {code} while checkpointing)")
+            return None
+        if self.requeues >= self.max_requeues:
+            self._report(GAVE_UP, code, f"{kind}: gave up after {self.requeues} requeues")
+            return None
+        self.requeues += 1
+        self._report(REQUEUED, code, f"{kind}: checkpointed and requeued (requeue {self.requeues})")
         self._checkpointing = True
         return submitit.helpers.DelayedSubmission(self)
-
-
-def main() -> None:  # pragma: no cover - manual debugging aid
-    """``python -m near.executors.slurm_node EXP JOB_ID``: run one job here, outside SLURM."""
-    print(NodeJob(sys.argv[1], sys.argv[2], 10 ** 9, 0)())
-
-
-if __name__ == "__main__":
-    main()
