@@ -123,6 +123,7 @@ class LocalExecutor:
         finished: list[str] = []
         interrupted = False
         try:
+            self.table.check()
             self._recover()
             self._requeue_stale()
             self.say(f"controller {self.owner}: {self.workers} worker(s); {self._counts_line()}")

@@ -483,9 +483,17 @@ def reconcile(active: Sequence[JobRecord], view: SchedulerView, outcomes: dict[s
                     return True
         return False
 
+    # 1. what the nodes wrote, for every job first: the states it leaves are what the dependency
+    #    checks below must see (a dependency whose file says it failed blocks its dependents now)
+    folded: list[JobRecord] = []
     for job in active:
         changes, job = fold(job, outcomes.get(job.job_id, ()))
         out.changes += changes
+        if job.job_id in states:
+            states[job.job_id] = job.state
+        folded.append(job)
+    # 2. the scheduler's view, for the jobs their files left active
+    for job in folded:
         sid = job.scheduler_id
         if job.state not in ACTIVE_STATES or not sid:
             continue  # recorded by its outcomes; or claimed by a submit still running (or dead before sbatch)

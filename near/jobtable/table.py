@@ -429,6 +429,20 @@ class JobTable:
             ))
         return out
 
+    def check(self) -> None:
+        """Raise TableError naming the first job whose params or resources are not valid JSON (one
+        scan in SQLite; run before dispatching anything, so a corrupt row stops a run at once)."""
+        row = self._conn.execute(
+            "SELECT job_id, json_valid(params), params, resources FROM jobs "
+            "WHERE NOT json_valid(params) OR NOT json_valid(resources) ORDER BY seq LIMIT 1").fetchone()
+        if row is not None:
+            column, text = ("params", row[2]) if not row[1] else ("resources", row[3])
+            try:
+                json.loads(text)
+            except ValueError as err:
+                raise self._corrupt(row[0], column, err) from None
+            raise self._corrupt(row[0], column, ValueError("not JSON"))
+
     def _corrupt(self, job_id: str, column: str, err: Exception) -> TableError:
         return TableError(f"{self.path}: corrupt job table: job {job_id} has invalid {column} JSON ({err}); "
                           "restore the file from a backup or remove the sweep folder")
