@@ -316,3 +316,37 @@ def test_stalled_controller_loses_its_lease_and_never_overlaps_the_new_attempt(t
     assert (j.state, j.attempts) == ("done", 2)
     starts = log_lines(tmp_path)
     assert len(starts) == 2 and starts[0].endswith("start 0") and not starts[1].endswith("start 0")
+
+
+def _job_pids(job_id: str) -> list[int]:
+    """Processes (the supervisor, bash, its commands) running with this job's NEAR_JOB_ID."""
+    out = []
+    needle = f"NEAR_JOB_ID={job_id}".encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                    out.append(int(entry))
+            except OSError:
+                continue
+    return out
+
+
+def test_sigkilled_controller_leaves_no_orphan_of_a_multi_command_job(tmp_path):
+    marker = tmp_path / "end.txt"
+    write_spec(tmp_path, f"""
+stages:
+  - name: rl
+    command: echo a; sleep 2; sleep 8; echo end > {marker}
+""")
+    near("sweep", "add", "sweeps/t.yaml", cwd=tmp_path)
+    job = JobTable.open(tmp_path / "experiments" / "t").jobs()[0]
+    p = start("sweep", "run", "experiments/t", cwd=tmp_path)
+    wait_for(lambda: (Path(job.run_dir) / "stdout.log").exists()
+             and "a\n" in (Path(job.run_dir) / "stdout.log").read_text(), what="the job's first command")
+    assert _job_pids(job.job_id)
+    p.kill()
+    p.wait()
+    # the supervisor gets SIGTERM (parent death), the shell stops after `sleep 2` instead of going on
+    wait_for(lambda: not _job_pids(job.job_id), timeout=10, what="every process of the job gone")
+    assert not marker.exists()
