@@ -194,3 +194,26 @@ def test_node_side_imports_no_job_table_code():
             "print(sorted(m for m in sys.modules if m.startswith('near.jobtable') or m == 'sqlite3'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_local_controller_hook_adds_and_prunes_jobs_each_cycle(tmp_path):
+    import io
+
+    from near.executors.local import LocalExecutor
+
+    t = JobTable.create(tmp_path / "exp")
+    t.add([JobSpec("slow", "rl", "sleep 30"), JobSpec("first", "rl", "true")])
+    calls = []
+
+    def hook(table: JobTable) -> None:
+        calls.append(table.counts())
+        if len(calls) == 1:
+            table.add([JobSpec("added", "rl", "true")])  # dispatched in this same cycle or the next
+        if table.get("slow").state == "running" and table.get("added").state == "done":
+            ex.prune(["slow"], "pruned at step 3 (value 0.1)")
+
+    ex = LocalExecutor(t, workers=2, out=io.StringIO(), hooks=[hook], grace_s=1.0)
+    res = ex.run(install_signals=False)
+    states = {j.job_id: j.state for j in t.jobs()}
+    assert states == {"slow": "pruned", "first": "done", "added": "done"}, res
+    assert len(calls) >= 2 and "step 3" in t.get("slow").reason

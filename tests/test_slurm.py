@@ -254,7 +254,7 @@ def _running_with_progress(exp: Path, job_id: str, n: int):
 def test_scancel_recorded_cancelled_and_resubmitted_only_when_asked(cluster, tmp_path: Path) -> None:
     exp = make_sweep(tmp_path / "scancel", [JobSpec(job_id="j", stage="rl", command=job_cmd(steps=30, step_s=0.5))])
     near("sweep", "submit", exp, "--profile", LOCAL)
-    rec = wait_until(_running_with_progress(exp, "j", 3), 90, "job running", exp)
+    rec = wait_until(_running_with_progress(exp, "j", 3), 90, "job running", exp, sync=True)
     subprocess.run(["scancel", rec.scheduler_id], check=True)
     wait_until(lambda: jobs(exp)["j"].state == "cancelled", 60, "cancelled recorded", exp, sync=True)
     assert "cancelled" in jobs(exp)["j"].reason
@@ -273,7 +273,7 @@ def test_scancel_recorded_cancelled_and_resubmitted_only_when_asked(cluster, tmp
 def test_scontrol_requeue_resumes_from_checkpoint(cluster, tmp_path: Path) -> None:
     exp = make_sweep(tmp_path / "requeue", [JobSpec(job_id="j", stage="rl", command=job_cmd(steps=40, step_s=0.5))])
     near("sweep", "submit", exp, "--profile", LOCAL)
-    rec = wait_until(_running_with_progress(exp, "j", 4), 90, "job running", exp)
+    rec = wait_until(_running_with_progress(exp, "j", 4), 90, "job running", exp, sync=True)
     subprocess.run(["scontrol", "requeue", rec.scheduler_id], check=True)
     wait_until(lambda: jobs(exp)["j"].state == "done", 120, "requeued job done", exp, sync=True)
     j = jobs(exp)["j"]
@@ -283,6 +283,80 @@ def test_scontrol_requeue_resumes_from_checkpoint(cluster, tmp_path: Path) -> No
     assert j.attempts == 2 and j.scheduler_id == rec.scheduler_id
     with JobTable.open(exp) as t:
         assert any("interrupted by the scheduler" in (e.reason or "") for e in t.history("j"))
+
+
+NODE_USER = "nearnode"
+
+
+@pytest.fixture
+def unprivileged(cluster):
+    """An unprivileged user for the jobs (root submits them with ``sbatch --uid``) and a sweep folder
+    it can reach; removed afterwards."""
+    import pwd
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root: jobs run as another user through sbatch --uid")
+    try:
+        pwd.getpwnam(NODE_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", NODE_USER],
+                       check=True)
+    root = Path(tempfile.mkdtemp(prefix="near-one-writer-", dir="/tmp"))
+    root.chmod(0o755)
+    try:
+        yield root, pwd.getpwnam(NODE_USER).pw_uid
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slurm
+def test_nodes_that_cannot_open_the_job_table_still_bring_every_job_to_done(unprivileged) -> None:
+    """One writer: the jobs run as a user that cannot even read jobs.db (mode 0600, root's); they
+    report through outcome files only, and sync/wait fold them: scancel, scontrol requeue, a
+    time-out and a crash in the mix, every job ends done."""
+    root, uid = unprivileged
+    exp = root / "onewriter"
+    crash_once = "test -e ${run_dir}/crashed || { mkdir -p ${run_dir} && touch ${run_dir}/crashed; exit 1; }; "
+    probe = "{ cat ${exp_dir}/jobs.db > /dev/null 2>&1 && echo readable || echo unreadable; } > ${run_dir}/probe; "
+    make_sweep(exp, [
+        JobSpec(job_id="crash", stage="rl", command=crash_once + job_cmd(steps=2, step_s=0.2), max_attempts=2),
+        JobSpec(job_id="scancel", stage="rl", command=job_cmd(steps=16, step_s=0.5)),
+        JobSpec(job_id="requeue", stage="rl", command=job_cmd(steps=16, step_s=0.5)),
+        # 70 s of work under a 1-minute limit: one time-out, checkpoint, requeue, resume
+        JobSpec(job_id="timeout", stage="rl", command=probe + job_cmd(steps=70, step_s=1.0)),
+    ])
+    (exp / "jobs.db").chmod(0o600)
+    exp.chmod(0o777)  # the node creates runs/ here
+    (exp / "slurm" / "submitit").mkdir(parents=True)
+    (exp / "slurm" / "submitit").chmod(0o777)  # submitit's results and re-pickles, written by the node
+    prof = root / "as_user.yaml"
+    prof.write_text(LOCAL.read_text().replace("time: 10", "time: 1") + f"sbatch:\n  uid: {NODE_USER}\n")
+    near("sweep", "submit", exp, "--profile", prof)
+    try:
+        rec = wait_until(lambda: all(_running_with_progress(exp, j, 3)() for j in ("scancel", "requeue"))
+                         and jobs(exp), 120, "scancel and requeue jobs running", exp, sync=True)
+        subprocess.run(["scancel", rec["scancel"].scheduler_id], check=True)
+        subprocess.run(["scontrol", "requeue", rec["requeue"].scheduler_id], check=True)
+        wait_until(lambda: jobs(exp)["scancel"].state == "cancelled", 90, "scancel recorded", exp, sync=True)
+        near("sweep", "submit", exp, "--profile", prof, "--resubmit", "cancelled")
+        out = near("sweep", "wait", exp, "--profile", prof, "--poll", "2", "--timeout", "360", check=False)
+        assert out.returncode == 0 and "every job is done" in out.stdout, out.stdout + out.stderr
+    finally:
+        near("sweep", "cancel", exp, check=False)
+    recs = jobs(exp)
+    assert {j: r.state for j, r in recs.items()} == {j: "done" for j in recs}
+    assert (exp / "jobs.db").stat().st_mode & 0o777 == 0o600 and (exp / "jobs.db").stat().st_uid == 0
+    for r in recs.values():  # the jobs really ran as the other user and really found the table closed
+        assert (Path(r.run_dir) / "progress.log").stat().st_uid == uid
+        assert any((Path(r.run_dir) / "outcomes").glob("*-finished-*.json"))
+    assert (Path(recs["timeout"].run_dir) / "probe").read_text().split()[0] == "unreadable"
+    assert recs["crash"].crashes == 1 and recs["crash"].attempts == 2
+    assert recs["requeue"].requeues >= 1 and recs["requeue"].attempts == 2
+    assert recs["timeout"].requeues >= 1 and recs["timeout"].charged == 0
+    for j in ("scancel", "requeue", "timeout"):
+        assert steps_logged(recs[j].run_dir) == list(range(16 if j != "timeout" else 70)), j
 
 
 @pytest.mark.slurm

@@ -113,15 +113,16 @@ def write_outcome(run_dir: str | os.PathLike, outcome: Outcome, reserved: Path |
 def read_outcomes(run_dir: str | os.PathLike, job_id: str, skip: set[str] | frozenset[str] = frozenset()) -> list[Outcome]:
     """The outcomes of ``job_id`` in its run dir, oldest first, except those named in ``skip``.
     A file that is not valid JSON (never the case for a renamed file) is skipped."""
+    folder = os.path.join(os.fspath(run_dir), OUTCOMES_DIR)
     try:
-        names = sorted(n for n in os.listdir(outcomes_dir(run_dir)) if n.endswith(".json") and n not in skip)
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".json") and n not in skip)
     except (FileNotFoundError, NotADirectoryError):
         return []
     out = []
-    folder = outcomes_dir(run_dir)
     for name in names:
         try:
-            data = json.loads((folder / name).read_bytes())
+            with open(os.path.join(folder, name), "rb") as fh:
+                data = json.loads(fh.read())
             out.append(Outcome(job_id=job_id, kind=data["kind"], exit_code=data.get("exit_code"),
                                scheduler_id=data.get("scheduler_id"), reason=data.get("reason"),
                                progress=data.get("progress"), host=data.get("host"), ts=data.get("ts", 0.0),

@@ -539,16 +539,19 @@ def reconcile(active: Sequence[JobRecord], view: SchedulerView, outcomes: dict[s
     return out
 
 
-def sync(exp_dir: str | os.PathLike, *, log=print, hooks: Sequence = ()) -> SyncResult:
+def sync(exp_dir: str | os.PathLike, *, log=print, hooks: Sequence[Hook] = (),
+         view: SchedulerView | None = None) -> SyncResult:
     """Reconcile the job table with what the nodes wrote (outcome files) and with SLURM (squeue,
-    sacct): :func:`reconcile` decides, this applies. Then runs the controller ``hooks``."""
+    sacct): :func:`reconcile` decides, this applies. Then runs the controller ``hooks``.
+    ``view``: use this scheduler view instead of asking squeue/sacct (benchmarks)."""
     t0 = time.perf_counter()
     res = SyncResult()
     table = JobTable.open(exp_dir)
     try:
         active = table.jobs(states=ACTIVE_STATES)
         res.checked = len(active)
-        view = query_scheduler(j.scheduler_id for j in active if j.scheduler_id)  # before the files: see reconcile
+        if view is None:  # before the files are read: see reconcile
+            view = query_scheduler(j.scheduler_id for j in active if j.scheduler_id)
         res.scheduler_calls = view.calls
         folded = table.folded([j.job_id for j in active])
         found = {j.job_id: read_outcomes(j.run_dir, j.job_id, folded.get(j.job_id, frozenset())) for j in active}
