@@ -294,6 +294,8 @@ def unprivileged(cluster):
     it can reach; removed afterwards."""
     import pwd
     import shutil
+    import stat
+    import sys
     import tempfile
 
     if os.geteuid() != 0:
@@ -303,11 +305,30 @@ def unprivileged(cluster):
     except KeyError:
         subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", NODE_USER],
                        check=True)
+    # accounting is enforced: the user needs an association (root's default account; idempotent)
+    assoc = subprocess.run(["sacctmgr", "-n", "-P", "show", "assoc", f"user={NODE_USER}", "format=account"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    if not assoc:
+        account = subprocess.run(["sacctmgr", "-n", "-P", "show", "user", "root", "format=defaultaccount"],
+                                 capture_output=True, text=True, check=True).stdout.split()[0]
+        subprocess.run(["sacctmgr", "-i", "add", "user", NODE_USER, f"account={account}"], check=False,
+                       capture_output=True)
     root = Path(tempfile.mkdtemp(prefix="near-one-writer-", dir="/tmp"))
     root.chmod(0o755)
+    # the user must reach this interpreter and the checkout (e.g. a pyenv under /root): let others
+    # traverse (not list) the folders on the way that forbid it, for the test only
+    opened = []
+    for target in (Path(os.path.realpath(sys.executable)), REPO):
+        for folder in target.parents:
+            mode = folder.stat().st_mode
+            if not mode & 0o001:
+                folder.chmod(stat.S_IMODE(mode) | 0o001)
+                opened.append((folder, stat.S_IMODE(mode)))
     try:
         yield root, pwd.getpwnam(NODE_USER).pw_uid
     finally:
+        for folder, mode in reversed(opened):
+            folder.chmod(mode)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -332,7 +353,9 @@ def test_nodes_that_cannot_open_the_job_table_still_bring_every_job_to_done(unpr
     (exp / "slurm" / "submitit").mkdir(parents=True)
     (exp / "slurm" / "submitit").chmod(0o777)  # submitit's results and re-pickles, written by the node
     prof = root / "as_user.yaml"
-    prof.write_text(LOCAL.read_text().replace("time: 10", "time: 1") + f"sbatch:\n  uid: {NODE_USER}\n")
+    # --gid too: with root's group the job could not even reach an interpreter under /root
+    prof.write_text(LOCAL.read_text().replace("time: 10", "time: 1")
+                    + f"sbatch:\n  uid: {NODE_USER}\n  gid: {NODE_USER}\n")
     near("sweep", "submit", exp, "--profile", prof)
     try:
         rec = wait_until(lambda: all(_running_with_progress(exp, j, 3)() for j in ("scancel", "requeue"))
@@ -363,7 +386,8 @@ def test_nodes_that_cannot_open_the_job_table_still_bring_every_job_to_done(unpr
 def test_timeout_requeue_resume_without_lost_progress(long_sweep: Path) -> None:
     """1-minute limit, 3 minutes of work: time-out -> checkpoint -> requeue -> resume, until done."""
     exp = long_sweep
-    wait_until(lambda: jobs(exp)["long"].state in ("done", "failed"), 480, "long job finished", exp, every=3)
+    wait_until(lambda: jobs(exp)["long"].state in ("done", "failed"), 480, "long job finished", exp, every=3,
+               sync=True)
     j = jobs(exp)["long"]
     assert j.state == "done", j.reason
     starts = starts_logged(j.run_dir)
