@@ -589,9 +589,15 @@ class JobTable:
             ).fetchall()
             for r in rows:
                 self._event(c, r[0], now, PENDING, to_state, None, f"owner={owner}")
-            # decoded before the commit: a corrupt row rolls the claim back instead of leaving a
-            # job running under a controller that cannot start it
-            return self._records(rows)
+        try:
+            return self._records(rows)  # decoded after the commit: the write lock is held no longer
+        except TableError:
+            # a corrupt row: put the claimed jobs back rather than leave them running under a
+            # controller that cannot start them
+            with self._tx() as c:
+                for r in rows:
+                    self._apply(c, r[0], to_state, PENDING, _now(), reason="claim undone: corrupt row", charge=-1)
+            raise
 
     def heartbeat(self, owner: str, job_ids: Iterable[str], lease_s: float = 60.0) -> set[str]:
         """Extend the leases ``owner`` holds on ``job_ids``; returns the ids it still owns."""
