@@ -68,3 +68,14 @@ def scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:
             for value in event.summary.value:
                 out[value.tag].append((event.step, value.simple_value))
     return {tag: sorted(points, key=lambda p: p[0]) for tag, points in out.items()}
+
+
+def run_cli(args: list[str], capsys) -> str:
+    """Run the `near` command line in-process; return its output (asserting exit status 0)."""
+    from near.cli import main
+
+    code = main(args)
+    out = capsys.readouterr()
+    assert code == 0, f"{' '.join(args)} exited {code}:\n{out.out[-3000:]}\n{out.err[-3000:]}"
+    return out.out + out.err
+

@@ -17,6 +17,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from near.errors import ConfigError  # noqa: E402
+
+from _training_helpers import run_cli, scalars  # noqa: E402
 from near.training.envs.humanoid import motion_lib, skeleton as sk, synthetic  # noqa: E402
 from near.training.envs.humanoid.env import HumanoidEnv, HumanoidEnvConfig  # noqa: E402
 
@@ -37,20 +39,6 @@ def motion_dir(tmp_path_factory) -> str:
     return str(out)
 
 
-def _main(args: list[str], capsys) -> str:
-    from near.cli import main
-
-    code = main(args)
-    out = capsys.readouterr()
-    assert code == 0, f"{' '.join(args)} exited {code}:\n{out.out[-3000:]}\n{out.err[-3000:]}"
-    return out.out + out.err
-
-
-def _scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:
-    from tbparse import SummaryReader
-
-    frame = SummaryReader(os.path.join(run_dir, "summaries")).scalars
-    return {tag: sorted(zip(g["step"].tolist(), g["value"].tolist())) for tag, g in frame.groupby("tag")}
 
 
 # ------------------------------------------------------------------ motion files
@@ -165,12 +153,12 @@ def test_every_algorithm_trains_logs_both_tag_sets_and_resumes(task, tmp_path, r
                  f"{NC}.running_mean_std_checkpoint={ncsn}/nn/running_mean_std.pth"]
     run_dir = str(tmp_path / task)
     args = ["train", "rl", f"task={task}", f"run_dir={run_dir}", *TINY, *extra]
-    _main(args + ["max_iterations=2"], capsys)
-    first = _scalars(run_dir)
+    run_cli(args + ["max_iterations=2"], capsys)
+    first = scalars(run_dir)
     missing = (tags | NEAR_TAGS | OWN_TAGS) - set(first)
     assert not missing, f"{task}: tags not logged: {sorted(missing)}"
-    assert "resumed from" in _main(args + ["max_iterations=3"], capsys)
-    second = _scalars(run_dir)
+    assert "resumed from" in run_cli(args + ["max_iterations=3"], capsys)
+    second = scalars(run_dir)
     assert [s for s, _ in second["losses/a_loss"]] == sorted({s for s, _ in second["losses/a_loss"]})
     assert second["losses/a_loss"][:2] == first["losses/a_loss"]
 
@@ -178,10 +166,10 @@ def test_every_algorithm_trains_logs_both_tag_sets_and_resumes(task, tmp_path, r
 def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
     base = ["train", "rl", "task=Humanoid", *TINY, "++task.env.motion_file=walk"]
-    _main(base + [f"run_dir={tmp_path}/straight", "max_iterations=4"], capsys)
-    _main(base + [f"run_dir={tmp_path}/split", "max_iterations=2"], capsys)
-    _main(base + [f"run_dir={tmp_path}/split", "max_iterations=4"], capsys)
-    straight, split = _scalars(f"{tmp_path}/straight"), _scalars(f"{tmp_path}/split")
+    run_cli(base + [f"run_dir={tmp_path}/straight", "max_iterations=4"], capsys)
+    run_cli(base + [f"run_dir={tmp_path}/split", "max_iterations=2"], capsys)
+    run_cli(base + [f"run_dir={tmp_path}/split", "max_iterations=4"], capsys)
+    straight, split = scalars(f"{tmp_path}/straight"), scalars(f"{tmp_path}/split")
     for tag in ("losses/a_loss", "losses/c_loss", "rewards/step"):
         assert straight[tag] == split[tag], tag
 
@@ -217,9 +205,9 @@ def test_render_writes_policy_beside_reference(tmp_path, capsys, monkeypatch):
     except Exception as err:  # no EGL/OSMesa on this machine
         pytest.skip(f"no OpenGL for MuJoCo's renderer here: {err}")
     run_dir = str(tmp_path / "run")
-    _main(["train", "rl", "task=Humanoid", f"run_dir={run_dir}", *TINY, "max_iterations=1"], capsys)
+    run_cli(["train", "rl", "task=Humanoid", f"run_dir={run_dir}", *TINY, "max_iterations=1"], capsys)
     out = str(tmp_path / "clip.gif")
-    assert "wrote" in _main(["render", run_dir, "--out", out, "--steps", "4", "--width", "64", "--height", "48"], capsys)
+    assert "wrote" in run_cli(["render", run_dir, "--out", out, "--steps", "4", "--width", "64", "--height", "48"], capsys)
     from PIL import Image
 
     clip = Image.open(out)

@@ -17,6 +17,8 @@ import sys
 import pytest
 import torch
 
+from _training_helpers import run_cli, scalars
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NEAR = [sys.executable, "-m", "near"]
 TINY = ["num_envs=16", "torch_threads=1", "++train.params.config.save_frequency=1",
@@ -32,21 +34,6 @@ def _run(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
     return proc
 
 
-def _main(args: list[str], capsys) -> str:
-    """Run the `near` command line in-process; return its output (asserting exit status 0)."""
-    from near.cli import main
-
-    code = main(args)
-    out = capsys.readouterr()
-    assert code == 0, f"{' '.join(args)} exited {code}:\n{out.out[-3000:]}\n{out.err[-3000:]}"
-    return out.out + out.err
-
-
-def _scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:
-    from tbparse import SummaryReader
-
-    frame = SummaryReader(os.path.join(run_dir, "summaries")).scalars
-    return {tag: sorted(zip(g["step"].tolist(), g["value"].tolist())) for tag, g in frame.groupby("tag")}
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +74,8 @@ def test_trains_logs_checkpoints_and_resumes(task, tmp_path, request, capsys, mo
     extra = extra + (["++task.env.episodeLength=12"] if task.startswith("motion") else ["++task.env.maxEpisodeLength=20"])
     run_dir = str(tmp_path / task)
     args = ["train", "rl", f"task={task}", f"run_dir={run_dir}", *TINY, *extra]
-    _main(args + ["max_iterations=2"], capsys)
-    first = _scalars(run_dir)
+    run_cli(args + ["max_iterations=2"], capsys)
+    first = scalars(run_dir)
     missing = tags - set(first)
     assert not missing, f"{task}: tags not logged: {sorted(missing)}"
     ckpt = torch.load(os.path.join(run_dir, "nn", "checkpoint.pth"), map_location="cpu", weights_only=False)
@@ -97,8 +84,8 @@ def test_trains_logs_checkpoints_and_resumes(task, tmp_path, request, capsys, mo
         assert {"disc", "disc_optimizer", "replay", "amp_normalizer"} <= set(ckpt["extra"])
         assert ckpt["extra"]["replay"]["size"] > 0
 
-    assert "resumed from" in _main(args + ["max_iterations=4"], capsys)
-    second = _scalars(run_dir)
+    assert "resumed from" in run_cli(args + ["max_iterations=4"], capsys)
+    second = scalars(run_dir)
     steps = [s for s, _ in second["losses/a_loss"]]
     assert len(steps) == 4 and len(set(steps)) == 4 and steps == sorted(steps)
     assert second["losses/a_loss"][:2] == first["losses/a_loss"]  # the first two epochs are kept as they were

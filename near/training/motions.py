@@ -157,9 +157,23 @@ def load_motions(spec: str) -> list[Motion]:
     spec = str(spec).strip()
     if not spec.endswith((".yaml", ".yml")):
         return [load_motion(spec)]
+    path = _find_yaml(spec)
+    out = []
+    for file, weight in read_motion_list(path):
+        motion = load_motion(Path(file).stem)
+        motion.weight = weight
+        out.append(motion)
+    return out
+
+
+def read_motion_list(path: Path) -> list[tuple[str, float]]:
+    """The ``(file, weight)`` entries of a NEAR motion list (``motions: [{file, weight}]``), checked.
+
+    Both the planar and the humanoid loaders read this one format; a bare string entry is a file
+    of weight 1.
+    """
     import yaml
 
-    path = _find_yaml(spec)
     try:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -173,11 +187,11 @@ def load_motions(spec: str) -> list[Motion]:
             entry = {"file": entry}
         if not isinstance(entry, dict) or "file" not in entry:
             raise ConfigError(f"{path}: motions[{i}] needs a 'file' key")
-        name = Path(str(entry["file"])).stem
-        motion = load_motion(name)
-        weight = float(entry.get("weight", 1.0))
+        try:
+            weight = float(entry.get("weight", 1.0))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}: motions[{i}].weight must be a number, got {entry.get('weight')!r}") from None
         if not weight > 0:
             raise ConfigError(f"{path}: motions[{i}].weight must be positive, got {weight}")
-        motion.weight = weight
-        out.append(motion)
+        out.append((str(entry["file"]), weight))
     return out

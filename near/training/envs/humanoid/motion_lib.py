@@ -28,6 +28,7 @@ import torch
 
 from near.errors import ConfigError
 from near.training.envs.humanoid import skeleton as sk
+from near.training.motions import read_motion_list
 
 MOTION_DIR = Path(__file__).resolve().parents[4] / "cfg" / "task" / "motions" / "humanoid"
 
@@ -146,24 +147,10 @@ def _synthetic_name(spec: str) -> str | None:
 
 
 def load_yaml(path: Path) -> list[HumanoidMotion]:
-    import yaml
-
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    entries = doc.get("motions") if isinstance(doc, dict) else None
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{path}: expected a non-empty list under 'motions:'")
+    """The motions a NEAR motion list names, files relative to the list, each with its weight."""
     out = []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or "file" not in entry:
-            raise ConfigError(f"{path}: motions[{i}] needs a 'file' key")
-        weight = float(entry.get("weight", 1.0))
-        if not weight > 0:
-            raise ConfigError(f"{path}: motions[{i}].weight must be positive, got {weight}")
-        target = path.parent / str(entry["file"])
-        motion = load_npy(target)
+    for file, weight in read_motion_list(path):
+        motion = load_npy(path.parent / file)
         motion.weight = weight
         out.append(motion)
     return out
