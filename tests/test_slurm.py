@@ -332,6 +332,9 @@ def unprivileged(cluster):
         shutil.rmtree(root, ignore_errors=True)
 
 
+SHORT_STEPS = 40
+
+
 @pytest.mark.slurm
 def test_nodes_that_cannot_open_the_job_table_still_bring_every_job_to_done(unprivileged) -> None:
     """One writer: the jobs run as a user that cannot even read jobs.db (mode 0600, root's); they
@@ -343,8 +346,9 @@ def test_nodes_that_cannot_open_the_job_table_still_bring_every_job_to_done(unpr
     probe = "{ cat ${exp_dir}/jobs.db > /dev/null 2>&1 && echo readable || echo unreadable; } > ${run_dir}/probe; "
     make_sweep(exp, [
         JobSpec(job_id="crash", stage="rl", command=crash_once + job_cmd(steps=2, step_s=0.2), max_attempts=2),
-        JobSpec(job_id="scancel", stage="rl", command=job_cmd(steps=16, step_s=0.5)),
-        JobSpec(job_id="requeue", stage="rl", command=job_cmd(steps=16, step_s=0.5)),
+        # long enough (20 s) that a sync under load sees them running before they end
+        JobSpec(job_id="scancel", stage="rl", command=job_cmd(steps=SHORT_STEPS, step_s=0.5)),
+        JobSpec(job_id="requeue", stage="rl", command=job_cmd(steps=SHORT_STEPS, step_s=0.5)),
         # 70 s of work under a 1-minute limit: one time-out, checkpoint, requeue, resume
         JobSpec(job_id="timeout", stage="rl", command=probe + job_cmd(steps=70, step_s=1.0)),
     ])
@@ -358,10 +362,11 @@ def test_nodes_that_cannot_open_the_job_table_still_bring_every_job_to_done(unpr
                     + f"sbatch:\n  uid: {NODE_USER}\n  gid: {NODE_USER}\n")
     near("sweep", "submit", exp, "--profile", prof)
     try:
-        rec = wait_until(lambda: all(_running_with_progress(exp, j, 3)() for j in ("scancel", "requeue"))
-                         and jobs(exp), 120, "scancel and requeue jobs running", exp, sync=True)
-        subprocess.run(["scancel", rec["scancel"].scheduler_id], check=True)
-        subprocess.run(["scontrol", "requeue", rec["requeue"].scheduler_id], check=True)
+        # one at a time: on two CPUs beside the time-out job the two may never run together
+        wait_until(_running_with_progress(exp, "scancel", 2), 120, "scancel job running", exp, sync=True)
+        subprocess.run(["scancel", jobs(exp)["scancel"].scheduler_id], check=True)
+        wait_until(_running_with_progress(exp, "requeue", 2), 120, "requeue job running", exp, sync=True)
+        subprocess.run(["scontrol", "requeue", jobs(exp)["requeue"].scheduler_id], check=True)
         wait_until(lambda: jobs(exp)["scancel"].state == "cancelled", 90, "scancel recorded", exp, sync=True)
         near("sweep", "submit", exp, "--profile", prof, "--resubmit", "cancelled")
         out = near("sweep", "wait", exp, "--profile", prof, "--poll", "2", "--timeout", "360", check=False)
@@ -379,7 +384,7 @@ def test_nodes_that_cannot_open_the_job_table_still_bring_every_job_to_done(unpr
     assert recs["requeue"].requeues >= 1 and recs["requeue"].attempts == 2
     assert recs["timeout"].requeues >= 1 and recs["timeout"].charged == 0
     for j in ("scancel", "requeue", "timeout"):
-        assert steps_logged(recs[j].run_dir) == list(range(16 if j != "timeout" else 70)), j
+        assert steps_logged(recs[j].run_dir) == list(range(SHORT_STEPS if j != "timeout" else 70)), j
 
 
 @pytest.mark.slurm
