@@ -261,6 +261,7 @@ class LocalExecutor:
             if r is not None:
                 runner.stop(r.proc, self.grace_s)
                 self.say(f"{state:<8} {_label(r.job)} ({reason})")
+                self._idle_claim = False  # a worker is free: a hook's new job starts this cycle
         if state == PRUNED:
             return self.table.prune(ids, reason)
         return self.table.cancel(ids, reason)
