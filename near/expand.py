@@ -599,24 +599,27 @@ def check_size(spec: Spec, max_jobs: int = DEFAULT_MAX_JOBS) -> None:
                         "with --max-jobs)")
 
 
-def expand(spec: Spec, *, max_jobs: int = DEFAULT_MAX_JOBS) -> Expansion:
+def expand(spec: Spec, points: list[Point] | None = None, *, max_jobs: int = DEFAULT_MAX_JOBS) -> Expansion:
     """Expand ``spec`` into distinct jobs (dependencies before dependents) and its grid points.
-    SpecError if it may give more than ``max_jobs`` jobs (checked first) or gives none."""
-    check_size(spec, max_jobs)
+    SpecError if it may give more than ``max_jobs`` jobs (checked first) or gives none.
+    ``points``: expand these points instead of the grid (a point may carry keys that are no axis,
+    e.g. a search trial's parameters: they are substituted as ``${key}`` and label the jobs)."""
+    if points is None:
+        check_size(spec, max_jobs)
     # Expansion allocates hundreds of thousands of small containers and frees none of them: the
     # cyclic GC would rescan the growing heap again and again (most of the time on big grids).
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _expand(spec)
+        return _expand(spec, points)
     finally:
         if enabled:
             gc.enable()
 
 
-def _expand(spec: Spec) -> Expansion:
+def _expand(spec: Spec, points: list[Point] | None) -> Expansion:
     ex = _Expander(spec)
-    points = grid_points(spec)
+    points = grid_points(spec) if points is None else points
     jobs_map = ex.jobs
     job_of = ex.job_of
     plans_at = ex.plans_at

@@ -28,6 +28,9 @@ Format (all keys but ``axes`` and ``stages`` optional)::
           no_anneal: {"*": [++x.sigma_level=5], ncsn: []}
           v1: {vars: {model: ncsnv1}, rl: [...]}  # a bundle may also set template variables
     x-rl: &rl near train rl ...   # x-* keys are ignored: a place for YAML anchors
+    search: {sampler: tpe, trials: 40, metric: ..., space: {lr: {loguniform: [1e-5, 1e-3]}}}
+                               # search instead of enumerate: one study per grid point of the axes,
+                               #   trials as jobs (format in near/search/config.py)
     zip: [[task, budget]]      # axes that vary together (same length), one factor of the product
     exclude: [{algorithm: Track, motion: figure8}]   # drop matching points (values or lists)
     include: [{algorithm: NEAR, motion: stepturn, seed: [1, 2]}]   # extra points (lists: product)
@@ -160,6 +163,7 @@ class Spec:
     vars: dict[str, Any] = field(default_factory=dict)
     snapshot: bool = True   # jobs run a code snapshot taken at dispatch (near.snapshot)
     raw: frozenset[str] = frozenset()  # variables (or axes) spliced as shell text, not quoted
+    search: Any = None  # near.search.config.SearchConfig when the spec has a `search:` block
 
     @property
     def label(self) -> str:
@@ -280,7 +284,7 @@ def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
     if not isinstance(data, dict):
         raise ctx.err("", f"a sweep spec is a mapping with 'axes' and 'stages', not {type(data).__name__}")
     known = {"name", "description", "workdir", "max_attempts", "resources", "vars", "raw", "axes", "zip",
-             "include", "exclude", "stages", "snapshot"}
+             "include", "exclude", "stages", "snapshot", "search"}
     for key in data:
         # x-* keys hold YAML anchors for reuse (`x-rl: &rl ...` then `command: *rl`)
         if key not in known and not str(key).startswith("x-"):
@@ -371,10 +375,15 @@ def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
             raise ctx.err(f"raw[{i}]", f"{rname!r} is not a variable or axis of this spec "
                           f"({', '.join(sorted(names)) or 'none'})")
     desc = data.get("description", "")
+    search = None
+    if data.get("search") is not None:
+        from near.search.config import parse_search
+
+        search = parse_search(data["search"], [s.name for s in stages], axis_names, set(top_vars), ctx.err)
     return Spec(path=path, name=name, workdir=workdir, axes=axes, stages=stages, zip=[list(z) for z in zips],
                 include=include, exclude=exclude, max_attempts=max_attempts, resources=resources,
                 description=str(desc or ""), vars=top_vars, snapshot=snapshot,
-                raw=frozenset(raw_names))
+                raw=frozenset(raw_names), search=search)
 
 
 def _kind(v: Any) -> str:

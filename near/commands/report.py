@@ -84,6 +84,12 @@ def _report_one(args: argparse.Namespace, exp, spec, out) -> int:
 
     rep = run_report(exp, spec, out, args.workers, not args.no_cache, force=args.force,
                      pattern=getattr(args, "pattern", None), config=getattr(args, "config", None))
+    from near.search.study import has_search
+
+    if has_search(exp):  # a search sweep: best trials, metric over trials, parameters
+        from near.search.report import write_report
+
+        rep.written += write_report(exp, rep.out)
     print(f"near report: {len(rep.written)} file(s) written to {rep.out}"
           + (f"; {len(rep.warnings)} warning(s)" if rep.warnings else ""))
     if not args.check:

@@ -60,11 +60,21 @@ def _sync(args: argparse.Namespace) -> int:
 
 def _wait(args: argparse.Namespace) -> int:
     """Exit 0 when every job is done, 1 when some ended otherwise (or the wait timed out)."""
-    from near.executors.slurm import wait
+    from functools import partial
+
+    from near.executors.slurm import SlurmExecutor, wait
     from near.executors.slurm_profile import load_profile
+    from near.jobtable import JobTable
+    from near.search.controller import hook_for
 
     profile = None if args.profile == "none" else load_profile(args.profile)
-    res = wait(args.exp, profile, poll_s=args.poll, timeout_s=args.timeout, log=lambda m: print(m, flush=True))
+    log = partial(print, flush=True)
+    with JobTable.open(args.exp) as table:
+        search = hook_for(table, log=log)
+    if search is not None:
+        search.stop = SlurmExecutor(args.exp, profile, log=log).prune
+    res = wait(args.exp, profile, poll_s=args.poll, timeout_s=args.timeout, log=log,
+               hooks=[search] if search else [])
     print(f"wait: finished in {res.seconds:.0f} s" + (f" ({res.resubmitted} resubmitted)" if res.resubmitted else "")
           + ("; every job is done" if res.all_done else "; NOT every job is done (see `near sweep status`)"))
     return 0 if res.all_done else 1

@@ -109,6 +109,7 @@ class AddSummary:
     total: int
     notes: list[str]
     unchanged: bool = False
+    search: bool = False  # a search spec: ``jobs`` are the trials' jobs added so far
 
 
 def _load(spec_path: str | os.PathLike, name: str | None = None, set_vars: list[str] | None = None,
@@ -143,6 +144,8 @@ def add_spec(spec_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROO
     from near import snapshot
 
     spec = _load(spec_path, name, set_vars, max_jobs)
+    if spec.search is not None:
+        return _add_search(spec, root, validate, name, set_vars)
     target = Path(root) / spec.name
     digest = spec_fingerprint(spec, validate=validate)
     key = f"added:{spec.path}"
@@ -182,15 +185,31 @@ def add_spec(spec_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROO
                       result.existing, result.shared, total, notes)
 
 
+def _add_search(spec, root, validate: bool, name: str | None, set_vars: list[str] | None) -> AddSummary:
+    from near.search.controller import add_search
+
+    pairs = dict(item.partition("=")[::2] for item in set_vars or [])
+    target, in_flight, notes = add_search(spec, root, validate=validate, name=name, set_vars=pairs)
+    from near.jobtable import JobTable
+
+    with JobTable.open(target) as table:
+        total = len(table)
+    return AddSummary(spec.label, target, 0, in_flight, in_flight, 0, 0, total, notes, search=True)
+
+
 def cmd_add(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.dry_run:
         return _dry_run(args)
     s = add_spec(args.spec, args.root, validate=not args.no_validate, name=args.name, set_vars=args.var,
                  max_jobs=args.max_jobs)
-    print(f"{s.spec_label} -> {s.target}/jobs.db: {s.points} grid points, {s.jobs} jobs: "
-          f"{s.new} new, {s.existing} existing, {s.shared} shared "
-          f"({s.total} in table; {time.perf_counter() - t0:.2f}s)")
+    if s.search:
+        print(f"{s.spec_label} -> {s.target}/jobs.db: {s.new} trial(s) in flight, {s.total} job(s) in table "
+              f"({time.perf_counter() - t0:.2f}s)")
+    else:
+        print(f"{s.spec_label} -> {s.target}/jobs.db: {s.points} grid points, {s.jobs} jobs: "
+              f"{s.new} new, {s.existing} existing, {s.shared} shared "
+              f"({s.total} in table; {time.perf_counter() - t0:.2f}s)")
     for n in s.notes:
         print(f"note: {n}")
     return 0
@@ -201,7 +220,12 @@ def _dry_run(args: argparse.Namespace) -> int:
     from near.validate import validate_jobs
 
     spec = _load(args.spec, args.name, args.var, args.max_jobs)
-    expansion = expand(spec, max_jobs=args.max_jobs)
+    if spec.search is not None:  # a search: the jobs of one representative trial per study
+        from near.search.controller import axes_points, probe_params
+
+        expansion = expand(spec, [{**p, **probe_params(spec.search)} for p in axes_points(spec)])
+    else:
+        expansion = expand(spec, max_jobs=args.max_jobs)
     notes: list[str] = []
     if not args.no_validate:
         skip = [(j.job_id, "stage has validate: false") for j in expansion.jobs
@@ -277,6 +301,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             why = f": {j['reason']}" if j["reason"] else ""
             print(f"  {j['job_id']} {j['stage']:<5} {j['state']:<9}{sid} {point} "
                   f"(attempts {j['attempts']}/{j['max_attempts']}){why}")
+    from near.search.report import status_lines
+
+    for line in status_lines(Path(data["exp_dir"])):
+        print(line)
     return 0
 
 
@@ -289,8 +317,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _open(args.exp) as table:
         if args.max_attempts is not None:
             table.set_max_attempts(args.max_attempts)
+        from near.search.controller import hook_for
+
+        search = hook_for(table)
         ex = LocalExecutor(table, workers=args.workers, lease_s=args.lease, grace_s=args.grace,
-                           progress_s=args.progress, max_jobs=args.max_jobs)
+                           progress_s=args.progress, max_jobs=args.max_jobs, hooks=[search] if search else [])
+        if search is not None:
+            search.stop = ex.prune
         result = ex.run()
     if result.interrupted:
         print("near: stopped; run the same command again to continue", file=sys.stderr)

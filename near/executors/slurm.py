@@ -38,7 +38,7 @@ from near.executors.slurm_node import INTERRUPTED
 from near.executors.slurm_plan import ClusterLimits, Group, parse_limits, plan_arrays
 from near.executors.slurm_profile import SlurmProfile
 from near.jobtable import (
-    ACTIVE_STATES, BLOCKED, BLOCKING_STATES, CANCELLED, DONE, PENDING, QUEUED, RUNNING,
+    ACTIVE_STATES, BLOCKED, BLOCKING_STATES, CANCELLED, DONE, PENDING, PRUNED, QUEUED, RUNNING,
     STATES, Change, JobBrief, JobRecord, JobTable, topo_order,
 )
 from near.snapshot import Snapshotter
@@ -622,7 +622,8 @@ class WaitResult:
 
     @property
     def all_done(self) -> bool:
-        return not self.timed_out and all(n == 0 for s, n in self.counts.items() if s != DONE)
+        """Nothing timed out and every job is done or pruned (a search stopped it on purpose)."""
+        return not self.timed_out and all(n == 0 for s, n in self.counts.items() if s not in (DONE, PRUNED))
 
 
 def wait(exp_dir: str | os.PathLike, profile: SlurmProfile | None = None, *, poll_s: float = 10.0,
