@@ -1,0 +1,113 @@
+"""Humanoid on one NVIDIA GPU (MuJoCo Warp): end-to-end NEAR and AMP training samples/s.
+
+    python benchmarks/bench_humanoid_gpu.py [--envs 4096] [--iterations 8] [--device cuda:0]
+
+First the raw MuJoCo Warp rate: physics steps/s of the backend alone (all envs as worlds of one
+model, 4 steps per CUDA graph launch, random PD targets), and control steps/s of near's
+HumanoidEnv on it (observation, rewards, metrics, resets included). Then ``near train rl`` with
+``task=HumanoidAMP`` and ``task=HumanoidNEAR`` (energy model from a short ``near train ncsn``; the
+reward's quality does not change the cost) at ``--envs`` envs: samples/s are the trainer's frame
+counter over the event files' wall times, from the end of the first epoch (kernel compilation,
+CUDA graph capture) to the end of the last. Prints LAST NEAR's samples/s as a ratio to 16,000,
+NEAR's figure for Isaac Gym (the anchor; it cannot run here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_ppo import samples_per_s  # noqa: E402
+
+ISAAC_GYM_SAMPLES_PER_S = 16_000.0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def raw_rates(num_envs: int, steps: int, device: torch.device) -> tuple[float, float]:
+    """(physics steps/s of the bare backend, control steps/s of HumanoidEnv), all envs counted."""
+    from near.training.envs.humanoid.env import PHYSICS_STEPS, HumanoidEnv, HumanoidEnvConfig
+
+    env = HumanoidEnv(HumanoidEnvConfig(num_envs=num_envs, motion_file="walk", backend="mujoco_warp"),
+                      device=device, seed=0)
+    env.reset()
+    gen = torch.Generator(device=device).manual_seed(0)
+    actions = torch.rand(steps, num_envs, env.action_dim, generator=gen, device=device) * 0.6 - 0.3
+    ctrl = env.pd_offset.to(device) + env.pd_scale.to(device) * actions
+    sim = env.sim
+    sim.step(ctrl[0], PHYSICS_STEPS)  # capture the graph outside the timing
+    _sync(device)
+    start = time.perf_counter()
+    for t in range(steps):
+        sim.step(ctrl[t], PHYSICS_STEPS)
+    _sync(device)
+    physics = num_envs * steps * PHYSICS_STEPS / (time.perf_counter() - start)
+
+    env.reset()
+    env.step(actions[0])
+    _sync(device)
+    start = time.perf_counter()
+    for t in range(steps):
+        env.step(actions[t])
+    _sync(device)
+    control = num_envs * steps / (time.perf_counter() - start)
+    return physics, control
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda:0")
+    parser.add_argument("--envs", type=int, default=4096)
+    parser.add_argument("--iterations", type=int, default=8, help="rl epochs per algorithm (the first is not timed)")
+    parser.add_argument("--raw-steps", type=int, default=200, help="control steps of the raw-rate loops")
+    parser.add_argument("--ncsn-iters", type=int, default=200)
+    parser.add_argument("--algos", nargs="+", default=["AMP", "NEAR"], choices=["AMP", "NEAR"])
+    parser.add_argument("--extra", default="", help="more overrides, space separated")
+    parser.add_argument("--work", default="", help="run directories here (default: a new temporary one)")
+    args = parser.parse_args()
+
+    from near.training.entry import train_ncsn_stage, train_rl_stage
+
+    device = torch.device(args.device)
+    physics, control = raw_rates(args.envs, args.raw_steps, device)
+    print(f"raw MuJoCo Warp: {physics:,.0f} physics steps/s; near HumanoidEnv: {control:,.0f} control steps/s "
+          f"(= samples/s without learning; {args.envs} envs, {args.device})", flush=True)
+
+    work = args.work or tempfile.mkdtemp(prefix="near-bench-humanoid-")
+    os.environ.setdefault("NEAR_CACHE_DIR", os.path.join(work, "cache"))
+    common = [f"device={args.device}", f"num_envs={args.envs}", f"max_iterations={args.iterations}",
+              "++task.env.motion_file=walk", "++train.params.config.print_stats=False",
+              "++train.params.config.save_frequency=0", *args.extra.split()]
+    rates: dict[str, float] = {}
+    for algo in args.algos:
+        extra: list[str] = []
+        if algo == "NEAR":
+            nc = "++train.params.config.near_config"
+            assert train_ncsn_stage(["task=HumanoidNEAR", "++task.env.motion_file=walk", f"run_dir={work}/ncsn",
+                                     f"device={args.device}", f"{nc}.training.n_iters={args.ncsn_iters}"]) == 0
+            extra = [f"{nc}.inference.eb_model_checkpoint={work}/ncsn/nn/checkpoint.pth",
+                     f"{nc}.inference.running_mean_std_checkpoint={work}/ncsn/nn/running_mean_std.pth",
+                     f"{nc}.inference.sigma_level=-1"]
+        start = time.perf_counter()
+        assert train_rl_stage([f"task=Humanoid{algo}", f"run_dir={work}/{algo}", *common, *extra]) == 0
+        total = time.perf_counter() - start
+        rates[algo], n = samples_per_s(f"{work}/{algo}")
+        print(f"{algo}: {rates[algo]:,.0f} samples/s ({n:,} samples timed, {args.envs} envs, {args.device}; "
+              f"whole run {total:.0f} s)", flush=True)
+    print(f"raw MuJoCo Warp physics steps/s beside them: {physics:,.0f}", flush=True)
+    algo = "NEAR" if "NEAR" in rates else args.algos[0]
+    print(f"{algo} samples/s on the MuJoCo Warp humanoid, {args.envs} envs on {args.device}: {rates[algo]:,.0f} "
+          f"= {rates[algo] / ISAAC_GYM_SAMPLES_PER_S:.2f}x NEAR's Isaac Gym 16,000")
+
+
+if __name__ == "__main__":
+    main()
