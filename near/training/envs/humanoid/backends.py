@@ -85,7 +85,8 @@ class WarpBackend:
         self.nq, self.nv = model.nq, model.nv
         with wp.ScopedDevice(self.wp_device):
             self.m = mjw.put_model(model)
-            self.d = mjw.make_data(model, nworld=num_envs, nconmax=num_envs * 24, njmax=num_envs * 96)
+            # both sizes are per world (contacts pool across worlds, constraints do not)
+            self.d = mjw.make_data(model, nworld=num_envs, nconmax=24, njmax=96)
         t = wp.to_torch
         self.qpos, self.qvel, self.ctrl = t(self.d.qpos), t(self.d.qvel), t(self.d.ctrl)
         self.xpos = t(self.d.xpos)

@@ -1,0 +1,142 @@
+"""Learning check on one GPU (not a test): AMP, NEAR and Track on the MuJoCo Warp humanoid vs random.
+
+All runs share the GPU at once: NEAR's ncsn stages and the AMP / Track rl runs start together, each
+NEAR rl run when its ncsn stage ends. Every rl run trains until ``--budget`` seconds after the
+start, then gets SIGTERM (near's trainer writes its checkpoint and stops). Each final checkpoint
+is then evaluated (``near.training.eval_metrics``, deterministic actions, no early termination,
+so every episode is the full 10 s) beside a uniformly random policy; prints a Markdown table of
+NEAR's DTW pose error (``mean_dtw_pose_error``, lower is better) and writes it with the JSON to
+``--out``.
+
+    python benchmarks/learning_check_humanoid_gpu.py [--motions walk crane_pose] [--seeds 2]
+        [--envs 2048] [--budget 360] [--ncsn-iters 2000] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+NC = "++train.params.config.near_config"
+
+
+def spawn(cmd: list[str], log: str) -> subprocess.Popen:
+    with open(log, "w") as fh:
+        return subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+
+
+def near_overrides(ncsn_dir: str) -> list[str]:
+    return [f"{NC}.inference.eb_model_checkpoint={ncsn_dir}/nn/checkpoint.pth",
+            f"{NC}.inference.running_mean_std_checkpoint={ncsn_dir}/nn/running_mean_std.pth",
+            f"{NC}.inference.sigma_level=-1"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--motions", nargs="+", default=["walk"])
+    ap.add_argument("--algos", nargs="+", default=["AMP", "NEAR", "Track"])
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--envs", type=int, default=2048)
+    ap.add_argument("--budget", type=float, default=360.0, help="seconds from the start until the rl runs stop")
+    ap.add_argument("--ncsn-iters", type=int, default=2000)
+    ap.add_argument("--episodes", type=int, default=64)
+    ap.add_argument("--device", default="cuda:0")
+    ap.add_argument("--out", default="/tmp/near_learning_check_gpu")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    t0 = time.time()
+    deadline = t0 + args.budget
+
+    runs = [(m, a, s) for m in args.motions for a in args.algos for s in range(args.seeds)]
+    rl: dict[tuple, subprocess.Popen] = {}
+    ncsn: dict[tuple, subprocess.Popen] = {}
+
+    def rl_cmd(m: str, a: str, s: int) -> list[str]:
+        extra = near_overrides(f"{args.out}/{m}/ncsn{s}") if a == "NEAR" else []
+        return [PY, "-m", "near", "train", "rl", f"task=Humanoid{a}", f"++task.env.motion_file={m}", f"seed={s}",
+                f"device={args.device}", f"num_envs={args.envs}", "max_iterations=100000",
+                "++train.params.config.print_stats=False", "++train.params.config.save_frequency=0",
+                f"run_dir={args.out}/{m}/{a}{s}", *extra]
+
+    for m, a, s in runs:
+        os.makedirs(f"{args.out}/{m}", exist_ok=True)
+        if a == "NEAR":
+            ncsn[(m, a, s)] = spawn([PY, "-m", "near", "train", "ncsn", "task=HumanoidNEAR",
+                                     f"++task.env.motion_file={m}", f"seed={s}", f"device={args.device}",
+                                     f"run_dir={args.out}/{m}/ncsn{s}", f"{NC}.training.n_iters={args.ncsn_iters}"],
+                                    f"{args.out}/{m}/ncsn{s}.log")
+        else:
+            rl[(m, a, s)] = spawn(rl_cmd(m, a, s), f"{args.out}/{m}/{a}{s}.log")
+    while ncsn or time.time() < deadline:
+        for key, proc in list(ncsn.items()):
+            if proc.poll() is not None:
+                del ncsn[key]
+                if proc.returncode == 0:
+                    rl[key] = spawn(rl_cmd(*key), f"{args.out}/{key[0]}/{key[1]}{key[2]}.log")
+                else:
+                    print(f"ncsn {key} failed ({proc.returncode})", flush=True)
+        if all(p.poll() is not None for p in rl.values()) and not ncsn:
+            break
+        time.sleep(1)
+    for proc in rl.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    codes = {key: proc.wait() for key, proc in rl.items()}
+    print(f"rl runs stopped after {time.time() - t0:.0f} s; exit codes {sorted(set(codes.values()))}", flush=True)
+
+    evals: dict[tuple, subprocess.Popen] = {}
+    common = [f"device={args.device}", "num_envs=64", "++task.env.enableEarlyTermination=False"]
+    for m in args.motions:
+        evals[(m, "random", 0)] = spawn([PY, "-m", "near.training.eval_metrics", "task=HumanoidAMP",
+                                         f"++task.env.motion_file={m}", *common, "--random",
+                                         "--episodes", str(args.episodes), "--out", f"{args.out}/{m}/random0.json"],
+                                        f"{args.out}/{m}/random0.eval.log")
+    for (m, a, s), code in codes.items():
+        if code not in (0, 3):
+            continue
+        extra = near_overrides(f"{args.out}/{m}/ncsn{s}") if a == "NEAR" else []
+        evals[(m, a, s)] = spawn([PY, "-m", "near.training.eval_metrics", f"task=Humanoid{a}",
+                                  f"++task.env.motion_file={m}", f"checkpoint={args.out}/{m}/{a}{s}", *common, *extra,
+                                  "--episodes", str(args.episodes), "--out", f"{args.out}/{m}/{a}{s}.json"],
+                                 f"{args.out}/{m}/{a}{s}.eval.log")
+    results: dict[str, dict] = {}
+    for (m, a, s), proc in evals.items():
+        if proc.wait() == 0:
+            with open(f"{args.out}/{m}/{a}{s}.json") as fh:
+                results[f"{m}/{a}{s}"] = json.load(fh)
+        else:
+            print(f"evaluation of {m}/{a}{s} failed", flush=True)
+
+    lines = [f"DTW pose error (mean_dtw_pose_error, lower is better), deterministic policy, {args.episodes} "
+             f"full episodes; rl: {args.envs} envs each, all runs concurrent on one GPU, stopped at "
+             f"{args.budget:.0f} s; ncsn {args.ncsn_iters} iterations", "",
+             "| motion | algorithm | seeds | DTW per seed | mean | ratio to random | frames/run |", "|---" * 7 + "|"]
+    for m in args.motions:
+        rand = results.get(f"{m}/random0", {}).get("mean_dtw_pose_error", float("nan"))
+        lines.append(f"| {m} | random | 1 | {rand:.3f} | {rand:.3f} | 1.00 | - |")
+        for a in args.algos:
+            vals = [results[f"{m}/{a}{s}"]["mean_dtw_pose_error"] for s in range(args.seeds) if f"{m}/{a}{s}" in results]
+            if not vals:
+                lines.append(f"| {m} | {a} | 0 | failed | - | - | - |")
+                continue
+            mean = sum(vals) / len(vals)
+            lines.append(f"| {m} | {a} | {len(vals)} | {', '.join(f'{v:.3f}' for v in vals)} | {mean:.3f} | "
+                         f"{mean / rand:.2f} | - |")
+    table = "\n".join(lines)
+    print(table, flush=True)
+    with open(f"{args.out}/table.md", "w") as fh:
+        fh.write(table + "\n")
+    with open(f"{args.out}/results.json", "w") as fh:
+        json.dump(results, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
