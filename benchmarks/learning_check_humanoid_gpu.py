@@ -117,18 +117,18 @@ def main() -> int:
     lines = [f"DTW pose error (mean_dtw_pose_error, lower is better), deterministic policy, {args.episodes} "
              f"full episodes; rl: {args.envs} envs each, all runs concurrent on one GPU, stopped at "
              f"{args.budget:.0f} s; ncsn {args.ncsn_iters} iterations", "",
-             "| motion | algorithm | seeds | DTW per seed | mean | ratio to random | frames/run |", "|---" * 7 + "|"]
+             "| motion | algorithm | seeds | DTW per seed | mean | ratio to random |", "|---" * 6 + "|"]
     for m in args.motions:
         rand = results.get(f"{m}/random0", {}).get("mean_dtw_pose_error", float("nan"))
-        lines.append(f"| {m} | random | 1 | {rand:.3f} | {rand:.3f} | 1.00 | - |")
+        lines.append(f"| {m} | random | 1 | {rand:.3f} | {rand:.3f} | 1.00 |")
         for a in args.algos:
             vals = [results[f"{m}/{a}{s}"]["mean_dtw_pose_error"] for s in range(args.seeds) if f"{m}/{a}{s}" in results]
             if not vals:
-                lines.append(f"| {m} | {a} | 0 | failed | - | - | - |")
+                lines.append(f"| {m} | {a} | 0 | failed | - | - |")
                 continue
             mean = sum(vals) / len(vals)
             lines.append(f"| {m} | {a} | {len(vals)} | {', '.join(f'{v:.3f}' for v in vals)} | {mean:.3f} | "
-                         f"{mean / rand:.2f} | - |")
+                         f"{mean / rand:.2f} |")
     table = "\n".join(lines)
     print(table, flush=True)
     with open(f"{args.out}/table.md", "w") as fh:
