@@ -145,7 +145,7 @@ def fold(job: JobRecord, outcomes: Iterable[Outcome]) -> tuple[list[Change], Job
                 changes.append(Change(job.job_id, None, outcome=o.name))
             continue
         if o.name is not None:
-            object.__setattr__(ch, "outcome", o.name)  # a Change decide() just made: not shared yet
+            ch = replace(ch, outcome=o.name)
         changes.append(ch)
         job = advance(job, ch)
     return changes, job
