@@ -63,6 +63,39 @@ def raw_rates(num_envs: int, steps: int, device: torch.device) -> tuple[float, f
     return physics, control
 
 
+def profile_env(num_envs: int, steps: int, device: torch.device) -> None:
+    """Where a HumanoidEnv step spends its time: torch.profiler's top ops by CPU and by GPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from near.training.envs.humanoid.env import HumanoidEnv, HumanoidEnvConfig
+
+    env = HumanoidEnv(HumanoidEnvConfig(num_envs=num_envs, motion_file="walk", backend="mujoco_warp"),
+                      device=device, seed=0)
+    env.reset()
+    gen = torch.Generator(device=device).manual_seed(0)
+    actions = torch.rand(steps, num_envs, env.action_dim, generator=gen, device=device) * 0.6 - 0.3
+    for t in range(min(steps, 10)):
+        env.step(actions[t])
+    _sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for t in range(steps):
+            env.step(actions[t])
+        _sync(device)
+    table = prof.key_averages()
+    print(table.table(sort_by="cpu_time_total", row_limit=40), flush=True)
+    if device.type == "cuda":
+        print(table.table(sort_by="self_cuda_time_total", row_limit=25), flush=True)
+    import cProfile
+    import pstats
+
+    with cProfile.Profile() as py_prof:
+        for t in range(steps):
+            env.step(actions[t])
+        _sync(device)
+    pstats.Stats(py_prof).sort_stats("tottime").print_stats(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda:0")
@@ -73,11 +106,21 @@ def main() -> None:
     parser.add_argument("--algos", nargs="+", default=["AMP", "NEAR"], choices=["AMP", "NEAR"])
     parser.add_argument("--extra", default="", help="more overrides, space separated")
     parser.add_argument("--work", default="", help="run directories here (default: a new temporary one)")
+    parser.add_argument("--raw-envs", type=int, nargs="*", default=[],
+                        help="also print the raw rates at these env counts (how they scale)")
+    parser.add_argument("--profile", type=int, default=0,
+                        help="profile this many HumanoidEnv steps (torch.profiler, top ops) and stop")
     args = parser.parse_args()
 
     from near.training.entry import train_ncsn_stage, train_rl_stage
 
     device = torch.device(args.device)
+    if args.profile:
+        profile_env(args.envs, args.profile, device)
+        return
+    for n in args.raw_envs:
+        p, c = raw_rates(n, args.raw_steps, device)
+        print(f"{n:>6} envs: raw MuJoCo Warp {p:,.0f} physics steps/s; HumanoidEnv {c:,.0f} control steps/s", flush=True)
     physics, control = raw_rates(args.envs, args.raw_steps, device)
     print(f"raw MuJoCo Warp: {physics:,.0f} physics steps/s; near HumanoidEnv: {control:,.0f} control steps/s "
           f"(= samples/s without learning; {args.envs} envs, {args.device})", flush=True)

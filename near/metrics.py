@@ -51,8 +51,16 @@ TAGS: dict[str, str] = {
 
 
 def _as_tensor(x: ArrayLike) -> torch.Tensor:
+    """x as a float64 tensor; a tensor keeps its device (a GPU env's metrics stay on the GPU)."""
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    return t.detach().to("cpu", torch.float64)
+    return t.detach().to(torch.float64)
+
+
+def _lengths(lengths: ArrayLike | None, batch: int, full: int, device: torch.device) -> torch.Tensor:
+    """Valid frames per batch row as a long tensor on `device` (default: all `full` frames)."""
+    if lengths is None:
+        return torch.full((batch,), full, dtype=torch.long, device=device)
+    return torch.as_tensor(lengths).long().to(device)
 
 
 def _batched(x: ArrayLike) -> tuple[torch.Tensor, bool]:
@@ -119,15 +127,16 @@ def dtw_error(
     xb = xb.expand(batch, -1, -1)
     yb = yb.expand(batch, -1, -1)
     n, m = xb.shape[1], yb.shape[1]
-    xl = torch.full((batch,), n, dtype=torch.long) if x_len is None else torch.as_tensor(x_len).long().cpu().expand(batch)
-    yl = torch.full((batch,), m, dtype=torch.long) if y_len is None else torch.as_tensor(y_len).long().cpu().expand(batch)
+    dev = xb.device
+    xl = _lengths(x_len, batch, n, dev).expand(batch)
+    yl = _lengths(y_len, batch, m, dev).expand(batch)
     if bool(((xl < 1) | (xl > n) | (yl < 1) | (yl > m)).any()):
         raise ValueError("dtw_error: lengths must lie in [1, padded length]")
     # exact differences (cdist's matrix-product shortcut loses ~1e-9 for identical frames)
     cost = torch.cdist(xb, yb, compute_mode="donot_use_mm_for_euclid_dist")  # (B, n, m)
-    acc, length = dtw_start(batch, m)
-    out = torch.zeros(batch, dtype=torch.float64)
-    rows = torch.arange(batch)
+    acc, length = dtw_start(batch, m, device=dev)
+    out = torch.zeros(batch, dtype=torch.float64, device=dev)
+    rows = torch.arange(batch, device=dev)
     # cell (a, b) depends only on cells <= (a, b): padding beyond a row's own lengths is harmless
     for i in range(n):
         acc, length = dtw_step(acc, length, cost[:, i])
@@ -150,14 +159,14 @@ def _derivative_norm(pos: ArrayLike, dt: float, order: int, lengths: ArrayLike |
     if dt <= 0:
         raise ValueError(f"dt must be positive, got {dt}")
     p, single = _batched(pos)
-    lens = torch.full((p.shape[0],), p.shape[1]) if lengths is None else torch.as_tensor(lengths).long().cpu()
+    lens = _lengths(lengths, p.shape[0], p.shape[1], p.device)
     if p.shape[1] <= order or bool((lens <= order).any()):
         raise ValueError(f"need more than {order} frames for derivative order {order}, got {int(lens.min())}")
     d = p
     for _ in range(order):
         d = torch.diff(d, dim=1) / dt
     norms = torch.linalg.vector_norm(d, dim=-1)
-    valid = torch.arange(norms.shape[1])[None, :] < (lens - order)[:, None]
+    valid = torch.arange(norms.shape[1], device=p.device)[None, :] < (lens - order)[:, None]
     out = (norms * valid).sum(dim=-1) / valid.sum(dim=-1)
     return out[0] if single else out
 
@@ -209,15 +218,15 @@ def sparc(
     if s.ndim != 2 or s.shape[1] < 2:
         raise ValueError(f"sparc expects a speed profile of shape (T,) or (B, T) with T >= 2, got {tuple(s.shape)}")
     if lengths is not None:
-        lens = torch.as_tensor(lengths).long().cpu()
-        s = s * (torch.arange(s.shape[1])[None, :] < lens[:, None])
+        lens = _lengths(lengths, s.shape[0], s.shape[1], s.device)
+        s = s * (torch.arange(s.shape[1], device=s.device)[None, :] < lens[:, None])
     nfft = int(2 ** (math.ceil(math.log2(s.shape[1])) + pad_level))
-    freq = torch.arange(nfft // 2 + 1, dtype=torch.float64) / (nfft * dt)
+    freq = torch.arange(nfft // 2 + 1, dtype=torch.float64, device=s.device) / (nfft * dt)
     band = freq <= fc
     freq = freq[band]
     mag = torch.fft.rfft(s, n=nfft).abs()[:, band]
     mag = mag / mag[:, :1].clamp_min(1e-12)
-    idx = torch.arange(freq.numel())
+    idx = torch.arange(freq.numel(), device=s.device)
     last = torch.where(mag >= amp_th, idx, torch.zeros_like(idx)).max(dim=1).values  # (B,)
     f_last = freq[last].clamp_min(1e-12)
     df = torch.diff(freq)[None, :] / f_last[:, None]
@@ -254,7 +263,7 @@ def episode_metrics(
     """
     p, _ = _batched(root_pos)
     r, _ = _batched(reference)
-    lens = torch.full((p.shape[0],), p.shape[1]) if lengths is None else torch.as_tensor(lengths).long().cpu()
+    lens = _lengths(lengths, p.shape[0], p.shape[1], p.device)
     return {
         "dtw_error": dtw_error(p, r, lens, lens) if dtw is None else _as_tensor(dtw),
         "euclidean_error": _masked_mean(torch.linalg.vector_norm(p - r[:, : p.shape[1]], dim=-1), lens),
@@ -266,7 +275,7 @@ def episode_metrics(
 
 
 def _masked_mean(v: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-    valid = torch.arange(v.shape[1])[None, :] < lens[:, None]
+    valid = torch.arange(v.shape[1], device=v.device)[None, :] < lens[:, None]
     return (v * valid).sum(dim=-1) / valid.sum(dim=-1)
 
 

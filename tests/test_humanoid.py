@@ -85,8 +85,14 @@ def test_observation_matches_the_reference_at_reset_and_masks_split_the_features
                                         episode_length=10), seed=3)
     assert env.obs_dim == 105 and env.paired_obs_dim == 210 and env.action_dim == 28
     ref = env.reference_obs(env.motion_id, env.start_time)
-    # the simulator starts in the reference state (RSI); key bodies differ by the interpolation between frames (mm)
-    assert float((ref - env.obs).abs().max()) < 1e-2
+    assert torch.allclose(ref, env.obs)
+    # the simulator starts in that state (RSI): the observation of its own forward kinematics agrees
+    # (key bodies differ by the interpolation between frames, millimetres)
+    physics, _, _ = env._sim_state()
+    assert float((physics - env.obs).abs().max()) < 1e-2
+    stand = HumanoidEnv(HumanoidEnvConfig(num_envs=2, motion_file="walk", state_init="Default"), seed=0)
+    assert float((stand._sim_state()[0] - stand.obs).abs().max()) < 1e-5
+    assert torch.equal(stand.history[:, 0], stand.obs)
     demo = env.demo_transitions()
     assert demo.shape[1] == 210 and torch.isfinite(demo).all()
     upper, lower = env.feature_mask("upper_body"), env.feature_mask("lower_body")
@@ -118,6 +124,32 @@ def test_episode_metrics_score_zero_pose_error_on_the_reference_itself(motion_di
     for key in ("mean_dtw_pose_error", "dtw_error", "spectral_arc_length", "sparc", "root_body_jerk", "root_jerk"):
         assert torch.isfinite(m[key]).all(), key
     assert float(m["dtw_error"].min()) > 0 and torch.equal(m["root_jerk"], m["root_body_jerk"])
+
+
+def test_uniform_random_actions_keep_the_simulation_stable():
+    """The random-policy baseline drives every PD target across its whole range 30 times a
+    second; the model must stay stable under it (it did not with the implicitfast integrator)."""
+    import mujoco
+
+    env = HumanoidEnv(HumanoidEnvConfig(num_envs=4, motion_file="walk", enable_early_termination=False), seed=0)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(120):
+        env.step(torch.rand(4, 28, generator=gen) * 2 - 1)
+    unstable = [d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number for d in env.sim.datas]
+    assert unstable == [0, 0, 0, 0]
+    assert float(env.sim.read()[1].abs().max()) < 1e3
+
+
+def test_a_diverged_world_ends_its_episode_with_nan_metrics_and_restarts():
+    env = HumanoidEnv(HumanoidEnvConfig(num_envs=3, motion_file="walk"), seed=0)
+    env.step(torch.zeros(3, 28))
+    env.sim.datas[1].qvel[:] = float("nan")  # what a blown-up world looks like
+    obs, reward, done, infos = env.step(torch.zeros(3, 28))
+    assert done.tolist() == [False, True, False] and bool(infos["terminate"][1])
+    m = infos["episode_metrics"]["mean_dtw_pose_error"]
+    assert torch.isnan(m[1]) and torch.isfinite(obs).all() and torch.isfinite(reward).all()
+    obs, _, done, _ = env.step(torch.zeros(3, 28))
+    assert torch.isfinite(obs).all() and not bool(done.any()) and not bool(env.diverged.any())
 
 
 # ------------------------------------------------------------------ training

@@ -31,7 +31,7 @@ Policy = Callable[[torch.Tensor], torch.Tensor]
 def rollout_metrics(env: Any, policy: Policy, episodes: int = 64, max_steps: int | None = None) -> dict[str, float]:
     """Step `env` with `policy` until `episodes` episodes finished; mean of each episode metric."""
     sums: dict[str, float] = {}
-    count = 0
+    count = diverged = 0
     steps = 0
     lengths = torch.zeros(env.num_envs, dtype=torch.long, device=env.device)
     length_sum = 0.0
@@ -45,14 +45,23 @@ def rollout_metrics(env: Any, policy: Policy, episodes: int = 64, max_steps: int
         lengths += 1
         ids = torch.nonzero(done).flatten()[: episodes - count]
         if ids.numel():
-            for key, values in infos.get("episode_metrics", {}).items():
-                sums[key] = sums.get(key, 0.0) + float(values[ids].float().sum())
+            found = infos.get("episode_metrics", {})
+            if found:
+                names = list(found)
+                values = torch.stack([found[key][ids].float() for key in names], 1)
+                finite = torch.isfinite(values).all(1)
+                diverged += int((~finite).sum())
+                for k, key in enumerate(names):
+                    sums[key] = sums.get(key, 0.0) + float(values[finite, k].sum())
             length_sum += float(lengths[ids].sum())
             count += ids.numel()
         lengths[done] = 0
-    out = {key: value / count for key, value in sums.items()}
+    # an episode whose simulation diverged (NaN metrics) counts, but not in the means
+    valid = count - diverged
+    out = {key: value / valid if valid else float("nan") for key, value in sums.items()}
     out["episode_length"] = length_sum / count
     out["episodes"] = count
+    out["diverged_episodes"] = diverged
     return out
 
 

@@ -64,12 +64,16 @@ class PPOAgent(a2c_continuous.A2CAgent):
         if metrics:
             done_ids = dones.nonzero(as_tuple=False).squeeze(-1)
             if done_ids.numel():
-                for name, values in metrics.items():
+                names = list(metrics)
+                # an episode whose simulation diverged reports NaN metrics: it is left out
+                values = torch.stack([metrics[name][done_ids].float() for name in names], 1)
+                values = values[torch.isfinite(values).all(1)]
+                for k, name in enumerate(names):
                     meter = self.episode_meters.get(name)
                     if meter is None:
                         meter = torch_ext.AverageMeter(1, self.games_to_track).to(self.ppo_device)
                         self.episode_meters[name] = meter
-                    meter.update(values[done_ids].float().unsqueeze(-1))
+                    meter.update(values[:, k : k + 1])
         return obs, rewards, dones, infos
 
     def play_steps(self):

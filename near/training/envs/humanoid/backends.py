@@ -1,9 +1,10 @@
 """Batched simulators of the humanoid: MuJoCo on the CPU, MuJoCo Warp on an NVIDIA GPU.
 
 Both expose the same small interface to :class:`~near.training.envs.humanoid.env.HumanoidEnv`:
-``set_state(ids, qpos, qvel)`` (then forward kinematics), ``step(ctrl, n)`` (n physics steps
-with PD targets `ctrl`), and ``read()`` -> qpos (N, 35), qvel (N, 34), body positions (N, 15, 3)
-and a (N, 15) mask of bodies touching the floor, as torch tensors on the env's device.
+``set_state(ids, qpos, qvel)``, ``step(ctrl, n)`` (n physics steps with PD targets `ctrl`;
+afterwards ``unstable`` (N,) marks worlds the simulator found unstable in them), and ``read()``
+-> qpos (N, 35), qvel (N, 34), body positions (N, 15, 3) and a (N, 15) mask of bodies touching
+the floor, as torch tensors on the env's device.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class MujocoBackend:
         self.geom_body = self.model.geom_bodyid.copy() - 1  # world -> -1, pelvis -> 0
         self.floor = 0
         self.nq, self.nv = self.model.nq, self.model.nv
+        # MuJoCo resets a world whose accelerations blow up (qpos0, time 0) with only a warning;
+        # a simulated time behind the steps taken gives that away
+        self.sim_time = np.zeros(num_envs)
+        self.unstable = torch.zeros(num_envs, dtype=torch.bool, device=device)
 
     def set_state(self, ids: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
         qpos, qvel = qpos.detach().cpu().double().numpy(), qvel.detach().cpu().double().numpy()
@@ -43,6 +48,7 @@ class MujocoBackend:
             d.qpos[:] = qpos[k]
             d.qvel[:] = qvel[k]
             self.mujoco.mj_forward(self.model, d)
+            self.sim_time[i] = d.time
 
     def step(self, ctrl: torch.Tensor, n: int) -> None:
         ctrl = ctrl.detach().cpu().double().numpy()
@@ -50,6 +56,11 @@ class MujocoBackend:
         for i, d in enumerate(self.datas):
             d.ctrl[:] = ctrl[i]
             step(model, d, n)
+        self.sim_time += n * model.opt.timestep
+        times = np.fromiter((d.time for d in self.datas), float, len(self.datas))
+        reset = times < self.sim_time - 0.5 * model.opt.timestep
+        self.sim_time = times
+        self.unstable = torch.from_numpy(reset).to(self.device)
 
     def read(self):
         n = len(self.datas)
@@ -90,9 +101,15 @@ class WarpBackend:
         t = wp.to_torch
         self.qpos, self.qvel, self.ctrl = t(self.d.qpos), t(self.d.qvel), t(self.d.ctrl)
         self.xpos = t(self.d.xpos)
-        self.geom_body = torch.as_tensor(model.geom_bodyid.astype(np.int64) - 1, device=device)
+        self.warmstart = t(self.d.qacc_warmstart)
+        self.nacon = t(self.d.nacon)
+        self.contact_geom, self.contact_world = t(self.d.contact.geom), t(self.d.contact.worldid)
+        self.geom_body = torch.as_tensor(model.geom_bodyid.astype(np.int64), device=device)  # world -> 0
+        self.ngeom = model.ngeom
+        self.slots = torch.arange(self.contact_geom.shape[0], device=device)
+        # a blown-up world shows as non-finite state, which HumanoidEnv checks itself
+        self.unstable = torch.zeros(num_envs, dtype=torch.bool, device=device)
         self._graphs: dict[int, object] = {}
-        self._forward = None
 
     def _capture(self, fn):
         """A CUDA graph of `fn` (replayed by :meth:`_launch`); on the CPU, `fn` itself."""
@@ -113,11 +130,10 @@ class WarpBackend:
             self.wp.capture_launch(graph)
 
     def set_state(self, ids: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
+        # no forward pass: the next step begins with one, and HumanoidEnv reads nothing before it
         self.qpos[ids] = qpos.to(self.qpos.dtype)
         self.qvel[ids] = qvel.to(self.qvel.dtype)
-        if self._forward is None:
-            self._forward = self._capture(lambda: self.mjw.forward(self.m, self.d))
-        self._launch(self._forward)
+        self.warmstart[ids] = 0.0
 
     def step(self, ctrl: torch.Tensor, n: int) -> None:
         self.ctrl.copy_(ctrl)
@@ -129,16 +145,16 @@ class WarpBackend:
         self._launch(self._graphs[n])
 
     def read(self):
-        t = self.wp.to_torch
         n = self.qpos.shape[0]
-        nacon = int(t(self.d.nacon)[0])
-        touch = torch.zeros((n, 16), dtype=torch.bool, device=self.device)
-        if nacon:
-            geom = t(self.d.contact.geom)[:nacon].long()
-            world = t(self.d.contact.worldid)[:nacon].long()
-            other = torch.where(geom[:, 0] == 0, geom[:, 1], geom[:, 0])
-            touch[world, self.geom_body[other] + 1] = True
-        return (self.qpos.float().clone(), self.qvel.float().clone(), self.xpos[:, 1:].float().clone(), touch[:, 1:])
+        # contacts fill the first nacon slots of a pool shared by all worlds; counting over every
+        # slot with a validity mask avoids reading nacon back to the host (a device sync)
+        valid = (self.slots < self.nacon[0]).int()
+        geom = self.contact_geom.long().clamp(0, self.ngeom - 1)
+        other = torch.where(geom[:, 0] == 0, geom[:, 1], geom[:, 0])
+        slot = self.contact_world.long().clamp(0, n - 1) * 16 + self.geom_body[other]
+        touch = torch.zeros(n * 16, dtype=torch.int32, device=self.device).index_add_(0, slot, valid) > 0
+        return (self.qpos.float().clone(), self.qvel.float().clone(), self.xpos[:, 1:].float().clone(),
+                touch.view(n, 16)[:, 1:])
 
 
 BACKENDS = {"mujoco": MujocoBackend, "mujoco_warp": WarpBackend}

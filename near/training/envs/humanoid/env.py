@@ -169,7 +169,26 @@ class HumanoidEnv(VecEnv):
         self.ref_pose = torch.zeros(n, steps, 45, device=d) if cfg.episode_metrics else None
         self.dtw_acc, self.dtw_len = metrics.dtw_start(n, steps, torch.float32, d)
         self.dtw_sq, _ = metrics.dtw_start(n, steps, torch.float32, d)
+        self.diverged = torch.zeros(n, dtype=torch.bool, device=d)
+        self.stand_qpos, self.stand_obs, self.stand_body_pos = self._standing(model)
         self.reset_idx(torch.arange(n, device=d))
+
+    def _standing(self, model) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """qpos, observation and body positions of the ``Default`` standing pose (forward
+        kinematics once, on the CPU, whatever the backend)."""
+        import mujoco
+
+        data = mujoco.MjData(model)
+        data.qpos[:] = 0.0
+        data.qpos[2], data.qpos[3] = DEFAULT_HEIGHT, 1.0
+        mujoco.mj_forward(model, data)
+        f = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)[None]  # noqa: E731
+        qpos, body = f(data.qpos), f(data.xpos[1:])
+        zero3, zero_dof = torch.zeros(1, 3, device=self.device), torch.zeros(1, sk.NUM_DOF, device=self.device)
+        rot = torch.cat([qpos[:, 4:7], qpos[:, 3:4]], 1)
+        obs = sk.humanoid_obs(qpos[:, :3], rot, zero3, zero3, qpos[:, 7:], zero_dof,
+                              body[:, list(sk.KEY_BODY_IDS)], self.cfg.local_root_obs)
+        return qpos[0], obs[0], body[0]
 
     # ------------------------------------------------------------------ reference
     def reference_obs(self, motion_id: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
@@ -179,6 +198,7 @@ class HumanoidEnv(VecEnv):
                                s["dof_vel"], s["body_pos"][..., list(sk.KEY_BODY_IDS), :], self.cfg.local_root_obs)
 
     def reference_history(self, motion_id: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        """(N, numObsSteps, 105): the reference observations up to `time`, oldest first."""
         k = self.num_obs_steps
         return torch.stack([self.reference_obs(motion_id, time - (k - 1 - j) * self.dt) for j in range(k)], 1)
 
@@ -210,7 +230,11 @@ class HumanoidEnv(VecEnv):
         return obs, xpos, touch
 
     def reset_idx(self, env_ids: torch.Tensor) -> None:
-        """Reset the given envs by ``stateInit`` (see the module docstring)."""
+        """Reset the given envs by ``stateInit`` (see the module docstring).
+
+        The simulator is only written: a reset env's observation and body positions are those of
+        the reference state it starts in (or of the standing pose), so nothing is read back and,
+        on the GPU, nothing waits for the device."""
         if env_ids.numel() == 0:
             return
         n, d, cfg = env_ids.numel(), self.device, self.cfg
@@ -218,41 +242,40 @@ class HumanoidEnv(VecEnv):
         time = torch.rand(n, device=d, generator=self.generator) * self.table.duration[mid]
         if cfg.state_init == "Start":
             time.zero_()
-        default = torch.zeros(n, dtype=torch.bool, device=d)
         if cfg.state_init == "Default":
-            default[:] = True
+            default = torch.ones(n, dtype=torch.bool, device=d)
         elif cfg.state_init == "Hybrid":
             default = torch.rand(n, device=d, generator=self.generator) >= cfg.hybrid_init_prob
+        else:
+            default = torch.zeros(n, dtype=torch.bool, device=d)
+        time = torch.where(default, 0.0, time)
         s = self.table.state(mid, time)
         rot = s["root_rot"]
         qpos = torch.cat([s["root_pos"], rot[:, 3:], rot[:, :3], s["dof_pos"]], 1)
         qvel = torch.cat([s["root_vel"], sk.quat_rotate(sk.quat_conj(rot), s["root_ang_vel"]), s["dof_vel"]], 1)
-        if bool(default.any()):
-            stand = torch.zeros(35, device=d)
-            stand[2], stand[3] = DEFAULT_HEIGHT, 1.0
-            qpos[default] = stand
-            qvel[default] = 0.0
-            time[default] = 0.0
+        col = default[:, None]
+        qpos = torch.where(col, self.stand_qpos, qpos)
+        qvel = torch.where(col, 0.0, qvel)
         self.sim.set_state(env_ids, qpos, qvel)
         self.motion_id[env_ids] = mid
         self.start_time[env_ids] = time
         self.progress[env_ids] = 0
-        obs, xpos, _ = self._sim_state()
-        self.obs[env_ids] = obs[env_ids]
-        hist = self.reference_history(mid, time)
-        hist[default] = obs[env_ids][default].unsqueeze(1).expand(-1, self.num_obs_steps, -1)
+        self.diverged[env_ids] = False
+        hist = torch.where(default[:, None, None], self.stand_obs, self.reference_history(mid, time))
         self.history[env_ids] = hist
-        self.prev_root_x[env_ids] = xpos[env_ids, 0, 0]
+        self.obs[env_ids] = hist[:, -1]
+        body = torch.where(default[:, None, None], self.stand_body_pos, s["body_pos"])
+        self.prev_root_x[env_ids] = body[:, 0, 0]
         self.root_path[env_ids] = 0.0
-        self.root_path[env_ids, 0] = xpos[env_ids, 0]
+        self.root_path[env_ids, 0] = body[:, 0]
         if cfg.episode_metrics:
             steps = cfg.episode_length + 1
             t = time[:, None] + torch.arange(steps, device=d)[None, :] * self.dt
-            ref = self.table.state(mid[:, None].expand(-1, steps).reshape(-1), t.reshape(-1))["body_pos"]
-            self.ref_pose[env_ids] = self._pose(ref).reshape(n, steps, 45)
+            ref = self.table.body_positions(mid[:, None].expand(-1, steps), t)
+            self.ref_pose[env_ids] = ref = self._pose(ref)
             acc, length = metrics.dtw_start(n, steps, torch.float32, d)
             sq, _ = metrics.dtw_start(n, steps, torch.float32, d)
-            dist = (self._pose(xpos[env_ids])[:, None] - self.ref_pose[env_ids]).norm(dim=-1)
+            dist = (self._pose(body)[:, None] - ref).norm(dim=-1)
             self.dtw_acc[env_ids], self.dtw_len[env_ids] = metrics.dtw_step(acc, length, dist)
             self.dtw_sq[env_ids], _ = metrics.dtw_step(sq, length, dist.square())
 
@@ -272,6 +295,12 @@ class HumanoidEnv(VecEnv):
         a = torch.clamp(actions.to(self.device, torch.float32), -1.0, 1.0)
         self.sim.step(self.pd_offset + self.pd_scale * a, PHYSICS_STEPS)
         obs, xpos, touch = self._sim_state()
+        # a world whose physics blew up (non-finite, or reset by MuJoCo) ends its episode now; its
+        # metrics are reported as NaN, which the trainer's meters and the evaluation leave out
+        bad = ~(torch.isfinite(obs).all(1) & torch.isfinite(xpos).flatten(1).all(1)) | self.sim.unstable
+        self.diverged |= bad
+        obs = torch.where(bad[:, None], 0.0, obs)
+        xpos = torch.where(bad[:, None, None], 0.0, xpos)
         self.obs = obs
         self.history = torch.cat([self.history[:, 1:], obs[:, None]], 1)
         self.progress += 1
@@ -294,6 +323,7 @@ class HumanoidEnv(VecEnv):
             low = (xpos[..., 2] < cfg.termination_height) & touch
             low[:, self.contact_ids] = False
             terminate = low.any(1) & (self.progress > 1)
+        terminate = terminate | bad
         time_out = (self.progress >= cfg.episode_length) & ~terminate
         done = terminate | time_out
         infos = {"paired_obs": self.history.reshape(self.num_envs, -1), "time_outs": time_out.float(),
@@ -319,21 +349,22 @@ class HumanoidEnv(VecEnv):
             "dtw_error": (self.dtw_acc[ids].gather(1, col) / self.dtw_len[ids].gather(1, col)).squeeze(1) / nb,
             "mean_dtw_pose_error": self.dtw_sq[ids].gather(1, col).squeeze(1).clamp_min(0).sqrt() / nb,
         }
-        frames = (lengths + 1).clamp(min=4).cpu()
-        path = self.root_path[ids]
-        ref_root = path.clone()  # root metrics need no reference
-        root = metrics.episode_metrics(path, ref_root, self.dt, frames, dtw=torch.zeros(ids.numel()))
-        for key in ("sparc", "root_velocity", "root_acceleration", "root_jerk"):
-            vals[key] = root[key]
-        vals["root_body_velocity"] = root["root_velocity"]
-        vals["root_body_acceleration"] = root["root_acceleration"]
-        vals["root_body_jerk"] = root["root_jerk"]
-        vel = torch.diff(path.double().cpu(), dim=1) / self.dt
-        vals["spectral_arc_length"] = torch.stack(
-            [metrics.sparc(vel[..., ax], self.dt, lengths=frames - 1) for ax in range(3)]).mean(0)
+        frames = (lengths + 1).clamp(min=4)
+        path = self.root_path[ids].double()
+        for key, fn in (("root_velocity", metrics.root_velocity), ("root_acceleration", metrics.root_acceleration),
+                        ("root_jerk", metrics.root_jerk)):
+            vals[key] = vals[f"root_body_{key.removeprefix('root_')}"] = fn(path, self.dt, frames)
+        # near's sparc (of the speed) and NEAR's spectral_arc_length (of each velocity axis,
+        # averaged) in one batched FFT
+        vel = torch.diff(path, dim=1) / self.dt
+        rows = torch.cat([vel.norm(dim=-1), vel[..., 0], vel[..., 1], vel[..., 2]])
+        arc = metrics.sparc(rows, self.dt, lengths=(frames - 1).repeat(4)).view(4, -1)
+        vals["sparc"], vals["spectral_arc_length"] = arc[0], arc[1:].mean(0)
+        nan = torch.tensor(math.nan, device=self.device)
+        bad = self.diverged[ids]
         for key, v in vals.items():
             out[key] = torch.zeros(n, device=self.device)
-            out[key][ids] = v.to(self.device, torch.float32)
+            out[key][ids] = torch.where(bad, nan, v.to(self.device, torch.float64)).float()
         return out
 
     def feature_mask(self, name: str | None) -> torch.Tensor | None:

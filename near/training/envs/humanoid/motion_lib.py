@@ -186,6 +186,7 @@ class MotionTable:
         self.num_frames = torch.tensor([m.num_frames for m in motions], device=device)
         self.fps = torch.tensor([m.fps for m in motions], device=device)
         self.duration = torch.tensor([m.duration for m in motions], device=device)
+        self.last_frame = t_max - 1  # a Python int: no device sync per lookup
         for field in self.FIELDS:
             first = getattr(motions[0], field)
             table = torch.zeros((len(motions), t_max) + tuple(first.shape[1:]), device=device)
@@ -195,14 +196,18 @@ class MotionTable:
                 table[k, m.num_frames:] = val[-1]  # hold the last frame
             setattr(self, field, table)
 
+    def _frames(self, motion_id: torch.Tensor, time: torch.Tensor):
+        """The two frames around `time` (clamped to the clip) and the weight of the second."""
+        t = time.clamp(min=0.0).minimum(self.duration[motion_id])
+        f = t * self.fps[motion_id]
+        i0 = torch.floor(f).long().clamp(max=self.last_frame)
+        i1 = torch.minimum(i0 + 1, self.num_frames[motion_id] - 1)
+        return i0, i1, f - i0.float()
+
     def state(self, motion_id: torch.Tensor, time: torch.Tensor) -> dict[str, torch.Tensor]:
         """Reference state at `time` seconds (clamped to the clip) of each motion: linear
         interpolation between frames, normalised for quaternions."""
-        t = time.clamp(min=0.0).minimum(self.duration[motion_id])
-        f = t * self.fps[motion_id]
-        i0 = torch.floor(f).long().clamp(max=self.num_frames.max().item() - 1)
-        i1 = torch.minimum(i0 + 1, self.num_frames[motion_id] - 1)
-        w = (f - i0.float())
+        i0, i1, w = self._frames(motion_id, time)
         out = {}
         for field in self.FIELDS:
             table = getattr(self, field)
@@ -219,3 +224,9 @@ class MotionTable:
                 v = a * (1 - ww) + b * ww
             out[field] = v
         return out
+
+    def body_positions(self, motion_id: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        """Only the (..., 15, 3) body positions of :meth:`state` (episode metrics need no more)."""
+        i0, i1, w = self._frames(motion_id, time)
+        w = w[..., None, None]
+        return self.body_pos[motion_id, i0] * (1 - w) + self.body_pos[motion_id, i1] * w
