@@ -4,12 +4,13 @@ All runs share the GPU at once: NEAR's ncsn stages and the AMP / Track rl runs s
 NEAR rl run when its ncsn stage ends. Every rl run trains until ``--budget`` seconds after the
 start, then gets SIGTERM (near's trainer writes its checkpoint and stops). Each final checkpoint
 is then evaluated (``near.training.eval_metrics``, deterministic actions, no early termination,
-so every episode is the full 10 s) beside a uniformly random policy; prints a Markdown table of
-NEAR's DTW pose error (``mean_dtw_pose_error``, lower is better) and writes it with the JSON to
-``--out``.
+so every episode is the full 10 s) beside a uniformly random policy (one per seed); prints a
+Markdown table of NEAR's DTW pose error (``mean_dtw_pose_error``, lower is better) and writes it
+with the JSON to ``--out``, and the policy weights of each algorithm's first run on the first
+motion (``<motion>_<algo>0_policy.pth`` beside its ``config.yaml``, for ``near render``).
 
-    python benchmarks/learning_check_humanoid_gpu.py [--motions walk crane_pose] [--seeds 2]
-        [--envs 2048] [--budget 360] [--ncsn-iters 2000] [--out DIR]
+    python benchmarks/learning_check_humanoid_gpu.py [--motions walk crane_pose] [--seeds 3]
+        [--envs 2048] [--budget 440] [--ncsn-iters 2000] [--out DIR]
 """
 
 from __future__ import annotations
@@ -38,13 +39,25 @@ def near_overrides(ncsn_dir: str) -> list[str]:
             f"{NC}.inference.sigma_level=-1"]
 
 
+def keep_policies(out: str, motion: str, algos: list[str]) -> None:
+    """The policy weights alone (no optimiser state) of each algorithm's seed-0 run on `motion`,
+    small enough to copy off the GPU machine and render with ``near render RUN --checkpoint``."""
+    import torch
+
+    for a in algos:
+        ckpt = f"{out}/{motion}/{a}0/nn/checkpoint.pth"
+        if os.path.isfile(ckpt):
+            state = torch.load(ckpt, map_location="cpu", weights_only=False)
+            torch.save({"model": state["model"]}, f"{out}/{motion}_{a}0_policy.pth")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--motions", nargs="+", default=["walk"])
+    ap.add_argument("--motions", nargs="+", default=["walk", "crane_pose"])
     ap.add_argument("--algos", nargs="+", default=["AMP", "NEAR", "Track"])
-    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--envs", type=int, default=2048)
-    ap.add_argument("--budget", type=float, default=360.0, help="seconds from the start until the rl runs stop")
+    ap.add_argument("--budget", type=float, default=440.0, help="seconds from the start until the rl runs stop")
     ap.add_argument("--ncsn-iters", type=int, default=2000)
     ap.add_argument("--episodes", type=int, default=64)
     ap.add_argument("--device", default="cuda:0")
@@ -61,7 +74,8 @@ def main() -> int:
     def rl_cmd(m: str, a: str, s: int) -> list[str]:
         extra = near_overrides(f"{args.out}/{m}/ncsn{s}") if a == "NEAR" else []
         return [PY, "-m", "near", "train", "rl", f"task=Humanoid{a}", f"++task.env.motion_file={m}", f"seed={s}",
-                f"device={args.device}", f"num_envs={args.envs}", "max_iterations=100000",
+                # epochs (a max_iterations of 100,000 or more would be read as a frame budget)
+                f"device={args.device}", f"num_envs={args.envs}", "max_iterations=99999",
                 "++train.params.config.print_stats=False", "++train.params.config.save_frequency=0",
                 f"run_dir={args.out}/{m}/{a}{s}", *extra]
 
@@ -94,16 +108,18 @@ def main() -> int:
     evals: dict[tuple, subprocess.Popen] = {}
     common = [f"device={args.device}", "num_envs=64", "++task.env.enableEarlyTermination=False"]
     for m in args.motions:
-        evals[(m, "random", 0)] = spawn([PY, "-m", "near.training.eval_metrics", "task=HumanoidAMP",
-                                         f"++task.env.motion_file={m}", *common, "--random",
-                                         "--episodes", str(args.episodes), "--out", f"{args.out}/{m}/random0.json"],
-                                        f"{args.out}/{m}/random0.eval.log")
+        for s in range(args.seeds):
+            evals[(m, "random", s)] = spawn([PY, "-m", "near.training.eval_metrics", "task=HumanoidAMP",
+                                             f"++task.env.motion_file={m}", f"seed={s}", *common, "--random",
+                                             "--episodes", str(args.episodes), "--out", f"{args.out}/{m}/random{s}.json"],
+                                            f"{args.out}/{m}/random{s}.eval.log")
     for (m, a, s), code in codes.items():
         if code not in (0, 3):
             continue
         extra = near_overrides(f"{args.out}/{m}/ncsn{s}") if a == "NEAR" else []
         evals[(m, a, s)] = spawn([PY, "-m", "near.training.eval_metrics", f"task=Humanoid{a}",
-                                  f"++task.env.motion_file={m}", f"checkpoint={args.out}/{m}/{a}{s}", *common, *extra,
+                                  f"++task.env.motion_file={m}", f"seed={s}", f"checkpoint={args.out}/{m}/{a}{s}",
+                                  *common, *extra,
                                   "--episodes", str(args.episodes), "--out", f"{args.out}/{m}/{a}{s}.json"],
                                  f"{args.out}/{m}/{a}{s}.eval.log")
     results: dict[str, dict] = {}
@@ -115,26 +131,30 @@ def main() -> int:
             print(f"evaluation of {m}/{a}{s} failed", flush=True)
 
     lines = [f"DTW pose error (mean_dtw_pose_error, lower is better), deterministic policy, {args.episodes} "
-             f"full episodes; rl: {args.envs} envs each, all runs concurrent on one GPU, stopped at "
+             f"full episodes per run; rl: {args.envs} envs each, all runs concurrent on one GPU, stopped at "
              f"{args.budget:.0f} s; ncsn {args.ncsn_iters} iterations", "",
-             "| motion | algorithm | seeds | DTW per seed | mean | ratio to random |", "|---" * 6 + "|"]
+             "| motion | algorithm | runs | DTW per seed | mean | ratio to random | diverged episodes |",
+             "|---" * 7 + "|"]
     for m in args.motions:
-        rand = results.get(f"{m}/random0", {}).get("mean_dtw_pose_error", float("nan"))
-        lines.append(f"| {m} | random | 1 | {rand:.3f} | {rand:.3f} | 1.00 |")
-        for a in args.algos:
-            vals = [results[f"{m}/{a}{s}"]["mean_dtw_pose_error"] for s in range(args.seeds) if f"{m}/{a}{s}" in results]
-            if not vals:
-                lines.append(f"| {m} | {a} | 0 | failed | - | - |")
+        rand = None
+        for a in ["random", *args.algos]:
+            found = [results[f"{m}/{a}{s}"] for s in range(args.seeds) if f"{m}/{a}{s}" in results]
+            if not found:
+                lines.append(f"| {m} | {a} | 0 | failed | - | - | - |")
                 continue
+            vals = [r["mean_dtw_pose_error"] for r in found]
             mean = sum(vals) / len(vals)
-            lines.append(f"| {m} | {a} | {len(vals)} | {', '.join(f'{v:.3f}' for v in vals)} | {mean:.3f} | "
-                         f"{mean / rand:.2f} |")
+            rand = mean if a == "random" else rand
+            ratio = f"{mean / rand:.2f}" if rand else "-"
+            lines.append(f"| {m} | {a} | {len(vals)} | {', '.join(f'{v:.3f}' for v in vals)} | {mean:.3f} | {ratio} | "
+                         f"{sum(int(r.get('diverged_episodes', 0)) for r in found)} |")
     table = "\n".join(lines)
     print(table, flush=True)
     with open(f"{args.out}/table.md", "w") as fh:
         fh.write(table + "\n")
     with open(f"{args.out}/results.json", "w") as fh:
         json.dump(results, fh, indent=1)
+    keep_policies(args.out, args.motions[0], args.algos)
     return 0
 
 
