@@ -96,9 +96,10 @@ class WarpBackend:
         self.nq, self.nv = model.nq, model.nv
         with wp.ScopedDevice(self.wp_device):
             self.m = mjw.put_model(model)
-            # the solver stops at MuJoCo's iteration limits (6/8) by design, as on the CPU; MuJoCo
-            # Warp would print that from every world at every step (pool overflows still warn)
-            self.m.opt.warn_overflow &= ~mjw.OverflowType.ITERATIONS
+            # the solver and its linesearch stop at MuJoCo's iteration limits by design, as on the
+            # CPU; MuJoCo Warp would print that from every world at every step (pool overflows
+            # still warn)
+            self.m.opt.warn_overflow &= ~(mjw.OverflowType.ITERATIONS | mjw.OverflowType.LS_ITERATIONS)
             # both sizes are per world (contacts pool across worlds, constraints do not)
             self.d = mjw.make_data(model, nworld=num_envs, nconmax=24, njmax=96)
         t = wp.to_torch
