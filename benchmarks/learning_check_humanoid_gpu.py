@@ -10,7 +10,14 @@ with the JSON to ``--out``, and the policy weights of each algorithm's first run
 motion (``<motion>_<algo>0_policy.pth`` beside its ``config.yaml``, for ``near render``).
 
     python benchmarks/learning_check_humanoid_gpu.py [--motions walk crane_pose] [--seeds 3]
-        [--envs 2048] [--budget 440] [--ncsn-iters 2000] [--out DIR]
+        [--envs 2048] [--budget 440] [--ncsn-iters 2000] [--combined] [--no-eval] [--out DIR]
+
+Run again with the same ``--out`` to train on: every stage resumes from its checkpoint, and the
+table counts the budgets of all calls. ``--no-eval`` stops after training (a first call of two on a
+machine whose calls are limited to ten minutes).
+
+``--combined`` weights NEAR's and AMP's rewards as ``sweeps/paper_main.yaml`` does (0.5 task, 0.5
+style); without it they learn from the style reward alone (the cfg/ defaults).
 """
 
 from __future__ import annotations
@@ -29,8 +36,13 @@ NC = "++train.params.config.near_config"
 
 
 def spawn(cmd: list[str], log: str) -> subprocess.Popen:
-    with open(log, "w") as fh:
+    with open(log, "a") as fh:  # appended: a resumed run keeps its earlier log
         return subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+
+
+# task (alive, forward progress) and style rewards half and half, as paper_main.yaml's runs
+COMBINED = {"NEAR": [f"{NC}.inference.task_reward_w=0.5", f"{NC}.inference.energy_reward_w=0.5"],
+            "AMP": ["++train.params.config.task_reward_w=0.5", "++train.params.config.disc_reward_w=0.5"]}
 
 
 def near_overrides(ncsn_dir: str) -> list[str]:
@@ -60,6 +72,8 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=440.0, help="seconds from the start until the rl runs stop")
     ap.add_argument("--ncsn-iters", type=int, default=2000)
     ap.add_argument("--episodes", type=int, default=64)
+    ap.add_argument("--no-eval", action="store_true", help="stop after training (resume later with the same --out)")
+    ap.add_argument("--combined", action="store_true", help="NEAR and AMP: 0.5 task + 0.5 style reward")
     ap.add_argument("--device", default="cuda:0")
     ap.add_argument("--out", default="/tmp/near_learning_check_gpu")
     args = ap.parse_args()
@@ -73,6 +87,7 @@ def main() -> int:
 
     def rl_cmd(m: str, a: str, s: int) -> list[str]:
         extra = near_overrides(f"{args.out}/{m}/ncsn{s}") if a == "NEAR" else []
+        extra += COMBINED.get(a, []) if args.combined else []
         return [PY, "-m", "near", "train", "rl", f"task=Humanoid{a}", f"++task.env.motion_file={m}", f"seed={s}",
                 # epochs (a max_iterations of 100,000 or more would be read as a frame budget)
                 f"device={args.device}", f"num_envs={args.envs}", "max_iterations=99999",
@@ -104,6 +119,13 @@ def main() -> int:
             proc.send_signal(signal.SIGTERM)
     codes = {key: proc.wait() for key, proc in rl.items()}
     print(f"rl runs stopped after {time.time() - t0:.0f} s; exit codes {sorted(set(codes.values()))}", flush=True)
+    spent_file = f"{args.out}/budget.json"
+    spent = json.load(open(spent_file))["seconds"] if os.path.isfile(spent_file) else 0.0
+    spent += args.budget
+    with open(spent_file, "w") as fh:
+        json.dump({"seconds": spent}, fh)
+    if args.no_eval:
+        return 0
 
     evals: dict[tuple, subprocess.Popen] = {}
     common = [f"device={args.device}", "num_envs=64", "++task.env.enableEarlyTermination=False"]
@@ -132,7 +154,8 @@ def main() -> int:
 
     lines = [f"DTW pose error (mean_dtw_pose_error, lower is better), deterministic policy, {args.episodes} "
              f"full episodes per run; rl: {args.envs} envs each, all runs concurrent on one GPU, stopped at "
-             f"{args.budget:.0f} s; ncsn {args.ncsn_iters} iterations", "",
+             f"{spent:.0f} s in all; ncsn {args.ncsn_iters} iterations; "
+             f"{'0.5 task + 0.5 style' if args.combined else 'style'} reward", "",
              "| motion | algorithm | runs | DTW per seed | mean | ratio to random | diverged episodes |",
              "|---" * 7 + "|"]
     for m in args.motions:
