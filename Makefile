@@ -10,7 +10,7 @@ WORKERS ?= 2
 # imitation metrics are logged and every figure has data).
 CI_DEMO_VARS ?= --var rl_iters=8 --var ncsn_iters=30 --var num_envs=16
 
-.PHONY: setup demo demo-slurm test test-fast slurm-up slurm-down bench figures chromium
+.PHONY: setup demo demo-slurm test test-fast slurm-up slurm-down bench figures chromium gl
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,8 +28,8 @@ demo: setup
 
 # Full suite: brings up the local SLURM cluster (needs root) and requires it; then the demo sweep
 # with tiny budgets through SLURM (add -> submit -> wait -> sync -> report --check).
-test: setup slurm-up chromium
-	NEAR_REQUIRE_SLURM=1 NEAR_REQUIRE_CHROMIUM=1 $(PY) -m pytest -q -ra
+test: setup slurm-up chromium gl
+	NEAR_REQUIRE_SLURM=1 NEAR_REQUIRE_CHROMIUM=1 NEAR_REQUIRE_RENDER=1 $(PY) -m pytest -q -ra
 	rm -rf experiments/demo-ci
 	NAME=demo-ci bash slurm/demo.sh $(CI_DEMO_VARS)
 
@@ -47,6 +47,13 @@ chromium:
 	  export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/tmp/near-chromium-apt.log 2>&1 && \
 	  apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core >>/tmp/near-chromium-apt.log 2>&1 || \
 	  { tail -20 /tmp/near-chromium-apt.log; exit 1; }; }
+
+# Mesa's EGL (software rendering, no GPU or display needed), for `near render` and its test.
+gl:
+	@ldconfig -p | grep -q libEGL_mesa || { [ "$$(id -u)" = 0 ] || { echo "make gl: needs root (apt-get install libegl-mesa0)"; exit 1; }; \
+	  export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/tmp/near-gl-apt.log 2>&1 && \
+	  apt-get install -y -q --no-install-recommends libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 >>/tmp/near-gl-apt.log 2>&1 || \
+	  { tail -20 /tmp/near-gl-apt.log; exit 1; }; }
 
 slurm-up:
 	bash slurm/up.sh

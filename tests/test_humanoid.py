@@ -235,6 +235,8 @@ def test_render_writes_policy_beside_reference(tmp_path, capsys, monkeypatch):
     try:
         mujoco.Renderer(mujoco.MjModel.from_xml_path(str(sk.MJCF_PATH)), 24, 32).close()
     except Exception as err:  # no EGL/OSMesa on this machine
+        if os.environ.get("NEAR_REQUIRE_RENDER"):
+            pytest.fail(f"MuJoCo's renderer cannot start and NEAR_REQUIRE_RENDER is set (make gl): {err}")
         pytest.skip(f"no OpenGL for MuJoCo's renderer here: {err}")
     run_dir = str(tmp_path / "run")
     run_cli(["train", "rl", "task=Humanoid", f"run_dir={run_dir}", *TINY, "max_iterations=1"], capsys)
@@ -244,6 +246,10 @@ def test_render_writes_policy_beside_reference(tmp_path, capsys, monkeypatch):
 
     clip = Image.open(out)
     assert clip.size == (128, 48) and clip.n_frames == 4
+    frame = np.asarray(clip.convert("L"), dtype=np.float32)
+    # both halves drawn (a humanoid on a floor is not one flat colour), and they differ
+    assert frame[:, :64].std() > 5 and frame[:, 64:].std() > 5
+    assert np.abs(frame[:, :64] - frame[:, 64:]).mean() > 1
     from near.cli import main
 
     assert main(["render", str(tmp_path / "nothing"), "--out", out]) == 2
