@@ -107,6 +107,15 @@ def dtw_step(acc: torch.Tensor, length: torch.Tensor, cost_row: torch.Tensor) ->
     return torch.cat([boundary, csum + run_min], -1), torch.cat([torch.zeros_like(boundary), new_len], -1)
 
 
+def dtw_cost_step(acc: torch.Tensor, cost_row: torch.Tensor) -> torch.Tensor:
+    """:func:`dtw_step` for the accumulated cost alone (no path lengths): half the work, for a
+    recursion whose only output is the final cost (NEAR's DTW pose error)."""
+    prev_best = torch.minimum(acc[:, :-1], acc[:, 1:])
+    csum = torch.cumsum(cost_row, dim=-1)
+    run_min = torch.cummin(prev_best + cost_row - csum, dim=-1).values
+    return torch.cat([torch.full_like(acc[:, :1], math.inf), csum + run_min], -1)
+
+
 def dtw_error(
     x: ArrayLike, y: ArrayLike, x_len: ArrayLike | None = None, y_len: ArrayLike | None = None
 ) -> torch.Tensor:
@@ -222,9 +231,9 @@ def sparc(
         s = s * (torch.arange(s.shape[1], device=s.device)[None, :] < lens[:, None])
     nfft = int(2 ** (math.ceil(math.log2(s.shape[1])) + pad_level))
     freq = torch.arange(nfft // 2 + 1, dtype=torch.float64, device=s.device) / (nfft * dt)
-    band = freq <= fc
-    freq = freq[band]
-    mag = torch.fft.rfft(s, n=nfft).abs()[:, band]
+    nband = int((freq <= fc).sum())  # the band is a prefix: slice before the costly complex abs
+    freq = freq[:nband]
+    mag = torch.fft.rfft(s, n=nfft)[:, :nband].abs()
     mag = mag / mag[:, :1].clamp_min(1e-12)
     idx = torch.arange(freq.numel(), device=s.device)
     last = torch.where(mag >= amp_th, idx, torch.zeros_like(idx)).max(dim=1).values  # (B,)

@@ -143,3 +143,19 @@ def test_dtw_step_by_step_equals_the_whole_recursion():
         acc, length = metrics.dtw_step(acc, length, torch.linalg.vector_norm(x[:, t, None] - ref, dim=-1))
     online = acc[:, 15] / length[:, 15]
     assert torch.allclose(online, metrics.dtw_error(x, ref), rtol=1e-12)
+
+
+def test_dtw_cost_step_matches_the_textbook_recursion():
+    rng = np.random.default_rng(6)
+    x, ref = rng.normal(size=(2, 9, 3)), rng.normal(size=(2, 11, 3))
+    acc = metrics.dtw_start(2, 11)[0]
+    for t in range(9):
+        acc = metrics.dtw_cost_step(acc, torch.tensor(((x[:, t, None] - ref) ** 2).sum(-1)))
+    for b in range(2):  # D[i, j] = c[i, j] + min(D[i-1, j-1], D[i-1, j], D[i, j-1])
+        c = ((x[b, :, None] - ref[b, None]) ** 2).sum(-1)
+        d = np.full((10, 12), np.inf)
+        d[0, 0] = 0.0
+        for i in range(1, 10):
+            for j in range(1, 12):
+                d[i, j] = c[i - 1, j - 1] + min(d[i - 1, j - 1], d[i - 1, j], d[i, j - 1])
+        assert acc[b, 11].item() == pytest.approx(d[9, 11], rel=1e-12)

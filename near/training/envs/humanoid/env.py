@@ -193,14 +193,19 @@ class HumanoidEnv(VecEnv):
     # ------------------------------------------------------------------ reference
     def reference_obs(self, motion_id: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
         """The 105-dim observation of the reference motions at `time` (same formula as the agent's)."""
-        s = self.table.state(motion_id, time)
+        return self._state_obs(self.table.state(motion_id, time))
+
+    def _state_obs(self, s: dict[str, torch.Tensor]) -> torch.Tensor:
         return sk.humanoid_obs(s["root_pos"], s["root_rot"], s["root_vel"], s["root_ang_vel"], s["dof_pos"],
                                s["dof_vel"], s["body_pos"][..., list(sk.KEY_BODY_IDS), :], self.cfg.local_root_obs)
 
-    def reference_history(self, motion_id: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
-        """(N, numObsSteps, 105): the reference observations up to `time`, oldest first."""
+    def reference_history(self, motion_id: torch.Tensor, time: torch.Tensor,
+                          last: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, numObsSteps, 105): the reference observations up to `time`, oldest first (`last`:
+        the one at `time`, when the caller has it already)."""
         k = self.num_obs_steps
-        return torch.stack([self.reference_obs(motion_id, time - (k - 1 - j) * self.dt) for j in range(k)], 1)
+        frames = [self.reference_obs(motion_id, time - (k - 1 - j) * self.dt) for j in range(k - 1)]
+        return torch.stack([*frames, self.reference_obs(motion_id, time) if last is None else last], 1)
 
     def demo_transitions(self) -> torch.Tensor:
         """Every control step of every motion (``demoOversample`` phases per step) with its
@@ -261,7 +266,7 @@ class HumanoidEnv(VecEnv):
         self.start_time[env_ids] = time
         self.progress[env_ids] = 0
         self.diverged[env_ids] = False
-        hist = torch.where(default[:, None, None], self.stand_obs, self.reference_history(mid, time))
+        hist = torch.where(default[:, None, None], self.stand_obs, self.reference_history(mid, time, self._state_obs(s)))
         self.history[env_ids] = hist
         self.obs[env_ids] = hist[:, -1]
         body = torch.where(default[:, None, None], self.stand_body_pos, s["body_pos"])
@@ -277,7 +282,7 @@ class HumanoidEnv(VecEnv):
             sq, _ = metrics.dtw_start(n, steps, torch.float32, d)
             dist = (self._pose(body)[:, None] - ref).norm(dim=-1)
             self.dtw_acc[env_ids], self.dtw_len[env_ids] = metrics.dtw_step(acc, length, dist)
-            self.dtw_sq[env_ids], _ = metrics.dtw_step(sq, length, dist.square())
+            self.dtw_sq[env_ids] = metrics.dtw_cost_step(sq, dist.square())
 
     def reset(self) -> torch.Tensor:
         self.reset_idx(torch.arange(self.num_envs, device=self.device))
@@ -317,7 +322,7 @@ class HumanoidEnv(VecEnv):
         if cfg.episode_metrics:
             dist = (self._pose(xpos)[:, None] - self.ref_pose).norm(dim=-1)
             self.dtw_acc, self.dtw_len = metrics.dtw_step(self.dtw_acc, self.dtw_len, dist)
-            self.dtw_sq, _ = metrics.dtw_step(self.dtw_sq, self.dtw_len, dist.square())
+            self.dtw_sq = metrics.dtw_cost_step(self.dtw_sq, dist.square())
         terminate = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         if cfg.enable_early_termination:
             low = (xpos[..., 2] < cfg.termination_height) & touch
