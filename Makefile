@@ -15,7 +15,7 @@ CI_DEMO_VARS ?= --var rl_iters=8 --var ncsn_iters=30 --var num_envs=16
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,gpu]'
 	$(PY) -m pip install -q --no-deps 'rliable==1.2.0'
 	touch $@
 
@@ -29,7 +29,7 @@ demo: setup
 # Full suite: brings up the local SLURM cluster (needs root) and requires it; then the demo sweep
 # with tiny budgets through SLURM (add -> submit -> wait -> sync -> report --check).
 test: setup slurm-up chromium gl
-	NEAR_REQUIRE_SLURM=1 NEAR_REQUIRE_CHROMIUM=1 NEAR_REQUIRE_RENDER=1 $(PY) -m pytest -q -ra
+	NEAR_REQUIRE_SLURM=1 NEAR_REQUIRE_CHROMIUM=1 NEAR_REQUIRE_RENDER=1 NEAR_REQUIRE_WARP=1 $(PY) -m pytest -q -ra
 	rm -rf experiments/demo-ci
 	NAME=demo-ci bash slurm/demo.sh $(CI_DEMO_VARS)
 
@@ -39,7 +39,7 @@ demo-slurm: setup slurm-up
 
 # Everything that does not need the cluster.
 test-fast: setup
-	$(PY) -m pytest -q -ra -m "not slurm"
+	NEAR_REQUIRE_WARP=1 $(PY) -m pytest -q -ra -m "not slurm"
 
 # Debian's headless Chromium, for the test that opens the report page (EXP/figures/index.html).
 chromium:
