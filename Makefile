@@ -41,19 +41,19 @@ demo-slurm: setup slurm-up
 test-fast: setup
 	NEAR_REQUIRE_WARP=1 $(PY) -m pytest -q -ra -m "not slurm"
 
+# $(call apt_install,TARGET,PACKAGES): Debian packages for TARGET (root), its log in /tmp
+apt_install = { [ "$$(id -u)" = 0 ] || { echo "make $(1): needs root (apt-get install $(2))"; exit 1; }; \
+  export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/tmp/near-$(1)-apt.log 2>&1 && \
+  apt-get install -y -q --no-install-recommends $(2) >>/tmp/near-$(1)-apt.log 2>&1 || \
+  { tail -20 /tmp/near-$(1)-apt.log; exit 1; }; }
+
 # Debian's headless Chromium, for the test that opens the report page (EXP/figures/index.html).
 chromium:
-	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] || { echo "make chromium: needs root (apt-get install chromium)"; exit 1; }; \
-	  export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/tmp/near-chromium-apt.log 2>&1 && \
-	  apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core >>/tmp/near-chromium-apt.log 2>&1 || \
-	  { tail -20 /tmp/near-chromium-apt.log; exit 1; }; }
+	@test -x /usr/bin/chromium || $(call apt_install,chromium,chromium fonts-dejavu-core)
 
 # Mesa's EGL (software rendering, no GPU or display needed), for `near render` and its test.
 gl:
-	@ldconfig -p | grep -q libEGL_mesa || { [ "$$(id -u)" = 0 ] || { echo "make gl: needs root (apt-get install libegl-mesa0)"; exit 1; }; \
-	  export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/tmp/near-gl-apt.log 2>&1 && \
-	  apt-get install -y -q --no-install-recommends libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 >>/tmp/near-gl-apt.log 2>&1 || \
-	  { tail -20 /tmp/near-gl-apt.log; exit 1; }; }
+	@ldconfig -p | grep -q libEGL_mesa || $(call apt_install,gl,libegl1 libegl-mesa0 libgl1-mesa-dri libgl1)
 
 slurm-up:
 	bash slurm/up.sh
