@@ -1,20 +1,20 @@
 """Learning check on one GPU (not a test): AMP, NEAR and Track on the MuJoCo Warp humanoid vs random.
 
-All runs share the GPU at once: NEAR's ncsn stages and the AMP / Track rl runs start together, each
-NEAR rl run when its ncsn stage ends. Every rl run trains until ``--budget`` seconds after the
-start, then gets SIGTERM (near's trainer writes its checkpoint and stops). Each final checkpoint
-is then evaluated (``near.training.eval_metrics``, deterministic actions, no early termination,
-so every episode is the full 10 s) beside a uniformly random policy (one per seed); prints a
+NEAR's ncsn stages train first, all at once; then the rl runs train ``--parallel`` at a time on the
+GPU, each for ``--budget`` seconds, then gets SIGTERM (near's trainer writes its checkpoint and
+stops). Each final checkpoint is then evaluated (``near.training.eval_metrics``, deterministic
+actions, no early termination, so every episode is the full 10 s) beside a uniformly random policy (one per seed); prints a
 Markdown table of NEAR's DTW pose error (``mean_dtw_pose_error``, lower is better) and writes it
 with the JSON to ``--out``, and the policy weights of each algorithm's first run on the first
 motion (``<motion>_<algo>0_policy.pth`` beside its ``config.yaml``, for ``near render``).
 
     python benchmarks/learning_check_humanoid_gpu.py [--motions walk crane_pose] [--seeds 3]
-        [--envs 2048] [--budget 440] [--ncsn-iters 2000] [--combined] [--no-eval] [--out DIR]
+        [--envs 2048] [--budget 440] [--parallel 18] [--ncsn-iters 2000] [--combined] [--nonnegative]
+        [--no-eval] [--out DIR]
 
 Run again with the same ``--out`` to train on: every stage resumes from its checkpoint, and the
-table counts the budgets of all calls. ``--no-eval`` stops after training (a first call of two on a
-machine whose calls are limited to ten minutes).
+table counts the budgets of all calls (seconds of training per run). ``--no-eval`` stops after
+training (a first call of two on a machine whose calls are limited to ten minutes).
 
 ``--combined`` weights NEAR's and AMP's rewards as ``sweeps/paper_main.yaml`` does (0.5 task, 0.5
 style); without it they learn from the style reward alone (the cfg/ defaults).
@@ -69,56 +69,58 @@ def main() -> int:
     ap.add_argument("--algos", nargs="+", default=["AMP", "NEAR", "Track"])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--envs", type=int, default=2048)
-    ap.add_argument("--budget", type=float, default=440.0, help="seconds from the start until the rl runs stop")
+    ap.add_argument("--budget", type=float, default=440.0, help="seconds of training per rl run and call")
+    ap.add_argument("--parallel", type=int, default=18, help="rl runs sharing the GPU at once")
     ap.add_argument("--ncsn-iters", type=int, default=2000)
     ap.add_argument("--episodes", type=int, default=64)
     ap.add_argument("--no-eval", action="store_true", help="stop after training (resume later with the same --out)")
     ap.add_argument("--combined", action="store_true", help="NEAR and AMP: 0.5 task + 0.5 style reward")
+    ap.add_argument("--nonnegative", action="store_true", help="NEAR: its energy reward on [0, 1] (ncsn/reward.py)")
     ap.add_argument("--device", default="cuda:0")
     ap.add_argument("--out", default="/tmp/near_learning_check_gpu")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
-    deadline = t0 + args.budget
-
     runs = [(m, a, s) for m in args.motions for a in args.algos for s in range(args.seeds)]
-    rl: dict[tuple, subprocess.Popen] = {}
-    ncsn: dict[tuple, subprocess.Popen] = {}
 
     def rl_cmd(m: str, a: str, s: int) -> list[str]:
         extra = near_overrides(f"{args.out}/{m}/ncsn{s}") if a == "NEAR" else []
         extra += COMBINED.get(a, []) if args.combined else []
+        extra += [f"{NC}.inference.nonnegative_energy_reward=True"] if a == "NEAR" and args.nonnegative else []
         return [PY, "-m", "near", "train", "rl", f"task=Humanoid{a}", f"++task.env.motion_file={m}", f"seed={s}",
                 # epochs (a max_iterations of 100,000 or more would be read as a frame budget)
                 f"device={args.device}", f"num_envs={args.envs}", "max_iterations=99999",
                 "++train.params.config.print_stats=False", "++train.params.config.save_frequency=0",
                 f"run_dir={args.out}/{m}/{a}{s}", *extra]
 
+    # the energy models first, all at once (small next to the rl runs); a finished one resumes at its end
+    ncsn: dict[tuple, subprocess.Popen] = {}
     for m, a, s in runs:
         os.makedirs(f"{args.out}/{m}", exist_ok=True)
-        if a == "NEAR":
-            ncsn[(m, a, s)] = spawn([PY, "-m", "near", "train", "ncsn", "task=HumanoidNEAR",
-                                     f"++task.env.motion_file={m}", f"seed={s}", f"device={args.device}",
-                                     f"run_dir={args.out}/{m}/ncsn{s}", f"{NC}.training.n_iters={args.ncsn_iters}"],
-                                    f"{args.out}/{m}/ncsn{s}.log")
-        else:
-            rl[(m, a, s)] = spawn(rl_cmd(m, a, s), f"{args.out}/{m}/{a}{s}.log")
-    while ncsn or time.time() < deadline:
-        for key, proc in list(ncsn.items()):
-            if proc.poll() is not None:
-                del ncsn[key]
-                if proc.returncode == 0:
-                    rl[key] = spawn(rl_cmd(*key), f"{args.out}/{key[0]}/{key[1]}{key[2]}.log")
-                else:
-                    print(f"ncsn {key} failed ({proc.returncode})", flush=True)
-        if all(p.poll() is not None for p in rl.values()) and not ncsn:
-            break
-        time.sleep(1)
-    for proc in rl.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    codes = {key: proc.wait() for key, proc in rl.items()}
-    print(f"rl runs stopped after {time.time() - t0:.0f} s; exit codes {sorted(set(codes.values()))}", flush=True)
+        if a == "NEAR" and (m, s) not in ncsn:
+            ncsn[(m, s)] = spawn([PY, "-m", "near", "train", "ncsn", "task=HumanoidNEAR",
+                                  f"++task.env.motion_file={m}", f"seed={s}", f"device={args.device}",
+                                  f"run_dir={args.out}/{m}/ncsn{s}", f"{NC}.training.n_iters={args.ncsn_iters}"],
+                                 f"{args.out}/{m}/ncsn{s}.log")
+    failed = {key for key, proc in ncsn.items() if proc.wait() != 0}
+    for key in failed:
+        print(f"ncsn {key} failed", flush=True)
+    print(f"energy models ready after {time.time() - t0:.0f} s", flush=True)
+    # then the rl runs, `--parallel` at a time, each stopped (SIGTERM: checkpoint, exit) `--budget` s after it starts
+    codes: dict[tuple, int] = {}
+    todo = [r for r in runs if not (r[1] == "NEAR" and (r[0], r[2]) in failed)]
+    for i in range(0, len(todo), args.parallel):
+        wave = todo[i:i + args.parallel]
+        start = time.time()
+        procs = {key: spawn(rl_cmd(*key), f"{args.out}/{key[0]}/{key[1]}{key[2]}.log") for key in wave}
+        while time.time() < start + args.budget and any(p.poll() is None for p in procs.values()):
+            time.sleep(1)
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes.update({key: proc.wait() for key, proc in procs.items()})
+        print(f"{[f'{m}/{a}{s}' for m, a, s in wave]} stopped after {time.time() - start:.0f} s", flush=True)
+    print(f"rl runs done after {time.time() - t0:.0f} s; exit codes {sorted(set(codes.values()))}", flush=True)
     spent_file = f"{args.out}/budget.json"
     spent = json.load(open(spent_file))["seconds"] if os.path.isfile(spent_file) else 0.0
     spent += args.budget
@@ -153,9 +155,10 @@ def main() -> int:
             print(f"evaluation of {m}/{a}{s} failed", flush=True)
 
     lines = [f"DTW pose error (mean_dtw_pose_error, lower is better), deterministic policy, {args.episodes} "
-             f"full episodes per run; rl: {args.envs} envs each, all runs concurrent on one GPU, stopped at "
-             f"{spent:.0f} s in all; ncsn {args.ncsn_iters} iterations; "
-             f"{'0.5 task + 0.5 style' if args.combined else 'style'} reward", "",
+             f"full episodes per run; rl: {args.envs} envs each, {args.parallel} runs at a time on one GPU, "
+             f"{spent:.0f} s of training each; ncsn {args.ncsn_iters} iterations; "
+             f"{'0.5 task + 0.5 style' if args.combined else 'style'} reward"
+             f"{' (NEAR: energy reward on [0, 1])' if args.nonnegative else ''}", "",
              "| motion | algorithm | runs | DTW per seed | mean | ratio to random | diverged episodes |",
              "|---" * 7 + "|"]
     for m in args.motions:

@@ -173,3 +173,9 @@ def test_noise_annealing_and_reward_standardisation():
     again = RewardStandardiser()
     again.load_state_dict(std.state_dict())
     assert torch.allclose(again(e, epoch=4), std(e, epoch=4))
+    # the non-negative variant is the same transform moved onto [0, 1], order kept
+    shifted = RewardStandardiser(nonnegative=True)
+    spread = torch.tensor([[-500.0], [1.0], [21.0], [500.0]])
+    r = shifted(spread, epoch=1)
+    assert torch.allclose(r, (1 + torch.tanh((spread - spread.mean()) / 10.0)) / 2)
+    assert r.min() >= 0.0 and r.max() <= 1.0 and torch.all(r[1:] > r[:-1])

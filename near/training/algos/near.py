@@ -3,7 +3,8 @@
 Per rollout, the trained energy model(s) score every paired observation (``numObsSteps``
 consecutive states) at the current noise level; the energies pass through NEAR's reward
 standardisation and are mixed with the task reward:
-``r = task_reward_w * r_task + energy_reward_w * tanh((E - m) / 10)``.
+``r = task_reward_w * r_task + energy_reward_w * tanh((E - m) / 10)`` (the energy term on [0, 1]
+with ``inference.nonnegative_energy_reward``, see ``ncsn/reward.py``).
 With ``inference.sigma_level=-1`` the noise level is annealed (see ``ncsn/reward.py``).
 
 Tensorboard tags (NEAR's names, step = frames): ``minibatch_combined_reward/step``,
@@ -43,7 +44,7 @@ class NEARAgent(PPOAgent):
                                       ncsnv2=bool(near_cfg["model"].get("ncsnv2", False)),
                                       progress_threshold=float(inference.get("anneal_progress_threshold", 0.02)),
                                       window=int(inference.get("anneal_window", 3)))
-        self.standardiser = RewardStandardiser()
+        self.standardiser = RewardStandardiser(nonnegative=bool(inference.get("nonnegative_energy_reward", False)))
         meter = lambda: torch_ext.AverageMeter(1, self.games_to_track).to(self.ppo_device)  # noqa: E731
         self.mean_combined_rewards, self.mean_energy_rewards = meter(), meter()
         self.mean_shaped_task_rewards, self.mean_energy = meter(), meter()

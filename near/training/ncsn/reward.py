@@ -9,7 +9,11 @@
   (NEAR's ``ncsnv2-adaptive`` strategy: move to the next, less noisy, level once the policy's
   mean energy at the current level has risen by 2 % over its value when the level started).
 * :class:`RewardStandardiser`: NEAR's reward transform ``tanh((e - m) / 10)`` where ``m`` is
-  the mean energy of the last ``k`` rollouts (refreshed every 3 epochs).
+  the mean energy of the last ``k`` rollouts (refreshed every 3 epochs); with ``nonnegative``
+  it is mapped onto [0, 1] as ``(1 + tanh((e - m) / 10)) / 2``. That matters with early
+  termination: a reward centred on zero is negative for most of a falling policy's states
+  (reference-state resets are expert-like and pull the mean up), so ending the episode early
+  pays; a non-negative reward, like AMP's ``-log(1 - D)``, makes every step alive worth having.
 """
 
 from __future__ import annotations
@@ -139,10 +143,11 @@ class NoiseAnnealer:
 
 
 class RewardStandardiser:
-    """NEAR's ``tanh((e - mean of the last k rollouts) / 10)`` reward transform."""
+    """NEAR's ``tanh((e - mean of the last k rollouts) / 10)`` reward transform (on [0, 1] with
+    ``nonnegative``)."""
 
-    def __init__(self, k: int = 3, refresh_every: int = 3, scale: float = 10.0):
-        self.k, self.refresh_every, self.scale = k, refresh_every, scale
+    def __init__(self, k: int = 3, refresh_every: int = 3, scale: float = 10.0, nonnegative: bool = False):
+        self.k, self.refresh_every, self.scale, self.nonnegative = k, refresh_every, scale, nonnegative
         self.recent: deque[float] = deque(maxlen=k)
         self.offset: float | None = None
 
@@ -150,7 +155,8 @@ class RewardStandardiser:
         self.recent.append(float(energy.mean()))
         if self.offset is None or epoch % self.refresh_every == 0 or epoch == 1:
             self.offset = sum(self.recent) / len(self.recent)
-        return torch.tanh((energy - self.offset) / self.scale)
+        reward = torch.tanh((energy - self.offset) / self.scale)
+        return (1.0 + reward) / 2.0 if self.nonnegative else reward
 
     def state_dict(self) -> dict[str, Any]:
         return {"recent": list(self.recent), "offset": self.offset}
