@@ -108,6 +108,9 @@ def main() -> int:
     print(f"energy models ready after {time.time() - t0:.0f} s", flush=True)
     # then the rl runs, `--parallel` at a time, each stopped (SIGTERM: checkpoint, exit) `--budget` s after it starts
     codes: dict[tuple, int] = {}
+    # wall seconds each run has trained over all calls (its start-up included)
+    trained_file = f"{args.out}/budget.json"
+    trained: dict[str, float] = json.load(open(trained_file))["seconds"] if os.path.isfile(trained_file) else {}
     todo = [r for r in runs if not (r[1] == "NEAR" and (r[0], r[2]) in failed)]
     for i in range(0, len(todo), args.parallel):
         wave = todo[i:i + args.parallel]
@@ -119,13 +122,13 @@ def main() -> int:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         codes.update({key: proc.wait() for key, proc in procs.items()})
+        for key in wave:  # only a run that stopped cleanly (0, or 3: checkpointed on SIGTERM) trained
+            if codes[key] in (0, 3):
+                trained[f"{key[0]}/{key[1]}{key[2]}"] = trained.get(f"{key[0]}/{key[1]}{key[2]}", 0.0) + time.time() - start
         print(f"{[f'{m}/{a}{s}' for m, a, s in wave]} stopped after {time.time() - start:.0f} s", flush=True)
     print(f"rl runs done after {time.time() - t0:.0f} s; exit codes {sorted(set(codes.values()))}", flush=True)
-    spent_file = f"{args.out}/budget.json"
-    spent = json.load(open(spent_file))["seconds"] if os.path.isfile(spent_file) else 0.0
-    spent += args.budget
-    with open(spent_file, "w") as fh:
-        json.dump({"seconds": spent}, fh)
+    with open(trained_file, "w") as fh:
+        json.dump({"seconds": trained}, fh, indent=1)
     if args.no_eval:
         return 0
 
@@ -156,7 +159,8 @@ def main() -> int:
 
     lines = [f"DTW pose error (mean_dtw_pose_error, lower is better), deterministic policy, {args.episodes} "
              f"full episodes per run; rl: {args.envs} envs each, {args.parallel} runs at a time on one GPU, "
-             f"{spent:.0f} s of training each; ncsn {args.ncsn_iters} iterations; "
+             f"{min(trained.values(), default=0):.0f}-{max(trained.values(), default=0):.0f} s of training "
+             f"each (wall, start-up included); ncsn {args.ncsn_iters} iterations; "
              f"{'0.5 task + 0.5 style' if args.combined else 'style'} reward"
              f"{' (NEAR: energy reward on [0, 1])' if args.nonnegative else ''}", "",
              "| motion | algorithm | runs | DTW per seed | mean | ratio to random | diverged episodes |",

@@ -186,7 +186,7 @@ def test_corrupt_table_is_named_and_not_overwritten(repo):
 
 def test_shipped_specs_load_and_expand():
     repo = Path(__file__).resolve().parents[1]
-    for name in ("demo", "paper_main", "paper_ablations"):
+    for name in ("demo", "paper_main", "paper_ablations", "humanoid"):
         spec = load_spec(repo / "sweeps" / f"{name}.yaml")
         assert expand(spec).jobs
     # NEAR's experiment_generator.py: 15 motions x 5 seeds (AMP without walk_and_wave); NEAR trains

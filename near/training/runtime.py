@@ -60,11 +60,12 @@ def restore_rng(state: dict[str, Any]) -> None:
     import numpy as np
     import torch
 
-    torch.set_rng_state(state["torch"])
+    # a checkpoint loaded onto the GPU brings its RNG states there; torch takes them on the CPU only
+    torch.set_rng_state(state["torch"].cpu())
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def atomic_save(obj: Any, path: str) -> None:

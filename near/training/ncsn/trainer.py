@@ -136,7 +136,7 @@ def train_ncsn(cfg: Any, run_dir: str, device: str, stop: runtime.StopRequest, e
         if ema is not None:
             ema.load_state_dict(state["ema"])
         step = int(state["step"])
-        gen.set_state(state["data_generator"])
+        gen.set_state(state["data_generator"].cpu())
         runtime.restore_rng(state["rng"])
         tblog.truncate_after(summaries, state["wall_time"])
         print(f"near: ncsn resumed from {ckpt_path} at iteration {step}", flush=True)
