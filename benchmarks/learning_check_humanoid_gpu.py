@@ -3,10 +3,11 @@
 NEAR's ncsn stages train first, all at once; then the rl runs train ``--parallel`` at a time on the
 GPU, each for ``--budget`` seconds, then gets SIGTERM (near's trainer writes its checkpoint and
 stops). Each final checkpoint is then evaluated (``near.training.eval_metrics``, deterministic
-actions, no early termination, so every episode is the full 10 s) beside a uniformly random policy (one per seed); prints a
-Markdown table of NEAR's DTW pose error (``mean_dtw_pose_error``, lower is better) and writes it
-with the JSON to ``--out``, and the policy weights of each algorithm's first run on the first
-motion (``<motion>_<algo>0_policy.pth`` beside its ``config.yaml``, for ``near render``).
+actions, no early termination, so every episode is the full 10 s) beside a uniformly random
+policy (one per seed). Prints a Markdown table of NEAR's DTW pose error (``mean_dtw_pose_error``,
+lower is better) and writes it with the JSON to ``--out``, and the policy weights of each
+algorithm's first run on the first motion (``<motion>_<algo>0_policy.pth`` beside its
+``config.yaml``, for ``near render``).
 
     python benchmarks/learning_check_humanoid_gpu.py [--motions walk crane_pose] [--seeds 3]
         [--envs 2048] [--budget 440] [--parallel 18] [--ncsn-iters 2000] [--combined] [--nonnegative]
@@ -122,10 +123,11 @@ def main() -> int:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         codes.update({key: proc.wait() for key, proc in procs.items()})
-        for key in wave:  # only a run that stopped cleanly (0, or 3: checkpointed on SIGTERM) trained
+        names = [f"{m}/{a}{s}" for m, a, s in wave]
+        for key, name in zip(wave, names):  # only a run that stopped cleanly (0, or 3: checkpointed on SIGTERM) trained
             if codes[key] in (0, 3):
-                trained[f"{key[0]}/{key[1]}{key[2]}"] = trained.get(f"{key[0]}/{key[1]}{key[2]}", 0.0) + time.time() - start
-        print(f"{[f'{m}/{a}{s}' for m, a, s in wave]} stopped after {time.time() - start:.0f} s", flush=True)
+                trained[name] = trained.get(name, 0.0) + time.time() - start
+        print(f"{names} stopped after {time.time() - start:.0f} s", flush=True)
     print(f"rl runs done after {time.time() - t0:.0f} s; exit codes {sorted(set(codes.values()))}", flush=True)
     with open(trained_file, "w") as fh:
         json.dump({"seconds": trained}, fh, indent=1)
