@@ -168,7 +168,7 @@ class HumanoidEnv(VecEnv):
         self.root_path = torch.zeros(n, steps, 3, device=d)
         self.ref_pose = torch.zeros(n, steps, 45, device=d) if cfg.episode_metrics else None
         self.dtw_acc, self.dtw_len = metrics.dtw_start(n, steps, torch.float32, d)
-        self.dtw_sq, _ = metrics.dtw_start(n, steps, torch.float32, d)
+        self.dtw_sq = self.dtw_acc.clone()  # the squared-cost recursion starts from the same row
         self.diverged = torch.zeros(n, dtype=torch.bool, device=d)
         self.stand_qpos, self.stand_obs, self.stand_body_pos = self._standing(model)
         self.reset_idx(torch.arange(n, device=d))
@@ -279,7 +279,7 @@ class HumanoidEnv(VecEnv):
             ref = self.table.body_positions(mid[:, None].expand(-1, steps), t)
             self.ref_pose[env_ids] = ref = self._pose(ref)
             acc, length = metrics.dtw_start(n, steps, torch.float32, d)
-            sq, _ = metrics.dtw_start(n, steps, torch.float32, d)
+            sq = acc.clone()
             dist = (self._pose(body)[:, None] - ref).norm(dim=-1)
             self.dtw_acc[env_ids], self.dtw_len[env_ids] = metrics.dtw_step(acc, length, dist)
             self.dtw_sq[env_ids] = metrics.dtw_cost_step(sq, dist.square())
