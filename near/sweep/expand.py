@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import re
+import shlex
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any, Iterator
@@ -26,6 +27,7 @@ from near.sweep import shell as shell_words
 from near.errors import SpecError
 from near.jobtable import JobSpec
 from near.sweep.spec import ALL_STAGES, DEFAULT_MAX_JOBS, Axis, Spec, Stage, format_value
+from near.sweep.template import Slot, dummy_paths, dummy_slot
 
 ID_LEN = 12
 MAX_RENDERED = 1_000_000  # characters of one rendered command or override
@@ -37,6 +39,15 @@ _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9
 Point = dict[str, Any]
 _ABSENT = object()
 _NOTHING: frozenset = frozenset()
+
+
+@dataclass(slots=True)
+class Job(JobSpec):
+    """A job as expansion makes it: a :class:`JobSpec` that also carries its trainer call
+    (``(kind, override words)`` as the trainer will read them, dispatch paths as dummies; None if
+    its command does not run near's trainer) for validation."""
+
+    call: tuple[str, tuple[str, ...]] | None = None
 
 
 @dataclass
@@ -383,14 +394,16 @@ class _Expander:
                 dep_id, dep_used = self.job(point, dep_stage)
             deps[ref] = dep_id
             useds.append(dep_used - with_keys if with_keys else dep_used)
-        entry, u, _ = plan.render(0, point)
+        entry, u, _, _ = plan.render(0, point)
         useds.append(u)
         overrides = []
         quoted = [entry]
+        seen = []  # the overrides as the trainer reads them
         for i in plan.override_idx:
-            text, u, q = plan.render(i, point)
+            text, u, q, d = plan.render(i, point)
             overrides.append(text)
             quoted.append(q)
+            seen.append(d)
             useds.append(u)
         if plan.bundle_axes:
             bundles = plan.bundles
@@ -403,9 +416,10 @@ class _Expander:
                         continue
                     useds.append(b[0])
                     for t in b[1]:
-                        text, u, q = plan.render_bundle(t, point)
+                        text, u, q, d = plan.render_bundle(t, point)
                         overrides.append(text)
                         quoted.append(q)
+                        seen.append(d)
                         useds.append(u)
         used = _NOTHING.union(*useds)
         # NUL-separated fields (YAML strings cannot hold NUL): unambiguous and cheaper than JSON
@@ -431,8 +445,11 @@ class _Expander:
             if prev.params != params:
                 prev.params = {k: v for k, v in prev.params.items() if k in params and params[k] == v}
         else:
-            self.jobs[digest] = JobSpec(digest, plan.name, "".join(quoted), params, plan.resources, deps,
-                                        plan.sweep, plan.max_attempts, plan.workdir, None, 0)
+            call = plan.call_at(point)
+            if call is not None and plan.stage.call.to_end:
+                call = (call[0], call[1] + tuple(seen))
+            self.jobs[digest] = Job(digest, plan.name, "".join(quoted), params, plan.resources, deps,
+                                    plan.sweep, plan.max_attempts, plan.workdir, None, 0, call)
         result = (digest, used)
         if key is not None:
             self.memo[key] = result
@@ -469,6 +486,7 @@ class _Plan:
             a.name for a in spec.axes for b in a.overrides.values() if b.get(ALL_STAGES) or b.get(stage.name)
         )
         self.bundles: dict[tuple, tuple[frozenset, list[tuple]] | None] = {}
+        self._calls: dict[Any, tuple[str, tuple[str, ...]]] = {}
         # one resources dict per stage definition, shared by its jobs (read-only)
         self.resources = {**spec.resources, **stage.resources}
         self.sweep, self.workdir = spec.name, str(spec.workdir)
@@ -489,26 +507,62 @@ class _Plan:
             t = self._tpls[key] = (text, names, {}, where, shell)
         return t
 
-    def render(self, i: int, point: Point) -> tuple[str, frozenset, str]:
+    def render(self, i: int, point: Point) -> tuple[str, frozenset, str, str]:
         """Template ``i`` (0: the command, then the stage's overrides) at ``point``."""
         return self.render_bundle(self.templates[i], point)
 
-    def render_bundle(self, tpl: tuple, point: Point) -> tuple[str, frozenset, str]:
-        """(text, used axes, `` <shell-quoted text>``), memoised on the values the template depends on."""
+    def render_bundle(self, tpl: tuple, point: Point) -> tuple[str, frozenset, str, str]:
+        """(text, used axes, `` <shell-quoted text>``, the text as the trainer reads it),
+        memoised on the values the template depends on."""
         text, names, cache, where, shell = tpl
-        if not names:
-            key = None
-        elif len(names) == 1:
-            key = point.get(names[0], _ABSENT)
-        else:
-            key = tuple([point.get(n, _ABSENT) for n in names])
+        key = _key(names, point)
         hit = cache.get(key)
         if hit is None:
             used: set[str] = set()
             out = self.ex.subst(text, point, self.stage, self.refs, used, where, shell)
             self._check_placeholders(out, point, where)
-            hit = cache[key] = (out, frozenset(used), " " + shell_words.quote(out))
+            hit = cache[key] = (out, frozenset(used), " " + shell_words.quote(out), dummy_paths(out))
         return hit
+
+    def call_at(self, point: Point) -> tuple[str, tuple[str, ...]] | None:
+        """The trainer call of the command at ``point``: its kind and override words, each word's
+        placeholders filled with their values as they are (a raw variable's value as its words)."""
+        call = self.stage.call
+        if call is None:
+            return None
+        key = _key(self.templates[0][1], point)
+        hit = self._calls.get(key)
+        if hit is None:
+            words: list[str] = []
+            for w in call.overrides:
+                words += self._words(w, point)
+            hit = self._calls[key] = ("".join(self._words(call.kind, point)), tuple(words))
+        return hit
+
+    def _words(self, word: tuple, point: Point) -> list[str]:
+        """The words one template word becomes at ``point`` (several if a raw variable splices in,
+        none if only an empty raw variable stands there)."""
+        out = [""]
+        kept = [not word]  # an empty quoted word ('') is a word
+        for part in word:
+            if isinstance(part, str):
+                out[-1] += part
+            elif part.attr is not None or part.name in DISPATCH_VARS:
+                out[-1] += dummy_slot(part)
+            elif part.name in self.ex.spec.raw:
+                text = self.ex.subst("${%s}" % part.name, point, self.stage, self.refs, set(), "", True)
+                pieces = [dummy_paths(p) for p in shlex.split(text)]  # words only: checked by subst
+                if not pieces:
+                    continue
+                out[-1] += pieces[0]
+                out += pieces[1:]
+                kept[-1:] = [True] * len(pieces)
+                continue
+            else:
+                out[-1] += dummy_paths(self.ex.subst("${%s}" % part.name, point, self.stage, self.refs, set(),
+                                                     "", False))
+            kept[-1] = True
+        return [w for w, k in zip(out, kept) if k]
 
     def _check_placeholders(self, out: str, point: Point, where: str) -> None:
         """Every ``${...}`` left in a rendering must be one dispatch resolves: a value ending in ``$``
@@ -528,6 +582,15 @@ class _Plan:
             return None
         where, texts = b
         return frozenset([aname]), [self._template(t, where) for t in texts]
+
+
+def _key(names: tuple[str, ...], point: Point) -> Any:
+    """What a template's rendering at ``point`` depends on: the values of its ``names``."""
+    if not names:
+        return None
+    if len(names) == 1:
+        return point.get(names[0], _ABSENT)
+    return tuple([point.get(n, _ABSENT) for n in names])
 
 
 def _factors(spec: Spec) -> list[tuple[dict | None, list[Point]]]:

@@ -93,6 +93,7 @@ from typing import Any
 
 from near.errors import SpecError
 from near.sweep.shell import normalize_command, unbalanced
+from near.sweep.template import Call, parse_call
 
 RESOURCE_KEYS = ("cpus", "gpus", "mem", "time", "slurm")
 # names and sizes are matched whole (re.fullmatch): `$` would let a trailing newline through
@@ -144,6 +145,7 @@ class Stage:
     max_attempts: int | None = None
     validate: bool = True
     where: str = ""  # key path in the spec, for error messages
+    call: Call | None = None  # the command's call of near's trainer, parsed once
 
 
 @dataclass
@@ -907,7 +909,7 @@ def _stages(raw: Any, ctx: _Ctx) -> list[Stage]:
             name=name, command=cmd, overrides=overrides.get(ALL_STAGES, []), needs=needs,
             resources=_resources(body.get("resources"), f"{where}.resources", ctx), when=when, unless=unless,
             max_attempts=None if ma is None else _posint(ma, f"{where}.max_attempts", ctx),
-            validate=validate, where=where,
+            validate=validate, where=where, call=parse_call(cmd),
         ))
     return out
 
