@@ -394,7 +394,7 @@ class _Expander:
                 dep_id, dep_used = self.job(point, dep_stage)
             deps[ref] = dep_id
             useds.append(dep_used - with_keys if with_keys else dep_used)
-        entry, u, _, _ = plan.render(0, point)
+        entry, u, _, call = plan.render(0, point)
         useds.append(u)
         overrides = []
         quoted = [entry]
@@ -445,8 +445,7 @@ class _Expander:
             if prev.params != params:
                 prev.params = {k: v for k, v in prev.params.items() if k in params and params[k] == v}
         else:
-            call = plan.call_at(point)
-            if call is not None and plan.stage.call.to_end:
+            if call is not None and plan.call_to_end:
                 call = (call[0], call[1] + tuple(seen))
             self.jobs[digest] = Job(digest, plan.name, "".join(quoted), params, plan.resources, deps,
                                     plan.sweep, plan.max_attempts, plan.workdir, None, 0, call)
@@ -486,7 +485,7 @@ class _Plan:
             a.name for a in spec.axes for b in a.overrides.values() if b.get(ALL_STAGES) or b.get(stage.name)
         )
         self.bundles: dict[tuple, tuple[frozenset, list[tuple]] | None] = {}
-        self._calls: dict[Any, tuple[str, tuple[str, ...]]] = {}
+        self.call_to_end = stage.call is not None and stage.call.to_end
         # one resources dict per stage definition, shared by its jobs (read-only)
         self.resources = {**spec.resources, **stage.resources}
         self.sweep, self.workdir = spec.name, str(spec.workdir)
@@ -511,35 +510,47 @@ class _Plan:
         """Template ``i`` (0: the command, then the stage's overrides) at ``point``."""
         return self.render_bundle(self.templates[i], point)
 
-    def render_bundle(self, tpl: tuple, point: Point) -> tuple[str, frozenset, str, str]:
-        """(text, used axes, `` <shell-quoted text>``, the text as the trainer reads it),
-        memoised on the values the template depends on."""
+    def render_bundle(self, tpl: tuple, point: Point) -> tuple[str, frozenset, str, Any]:
+        """(text, used axes, `` <shell-quoted text>``, what the trainer reads), memoised on the
+        values the template depends on. What the trainer reads: for an override its text, for
+        the command its trainer call (see :meth:`call_at`)."""
         text, names, cache, where, shell = tpl
-        key = _key(names, point)
+        if not names:
+            key = None
+        elif len(names) == 1:
+            key = point.get(names[0], _ABSENT)
+        else:
+            key = tuple([point.get(n, _ABSENT) for n in names])
         hit = cache.get(key)
         if hit is None:
             used: set[str] = set()
-            out = self.ex.subst(text, point, self.stage, self.refs, used, where, shell)
+            memo: dict = {}
+            out = self.ex.subst(text, point, self.stage, self.refs, used, where, shell, memo=memo)
             self._check_placeholders(out, point, where)
-            hit = cache[key] = (out, frozenset(used), " " + shell_words.quote(out), dummy_paths(out))
+            hit = cache[key] = (out, frozenset(used), " " + shell_words.quote(out),
+                                self.call_at(point, memo) if shell else dummy_paths(out))
         return hit
 
-    def call_at(self, point: Point) -> tuple[str, tuple[str, ...]] | None:
+    def call_at(self, point: Point, memo: dict) -> tuple[str, tuple[str, ...]] | None:
         """The trainer call of the command at ``point``: its kind and override words, each word's
-        placeholders filled with their values as they are (a raw variable's value as its words)."""
+        placeholders filled with their values as they are (a raw variable's value as its words).
+        ``memo``: the variables as the command's rendering at ``point`` rendered them."""
         call = self.stage.call
         if call is None:
             return None
-        key = _key(self.templates[0][1], point)
-        hit = self._calls.get(key)
+        words: list[str] = []
+        for w in call.overrides:
+            words += self._words(w, point, memo)
+        return "".join(self._words(call.kind, point, memo)), tuple(words)
+
+    def _var(self, name: str, point: Point, memo: dict, raw: bool) -> str:
+        """Variable or axis ``name`` rendered at ``point`` (as a raw variable's words: ``raw``)."""
+        hit = memo.get((name, raw))
         if hit is None:
-            words: list[str] = []
-            for w in call.overrides:
-                words += self._words(w, point)
-            hit = self._calls[key] = ("".join(self._words(call.kind, point)), tuple(words))
+            hit = self.ex.subst("${%s}" % name, point, self.stage, self.refs, set(), "", raw, memo=memo)
         return hit
 
-    def _words(self, word: tuple, point: Point) -> list[str]:
+    def _words(self, word: tuple, point: Point, memo: dict) -> list[str]:
         """The words one template word becomes at ``point`` (several if a raw variable splices in,
         none if only an empty raw variable stands there)."""
         out = [""]
@@ -550,8 +561,7 @@ class _Plan:
             elif part.attr is not None or part.name in DISPATCH_VARS:
                 out[-1] += dummy_slot(part)
             elif part.name in self.ex.spec.raw:
-                text = self.ex.subst("${%s}" % part.name, point, self.stage, self.refs, set(), "", True)
-                pieces = [dummy_paths(p) for p in shlex.split(text)]  # words only: checked by subst
+                pieces = [dummy_paths(p) for p in shlex.split(self._var(part.name, point, memo, True))]
                 if not pieces:
                     continue
                 out[-1] += pieces[0]
@@ -559,8 +569,7 @@ class _Plan:
                 kept[-1:] = [True] * len(pieces)
                 continue
             else:
-                out[-1] += dummy_paths(self.ex.subst("${%s}" % part.name, point, self.stage, self.refs, set(),
-                                                     "", False))
+                out[-1] += dummy_paths(self._var(part.name, point, memo, False))
             kept[-1] = True
         return [w for w, k in zip(out, kept) if k]
 
@@ -582,15 +591,6 @@ class _Plan:
             return None
         where, texts = b
         return frozenset([aname]), [self._template(t, where) for t in texts]
-
-
-def _key(names: tuple[str, ...], point: Point) -> Any:
-    """What a template's rendering at ``point`` depends on: the values of its ``names``."""
-    if not names:
-        return None
-    if len(names) == 1:
-        return point.get(names[0], _ABSENT)
-    return tuple([point.get(n, _ABSENT) for n in names])
 
 
 def _factors(spec: Spec) -> list[tuple[dict | None, list[Point]]]:
