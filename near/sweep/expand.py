@@ -34,7 +34,7 @@ MAX_RENDERED = 1_000_000  # characters of one rendered command or override
 DISPATCH_VARS = ("run_dir", "job_id", "exp_dir")
 VALUE_VAR = "__near_v"  # shell variables holding the values used inside ${...} expansions
 _VALUE_REF = re.compile(r"\$\{__near_v[0-9]+\}")
-_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
+_VAR = shell_words.PLACEHOLDER
 
 Point = dict[str, Any]
 _ABSENT = object()
@@ -422,7 +422,9 @@ class _Expander:
                         seen.append(d)
                         useds.append(u)
         used = _NOTHING.union(*useds)
-        # NUL-separated fields (YAML strings cannot hold NUL): unambiguous and cheaper than JSON
+        # NUL-separated fields: unambiguous, as the spec loader and --var refuse any NUL, every
+        # override holds '=' or starts with '~' or '-' (so none equals the "\1" marker) and refs
+        # are identifiers; ids of existing tables stay as they were
         parts = [plan.name, entry, "\0".join(sorted(overrides)), "\1"]
         if deps:
             for r, d in sorted(deps.items()):

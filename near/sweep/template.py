@@ -15,7 +15,9 @@ import re
 import shlex
 from dataclasses import dataclass
 
-_PLACEHOLDER = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
+from near.sweep.shell import PLACEHOLDER
+
+_PLACEHOLDER = PLACEHOLDER
 _SHELL_CHARS = set(";&|<>()")
 _ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 # a placeholder stands in the text shlex splits as one private-use character

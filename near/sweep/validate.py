@@ -25,8 +25,6 @@ from near.errors import ConfigError
 from near.jobtable import JobSpec
 from near.sweep.template import DUMMY_ROOT, dummy_slot, parse_call
 
-# what makes a command more than plain words split at blanks (then the full parser reads it)
-_NOT_PLAIN = re.compile(r"""['"\\;&|<>()`#\n]""")
 ISAACGYM_TASK_PREFIX = "Humanoid"
 
 
@@ -158,31 +156,16 @@ def _task_of(overrides: list[str]) -> str | None:
     return None
 
 
-def _fast_shape(command: str, groups: frozenset[str]) -> tuple | None | bool:
-    """The override shape of a plain (unquoted) trainer command without shlex: ``(kind, parts)``;
-    None if it does not run near's trainer; False if it needs the full parser (quotes, escapes)."""
-    if _NOT_PLAIN.search(command):
-        return False
-    toks = command.split()
-    try:
-        i = toks.index("train")
-    except ValueError:
-        return None
-    if i == 0 or not (os.path.basename(toks[i - 1]) == "near") or i + 1 >= len(toks):
-        return False  # e.g. a different "train" word: let the full parser decide
-    return toks[i + 1], _shape_parts(toks[i + 2:], groups, "${")
-
-
-def _shape_parts(overrides: Iterable[str], groups: frozenset[str], placeholder: str) -> tuple:
-    """Override keys, the values of config-group overrides, and which values hold a placeholder
-    (``placeholder``: how one shows in these overrides)."""
+def _shape_parts(overrides: Iterable[str], groups: frozenset[str]) -> tuple:
+    """Override keys, the values of config-group overrides, and which values hold a dispatch path
+    (a cheaper key than :func:`shape_of`, which looks at the config tree)."""
     parts = []
     for t in overrides:
         key, eq, value = t.partition("=")
         bare = key.lstrip("+~")
         if bare in groups:
             parts.append((key, value))
-        elif placeholder in value:
+        elif DUMMY_ROOT in value:
             parts.append((key, "<placeholder>"))
         else:
             parts.append(key)
@@ -195,8 +178,7 @@ def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Valida
 
     ``skip_stages``: (job_id, reason) pairs not to compose (e.g. stages with ``validate: false``).
     A job from expansion carries its trainer call (kind and override words, read from the parsed
-    template); any other job's command is split here (shlex only for quoted commands). Hydra
-    composes once per distinct shape.
+    template); any other job's command is parsed here. Hydra composes once per distinct shape.
     """
     validator = validator or Validator()
     skip = dict(skip_stages)
@@ -215,16 +197,14 @@ def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Valida
             info = cfg_dirs[job.workdir] = (cfg_dir, groups, (cfg_dir / "config.yaml").is_file())
         cfg_dir, groups, has_config = info
         # jobs from expansion carry their trainer call, read from the parsed template
-        parts = getattr(job, "call", _UNPARSED)
-        if parts is _UNPARSED:
-            shape = _fast_shape(job.command, groups)
-        else:
-            shape = None if parts is None else (parts[0], _shape_parts(parts[1], groups, DUMMY_ROOT))
-        if shape is None:
+        call = getattr(job, "call", _UNPARSED)
+        if call is _UNPARSED:
+            call = trainer_call(job.command)
+        if call is None:
             report.not_trainer += 1
             continue
-        fkey = (job.workdir, shape) if shape is not False else None
-        if fkey is not None and fkey in fast:
+        fkey = (job.workdir, call[0], _shape_parts(call[1], groups))
+        if fkey in fast:
             problem = fast[fkey]
             if problem == _SKIP:
                 report.skipped[_isaac_note(cfg_dir)] = report.skipped.get(_isaac_note(cfg_dir), 0) + 1
@@ -233,23 +213,17 @@ def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Valida
             if problem:
                 raise _config_error(spec_label, job, cfg_dir, problem)
             continue
-        call = trainer_call(job.command) if parts is _UNPARSED else parts
-        if call is None:
-            report.not_trainer += 1
-            continue
-        kind, overrides = call
+        kind, overrides = call[0], list(call[1])
         if not has_config:
             raise ConfigError(f"{spec_label}: stage {job.stage!r} at grid point {job.label}: runs near's trainer "
                               f"but {cfg_dir}/config.yaml does not exist (set the spec's workdir to the repo)")
         task = _task_of(overrides)
         if task and task.startswith(ISAACGYM_TASK_PREFIX) and not (cfg_dir / "task" / f"{task}.yaml").exists():
             report.skipped[_isaac_note(cfg_dir)] = report.skipped.get(_isaac_note(cfg_dir), 0) + 1
-            if fkey is not None:
-                fast[fkey] = _SKIP
+            fast[fkey] = _SKIP
             continue
         problem = validator.check(kind, overrides, cfg_dir)
-        if fkey is not None:
-            fast[fkey] = problem
+        fast[fkey] = problem
         report.checked += 1
         if problem:
             raise _config_error(spec_label, job, cfg_dir, problem)
