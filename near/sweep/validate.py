@@ -15,7 +15,6 @@ jobs are skipped and reported, not failed.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
