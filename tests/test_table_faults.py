@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from near.jobtable import JobSpec, JobTable
+from near.jobtable import SCHEMA_VERSION, JobSpec, JobTable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,8 +94,9 @@ def test_version_1_table_is_migrated(tmp_path):
     conn.commit()
     conn.close()
     with JobTable.open(exp) as t:
-        assert t.meta()["schema_version"] == "2"
+        assert t.meta()["schema_version"] == str(SCHEMA_VERSION)
         assert (t.get("a").crashes, t.get("a").charged) == (0, 0) and t.folded() == {}
+        assert t.by_axis() == {"stage": {"rl": {"pending": 1}}}
 
 
 # --------------------------------------------------------------------------- a real full disk
