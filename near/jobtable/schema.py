@@ -89,20 +89,24 @@ ATTENTION = "state NOT IN ('pending', 'done') OR reason IS NOT NULL"
 ATTENTION_INDEX = f"CREATE INDEX IF NOT EXISTS jobs_attention ON jobs(seq) WHERE {ATTENTION}"
 
 
-def _tally_rows(job: str) -> str:
-    """In a trigger: a SELECT of (key, type, value) for the stage and each non-null parameter of
-    the ``old`` or ``new`` row (a row whose params are not JSON counts its stage only)."""
-    params = f"CASE WHEN json_valid({job}.params) THEN {job}.params ELSE '{{}}' END"
-    return (f"SELECT '' AS key, 'text' AS type, {job}.stage AS value UNION ALL "
-            f"SELECT key, type, value FROM json_each({params}) WHERE type != 'null'")
+def _params_of(job: str) -> str:
+    """In a trigger: (key, type, value) of each non-null parameter of the ``old`` or ``new`` row
+    (none for params that are not JSON)."""
+    return (f"SELECT key, type, value FROM json_each(CASE WHEN json_valid({job}.params) THEN {job}.params "
+            "ELSE '{}' END) WHERE type != 'null'")
 
 
+# (each statement looks its tallies up by primary key: an IN over a compound SELECT would scan them)
 TALLY_TRIGGERS = (
     "CREATE TRIGGER IF NOT EXISTS jobs_tally_state AFTER UPDATE OF state ON jobs "
     "WHEN old.state IS NOT new.state BEGIN "
-    f"UPDATE tallies SET n = n - 1 WHERE state = old.state AND (key, type, value) IN ({_tally_rows('old')}); "
+    "UPDATE tallies SET n = n - 1 WHERE key = '' AND type = 'text' AND value = old.stage AND state = old.state; "
+    "UPDATE tallies SET n = n - 1 WHERE (key, type, value, state) IN "
+    f"(SELECT key, type, value, old.state FROM ({_params_of('old')})); "
+    "INSERT INTO tallies(key, type, value, state, n, first) VALUES ('', 'text', new.stage, new.state, 1, new.seq) "
+    "ON CONFLICT DO UPDATE SET n = n + 1; "
     "INSERT INTO tallies(key, type, value, state, n, first) "
-    f"SELECT key, type, value, new.state, 1, new.seq FROM ({_tally_rows('new')}) WHERE true "
+    f"SELECT key, type, value, new.state, 1, new.seq FROM ({_params_of('new')}) WHERE true "
     "ON CONFLICT DO UPDATE SET n = n + 1; END",
     "CREATE TRIGGER IF NOT EXISTS jobs_tally_stale AFTER UPDATE OF stage, params ON jobs BEGIN "
     "INSERT OR REPLACE INTO meta(key, value) VALUES ('tallies', 'stale'); END",
