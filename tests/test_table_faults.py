@@ -7,14 +7,14 @@ its teardown.
 
 from __future__ import annotations
 
-import os
-import shutil
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from _tmpfs import tmpfs
 
 from near.jobtable import SCHEMA_VERSION, JobSpec, JobTable
 
@@ -102,17 +102,8 @@ def test_version_1_table_is_migrated(tmp_path):
 # --------------------------------------------------------------------------- a real full disk
 @pytest.fixture
 def small_disk(tmp_path):
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "mnt", "3M") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_disk_full_at_commit_is_clear_and_no_finished_job_runs_again(tmp_path, small_disk):

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import stat
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
+from _tmpfs import tmpfs
 
 from near.jobtable import FAILED, PENDING, RUNNING, SCHEMA_VERSION, Change, JobSpec, JobTable
 from near.jobtable.schema import TALLY_COUNT
@@ -117,39 +118,28 @@ def test_status_counts_from_the_jobs_when_something_else_edited_them(tmp_path):
 
 
 # --------------------------------------------------------------------------- read-only
+def _write_bits(box: Path, on: bool) -> None:
+    for p in [box] + list(box.rglob("*")):
+        bits = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+        p.chmod(p.stat().st_mode | stat.S_IWUSR if on else p.stat().st_mode & ~bits)
+
+
 @pytest.fixture
 def readonly_dir(tmp_path):
-    """(folder to fill, function that makes it read-only): a tmpfs remounted read-only as root,
-    else a folder made read-only with chmod."""
-    if os.geteuid() != 0:
-        box = tmp_path / "ro"
-        box.mkdir()
+    """(folder to fill, function that makes it read-only): a tmpfs remounted read-only as root
+    (root writes through `chmod a-w`), else a folder made read-only with chmod."""
+    box, root = tmp_path / "ro", os.geteuid() == 0
+    with tmpfs(box, "8M") if root else nullcontext(box):
+        box.mkdir(exist_ok=True)
 
         def freeze() -> None:
-            for p in sorted(box.rglob("*"), reverse=True) + [box]:
-                p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+            _write_bits(box, on=False)
+            if root:
+                subprocess.run(["mount", "-o", "remount,ro", str(box)], check=True)
 
         yield box, freeze
-        for p in [box] + list(box.rglob("*")):
-            p.chmod(p.stat().st_mode | stat.S_IWUSR)
-        return
-    if shutil.which("mount") is None:
-        pytest.skip("no mount")
-    box = tmp_path / "mnt"
-    box.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", str(box)], capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-
-    def freeze() -> None:
-        for p in [box] + list(box.rglob("*")):
-            p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-        subprocess.run(["mount", "-o", "remount,ro", str(box)], check=True)
-
-    try:
-        yield box, freeze
-    finally:
-        subprocess.run(["umount", "-l", str(box)], check=False)
+        if not root:
+            _write_bits(box, on=True)
 
 
 @pytest.mark.parametrize("version", [SCHEMA_VERSION, 2])

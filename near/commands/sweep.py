@@ -397,7 +397,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         try:
             table.export(out, args.format)
         except OSError as err:
-            raise TableError(f"{out}: cannot write the export ({err.strerror or err}); choose another file with --out")
+            raise TableError(f"{out}: cannot write the export ({err.strerror or err}); "
+                             "choose another file with --out") from err
         n = len(table)
     print(f"wrote {n} jobs to {out}")
     return 0

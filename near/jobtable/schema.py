@@ -89,6 +89,9 @@ ATTENTION = "state NOT IN ('pending', 'done') OR reason IS NOT NULL"
 ATTENTION_INDEX = f"CREATE INDEX IF NOT EXISTS jobs_attention ON jobs(seq) WHERE {ATTENTION}"
 
 
+MARK_STALE = "INSERT OR REPLACE INTO meta(key, value) VALUES ('tallies', 'stale')"
+
+
 def _params_of(job: str) -> str:
     """In a trigger: (key, type, value) of each non-null parameter of the ``old`` or ``new`` row
     (none for params that are not JSON)."""
@@ -108,10 +111,8 @@ TALLY_TRIGGERS = (
     "INSERT INTO tallies(key, type, value, state, n, first) "
     f"SELECT key, type, value, new.state, 1, new.seq FROM ({_params_of('new')}) WHERE true "
     "ON CONFLICT DO UPDATE SET n = n + 1; END",
-    "CREATE TRIGGER IF NOT EXISTS jobs_tally_stale AFTER UPDATE OF stage, params ON jobs BEGIN "
-    "INSERT OR REPLACE INTO meta(key, value) VALUES ('tallies', 'stale'); END",
-    "CREATE TRIGGER IF NOT EXISTS jobs_tally_delete AFTER DELETE ON jobs BEGIN "
-    "INSERT OR REPLACE INTO meta(key, value) VALUES ('tallies', 'stale'); END",
+    f"CREATE TRIGGER IF NOT EXISTS jobs_tally_stale AFTER UPDATE OF stage, params ON jobs BEGIN {MARK_STALE}; END",
+    f"CREATE TRIGGER IF NOT EXISTS jobs_tally_delete AFTER DELETE ON jobs BEGIN {MARK_STALE}; END",
 )
 # Every job counted from scratch, one row per tally: what a writer stores when it recounts, and
 # what a reader computes when the table has no valid tallies. Params that are not JSON fail it.
@@ -141,7 +142,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE jobs ADD COLUMN progress TEXT",
         "CREATE TABLE outcomes (job_id TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (job_id, name)) WITHOUT ROWID",
     ),
-    # counted by the writer that opened it, right after (see JobTable.open)
-    2: (TALLIES, ATTENTION_INDEX) + TALLY_TRIGGERS + ("INSERT OR REPLACE INTO meta(key, value) VALUES ('tallies', 'stale')",),
+    # the tallies are counted by the writer that opened it, right after (see JobTable.open)
+    2: (TALLIES, ATTENTION_INDEX) + TALLY_TRIGGERS + (MARK_STALE,),
 }
 REQUIRED_TABLES = ("meta", "jobs", "deps", "events")
