@@ -1,4 +1,5 @@
-"""Counting in the job table: a job's attempt counters, and jobs counted by state.
+"""Counting in the job table: a job's attempt counters, jobs per state, and the tallies (jobs
+per stage or parameter value and state) that ``status`` reads instead of every row.
 
 Attempt accounting, in columns: ``attempts`` counts dispatches (a claim, and every requeue the
 scheduler runs again); ``crashes`` and ``requeues`` count how attempts ended; ``charged`` counts the
@@ -18,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Container, Sequence
 from near.errors import TableError
 from near.jobtable.connection import reads
 from near.jobtable.queries import check, unknown_state
-from near.jobtable.schema import RECOUNT, TALLY_COUNT
 from near.jobtable.records import JobSpec
+from near.jobtable.schema import RECOUNT, TALLY_COUNT
 from near.jobtable.states import BLOCKED, PENDING, STATES
 
 if TYPE_CHECKING:
@@ -64,7 +65,6 @@ def counts(table: JobTable) -> dict[str, int]:
             raise unknown_state(table, state)
         out[state] = n
     return out
-
 
 
 # ---------------------------------------------------------------------- tallies
