@@ -89,6 +89,18 @@ def _prepare(stage: str, overrides: list[str]) -> tuple[Settings, str, str, int]
     return settings, run_dir, device, seed
 
 
+def _record_motions(env: Any, run_dir: str) -> None:
+    """``run_dir/motions.json``: the motion files the env resolved, their sha256, which are synthetic."""
+    import json
+
+    if not hasattr(env, "motion_sources"):
+        return
+    path = os.path.join(run_dir, "motions.json")
+    with open(path + ".tmp", "w") as fh:
+        json.dump(env.motion_sources(), fh, indent=1)
+    os.replace(path + ".tmp", path)
+
+
 def _seed_everything(seed: int) -> None:
     import random
 
@@ -113,6 +125,7 @@ def train_ncsn_stage(overrides: list[str]) -> int:
         raise ConfigError(f"task={settings.task.name}: its train config has no near_config (an ncsn stage needs a NEAR task)")
     _seed_everything(seed)
     env = registry.make_env(settings.task, num_envs=1, device="cpu", seed=seed)
+    _record_motions(env, run_dir)
     stop = runtime.StopRequest().install()
     try:
         return train_ncsn(config.near_config, seed, run_dir, device, stop, env)
@@ -143,6 +156,7 @@ def train_rl_stage(overrides: list[str]) -> int:
     config["max_epochs"] = epochs_of(config["max_epochs"], num_envs * config["horizon_length"])
     _seed_everything(seed)
     env = registry.make_env(settings.task, num_envs=num_envs, device=device, seed=seed)
+    _record_motions(env, run_dir)
 
     ckpt = os.path.join(run_dir, "nn", CHECKPOINT_NAME)
     summaries = os.path.join(run_dir, "summaries")

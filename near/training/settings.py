@@ -742,6 +742,39 @@ def stage_settings(settings: Settings, stage: str) -> dict[str, Any]:
     return out
 
 
+#: the top-level names of settings written elsewhere (see :func:`_apply_aliases`)
+_ALIASES = {"num_envs": "task.env.numEnvs", "max_iterations": "train.params.config.max_epochs"}
+_NCSN_READS = ("task.", "train.params.config.near_config.training", "train.params.config.near_config.model",
+               "train.params.config.near_config.optim")
+
+
+#: settings that change nothing a run computes: where its outputs go, checks-only flags, log labels
+NOT_RESULTS = ("run_dir", "experiment", "headless", "test", "train.params.config.name")
+
+
+def setting_path(key: str) -> str:
+    """The setting an override key writes: the top-level ``num_envs`` and ``max_iterations`` are
+    written into ``task.env.numEnvs`` and ``train.params.config.max_epochs``."""
+    return _ALIASES.get(key, key)
+
+
+def stage_reads(stage: str, key: str) -> bool:
+    """Whether what stage ``stage`` computes depends on setting ``key`` (dotted, as in an override):
+    exactly the settings :func:`stage_settings` holds. ``rl`` reads every setting but
+    :data:`NOT_RESULTS`; ``ncsn`` the seed, device and threads, and the task and energy-model
+    settings (not ``numEnvs``, PPO or ``near_config.inference``)."""
+    key = setting_path(key)
+    if key in NOT_RESULTS:
+        return False
+    if stage != "ncsn":
+        return True
+    if key in _STAGE_TOP["ncsn"]:
+        return True
+    if key == "task.env.numEnvs":
+        return False
+    return any(key == p.rstrip(".") or key.startswith(p if p.endswith(".") else p + ".") for p in _NCSN_READS)
+
+
 # ---------------------------------------------------------------------------------------- hydra
 #: base configs of the ``train`` group (``defaults: [<name>, _self_]`` in cfg/train/*.yaml)
 TRAIN_BASES = {"ppo_base": "ppo_continuous", "near_base": "near_continuous", "amp_base": "amp_continuous",
@@ -773,7 +806,7 @@ def register_bases() -> None:
     _registered = True
 
 
-def _permissive(overrides: list[str], groups: frozenset[str]) -> list[str]:
+def permissive(overrides: list[str], groups: frozenset[str]) -> list[str]:
     """Plain ``key=value`` overrides of settings as ``++key=value``: hydra then accepts unknown keys
     and :func:`settings_from_dict` refuses them with the closest declared name."""
     out = []
@@ -794,7 +827,7 @@ def load_settings(overrides: list[str], cfg_dir: str | None = None) -> Settings:
     from near.training.config import compose, config_groups, find_cfg_dir
 
     cfg_dir = cfg_dir or find_cfg_dir()
-    cfg = compose(_permissive(list(overrides), config_groups(cfg_dir)), cfg_dir)
+    cfg = compose(permissive(list(overrides), config_groups(cfg_dir)), cfg_dir)
     return settings_from_dict(OmegaConf.to_container(cfg, resolve=True))
 
 
