@@ -55,6 +55,8 @@ class _Base:
     problem: str | None
     values: dict | None = None
     identities: dict | None = None
+    index: int = 0
+    motion: tuple[str, str] | None = None
 
 
 def _canon(value: Any) -> str:
@@ -67,7 +69,7 @@ class SettingsChecker:
     def __init__(self) -> None:
         self._parsed: dict[str, _Override | str] = {}
         self._bases: dict[tuple, _Base] = {}
-        self._leaves: dict[tuple, tuple[str, str, str | None]] = {}
+        self._leaves: dict[tuple, _Leaf] = {}
         self._groups: dict[Path, frozenset[str]] = {}
 
     @property
@@ -83,60 +85,84 @@ class SettingsChecker:
         groups = self._groups.get(cfg_dir)
         if groups is None:
             groups = self._groups[cfg_dir] = frozenset(d.name for d in cfg_dir.iterdir() if d.is_dir())
-        parsed = [self._parse(o, groups) for o in overrides]
-        shape = (str(cfg_dir), tuple(p.text for p in parsed if p.in_shape))
+        parsed = self._parsed
+        in_shape = []
+        for o in overrides:
+            p = parsed.get(o)
+            if p is None:
+                p = parsed[o] = _parse_override(o, groups)
+            if p.__class__ is str:
+                raise ConfigError(p)
+            if p.in_shape:
+                in_shape.append(o)
+        shape = (str(cfg_dir), *in_shape)
         base = self._bases.get(shape)
         if base is None:
-            base = self._bases[shape] = _compose_base([p.text for p in parsed if p.in_shape], cfg_dir)
+            base = self._bases[shape] = _compose_base(in_shape, cfg_dir)
+            base.index = len(self._bases)
         if base.problem:
             raise ConfigError(base.problem)
-        ignored = tuple(dict.fromkeys(p.key for p in parsed if not p.in_shape and p.key not in NOT_RESULTS
-                                      and not stage_reads(kind, p.key)))
         if not base.exact:
-            return JobSettings(*_full(overrides, cfg_dir, kind), ignored=ignored)
+            return _full(overrides, cfg_dir, kind, [parsed[o] for o in overrides])
         identity = base.identities.get(kind)
         if identity is None:
             identity = base.identities[kind] = _canon(stage_settings(settings_from_dict(base.tree), kind))
+            base.motion = _motion(self._values(base))
+        leaves, index = self._leaves, base.index
+        found = []
+        aliases = []
+        for o in overrides:
+            leaf = leaves.get((index, kind, o))
+            if leaf is None:
+                p = parsed[o]
+                if p.in_shape:
+                    continue
+                leaf = leaves[(index, kind, o)] = self._leaf(base, kind, p)
+            # the top-level aliases (num_envs, max_iterations) win over the settings they write
+            (aliases if leaf.alias else found).append(leaf)
         changed: dict[str, str] = {}
-        motion_file = None
-        # the top-level aliases (num_envs, max_iterations) win over the settings they write
-        for p in sorted((p for p in parsed if not p.in_shape), key=lambda p: setting_path(p.key) != p.key):
-            path, value, differs = self._leaf(shape, base, p)
-            if path == _MOTION_FILE:
-                motion_file = value
-            if differs is None:
-                changed.pop(path, None)
-            elif stage_reads(kind, p.key):
-                changed[path] = value
+        motion = base.motion
+        for leaf in found + aliases:
+            if leaf.motion is not None:
+                motion = leaf.motion
+            if leaf.reads:
+                changed[leaf.path] = leaf.value
+                if not leaf.differs:
+                    del changed[leaf.path]
+        ignored = tuple(leaf.key for leaf in found + aliases if leaf.ignored)
+        return JobSettings((identity, tuple(sorted(changed.items()))), ignored, motion)
+
+    def _values(self, base: _Base) -> dict:
         if base.values is None:
             base.values = to_dict(settings_from_dict(base.tree))
-        return JobSettings((identity, tuple(sorted(changed.items()))), ignored, _motion(base.values, motion_file))
+        return base.values
 
-    def _parse(self, text: str, groups: frozenset[str]) -> _Override:
-        hit = self._parsed.get(text)
-        if hit is None:
-            hit = self._parsed[text] = _parse_override(text, groups)
-        if isinstance(hit, str):
-            raise ConfigError(hit)
-        return hit
+    def _leaf(self, base: _Base, kind: str, o: _Override) -> "_Leaf":
+        """What one override sets, checked by converting the shape's tree with it (once per
+        shape, stage and override): its setting's path and canonical typed value, whether that
+        differs from the shape's own value, and whether the stage reads it."""
+        if o.prefix == "+" and _lookup(base.tree, o.key) is not _ABSENT:
+            raise ConfigError(f"override {o.text!r}: {o.key} exists already (+ adds a new key; ++ sets one)")
+        values = to_dict(settings_from_dict(_with_values(base.tree, [(o.key, o.value)])))
+        path = setting_path(o.key)
+        value, before = _lookup(values, path), _lookup(self._values(base), path)
+        value = "<absent>" if value is _ABSENT else _canon(value)
+        before = "<absent>" if before is _ABSENT else _canon(before)
+        reads = stage_reads(kind, o.key)
+        return _Leaf(o.key, path, value, value != before, reads, not reads and o.key not in NOT_RESULTS,
+                     path != o.key, _motion(values) if path == _MOTION_FILE else None)
 
-    def _leaf(self, shape: tuple, base: _Base, o: _Override) -> tuple[str, str, str | None]:
-        """(setting path, canonical typed value, None if it equals the shape's own value), checked
-        by converting the shape's tree with this one override (once per shape and override)."""
-        key = (shape, o.text)
-        hit = self._leaves.get(key)
-        if hit is None:
-            if o.prefix == "+" and _lookup(base.tree, o.key) is not _ABSENT:
-                raise ConfigError(f"override {o.text!r}: {o.key} exists already (+ adds a new key; ++ sets one)")
-            values = to_dict(settings_from_dict(_with_values(base.tree, [(o.key, o.value)])))
-            if base.values is None:
-                base.values = to_dict(settings_from_dict(base.tree))
-            path = setting_path(o.key)
-            value, before = _lookup(values, path), _lookup(base.values, path)
-            value = "<absent>" if value is _ABSENT else _canon(value)
-            before = "<absent>" if before is _ABSENT else _canon(before)
-            hit = self._leaves[key] = (path, value, None if value == before else value)
-        return hit
+
+@dataclass(frozen=True)
+class _Leaf:
+    key: str
+    path: str
+    value: str
+    differs: bool
+    reads: bool
+    ignored: bool
+    alias: bool
+    motion: tuple[str, str] | None
 
 
 _ABSENT = object()
@@ -156,22 +182,22 @@ def _compose_base(overrides: list[str], cfg_dir: Path) -> _Base:
     return _Base(tree, exact, problem, identities={})
 
 
-def _full(overrides: list[str], cfg_dir: Path, kind: str) -> tuple[tuple, tuple[str, str] | None]:
-    """Identity and motion of a job whose tree holds interpolations: composed on its own."""
+def _full(overrides: list[str], cfg_dir: Path, kind: str, parsed: list[_Override]) -> JobSettings:
+    """The settings of a job whose tree holds interpolations: composed on its own."""
     tree, _, problem = _compose(overrides, cfg_dir)
     if problem:
         raise ConfigError(problem)
     settings = settings_from_dict(tree)
-    return (_canon(stage_settings(settings, kind)), ()), _motion(to_dict(settings), None)
+    ignored = tuple(p.key for p in parsed if not p.in_shape and p.key not in NOT_RESULTS
+                    and not stage_reads(kind, p.key))
+    return JobSettings((_canon(stage_settings(settings, kind)), ()), ignored, _motion(to_dict(settings)))
 
 
 _MOTION_FILE = "task.env.motion_file"
 
 
-def _motion(values: dict, changed: str | None) -> tuple[str, str] | None:
-    """(env type, motion file) of a job: its own override (canonical JSON) or its shape's value."""
-    if changed is not None:
-        return values["task"]["env_type"], json.loads(changed)
+def _motion(values: dict) -> tuple[str, str] | None:
+    """(env type, motion file) of settings ``values``."""
     file = _lookup(values, _MOTION_FILE)
     return None if file is _ABSENT else (values["task"]["env_type"], file)
 

@@ -112,14 +112,6 @@ class Validator:
         self.checker = SettingsChecker()
 
 
-def _task_of(overrides: list[str]) -> str | None:
-    for o in overrides:
-        prefix, key, value = _split(o)
-        if key == "task":
-            return value
-    return None
-
-
 def _fast_call(command: str) -> tuple[str, list[str]] | None | bool:
     """The trainer call of a plain (unquoted) command without shlex: ``(kind, overrides)``; None if
     it does not run near's trainer; False if it needs the full parser (quotes, escapes)."""
@@ -132,7 +124,22 @@ def _fast_call(command: str) -> tuple[str, list[str]] | None | bool:
         return None
     if i == 0 or not (os.path.basename(toks[i - 1]) == "near") or i + 1 >= len(toks):
         return False  # e.g. a different "train" word: let the full parser decide
-    return toks[i + 1], [_PLACEHOLDER.sub(_dummy, t) if "${" in t else t for t in toks[i + 2:]]
+    filled = _FILLED
+    out = []
+    for t in toks[i + 2:]:
+        if "${" in t:
+            f = filled.get(t)
+            if f is None:
+                if len(filled) > 100_000:
+                    filled.clear()
+                f = filled[t] = _PLACEHOLDER.sub(_dummy, t)
+            t = f
+        out.append(t)
+    return toks[i + 1], out
+
+
+#: words with placeholders -> the words hydra would see (they repeat across a sweep's jobs)
+_FILLED: dict[str, str] = {}
 
 
 def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Validator | None = None,
@@ -169,7 +176,7 @@ def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Valida
         if not has_config:
             raise ConfigError(f"{spec_label}: job {job.job_id} ({job.label}): runs near's trainer "
                               f"but {cfg_dir}/config.yaml does not exist (set the spec's workdir to the repo)")
-        task = _task_of(overrides)
+        task = next((o[5:] for o in overrides if o.startswith("task=")), None)
         if task and task.startswith(ISAACGYM_TASK_PREFIX) and not (cfg_dir / "task" / f"{task}.yaml").exists():
             report.skipped[_isaac_note(cfg_dir)] = report.skipped.get(_isaac_note(cfg_dir), 0) + 1
             continue
