@@ -247,3 +247,22 @@ def test_a_run_dir_linked_out_of_the_experiment_is_refused(tmp_path):
     with pytest.raises(Exception, match=r"leads to .*outside, out of the experiment"):
         job.command
     assert not list(outside.iterdir())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(axis=st.lists(values, min_size=1, max_size=3, unique=True), var=values)
+def test_validation_reads_the_arguments_bash_passes(tmp_path, axis, var):
+    """The trainer call parsed from the template at add time holds exactly the arguments bash
+    gives the trainer: the same command with `near train rl` swapped for printf prints them."""
+    template = "near train rl k=${a} 'q=${a}' \"r=${v}\" ${bundle} x${a}y=1 s=${v}\\ t"
+    doc = {"name": "probe", "raw": ["bundle"],
+           "vars": {"v": var.replace("${", "$${"), "bundle": "k=1 ${v} 'two words' run_dir=${run_dir}"},
+           "axes": {"a": axis}, "stages": [{"name": "probe", "command": template,
+                                          "overrides": ["o=${a}"], "validate": False}]}
+    for job in expand(load_spec(write_spec(tmp_path, doc))).jobs:
+        kind, words = job.call
+        command = resolve_command(job.command, job.job_id, "/tmp/near-validate", job.deps)
+        printed = run_probe(command.replace("near train rl", "printf '%s\\0'", 1), tmp_path)
+        run_dir = f"/tmp/near-validate/runs/{job.job_id}".encode()
+        assert kind == "rl" and [w.encode() for w in words] == [p.replace(run_dir, b"/tmp/near-validate/run_dir")
+                                                               for p in printed]

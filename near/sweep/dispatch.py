@@ -13,7 +13,7 @@ import re
 from near.errors import TableError
 from near.sweep import shell
 
-_PLACEHOLDER = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
+_PLACEHOLDER = shell.PLACEHOLDER
 _VALUE_REF = re.compile(r"__near_v[0-9]+")  # variables expansion set for values inside ${...}
 _PATH_VAR = "__near_"  # variables dispatch sets for paths inside ${...}
 

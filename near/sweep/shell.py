@@ -34,6 +34,8 @@ _ARITH = ("$((", "((", "$[", "a(")  # frames where bash evaluates arithmetic
 _PWORD = "${w"  # the word part of a parameter expansion
 _PNAME, _PSUB, _POFF = "${n", "${[", "${:"  # its name, subscript and substring offset
 _SAFE = re.compile(r"[A-Za-z0-9_+=.,:/@%\-]*")
+# a template's placeholders: ${name} or ${ref.attr} (groups 1 and 2), and $${, a literal ${
+PLACEHOLDER = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
 # near's dispatch placeholders (${run_dir}, ${ncsn.run_dir}) are substituted textually later
 _PLACEHOLDER = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?\}")
 _OPERATORS = set(";&|<>()\n")

@@ -63,6 +63,17 @@ as they are, so ordinary commands read (and hash into job ids) exactly as writte
 ``overrides`` is one argument too. Shell code in the command itself is the spec's own: ``&&``,
 ``>``, ``$(date)`` in a ``command`` run as written; to pass a literal ``$(`` or backtick to a
 program, single-quote it in the command (``echo '$(not run)'``); in a value it is always literal.
+Inside bash's own parameter expansions (``"${X:-${v}}"``, ``${X/a/${v}}``) a value is read from a
+shell variable (``__near_v1``) assigned at the top of the command, so it is exactly its bytes
+there too. Where bash evaluates text as arithmetic (``$(( ))``, ``(( ))``, ``$[ ]``, ``let``,
+``[[ ]]`` with ``-eq``/``-lt``/..., array subscripts, ``${X:offset}``, ``declare -i``/``-n``/``-a``,
+assignments in a command that declares integer variables) a placeholder is refused, as it is
+right after a backslash, as the name of a parameter expansion, or inside quotes within one. The
+guarantee ends at the arguments: what the command itself does with a value (``eval``,
+``bash -c``, ``${!name}``, a variable declared integer elsewhere) is the command's own. The
+dispatch placeholders (``${run_dir}``, ``${exp_dir}``, ``${<ref>.run_dir}``) follow the same rules:
+their paths are quoted for their place at dispatch (:mod:`near.sweep.dispatch`), so an
+experiment root may hold blanks, quotes or ``$(...)``.
 
 ``raw: [NAME, ...]`` opts variables (or axes) out of quoting: their value is spliced as shell
 words, for bundles of several overrides such as ``base: task=Humanoid${algorithm} seed=${seed}``
@@ -73,8 +84,15 @@ unclosed quote is refused, naming the file, the key, the grid point and the vari
 variable placed inside quotes, and a placeholder right after a backslash. A ``--var`` that forces
 a raw variable is checked the same way.
 
-Limits and strictness: a spec is UTF-8 YAML without duplicate keys; values are plain scalars
-(quote dates: ``'2024-01-01'``); booleans are ``true``/``false``; every value a ``when``,
+A multi-line command keeps its lines (a ``#`` comment ends at its line); runs of blanks between
+words become one space, quoted text is kept byte for byte.
+
+Limits and strictness: a spec is UTF-8 YAML without duplicate keys, read with YAML 1.2's core
+schema: only ``true``/``false`` are booleans (``NO``, ``yes``, ``on`` stay text), ``10:00`` and
+``2024-01-01`` are text, ``0o17`` is octal and ``017`` decimal; aliases may expand the document to
+at most 100,000 nodes (a recursive alias is refused); no text (value, key, command, ``--var``)
+may hold a NUL byte or an unpaired surrogate, which no command can carry; ``workdir`` must be a
+directory; values are plain scalars; every value a ``when``,
 ``unless`` or ``exclude`` names must be one its axis (or an ``include``, or a ``needs.with``) has;
 a spec must give at least one job; ``resources.slurm`` values are one line. The grid is counted
 before it is built: more than 1,000,000 jobs (``near sweep add --max-jobs N`` to change) is refused
@@ -93,6 +111,7 @@ from typing import Any
 
 from near.errors import SpecError
 from near.sweep.shell import normalize_command, unbalanced
+from near.sweep.template import Call, parse_call
 
 RESOURCE_KEYS = ("cpus", "gpus", "mem", "time", "slurm")
 # names and sizes are matched whole (re.fullmatch): `$` would let a trailing newline through
@@ -144,6 +163,7 @@ class Stage:
     max_attempts: int | None = None
     validate: bool = True
     where: str = ""  # key path in the spec, for error messages
+    call: Call | None = None  # the command's call of near's trainer, parsed once
 
 
 @dataclass
@@ -907,7 +927,7 @@ def _stages(raw: Any, ctx: _Ctx) -> list[Stage]:
             name=name, command=cmd, overrides=overrides.get(ALL_STAGES, []), needs=needs,
             resources=_resources(body.get("resources"), f"{where}.resources", ctx), when=when, unless=unless,
             max_attempts=None if ma is None else _posint(ma, f"{where}.max_attempts", ctx),
-            validate=validate, where=where,
+            validate=validate, where=where, call=parse_call(cmd),
         ))
     return out
 

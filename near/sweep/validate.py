@@ -14,9 +14,6 @@ Isaac Gym tasks (``task=Humanoid*``) without a config here are skipped and repor
 
 from __future__ import annotations
 
-import os
-import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -24,12 +21,8 @@ from typing import Iterable
 from near.errors import ConfigError
 from near.jobtable import JobSpec
 from near.sweep.settings_check import SettingsChecker
+from near.sweep.template import dummy_slot, parse_call
 
-_PLACEHOLDER = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
-_SHELL_CHARS = set(";&|<>()")
-# what makes a command more than plain words split at blanks (then the full parser reads it)
-_NOT_PLAIN = re.compile(r"""['"\\;&|<>()`#\n]""")
-DUMMY_ROOT = "/tmp/near-validate"
 ISAACGYM_TASK_PREFIX = "Humanoid"
 
 
@@ -58,51 +51,17 @@ class ValidationReport:
 
 
 def trainer_call(command: str) -> tuple[str, list[str]] | None:
-    """``(kind, overrides)`` if ``command`` runs ``near train KIND OVERRIDES...``, else None.
-
-    The command is split as the shell splits it (quotes, operators such as ``;`` or ``&&`` even
-    without blanks around them); the overrides end at the first operator. Placeholders are replaced
-    by dummy paths first, so the result is what hydra would see."""
-    text = _PLACEHOLDER.sub(_dummy, command)
-    lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
-    lexer.whitespace_split = True
-    lexer.commenters = ""
-    try:
-        tokens = list(lexer)
-    except ValueError:
+    """``(kind, overrides)`` if ``command`` runs ``near train KIND OVERRIDES...``, else None: the
+    words as the shell splits them (:func:`near.sweep.template.parse_call`), the overrides ending
+    at the first operator, dispatch placeholders as dummy paths (what hydra would see)."""
+    call = parse_call(command)
+    if call is None:
         return None
-    for i, tok in enumerate(tokens):
-        start = None
-        if os.path.basename(tok) == "near" and tokens[i + 1 : i + 2] == ["train"]:
-            start = i + 2
-        elif tok == "-m" and tokens[i + 1 : i + 3] == ["near", "train"]:
-            start = i + 3
-        if start is not None and start < len(tokens):
-            kind = tokens[start]
-            rest = []
-            after = tokens[start + 1 :]
-            for i, t in enumerate(after):
-                if t and set(t) <= _SHELL_CHARS:
-                    break
-                if t.isdigit() and after[i + 1 : i + 2] and after[i + 1][0] in "<>":
-                    break  # the file descriptor of a redirection (2>&1)
-                rest.append(t)
-            return kind, rest
-    return None
+    return _fill(call.kind), [_fill(w) for w in call.overrides]
 
 
-def _dummy(m: re.Match) -> str:
-    if m.group(0) == "$${":
-        return "${"
-    name, attr = m.group(1), m.group(2)
-    return f"{DUMMY_ROOT}/{name}" if attr is None else f"{DUMMY_ROOT}/{name}_{attr}"
-
-
-def _split(override: str) -> tuple[str, str, str]:
-    """(prefix, key, value) of a hydra override: ``++a.b=1`` -> ('++', 'a.b', '1')."""
-    m = re.match(r"^(\+\+|\+|~)?([^=]*)(?:=(.*))?$", override, re.S)
-    assert m is not None
-    return m.group(1) or "", m.group(2), m.group(3) or ""
+def _fill(word) -> str:
+    return "".join(p if isinstance(p, str) else dummy_slot(p) for p in word)
 
 
 class Validator:
@@ -112,34 +71,6 @@ class Validator:
         self.checker = SettingsChecker()
 
 
-def _fast_call(command: str) -> tuple[str, list[str]] | None | bool:
-    """The trainer call of a plain (unquoted) command without shlex: ``(kind, overrides)``; None if
-    it does not run near's trainer; False if it needs the full parser (quotes, escapes)."""
-    if _NOT_PLAIN.search(command):
-        return False
-    toks = command.split()
-    try:
-        i = toks.index("train")
-    except ValueError:
-        return None
-    if i == 0 or not (os.path.basename(toks[i - 1]) == "near") or i + 1 >= len(toks):
-        return False  # e.g. a different "train" word: let the full parser decide
-    filled = _FILLED
-    out = []
-    for t in toks[i + 2:]:
-        if "${" in t:
-            f = filled.get(t)
-            if f is None:
-                if len(filled) > 100_000:
-                    filled.clear()
-                f = filled[t] = _PLACEHOLDER.sub(_dummy, t)
-            t = f
-        out.append(t)
-    return toks[i + 1], out
-
-
-#: words with placeholders -> the words hydra would see (they repeat across a sweep's jobs)
-_FILLED: dict[str, str] = {}
 
 
 def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Validator | None = None,
@@ -148,8 +79,9 @@ def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Valida
     point) and the override or key.
 
     ``skip_stages``: (job_id, reason) pairs not to check (e.g. stages with ``validate: false``).
-    Per job this costs a split of its command (shlex only for quoted commands) and a few cached
-    lookups; hydra composes once per distinct shape, each distinct override value is typed once.
+    A job from expansion carries its trainer call (kind and override words, read from the parsed
+    template); any other job's command is parsed here. Per job this costs a few cached lookups:
+    hydra composes once per distinct shape, each distinct override is typed once per shape.
     """
     validator = validator or Validator()
     checker = validator.checker
@@ -166,13 +98,14 @@ def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Valida
             cfg_dir = Path(job.workdir or ".") / "cfg"
             info = cfg_dirs[job.workdir] = (cfg_dir, (cfg_dir / "config.yaml").is_file())
         cfg_dir, has_config = info
-        call = _fast_call(job.command)
-        if call is False:
+        # jobs from expansion carry their trainer call, read from the parsed template
+        call = getattr(job, "call", _UNPARSED)
+        if call is _UNPARSED:
             call = trainer_call(job.command)
         if call is None:
             report.not_trainer += 1
             continue
-        kind, overrides = call
+        kind, overrides = call[0], list(call[1])
         if not has_config:
             raise ConfigError(f"{spec_label}: job {job.job_id} ({job.label}): runs near's trainer "
                               f"but {cfg_dir}/config.yaml does not exist (set the spec's workdir to the repo)")
@@ -224,6 +157,9 @@ def motion_notes(motions: dict[tuple[str, str, str], int]) -> list[str]:
         notes.append(f"motion files not found (looked in the workdir and {folder}): {', '.join(names)}; "
                      "their jobs stop with an error naming the file until it is added")
     return notes
+
+
+_UNPARSED = object()
 
 
 def _isaac_note(cfg_dir: Path) -> str:
