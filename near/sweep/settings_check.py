@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from near.errors import ConfigError
 from near.training.settings import (NOT_RESULTS, SettingsError, settings_from_dict, setting_path, stage_reads,
@@ -27,14 +27,13 @@ from near.training.settings import (NOT_RESULTS, SettingsError, settings_from_di
 STAGES = ("ncsn", "rl")
 
 
-@dataclass(frozen=True)
-class JobSettings:
-    """What a job's stage reads: ``identity`` (equal for jobs that compute the same thing) and the
-    override keys it does not read (``ignored``)."""
+class JobSettings(NamedTuple):
+    """What a job's stage reads: ``identity`` (equal for jobs that compute the same thing), the
+    override keys it does not read (``ignored``) and its ``motion`` (env type, motion file)."""
 
     identity: tuple
     ignored: tuple[str, ...]
-    motion: tuple[str, str] | None = None  # (env type, task.env.motion_file)
+    motion: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,9 @@ class SettingsChecker:
         self._parsed: dict[str, _Override | str] = {}
         self._bases: dict[tuple, _Base] = {}
         self._leaves: dict[tuple, _Leaf] = {}
-        self._groups: dict[Path, frozenset[str]] = {}
+        self._dir: Path | None = None
+        self._dir_name = ""
+        self._dir_groups: frozenset[str] = frozenset()
 
     @property
     def shapes(self) -> int:
@@ -82,9 +83,10 @@ class SettingsChecker:
         SettingsError for unknown or ill-typed keys) naming the override or key."""
         if kind not in STAGES:
             raise ConfigError(f"near train {kind}: expected one of {', '.join(STAGES)}")
-        groups = self._groups.get(cfg_dir)
-        if groups is None:
-            groups = self._groups[cfg_dir] = frozenset(d.name for d in cfg_dir.iterdir() if d.is_dir())
+        if cfg_dir is not self._dir:  # jobs come in runs of one workdir
+            self._dir, self._dir_name = cfg_dir, str(cfg_dir)
+            self._dir_groups = frozenset(d.name for d in cfg_dir.iterdir() if d.is_dir())
+        groups = self._dir_groups
         parsed = self._parsed
         in_shape = []
         for o in overrides:
@@ -95,7 +97,7 @@ class SettingsChecker:
                 raise ConfigError(p)
             if p.in_shape:
                 in_shape.append(o)
-        shape = (str(cfg_dir), *in_shape)
+        shape = (self._dir_name, *in_shape)
         base = self._bases.get(shape)
         if base is None:
             base = self._bases[shape] = _compose_base(in_shape, cfg_dir)
@@ -120,17 +122,22 @@ class SettingsChecker:
                 leaf = leaves[(index, kind, o)] = self._leaf(base, kind, p)
             # the top-level aliases (num_envs, max_iterations) win over the settings they write
             (aliases if leaf.alias else found).append(leaf)
+        if aliases:
+            found += aliases
         changed: dict[str, str] = {}
         motion = base.motion
-        for leaf in found + aliases:
+        ignored = ()
+        for leaf in found:
             if leaf.motion is not None:
                 motion = leaf.motion
             if leaf.reads:
                 changed[leaf.path] = leaf.value
                 if not leaf.differs:
                     del changed[leaf.path]
-        ignored = tuple(leaf.key for leaf in found + aliases if leaf.ignored)
-        return JobSettings((identity, tuple(sorted(changed.items()))), ignored, motion)
+            elif leaf.ignored:
+                ignored += (leaf.key,)
+        return JobSettings((identity, tuple(sorted(changed.items())) if len(changed) > 1 else tuple(changed.items())),
+                           ignored, motion)
 
     def _values(self, base: _Base) -> dict:
         if base.values is None:
