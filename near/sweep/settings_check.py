@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from near.errors import ConfigError
-from near.training.settings import (NOT_RESULTS, SettingsError, settings_from_dict, setting_path, stage_reads,
-                                    stage_settings, to_dict)
+from near.training.settings import (NOT_RESULTS, SettingsError, reusing_conversions, setting_path,
+                                    settings_from_dict, stage_reads, stage_settings, value_at)
 
 STAGES = ("ncsn", "rl")
 
@@ -52,7 +52,7 @@ class _Base:
     tree: dict | None
     exact: bool
     problem: str | None
-    values: dict | None = None
+    settings: Any = None
     identities: dict | None = None
     index: int = 0
     motion: tuple[str, str] | None = None
@@ -69,6 +69,8 @@ class SettingsChecker:
         self._parsed: dict[str, _Override | str] = {}
         self._bases: dict[tuple, _Base] = {}
         self._leaves: dict[tuple, _Leaf] = {}
+        self._typed_cache: dict[tuple, tuple] = {}
+        self._memo: dict[int, tuple] = {}
         self._dir: Path | None = None
         self._dir_name = ""
         self._dir_groups: frozenset[str] = frozenset()
@@ -108,8 +110,8 @@ class SettingsChecker:
             return _full(overrides, cfg_dir, kind, [parsed[o] for o in overrides])
         identity = base.identities.get(kind)
         if identity is None:
-            identity = base.identities[kind] = _canon(stage_settings(settings_from_dict(base.tree), kind))
-            base.motion = _motion(self._values(base))
+            identity = base.identities[kind] = _canon(stage_settings(self._settings(base), kind))
+            base.motion = _motion(base.settings)
         leaves, index = self._leaves, base.index
         found = []
         aliases = []
@@ -139,25 +141,44 @@ class SettingsChecker:
         return JobSettings((identity, tuple(sorted(changed.items())) if len(changed) > 1 else tuple(changed.items())),
                            ignored, motion)
 
-    def _values(self, base: _Base) -> dict:
-        if base.values is None:
-            base.values = to_dict(settings_from_dict(base.tree))
-        return base.values
+    def _settings(self, base: _Base) -> Any:
+        if base.settings is None:
+            with reusing_conversions(self._memo):
+                base.settings = settings_from_dict(base.tree)
+        return base.settings
 
     def _leaf(self, base: _Base, kind: str, o: _Override) -> "_Leaf":
-        """What one override sets, checked by converting the shape's tree with it (once per
-        shape, stage and override): its setting's path and canonical typed value, whether that
-        differs from the shape's own value, and whether the stage reads it."""
-        if o.prefix == "+" and _lookup(base.tree, o.key) is not _ABSENT:
-            raise ConfigError(f"override {o.text!r}: {o.key} exists already (+ adds a new key; ++ sets one)")
-        values = to_dict(settings_from_dict(_with_values(base.tree, [(o.key, o.value)])))
-        path = setting_path(o.key)
-        value, before = _lookup(values, path), _lookup(self._values(base), path)
-        value = "<absent>" if value is _ABSENT else _canon(value)
-        before = "<absent>" if before is _ABSENT else _canon(before)
+        """What one override means for one stage: its setting, whether that differs from the
+        shape's own value, whether the stage reads it."""
+        path, value, differs, motion = self._typed(base, o)
         reads = stage_reads(kind, o.key)
-        return _Leaf(o.key, path, value, value != before, reads, not reads and o.key not in NOT_RESULTS,
-                     path != o.key, _motion(values) if path == _MOTION_FILE else None)
+        return _Leaf(o.key, path, value, differs, reads, not reads and o.key not in NOT_RESULTS, path != o.key,
+                     motion)
+
+    def _typed(self, base: _Base, o: _Override) -> tuple[str, str, bool, tuple[str, str] | None]:
+        """The setting one override writes, checked by converting the shape's tree with it (once
+        per shape and override; the branches it leaves alone are not converted again): its path,
+        canonical typed value, whether that differs from the shape's own, and the motion it names."""
+        key = (base.index, o.text)
+        hit = self._typed_cache.get(key)
+        if hit is None:
+            if o.prefix == "+" and _lookup(base.tree, o.key) is not _ABSENT:
+                raise ConfigError(f"override {o.text!r}: {o.key} exists already (+ adds a new key; ++ sets one)")
+            before = self._settings(base)
+            with reusing_conversions(self._memo):
+                after = settings_from_dict(_with_values(base.tree, [(o.key, o.value)]))
+            path = setting_path(o.key)
+            value = _value(after, path)
+            hit = self._typed_cache[key] = (path, value, value != _value(before, path),
+                                            _motion(after) if path == _MOTION_FILE else None)
+        return hit
+
+
+def _value(settings: Any, path: str) -> str:
+    try:
+        return _canon(value_at(settings, path))
+    except KeyError:
+        return "<absent>"
 
 
 @dataclass(frozen=True)
@@ -197,16 +218,16 @@ def _full(overrides: list[str], cfg_dir: Path, kind: str, parsed: list[_Override
     settings = settings_from_dict(tree)
     ignored = tuple(p.key for p in parsed if not p.in_shape and p.key not in NOT_RESULTS
                     and not stage_reads(kind, p.key))
-    return JobSettings((_canon(stage_settings(settings, kind)), ()), ignored, _motion(to_dict(settings)))
+    return JobSettings((_canon(stage_settings(settings, kind)), ()), ignored, _motion(settings))
 
 
 _MOTION_FILE = "task.env.motion_file"
 
 
-def _motion(values: dict) -> tuple[str, str] | None:
-    """(env type, motion file) of settings ``values``."""
-    file = _lookup(values, _MOTION_FILE)
-    return None if file is _ABSENT else (values["task"]["env_type"], file)
+def _motion(settings: Any) -> tuple[str, str] | None:
+    """(env type, motion file) of typed settings (None: the env reads no motion file)."""
+    file = getattr(settings.task.env, "motion_file", None)
+    return None if file is None else (settings.task.env_type, file)
 
 
 def _parse_override(text: str, groups: frozenset[str]) -> _Override | str:

@@ -18,12 +18,13 @@ two jobs whose stage reads the same settings are one job. Nothing here imports t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import types
 import typing
 from dataclasses import MISSING, dataclass, field
-from typing import Any, Literal, Mapping, Union
+from typing import Any, Iterator, Literal, Mapping, Union
 
 from near.errors import ConfigError
 
@@ -614,6 +615,11 @@ def unknown_key_error(path: str, key: str, known: list[str]) -> SettingsError:
 def from_mapping(cls: type, data: Mapping[str, Any], path: str = "", strict: bool = True) -> Any:
     """An instance of settings dataclass ``cls`` from ``data`` (its ``cfg/`` keys); every value must
     be of its declared type, and every key declared (``strict``) or is left out (not ``strict``)."""
+    memo = _memo
+    if memo is not None:
+        hit = memo.get(id(data))
+        if hit is not None and hit[0] is data and hit[1] is cls and hit[2] == strict:
+            return hit[3]
     declared = _fields(cls)
     kwargs = {}
     for key, value in data.items():
@@ -625,7 +631,43 @@ def from_mapping(cls: type, data: Mapping[str, Any], path: str = "", strict: boo
             raise unknown_key_error(path, str(key), list(declared))
         name, tp = entry
         kwargs[name] = _convert_leaf(value, tp, where, strict)
-    return cls(**kwargs)
+    result = cls(**kwargs)
+    if memo is not None:
+        memo[id(data)] = (data, cls, strict, result)
+    return result
+
+
+#: see :func:`reusing_conversions`
+_memo: dict[int, tuple] | None = None
+
+
+@contextlib.contextmanager
+def reusing_conversions(memo: dict[int, tuple]) -> Iterator[None]:
+    """Within: a mapping :func:`from_mapping` converted before (the very object, kept alive in
+    ``memo``) is not converted again; trees that share their unchanged branches convert fast."""
+    global _memo
+    previous, _memo = _memo, memo
+    try:
+        yield
+    finally:
+        _memo = previous
+
+
+def value_at(settings: Any, dotted: str) -> Any:
+    """The setting at ``dotted`` (cfg keys) of typed settings, as plain containers; KeyError if
+    there is none."""
+    node = settings
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(node):
+            raise KeyError(dotted)
+        entry = _fields(type(node)).get(part)
+        if entry is None:
+            raise KeyError(dotted)
+        node = getattr(node, entry[0])
+    return to_dict(node)
+
+
+
 
 
 def settings_from_dict(data: Mapping[str, Any], strict: bool = True) -> Settings:
