@@ -257,3 +257,29 @@ def test_a_table_written_before_typed_settings_gains_no_job_when_readded(tmp_pat
     assert " 0 new, 12 existing" in capsys.readouterr().out
     with JobTable.open(tmp_path / "exp" / "pinned") as table:
         assert {j.job_id: j.state for j in table.jobs()} == before
+
+
+# ---------------------------------------------------------------------- motions
+def test_a_missing_motion_file_stops_the_run_naming_it_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    # NEAR's name of the walk is a file, not the synthetic walk: no silent substitution
+    assert main(["train", "rl", "task=Humanoid", "++task.env.motion_file=amp_humanoid_walk.yaml",
+                 f"run_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert "motion file 'amp_humanoid_walk.yaml'" in err and "looked in:" in err
+    assert str(REPO / "cfg" / "task" / "motions" / "humanoid" / "amp_humanoid_walk.yaml") in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_motion_sources_record_files_hashes_and_which_are_synthetic(tmp_path):
+    from near.training import motions
+    from near.training.envs.humanoid import motion_lib
+
+    (walk,) = motion_lib.motion_sources("walk")
+    assert walk["synthetic"] is True and walk["sha256"] == hashlib.sha256(Path(walk["file"]).read_bytes()).hexdigest()
+    clip = tmp_path / "clip.npy"
+    shutil.copy(walk["file"], clip)
+    (own,) = motion_lib.motion_sources(str(clip))
+    assert own == {"motion_file": str(clip), "file": str(clip), "sha256": walk["sha256"], "synthetic": False}
+    assert motions.motion_sources("circle") == [{"motion_file": "circle", "file": None, "sha256": None,
+                                                 "synthetic": True}]

@@ -3,7 +3,8 @@
 
 Both compose the hydra config into typed settings (:mod:`near.training.settings`: an unknown or
 ill-typed key stops here, before any file is written), put every output under ``run_dir``
-(default ``runs/<experiment or task name>``), write the resolved settings there (``config.yaml``),
+(default ``runs/<experiment or task name>``), write the resolved settings there (``config.yaml``)
+and the motion files the task reads with their sha256 (``motions.json``),
 install the SIGTERM/SIGUSR2 handlers and resume from ``run_dir/nn/checkpoint.pth`` when it
 exists. Exit status: 0 finished, 3 interrupted (checkpoint written, resumable).
 """
@@ -70,6 +71,8 @@ def _check_isaacgym(overrides: list[str]) -> None:
 
 
 def _prepare(stage: str, overrides: list[str]) -> tuple[Settings, str, str, int]:
+    import json
+
     import torch
     import yaml
 
@@ -82,23 +85,27 @@ def _prepare(stage: str, overrides: list[str]) -> tuple[Settings, str, str, int]
     if settings.torch_deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     device, run_dir, seed = _device(settings.device), _run_dir(settings), _seed(settings.seed)
+    motions = _motion_sources(settings.task)
     os.makedirs(run_dir, exist_ok=True)
     name = "ncsn_config.yaml" if stage == "ncsn" else "config.yaml"
     with open(os.path.join(run_dir, name), "w") as fh:
         yaml.safe_dump(to_dict(settings), fh, sort_keys=False)
+    if motions is not None:  # what the run reads, by content (the report can group runs by it)
+        with open(os.path.join(run_dir, "motions.json"), "w") as fh:
+            json.dump(motions, fh, indent=1)
     return settings, run_dir, device, seed
 
 
-def _record_motions(env: Any, run_dir: str) -> None:
-    """``run_dir/motions.json``: the motion files the env resolved, their sha256, which are synthetic."""
-    import json
-
-    if not hasattr(env, "motion_sources"):
-        return
-    path = os.path.join(run_dir, "motions.json")
-    with open(path + ".tmp", "w") as fh:
-        json.dump(env.motion_sources(), fh, indent=1)
-    os.replace(path + ".tmp", path)
+def _motion_sources(task: Any) -> list[dict] | None:
+    """The motion files the task reads, their sha256 and which are synthetic (None: the env reads
+    none); ConfigError naming a missing file and where it was looked for."""
+    if task.env_type == "Humanoid":
+        from near.training.envs.humanoid.motion_lib import motion_sources
+    elif task.env_type == "motion":
+        from near.training.motions import motion_sources
+    else:
+        return None
+    return motion_sources(task.env.motion_file)
 
 
 def _seed_everything(seed: int) -> None:
@@ -125,7 +132,6 @@ def train_ncsn_stage(overrides: list[str]) -> int:
         raise ConfigError(f"task={settings.task.name}: its train config has no near_config (an ncsn stage needs a NEAR task)")
     _seed_everything(seed)
     env = registry.make_env(settings.task, num_envs=1, device="cpu", seed=seed)
-    _record_motions(env, run_dir)
     stop = runtime.StopRequest().install()
     try:
         return train_ncsn(config.near_config, seed, run_dir, device, stop, env)
@@ -156,7 +162,6 @@ def train_rl_stage(overrides: list[str]) -> int:
     config["max_epochs"] = epochs_of(config["max_epochs"], num_envs * config["horizon_length"])
     _seed_everything(seed)
     env = registry.make_env(settings.task, num_envs=num_envs, device=device, seed=seed)
-    _record_motions(env, run_dir)
 
     ckpt = os.path.join(run_dir, "nn", CHECKPOINT_NAME)
     summaries = os.path.join(run_dir, "summaries")

@@ -48,7 +48,7 @@ import torch
 from near import metrics
 from near.errors import ConfigError
 from near.training.envs.base import VecEnv
-from near.training.motions import DT, Motion, load_motions, motion_sources
+from near.training.motions import DT, Motion, load_motions
 from near.training.registry import register_env
 from near.training.settings import MotionEnvConfig, MotionTask
 
@@ -127,10 +127,6 @@ class MotionImitationEnv(VecEnv):
         """(n, k, 8): the reference at the k consecutive steps ending at `phase` (oldest first)."""
         step = self.phase_step(motion_id)
         return torch.stack([self.reference_state(motion_id, phase - (k - 1 - j) * step) for j in range(k)], 1)
-
-    def motion_sources(self) -> list[dict]:
-        """The reference motions this env reads (a run's ``motions.json``)."""
-        return motion_sources(self.cfg.motion_file)
 
     def demo_transitions(self) -> torch.Tensor:
         """All demonstration transitions (M, numObsSteps * 8): every reference frame of every motion

@@ -45,7 +45,7 @@ from near.errors import ConfigError
 from near.training.envs.base import VecEnv
 from near.training.envs.humanoid import skeleton as sk
 from near.training.envs.humanoid.backends import BACKENDS
-from near.training.envs.humanoid.motion_lib import MotionTable, load_motions, motion_sources
+from near.training.envs.humanoid.motion_lib import MotionTable, load_motions
 from near.training.settings import HumanoidEnvConfig, HumanoidTask
 
 CONTROL_DT = 1.0 / 30.0
@@ -132,10 +132,6 @@ class HumanoidEnv(VecEnv):
         self.diverged = torch.zeros(n, dtype=torch.bool, device=d)
         self.stand_qpos, self.stand_obs, self.stand_body_pos = self._standing(model)
         self.reset_idx(torch.arange(n, device=d))
-
-    def motion_sources(self) -> list[dict]:
-        """The motion files this env reads, with their content hashes (a run's ``motions.json``)."""
-        return motion_sources(self.cfg.motion_file)
 
     def _standing(self, model) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """qpos, observation and body positions of the ``Default`` standing pose (forward
