@@ -70,6 +70,8 @@ CASES = {
                         "include[0].a: values are scalars, not a mapping"),
     "NUL in a value": ('name: t\naxes: {a: ["k=a\\0k=b"]}\n' + STAGE,
                        "axes.a[0]: holds a NUL byte (\\0), which no command argument can carry"),
+    "NUL in an override": ('name: t\naxes: {a: [1]}\nstages: [{name: s, command: "echo ${a}", overrides: ["k=a\\0k=b"]}]\n',
+                           "stages[0].overrides[0]: holds a NUL byte"),
     "NUL in a command": ('name: t\naxes: {a: [1]}\nstages: [{name: s, command: "echo ${a}\\0"}]\n',
                          "stages[0].command: holds a NUL byte"),
     "unpaired surrogate": ('name: t\nvars: {v: "\\ud800"}\naxes: {a: [1]}\n' + STAGE,

@@ -266,3 +266,13 @@ def test_validation_reads_the_arguments_bash_passes(tmp_path, axis, var):
         run_dir = f"/tmp/near-validate/runs/{job.job_id}".encode()
         assert kind == "rl" and [w.encode() for w in words] == [p.replace(run_dir, b"/tmp/near-validate/run_dir")
                                                                for p in printed]
+
+
+def test_a_command_of_several_lines_keeps_them(tmp_path):
+    """A first line that is a comment stays a comment line: the commands after it run."""
+    doc = {"name": "t", "axes": {"a": ["x  y"]},
+           "stages": [{"name": "s", "command": "# writes the value\nprintf '%s\\0'   ${a} 'p  q' > out\n  # done"}]}
+    job = expand(load_spec(write_spec(tmp_path, doc))).jobs[0]
+    assert job.command == "# writes the value\nprintf '%s\\0' 'x  y' 'p  q' > out\n# done"
+    run_probe(resolve_command(job.command, job.job_id, tmp_path / "exp", job.deps), tmp_path)
+    assert (tmp_path / "out").read_bytes() == b"x  y\0p  q\0"

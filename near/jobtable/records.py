@@ -9,7 +9,7 @@ from typing import Any, NamedTuple, TypeVar
 
 # dispatch placeholders are substituted, each path quoted for its place, by the sweep package
 from near.sweep.dispatch import resolve_command, run_dir_for
-from near.sweep.dispatch import resolve_for_display as _fast_resolve
+from near.sweep.dispatch import resolve_for_display as _fast_resolve  # used by table.py
 
 J = TypeVar("J")  # a job-like record: JobSpec or JobRecord
 

@@ -27,7 +27,7 @@ from near.sweep import shell as shell_words
 from near.errors import SpecError
 from near.jobtable import JobSpec
 from near.sweep.spec import ALL_STAGES, DEFAULT_MAX_JOBS, Axis, Spec, Stage, format_value
-from near.sweep.template import Slot, dummy_paths, dummy_slot
+from near.sweep.template import dummy_paths, dummy_slot
 
 ID_LEN = 12
 MAX_RENDERED = 1_000_000  # characters of one rendered command or override

@@ -283,27 +283,20 @@ def normalize_command(text: str) -> str:
     if the run holds a line break), and stripped: folded YAML reads as one line, while a command
     of several lines keeps them (a comment line ends at its newline). Quoted text, comments and
     escaped characters are kept byte for byte."""
-    blanks = [i for i, stack, escaped in _scan(text)
-              if i < len(text) and not escaped and stack[-1] in _CODE and text[i] in " \t\r\n"]
-    if not blanks:
-        return text
+    blanks = {i for i, stack, escaped in _scan(text)
+              if i < len(text) and not escaped and stack[-1] in _CODE and text[i] in " \t\r\n"}
     out: list[str] = []
-    last = 0
-    run_start = None
-    run_nl = False
-    for i in blanks + [-1]:
-        if run_start is not None and i == prev + 1:
-            run_nl = run_nl or text[i] == "\n"
-            prev = i
-            continue
-        if run_start is not None:
-            out.append(text[last:run_start])
-            out.append("\n" if run_nl else " ")
-            last = prev + 1
-        if i < 0:
-            break
-        run_start, prev, run_nl = i, i, text[i] == "\n"
-    out.append(text[last:])
+    i, n = 0, len(text)
+    while i < n:
+        j = i
+        while j in blanks:
+            j += 1
+        if j > i:
+            out.append("\n" if "\n" in text[i:j] else " ")
+            i = j
+        else:
+            out.append(text[i])
+            i += 1
     return "".join(out).strip(" \t\r\n")
 
 
