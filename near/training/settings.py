@@ -69,7 +69,7 @@ class MazeConfig:
     demos: MazeDemos = setting(factory=MazeDemos, doc="expert demonstrations")
 
     def __post_init__(self) -> None:
-        _at_least(self, "maze", num_envs=1, num_obs_steps=1, max_episode_length=1, substeps=1)
+        _at_least(self, "task.env", num_envs=1, num_obs_steps=1, max_episode_length=1, substeps=1)
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class MotionEnvConfig:
                                    key="demoOversample")
 
     def __post_init__(self) -> None:
-        _at_least(self, "motion", num_envs=1, episode_length=5, num_obs_steps=1, substeps=1, demo_oversample=1)
+        _at_least(self, "task.env", num_envs=1, episode_length=5, num_obs_steps=1, substeps=1, demo_oversample=1)
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class HumanoidEnvConfig:
     backend: str = field(default="mujoco", metadata={"internal": True})
 
     def __post_init__(self) -> None:
-        _at_least(self, "humanoid", num_envs=1, episode_length=5, num_obs_steps=1, demo_oversample=1)
+        _at_least(self, "task.env", num_envs=1, episode_length=5, num_obs_steps=1, demo_oversample=1)
 
 
 @dataclass(frozen=True)
@@ -470,16 +470,6 @@ class Settings:
         if self.num_envs is not None and self.num_envs < 1:
             raise SettingsError(f"setting num_envs={self.num_envs}: must be at least 1")
 
-    @property
-    def env(self) -> Any:
-        """The task's environment settings."""
-        return self.task.env
-
-    @property
-    def algo(self) -> PPOConfig:
-        """The algorithm's ``params.config``."""
-        return self.train.params.config
-
 
 # ---------------------------------------------------------------------------------------- conversion
 def _at_least(obj: Any, where: str, **minimums: int) -> None:
@@ -544,10 +534,9 @@ def _convert(value: Any, tp: Any, path: str, strict: bool = True) -> Any:
             except _Mismatch:
                 continue
         raise _Mismatch
-    if origin is Literal:
-        if isinstance(value, bool) or value not in typing.get_args(tp):
-            if not (isinstance(value, bool) and value in [a for a in typing.get_args(tp) if isinstance(a, bool)]):
-                raise _Mismatch
+    if origin is Literal:  # the same value of the same type (True is not 1)
+        if not any(value == a and type(value) is type(a) for a in typing.get_args(tp)):
+            raise _Mismatch
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
