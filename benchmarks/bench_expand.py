@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, os.environ.get("NEAR_BENCH_TREE", str(REPO)))  # --against: the other tree
+TREE = Path(os.environ.get("NEAR_BENCH_TREE", str(REPO)))  # --against: the other tree (its near/ and cfg/)
+sys.path.insert(0, str(TREE))
 
 SPEC = """
 name: bench
@@ -103,7 +104,7 @@ def measure(tmp: Path) -> dict[str, float]:
     c1 = time.process_time()
     validate_jobs(e.jobs, spec.label)
     c2 = time.process_time()
-    main_spec = load_spec(REPO / "sweeps" / "paper_main.yaml")
+    main_spec = load_spec(TREE / "sweeps" / "paper_main.yaml")
     validate_jobs(expand(main_spec).jobs, main_spec.label)
     c3 = time.process_time()
     out.update(expand=c1 - c0, validate=c2 - c1, paper_main=c3 - c2, jobs=len(e.jobs))
@@ -114,7 +115,9 @@ def compare(ref: str, rounds: int) -> None:
     """This tree and ``ref``'s near/ measured alternately in fresh processes."""
     old = Path(tempfile.mkdtemp(prefix="near-bench-ref-"))
     try:
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "near"], capture_output=True, check=True)
+        # the ref's code checks against its own cfg/ and sweeps (the settings schema lives in both)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "near", "cfg", "sweeps"],
+                                 capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
         runs: dict[str, list[dict]] = {ref: [], "this tree": []}
         for i in range(rounds):
@@ -141,7 +144,7 @@ def _spec_text() -> str:
     motions = ", ".join(f"m{i}" for i in range(25))
     ablations = ", ".join(f"a{i}: {{rl: [++train.params.config.near_config.inference.sigma_level={i}]}}"
                           for i in range(98))
-    return SPEC.format(workdir=REPO, motions=motions, ablations=ablations)
+    return SPEC.format(workdir=TREE, motions=motions, ablations=ablations)
 
 
 def run(tmp: Path) -> None:

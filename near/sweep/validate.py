@@ -1,43 +1,53 @@
-"""Validate jobs that run near's trainer against the hydra config tree, before anything is written.
+"""Validate jobs that run near's trainer against the hydra config tree and the typed settings,
+before anything is written.
 
-Every job whose command runs ``near train ncsn|rl`` (also ``python -m near train ...``) is composed
-with hydra's compose API against ``<workdir>/cfg``. Composition is cached by override *shape*: the
-override keys, the values of config-group overrides (``task=motionNEAR`` picks a different tree)
-and which values are placeholders; so the cost grows with the number of distinct shapes, not jobs.
+Every job whose command runs ``near train ncsn|rl`` (also ``python -m near train ...``) is checked
+against ``<workdir>/cfg`` by :class:`near.sweep.settings_check.SettingsChecker`: hydra composes once
+per override shape, and every job's every setting is typed against
+:mod:`near.training.settings`, so an unknown key (``++task.env.episodeLenght=50``), a wrong type
+(``num_envs=abc``) or a value out of range in any job stops the add with the key and the closest
+declared one. The report keeps each job's identity (what its stage reads) for
+:func:`near.sweep.shared.merge_shared`, and notes the overrides a stage does not read.
 
-Beyond what hydra checks itself, a ``+key`` / ``++key`` override (which hydra accepts for any
-key) must have an existing parent node, so ``++train.params.config.near_confg.inference.x=1`` is
-reported as a misspelt key instead of silently adding a new branch.
-
-Isaac Gym tasks (``task=Humanoid*``) have no config here (Isaac Gym cannot be installed); their
-jobs are skipped and reported, not failed.
+Isaac Gym tasks (``task=Humanoid*``) without a config here are skipped and reported, not failed.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from near.errors import ConfigError
 from near.jobtable import JobSpec
-from near.sweep.template import DUMMY_ROOT, dummy_slot, parse_call
+from near.sweep.settings_check import SettingsChecker
+from near.sweep.template import dummy_slot, parse_call
 
 ISAACGYM_TASK_PREFIX = "Humanoid"
 
 
 @dataclass
 class ValidationReport:
-    """What validation did: jobs checked, distinct shapes composed, jobs skipped and why."""
+    """What validation did: jobs checked, distinct shapes composed, jobs skipped and why, each
+    checked job's identity and the overrides a stage does not read."""
 
     checked: int = 0
     shapes: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> jobs
     not_trainer: int = 0
+    identities: dict[str, tuple] = field(default_factory=dict)  # job id -> what its stage reads
+    ignored: dict[tuple[str, str], int] = field(default_factory=dict)  # (stage, override key) -> jobs
+    motions: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (cfg dir, env type, file) -> jobs
 
     def notes(self) -> list[str]:
-        return [f"skipped hydra validation of {n} job(s): {why}" for why, n in self.skipped.items()]
+        notes = [f"skipped hydra validation of {n} job(s): {why}" for why, n in self.skipped.items()]
+        by_stage: dict[str, list[str]] = {}
+        for (stage, key), n in self.ignored.items():
+            by_stage.setdefault(stage, []).append(f"{key} ({n} job(s))")
+        for stage, keys in by_stage.items():
+            notes.append(f"stage {stage} does not read these overrides (jobs that differ only there are one "
+                         f"job): {', '.join(keys)}")
+        return notes + motion_notes(self.motions)
 
 
 def trainer_call(command: str) -> tuple[str, list[str]] | None:
@@ -54,137 +64,31 @@ def _fill(word) -> str:
     return "".join(p if isinstance(p, str) else dummy_slot(p) for p in word)
 
 
-def _split(override: str) -> tuple[str, str, str]:
-    """(prefix, key, value) of a hydra override: ``++a.b=1`` -> ('++', 'a.b', '1')."""
-    m = re.match(r"^(\+\+|\+|~)?([^=]*)(?:=(.*))?$", override, re.S)
-    assert m is not None
-    return m.group(1) or "", m.group(2), m.group(3) or ""
-
-
-def shape_of(kind: str, overrides: list[str], cfg_dir: Path) -> tuple:
-    """The cache key: override keys, values of config-group overrides, placeholder-ness of values."""
-    parts = []
-    for o in overrides:
-        prefix, key, value = _split(o)
-        if "." not in key and (cfg_dir / key).is_dir():
-            parts.append((prefix, key, value))
-        elif DUMMY_ROOT in value:
-            parts.append((prefix, key, "<placeholder>"))
-        else:
-            parts.append((prefix, key, None))
-    return (str(cfg_dir), kind, tuple(parts))
-
-
 class Validator:
-    """Composes trainer commands with hydra, one composition per distinct shape."""
+    """The settings checks of one or several validations (its caches kept between them)."""
 
-    def __init__(self, config_name: str = "config"):
-        self.config_name = config_name
-        self.cache: dict[tuple, str | None] = {}  # shape -> error message or None
-
-    def check(self, kind: str, overrides: list[str], cfg_dir: Path) -> str | None:
-        """None if the overrides compose, else the error message (cached by shape)."""
-        key = shape_of(kind, overrides, cfg_dir)
-        if key not in self.cache:
-            self.cache[key] = self._compose(overrides, cfg_dir)
-        return self.cache[key]
-
-    def _compose(self, overrides: list[str], cfg_dir: Path) -> str | None:
-        from hydra import compose, initialize_config_dir
-        from hydra.core.global_hydra import GlobalHydra
-        from omegaconf import OmegaConf
-
-        GlobalHydra.instance().clear()
-        try:
-            with initialize_config_dir(config_dir=str(cfg_dir), version_base=None):
-                try:
-                    compose(self.config_name, overrides=overrides)
-                except Exception as err:  # hydra raises several types; all mean "does not compose"
-                    return _hydra_message(err)
-                plain = [o for o in overrides if not _split(o)[0].startswith("+")]
-                try:
-                    base = compose(self.config_name, overrides=plain)
-                except Exception as err:
-                    return _hydra_message(err)
-                added: list[str] = []
-                for o in overrides:
-                    prefix, key, _ = _split(o)
-                    if not prefix.startswith("+"):
-                        continue
-                    parent = key.rsplit(".", 1)[0] if "." in key else ""
-                    if parent and not any(parent == a or parent.startswith(a + ".") for a in added):
-                        node = OmegaConf.select(base, parent, default=_MISSING, throw_on_resolution_failure=False)
-                        if node is _MISSING or not OmegaConf.is_dict(node):
-                            missing = _first_missing(base, parent)
-                            return (f"override {o!r}: key {missing!r} does not exist in the config "
-                                    f"(misspelt? {prefix}{key} would add a new branch)")
-                    added.append(key)
-        finally:
-            GlobalHydra.instance().clear()
-        return None
+    def __init__(self) -> None:
+        self.checker = SettingsChecker()
 
 
-_MISSING = object()
-
-
-def _first_missing(cfg, dotted: str) -> str:
-    from omegaconf import OmegaConf
-
-    parts = dotted.split(".")
-    for i in range(1, len(parts) + 1):
-        sub = ".".join(parts[:i])
-        node = OmegaConf.select(cfg, sub, default=_MISSING, throw_on_resolution_failure=False)
-        if node is _MISSING or (i < len(parts) and not OmegaConf.is_dict(node)):
-            return sub
-    return dotted
-
-
-def _hydra_message(err: Exception) -> str:
-    msg = str(err).strip()
-    cause = err.__cause__ or err.__context__
-    if cause is not None and str(cause).strip() and str(cause).strip() not in msg:
-        msg += f" ({str(cause).strip().splitlines()[0]})"
-    return " ".join(msg.split())
-
-
-def _task_of(overrides: list[str]) -> str | None:
-    for o in overrides:
-        prefix, key, value = _split(o)
-        if key == "task":
-            return value
-    return None
-
-
-def _shape_parts(overrides: Iterable[str], groups: frozenset[str]) -> tuple:
-    """Override keys, the values of config-group overrides, and which values hold a dispatch path
-    (a cheaper key than :func:`shape_of`, which looks at the config tree)."""
-    parts = []
-    for t in overrides:
-        key, eq, value = t.partition("=")
-        bare = key.lstrip("+~")
-        if bare in groups:
-            parts.append((key, value))
-        elif DUMMY_ROOT in value:
-            parts.append((key, "<placeholder>"))
-        else:
-            parts.append(key)
-    return tuple(parts)
 
 
 def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Validator | None = None,
                   skip_stages: Iterable[tuple[str, str]] = ()) -> ValidationReport:
-    """Compose every trainer job; ConfigError names the spec file, stage, grid point and override.
+    """Check every trainer job's settings; ConfigError names the spec file, the job (id and grid
+    point) and the override or key.
 
-    ``skip_stages``: (job_id, reason) pairs not to compose (e.g. stages with ``validate: false``).
+    ``skip_stages``: (job_id, reason) pairs not to check (e.g. stages with ``validate: false``).
     A job from expansion carries its trainer call (kind and override words, read from the parsed
-    template); any other job's command is parsed here. Hydra composes once per distinct shape.
+    template); any other job's command is parsed here. Per job this costs a few cached lookups:
+    hydra composes once per distinct shape, each distinct override is typed once per shape.
     """
     validator = validator or Validator()
+    checker = validator.checker
     skip = dict(skip_stages)
     report = ValidationReport()
-    shapes_before = len(validator.cache)
-    cfg_dirs: dict[str | None, tuple[Path, frozenset[str], bool]] = {}
-    fast: dict[tuple, str | None] = {}  # fast shape -> problem (None: composes)
+    shapes_before = checker.shapes
+    cfg_dirs: dict[str | None, tuple[Path, bool]] = {}
     for job in jobs:
         if skip and job.job_id in skip:
             report.skipped[skip[job.job_id]] = report.skipped.get(skip[job.job_id], 0) + 1
@@ -192,9 +96,8 @@ def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Valida
         info = cfg_dirs.get(job.workdir)
         if info is None:
             cfg_dir = Path(job.workdir or ".") / "cfg"
-            groups = frozenset(d.name for d in cfg_dir.iterdir() if d.is_dir()) if cfg_dir.is_dir() else frozenset()
-            info = cfg_dirs[job.workdir] = (cfg_dir, groups, (cfg_dir / "config.yaml").is_file())
-        cfg_dir, groups, has_config = info
+            info = cfg_dirs[job.workdir] = (cfg_dir, (cfg_dir / "config.yaml").is_file())
+        cfg_dir, has_config = info
         # jobs from expansion carry their trainer call, read from the parsed template
         call = getattr(job, "call", _UNPARSED)
         if call is _UNPARSED:
@@ -202,35 +105,60 @@ def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Valida
         if call is None:
             report.not_trainer += 1
             continue
-        fkey = (job.workdir, call[0], _shape_parts(call[1], groups))
-        if fkey in fast:
-            problem = fast[fkey]
-            if problem == _SKIP:
-                report.skipped[_isaac_note(cfg_dir)] = report.skipped.get(_isaac_note(cfg_dir), 0) + 1
-                continue
-            report.checked += 1
-            if problem:
-                raise _config_error(spec_label, job, cfg_dir, problem)
-            continue
         kind, overrides = call[0], list(call[1])
         if not has_config:
-            raise ConfigError(f"{spec_label}: stage {job.stage!r} at grid point {job.label}: runs near's trainer "
+            raise ConfigError(f"{spec_label}: job {job.job_id} ({job.label}): runs near's trainer "
                               f"but {cfg_dir}/config.yaml does not exist (set the spec's workdir to the repo)")
-        task = _task_of(overrides)
+        task = next((o[5:] for o in overrides if o.startswith("task=")), None)
         if task and task.startswith(ISAACGYM_TASK_PREFIX) and not (cfg_dir / "task" / f"{task}.yaml").exists():
             report.skipped[_isaac_note(cfg_dir)] = report.skipped.get(_isaac_note(cfg_dir), 0) + 1
-            fast[fkey] = _SKIP
             continue
-        problem = validator.check(kind, overrides, cfg_dir)
-        fast[fkey] = problem
+        try:
+            found = checker.check(kind, overrides, cfg_dir)
+        except ConfigError as err:
+            raise _config_error(spec_label, job, cfg_dir, str(err)) from None
         report.checked += 1
-        if problem:
-            raise _config_error(spec_label, job, cfg_dir, problem)
-    report.shapes = len(validator.cache) - shapes_before
+        report.identities[job.job_id] = found.identity
+        if found.motion is not None:
+            where = (str(cfg_dir), *found.motion)
+            report.motions[where] = report.motions.get(where, 0) + 1
+        for key in found.ignored:
+            report.ignored[(kind, key)] = report.ignored.get((kind, key), 0) + 1
+    report.shapes = checker.shapes - shapes_before
     return report
 
 
-_SKIP = "<skip>"
+#: where the environments look for motion files, under cfg/
+MOTION_DIRS = {"Humanoid": ("task", "motions", "humanoid"), "motion": ("task", "motions")}
+
+
+def motion_notes(motions: dict[tuple[str, str, str], int]) -> list[str]:
+    """Which motions the jobs train on: synthetic clips (named, no file: not motion capture) and
+    files, with those not found here (their jobs stop with an error naming the file)."""
+    synthetic: dict[str, int] = {}
+    files: dict[str, int] = {}
+    missing: dict[str, list[str]] = {}
+    for (cfg_dir, env_type, file), n in motions.items():
+        if not file.endswith((".npy", ".yaml", ".yml")):
+            synthetic[file] = synthetic.get(file, 0) + n
+            continue
+        files[file] = files.get(file, 0) + n
+        folder = Path(cfg_dir).joinpath(*MOTION_DIRS.get(env_type, ("task", "motions")))
+        path = Path(file).expanduser()
+        if not any(c.is_file() for c in (Path(cfg_dir).parent / path, folder / path, folder / path.name)):
+            missing.setdefault(str(folder), []).append(file)
+    notes = []
+    if synthetic or files:
+        notes.append("synthetic motions (near's generated clips, not motion capture): "
+                     + (", ".join(f"{m} ({n} job(s))" for m, n in synthetic.items()) or "none"))
+    if files:
+        notes.append("motion files: " + ", ".join(f"{m} ({n} job(s))" for m, n in files.items()))
+    for folder, names in missing.items():
+        notes.append(f"motion files not found (looked in the workdir and {folder}): {', '.join(names)}; "
+                     "their jobs stop with an error naming the file until it is added")
+    return notes
+
+
 _UNPARSED = object()
 
 
@@ -240,5 +168,7 @@ def _isaac_note(cfg_dir: Path) -> str:
 
 
 def _config_error(spec_label: str, job: JobSpec, cfg_dir: Path, problem: str) -> ConfigError:
-    return ConfigError(f"{spec_label}: stage {job.stage!r} at grid point {job.label}: "
+    if isinstance(problem, str) and problem.startswith(("unknown setting", "ill-typed setting", "setting ")):
+        return ConfigError(f"{spec_label}: job {job.job_id} ({job.label}): {problem}")
+    return ConfigError(f"{spec_label}: job {job.job_id} ({job.label}), stage {job.stage!r}: "
                        f"does not compose with {cfg_dir}: {problem}")
