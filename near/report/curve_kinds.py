@@ -29,8 +29,8 @@ def value_order(values, order: list | None) -> list[str]:
 def grouping(data: RunData, fig: FigureSpec, out: Output) -> list[str | None]:
     """[hue, panel, row] fields of a figure: the caller's --group-by, else the figure's group_by,
     else the spec's, else its hue/facet/rows."""
-    fields = out.group_by or fig.group_by or out.spec.group_by
-    if fields:
+    fields = next((f for f in (out.group_by, fig.group_by, out.spec.group_by) if f is not None), None)
+    if fields is not None:
         if len(fields) > 3:
             raise SpecError(f"{out.where(fig)}: group_by takes at most 3 fields (curves, panels, rows), got {fields}")
         found = list(fields) + [None] * (3 - len(fields))

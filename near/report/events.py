@@ -33,6 +33,7 @@ _MASK_DELTA = 0xA282EAD8
 _HEAD = struct.Struct("<QI")
 _U32 = struct.Struct("<I")
 CHUNK_BYTES = 8 << 20
+MAX_TAG_BYTES = 1024  # longer tags are left out (with a warning): no metric name is that long
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -263,6 +264,13 @@ def _decode(scanner: _Scanner, path: str) -> EventFileData:
         buf = np.frombuffer(raw, dtype=np.uint8)
         records += len(payload)
         ok, wall, step, tag_start, tag_len, value = _fast_scalars(buf, payload, lengths)
+        wide = ok & (tag_len > MAX_TAG_BYTES)
+        if wide.any():
+            first = int(np.flatnonzero(wide)[0])
+            warning = warning or (f"{path}: {int(wide.sum())} scalar(s) with a tag longer than {MAX_TAG_BYTES} "
+                                  f"bytes (the first of {int(tag_len[first])} bytes, record at byte "
+                                  f"{base + int(payload[first]) - 12}) left out")
+        ok &= ~wide
         tag_index = np.zeros(len(payload), dtype=np.int32)
         if ok.any():
             ok_idx = np.flatnonzero(ok)
@@ -270,7 +278,7 @@ def _decode(scanner: _Scanner, path: str) -> EventFileData:
             ids = np.array([lookup.setdefault(t, len(lookup)) for t in names], dtype=np.int32)
             tag_index[ok_idx] = ids[local]
         extra = []  # (record, tag id, step, value, wall) decoded by protobuf
-        for i in np.flatnonzero(~ok):
+        for i in np.flatnonzero(~ok & ~wide):
             s, n = int(payload[i]), int(lengths[i])
             try:
                 rows = _proto_scalars(raw[s : s + n])
@@ -280,7 +288,8 @@ def _decode(scanner: _Scanner, path: str) -> EventFileData:
                 extra = [e for e in extra if e[0] < i]
                 scanner.done = True
                 break
-            extra += [(int(i), lookup.setdefault(t.encode(), len(lookup)), st, v, w) for t, st, v, w in rows]
+            extra += [(int(i), lookup.setdefault(t.encode(), len(lookup)), st, v, w) for t, st, v, w in rows
+                      if len(t.encode()) <= MAX_TAG_BYTES]
         keep = np.flatnonzero(ok)
         rec = keep
         ti, sp, va, wa = tag_index[keep], step[keep], value[keep], wall[keep]
@@ -294,7 +303,7 @@ def _decode(scanner: _Scanner, path: str) -> EventFileData:
             order = np.argsort(rec, kind="stable")  # back to the order of the records in the file
             ti, sp, va, wa = ti[order], sp[order], va[order], wa[order]
         parts.append((ti, sp, va, wa))
-        if warning:
+        if scanner.done:
             break
     warning = warning or scanner.warning
     if not parts:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,37 @@ def _spread(values: list[float], min_gap: float) -> list[float]:
     return out.tolist()
 
 
+def _end_labels(ax, labels: list[tuple[str, float, float | None, str]]) -> None:
+    """Values at the right of a panel, stacked without overlap: (text, y, x of the curve's end or None
+    for a reference line, colour). A curve ending at the right edge gets a short leader line; one
+    that ends earlier gets a dot at its end instead of a line across the panel. Labels that do not
+    fit the panel's height are dropped, the outermost first."""
+    x0, x1 = ax.get_xlim()
+    span = x1 - x0
+    right = max([x for _, _, x, _ in labels if x is not None] + [x0 + 0.84 * span])
+    room = 0.3 if any(x is None for _, _, x, _ in labels) else 0.2
+    ax.set_xlim(x0, right + room * span)  # room for the labels inside the panel
+    lo, hi = ax.get_ylim()
+    gap = (0.1 if room > 0.2 else 0.075) * (hi - lo)
+    fit = max(1, int((hi - lo) / gap) - 1)
+    if len(labels) > fit:  # keep the ones nearest the middle of the panel
+        mid = (lo + hi) / 2
+        labels = sorted(labels, key=lambda t: abs(t[1] - mid))[:fit]
+    ys = np.array(_spread([t[1] for t in labels], gap))
+    ys += max(0.0, lo + gap / 2 - ys.min()) - max(0.0, ys.max() - (hi - gap / 2))
+    for (text, y, x, colour), ytext in zip(labels, ys):
+        tx = right + 0.03 * span
+        if x is not None and right - x > 0.03 * span:
+            ax.plot([x], [y], "o", color=colour, ms=3.5, zorder=6)
+            ax.annotate(text, xy=(tx, ytext), color=colour, fontsize=8, va="center", ha="left")
+        elif x is not None:
+            ax.annotate(text, xy=(x, y), xytext=(tx, ytext), textcoords="data", color=colour, fontsize=8,
+                        va="center", ha="left", arrowprops=dict(arrowstyle="-", color=colour, lw=0.6, alpha=0.7))
+        else:
+            ax.annotate(text, xy=(tx, ytext), color=colour, fontsize=7.5, va="center", ha="left", linespacing=0.9,
+                        bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.85))
+
+
 def curves_figure(
     panels: list[dict],
     out_base: Path,
@@ -102,9 +134,15 @@ def curves_figure(
     # bbox_inches="tight" would each draw the figure again); end labels therefore stay inside the axes.
     # Fixed margins in inches: no layout engine, so each savefig is exactly one draw (constrained
     # or tight layouts re-measure every text several times, the bulk of a figure's cost).
-    left, right, top, bottom, gap_w, gap_h = 0.85, 0.15, 0.75 if title else 0.4, 1.05, 0.75, 0.85
+    n_entries = len({label for p in panels for label in p["curves"]}) + any(p.get("expert") is not None
+                                                                            for p in panels)
+    longest = max([len(str(label)) for p in panels for label in p["curves"]] + [6])
     width = size[0] * ncols
-    height = size[1] * nrows + 0.5
+    per_col = min(longest, 32) * 0.085 + 0.6
+    legend_rows = int(np.ceil(n_entries / max(1, min(n_entries, int(width // per_col))))) * (1 + (longest > 32))
+    left, right, top, gap_w, gap_h = 0.85, 0.15, 0.75 if title else 0.4, 0.75, 0.85
+    bottom = 0.95 + 0.24 * legend_rows
+    height = size[1] * nrows + bottom - 0.55
     fig = plt.figure(figsize=(width, height))
     axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False, sharey=sharey))
     panel_w = (width - left - right - gap_w * (ncols - 1)) / ncols
@@ -137,25 +175,19 @@ def curves_figure(
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label if k % ncols == 0 or not sharey else "")
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
-        if annotate_end and ends:
-            x0, x1 = ax.get_xlim()
-            span = x1 - x0
-            right = max(e[1] for e in ends)
-            ax.set_xlim(x0, right + 0.16 * span)  # room for the labels inside the panel
-            lo, hi = ax.get_ylim()
-            gap = 0.07 * (hi - lo)
-            ys = np.array(_spread([e[0] for e in ends], gap))
-            # keep the labels inside the panel: shift the whole stack, never reorder it
-            ys += max(0.0, lo + gap / 2 - ys.min()) - max(0.0, ys.max() - (hi - gap / 2))
-            for (yv, xv, colour), ytext in zip(ends, ys):
-                ax.annotate(f"{yv:.3g}", xy=(xv, yv), xytext=(right + 0.03 * span, ytext), textcoords="data",
-                            color=colour, fontsize=8, va="center", ha="left",
-                            arrowprops=dict(arrowstyle="-", color=colour, lw=0.6, alpha=0.7))
+        labels = [(f"{y:.3g}", y, x, c) for y, x, c in ends] if annotate_end else []
+        if expert is not None:
+            labels.append((f"expert\n{expert:.3g}", expert, None, EXPERT_COLOUR))
+        if labels:
+            _end_labels(ax, labels)
     for k in range(len(panels), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     if handles:
-        fig.legend(list(handles.values()), list(handles.keys()), loc="lower center",
-                   bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 6), frameon=False)
+        names = [textwrap.fill(str(n), 32) for n in handles]
+        per_col = max(len(line) for n in names for line in n.splitlines()) * 0.085 + 0.6  # inches per entry
+        ncol = max(1, min(len(names), int(width // per_col)))
+        fig.legend(list(handles.values()), names, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
+                   frameon=False, fontsize=9)
     if title:
         band_label = band_label or f"{int(round(ci_level * 100))}% bootstrap CI"
         fig.suptitle(f"{title}  (shaded: {band_label})", fontsize=11,
