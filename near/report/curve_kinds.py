@@ -46,7 +46,7 @@ def grouping(data: RunData, fig: FigureSpec, out: Output) -> list[str | None]:
 
 def figure_runs(data: RunData, fig: FigureSpec, out: Output, fields: list[str]) -> pd.DataFrame:
     """The runs a figure draws: its selection, less runs without a value for a grouping field
-    (a warning names them) and with a check of the values its `order` asks for."""
+    (a warning names them), and a warning when fewer than its `min_runs` remain."""
     runs = select_runs(data.runs, fig.select, out.where(fig))
     missing = pd.Series(False, index=runs.index)
     for col in fields:
@@ -56,11 +56,6 @@ def figure_runs(data: RunData, fig: FigureSpec, out: Output, fields: list[str]) 
         shown = ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
         out.warn(f"{out.where(fig)}: {len(names)} run(s) left out: no value for {' / '.join(fields)}: {shown}")
         runs = runs[~missing.to_numpy()]
-    if fig.order and fields:
-        have = set(as_text(runs[fields[0]]))
-        absent = [str(o) for o in fig.order if str(o) not in have]
-        if absent:
-            out.warn(f"{out.where(fig)}: asks for {fields[0]} {', '.join(absent)} but no selected run has it")
     if len(runs) < fig.min_runs:
         out.warn(f"{out.where(fig)}: {len(runs)} run(s), fewer than its min_runs {fig.min_runs}")
     return runs

@@ -176,7 +176,7 @@ class Report:
         cache = self.exp / ".cache" / "scalars" if self.use_cache else None
         self.data, self.frame, self._writer = build(self.exp, self.jobs, self.files, self.run_options(), cache,
                                                     self.workers or os.cpu_count() or 1, self.warn, self.log,
-                                                    select=select)
+                                                    select=select, where=str(path))
         return self.frame
 
     def resolve_spec(self) -> specmod.ReportSpec:
@@ -237,6 +237,8 @@ class Report:
         self.expected_files = self.expected()
         if self._page_wanted():
             self.written.append(self._write_page(out))
+        for p in self.written:
+            self.log(f"  wrote {p}")
         if self.use_cache:
             stamp = self._stamp_path()
             stamp.parent.mkdir(parents=True, exist_ok=True)

@@ -98,7 +98,7 @@ class RunOptions:
 
 def build(exp: Path, jobs: pd.DataFrame | None, files: list[Path], options: RunOptions, cache: Path | None,
           workers: int, warn: Callable[[str], None], log: Callable[[str], None], pool=None,
-          select: dict | None = None) -> tuple[RunData, pd.DataFrame, object]:
+          select: dict | None = None, where: str = "spec") -> tuple[RunData, pd.DataFrame, object]:
     """Read `files` (through the cache) into a RunData; returns (data, tidy frame, cache writer or None)."""
     from near.report.runs import select_runs
 
@@ -124,7 +124,7 @@ def build(exp: Path, jobs: pd.DataFrame | None, files: list[Path], options: RunO
         runs["run_dir"] = [jobs.set_index("job_id")["run_dir"].get(r, d) for r, d in zip(runs.index, runs["run_dir"])]
         fields = [c for c in jobs.columns if c not in JOB_COLUMNS] + [f for f in fields if f not in jobs.columns]
     if select:
-        runs = select_runs(runs, select, "select")
+        runs = select_runs(runs, select, where)
         frame = frame[frame["run"].isin(runs.index)]
     series = _split(frame) if len(frame) else {}
     _drop_non_finite(series, warn)

@@ -208,7 +208,8 @@ def _tag(name: str, raw: dict, file: str) -> TagSpec:
     if direction is None and t["higher_is_better"] is not None:
         direction = "higher" if t["higher_is_better"] else "lower"
     if direction is None:
-        direction = next((d for k, d in KNOWN_DIRECTIONS.items() if name.split("/")[0] == k), None)
+        known = KNOWN_DIRECTIONS.get(name.split("/")[0])
+        direction = None if known == "target" and t["expert"] is None else known
     if direction not in (None, *DIRECTIONS):
         raise SpecError(f"{file}: key 'tags.{name}.direction' must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
     if direction == "target" and t["expert"] is None:
