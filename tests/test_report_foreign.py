@@ -23,7 +23,8 @@ PATTERN = "{algorithm}_{motion}_{seed:d}"
 REFS = {"walk": (100.0, 0.0), "spin_kick": (70.0, 10.0)}
 SPEC = {
     "title": "NEAR runs",
-    "tags": {"rewards/iter": {"label": "Reward", "expert": {m: e for m, (e, _) in REFS.items()},
+    # one task reward logged by every algorithm: comparable on one axis (a per-algorithm reward is not)
+    "tags": {"rewards/iter": {"label": "Reward", "comparable": True, "expert": {m: e for m, (e, _) in REFS.items()},
                               "random": {m: r for m, (_, r) in REFS.items()}},
              "episode_lengths/iter": {"label": "Episode length"}},
     "ci": {"level": 0.95, "n_boot": 500, "seed": 0},
@@ -71,7 +72,7 @@ def test_run_patterns():
     assert overrides_columns(["task=HumanoidNEAR", "++train.params.seed=3", "~foo", "+x.y=1"]) == {
         "task": "HumanoidNEAR", "train.params.seed": "3", "x.y": "1"}
     for bad, msg in [("{algorithm", "unbalanced"), ("{a-b}", "must be a name"), ("plain", "names no field"),
-                     ("{seed:x}", "only the format")]:
+                     ("{seed:[}", "not a valid regex")]:
         with pytest.raises(SpecError, match=msg):
             compile_pattern(bad)
 
@@ -213,7 +214,7 @@ def test_hydra_run_dirs_and_near_plotter_style(tmp_path, monkeypatch):
         (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"task=maze{alg}", f"seed={seed}",
                                                                         "++train.params.config.horizon=32"]))
     spec = tmp_path / "s.yaml"
-    spec.write_text(yaml.safe_dump({"style": "near", "smoothing": 0.9, "tags": {"rewards/iter": {"expert": 60.0}},
+    spec.write_text(yaml.safe_dump({"style": "near", "smoothing": 0.9, "tags": {"rewards/iter": {"expert": 60.0, "comparable": True}},
                                     "figures": [{"name": "c", "hue": "task", "facet": None}],
                                     "tables": [{"by": ["task"], "window": 1}]}))
     drawn = []

@@ -77,7 +77,7 @@ def test_report_page_renders_in_chromium(chromium, tmp_path):
     assert "failed 1" in dom.stdout and "done 8" in dom.stdout
     assert "exit code 1" in dom.stdout and "RuntimeError: loss is nan" in dom.stdout
     assert 'href="../runs/NEAR-circle-1"' in dom.stdout
-    assert "<th>algorithm</th>" in dom.stdout and "<th>DTW pose error</th>" in dom.stdout  # plotting/demo.yaml final table
+    assert "<th>algorithm</th>" in dom.stdout and "<th>DTW pose error ↓</th>" in dom.stdout  # plotting/demo.yaml final table
 
     shot = tmp_path / "page.png"
     res = _chromium(tmp_path, page.as_uri(), f"--screenshot={shot}")

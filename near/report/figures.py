@@ -41,21 +41,33 @@ def color_for(name: str, overrides: dict | None = None) -> str:
     return EXTRA[digest % len(EXTRA)]
 
 
-def ordered_colours(names: list[str]) -> dict[str, str]:
-    """Distinct colours for ablation variants: a seaborn palette in the variants' order."""
-    import seaborn as sns
+# seaborn's "colorblind" palette, for variants in order
+COLORBLIND = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
+              "#56b4e9"]
+# seaborn's whitegrid "paper" theme (font scale 1.1) as plain rc settings: importing seaborn costs more
+# than drawing several figures. A fixed title height (axes.titley) spares matplotlib measuring every
+# tick label to place each title, a third of a figure's drawing time.
+STYLE = {
+    "axes.axisbelow": True, "axes.edgecolor": ".8", "axes.grid": True, "axes.labelcolor": ".15",
+    "axes.labelsize": 10.56, "axes.linewidth": 1.0, "axes.titlesize": 10.56, "axes.titley": 1.0,
+    "axes.titlepad": 5.0, "axes.facecolor": "white", "font.size": 10.56, "grid.color": ".8",
+    "legend.fontsize": 9.68, "lines.linewidth": 1.2, "lines.solid_capstyle": "round", "patch.edgecolor": "w",
+    "patch.linewidth": 0.8, "text.color": ".15", "xtick.bottom": False, "xtick.color": ".15",
+    "xtick.labelsize": 9.68, "ytick.color": ".15", "ytick.labelsize": 9.68, "ytick.left": False,
+    "font.sans-serif": ["Arial", "DejaVu Sans", "Liberation Sans", "Bitstream Vera Sans", "sans-serif"],
+}
 
-    pal = sns.color_palette("colorblind", max(len(names), 1))
-    return {n: pal[i % len(pal)] for i, n in enumerate(names)}
+
+def ordered_colours(names: list[str]) -> dict[str, str]:
+    """Distinct colours for ablation variants: the colorblind palette in the variants' order."""
+    return {n: COLORBLIND[i % len(COLORBLIND)] for i, n in enumerate(names)}
 
 
 def _setup():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
-    import seaborn as sns
-
-    sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
+    matplotlib.rcParams.update(STYLE)
 
 
 def _spread(values: list[float], min_gap: float) -> list[float]:

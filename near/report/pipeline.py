@@ -304,13 +304,16 @@ class Report:
 def default_group_by(data: RunData, warn: Callable[[str], None]) -> list[str]:
     """Fields to group by when no spec names any: algorithm, motion, ablation first, then every other
     field that takes more than one value (replicate fields such as seed are pooled, never grouped);
-    more than three: the rest are pooled, with a warning naming them."""
+    more than three: the rest are pooled, with a warning naming them. When none varies, the first
+    field there is (one group of all runs, named by its value)."""
     from near.report.rundata import REPLICATE_FIELDS
     from near.report.runs import as_text
 
     runs = data.runs
-    varying = [f for f in data.fields if f in runs.columns and f not in REPLICATE_FIELDS
-               and len({v for v in as_text(runs[f]) if v is not None}) > 1]
+    present = [f for f in data.fields if f in runs.columns and f not in REPLICATE_FIELDS]
+    varying = [f for f in present if len({v for v in as_text(runs[f]) if v is not None}) > 1]
+    if not varying:
+        return present[:1]
     first = [f for f in ("algorithm", "motion", "ablation") if f in varying]
     fields = first + [f for f in varying if f not in first]
     if len(fields) > 3:

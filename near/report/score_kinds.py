@@ -198,7 +198,7 @@ def _aggregate_table(data: RunData, tbl, out: Output) -> list[Path]:
         if not sm.scores:
             continue
         kind = "normalised" if sm.normalized else "raw"
-        label = _score_label(spec.tags[tag], sm)
+        label = spec.tags[tag].label
         if tbl.kind == "aggregate":
             est = aggregates.interval_estimates(sm.scores, tuple(tbl.metrics), level, reps, seed)
             for g, per_metric in est.items():
