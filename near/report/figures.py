@@ -7,6 +7,7 @@ every figure of every report, whichever subset of algorithms a figure shows.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -63,11 +64,17 @@ def ordered_colours(names: list[str]) -> dict[str, str]:
     return {n: COLORBLIND[i % len(COLORBLIND)] for i, n in enumerate(names)}
 
 
+_STYLED = False
+
+
 def _setup():
+    global _STYLED
     import matplotlib
 
-    matplotlib.use("Agg", force=True)
-    matplotlib.rcParams.update(STYLE)
+    if not _STYLED or matplotlib.get_backend().lower() != "agg":
+        matplotlib.use("Agg", force=True)
+        matplotlib.rcParams.update(STYLE)
+        _STYLED = True
 
 
 def _spread(values: list[float], min_gap: float) -> list[float]:
@@ -81,6 +88,19 @@ def _spread(values: list[float], min_gap: float) -> list[float]:
     out = np.empty_like(pos)
     out[order] = pos
     return out.tolist()
+
+
+def legend_names(names: list[str], min_common: int = 12) -> tuple[list[str], str | None]:
+    """Legend entries abbreviated with a key: a prefix of at least `min_common` characters that every
+    curve name shares becomes '…' in the entries and is spelled out once (the key)."""
+    curves = [n for n in names if n != "Expert"]
+    if len(curves) < 2:
+        return names, None
+    prefix = os.path.commonprefix(curves)
+    cut = max(prefix.rfind(c) for c in "_-/ .") + 1 if prefix else 0  # at a word boundary
+    if cut < min_common:
+        return names, None
+    return [n if n == "Expert" else "…" + n[cut:] for n in names], f"… = {prefix[:cut]}"
 
 
 def _end_labels(ax, labels: list[tuple[str, float, float | None, str]]) -> None:
@@ -195,11 +215,12 @@ def curves_figure(
     for k in range(len(panels), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     if handles:
-        names = [textwrap.fill(str(n), 32) for n in handles]
+        names, key = legend_names([str(n) for n in handles])
+        names = [textwrap.fill(n, 32) for n in names]
         per_col = max(len(line) for n in names for line in n.splitlines()) * 0.085 + 0.6  # inches per entry
         ncol = max(1, min(len(names), int(width // per_col)))
         fig.legend(list(handles.values()), names, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
-                   frameon=False, fontsize=9)
+                   frameon=False, fontsize=9, title=key, title_fontsize=8)
     if title:
         band_label = band_label or f"{int(round(ci_level * 100))}% bootstrap CI"
         fig.suptitle(f"{title}  (shaded: {band_label})", fontsize=11,
@@ -214,7 +235,7 @@ def _save(fig, out_base: Path, formats) -> list[Path]:
     written = []
     for fmt in formats:
         path = out_base.with_suffix(f".{fmt}")
-        fig.savefig(path, dpi=130 if fmt == "png" else None)
+        fig.savefig(path, dpi=100 if fmt == "png" else None)
         written.append(path)
     plt.close(fig)
     return written

@@ -86,9 +86,16 @@ def make_pool(workers: int):
     return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("forkserver"))
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _read_many(paths: list[str], workers: int, pool=None) -> list[tuple[str, dict]]:
-    """Decode files, in a process pool when there are enough of them to pay for it."""
-    if (pool is None and workers <= 1) or len(paths) < 8:
+    """Decode files, in a process pool when there are enough of them and cores to pay for it (on one
+    or two cores a pool's start-up and transfers cost more than they save)."""
+    workers = min(workers, usable_cores())
+    if (pool is None and workers <= 2) or len(paths) < 8:
         return [_read_one(p) for p in paths]
     chunk = max(1, len(paths) // (max(workers, 1) * 4))
     if pool is not None:

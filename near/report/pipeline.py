@@ -45,10 +45,12 @@ def plotting_dirs() -> list[Path]:
 
 
 def draw_in_processes(workers: int | None, figures: int) -> int:
-    """Processes to draw in: only with cores to spare (a pool costs more than it saves on 1-2 cores)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    n = min(workers or cores, cores)
-    return n if n >= 3 and figures >= 8 else 1
+    """Processes to draw in: as many as there are idle cores (the load average says how many other
+    work takes), and one -- this process -- when a pool would only compete for busy cores."""
+    cores = logs.usable_cores()
+    idle = cores - os.getloadavg()[0] if hasattr(os, "getloadavg") else cores
+    n = min(workers or cores, cores, max(1, int(idle + 0.5)))
+    return n if n >= 2 and figures >= 8 else 1
 
 
 class Report:
@@ -84,6 +86,7 @@ class Report:
         self.unchanged: list[Path] = []  # outputs of an earlier run that are still up to date
         self.warnings: list[str] = []
         self.captions: dict[str, str] = {}
+        self._source: tuple[Path | None, str] | None = None
 
     @property
     def runs(self) -> pd.DataFrame:
@@ -93,6 +96,11 @@ class Report:
     # -- inputs ------------------------------------------------------------------------
     def spec_source(self) -> tuple[Path | None, str]:
         """(spec file or None for the derived default, its text) -- what the outputs depend on."""
+        if self._source is None:
+            self._source = self._find_spec()
+        return self._source
+
+    def _find_spec(self) -> tuple[Path | None, str]:
         path = Path(self.spec_path) if self.spec_path else None
         names = [self.exp.name]  # the sweep's name: the job table's, else the folder's
         if self.jobs is not None and "sweep" in self.jobs.columns:
@@ -305,7 +313,8 @@ def default_group_by(data: RunData, warn: Callable[[str], None]) -> list[str]:
     """Fields to group by when no spec names any: algorithm, motion, ablation first, then every other
     field that takes more than one value (replicate fields such as seed are pooled, never grouped);
     more than three: the rest are pooled, with a warning naming them. When none varies, the first
-    field there is (one group of all runs, named by its value)."""
+    field there is (one group of all runs, named by its value); with no field at all, each run is
+    its own curve."""
     from near.report.rundata import REPLICATE_FIELDS
     from near.report.runs import as_text
 
@@ -313,7 +322,7 @@ def default_group_by(data: RunData, warn: Callable[[str], None]) -> list[str]:
     present = [f for f in data.fields if f in runs.columns and f not in REPLICATE_FIELDS]
     varying = [f for f in present if len({v for v in as_text(runs[f]) if v is not None}) > 1]
     if not varying:
-        return present[:1]
+        return present[:1] or ["run"]
     first = [f for f in ("algorithm", "motion", "ablation") if f in varying]
     fields = first + [f for f in varying if f not in first]
     if len(fields) > 3:
