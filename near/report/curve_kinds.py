@@ -109,9 +109,12 @@ def _tag_figure(data: RunData, fig: FigureSpec, out: Output, tag: str, runs: pd.
         colours = figures.ordered_colours([h or "all runs" for h in hue_values])
     else:
         colours = {h or "all runs": figures.color_for(h or "all runs", spec.palette) for h in hue_values}
-    if not tspec.comparable and hue and not rows:
-        rows = hue  # each group's own metric: a row of panels (own y axis) per group, never one shared axis
-    facet_values = value_order(text[facet].unique(), None) if facet else [None]
+    if not tspec.comparable and hue:  # each group's own metric: panels (own y axis) per group, never one axis
+        if not facet:
+            facet = hue
+        elif not rows:
+            rows = hue
+    facet_values = value_order(text[facet].unique(), fig.order if facet == hue else None) if facet else [None]
     row_values = value_order(text[rows].unique(), fig.order if rows == hue else None) if rows else [None]
     panels = []
     for rv in row_values:

@@ -162,19 +162,26 @@ def curves_figure(
     n = max(1, len(panels))
     ncols = min(n, col_wrap)
     nrows = int(np.ceil(n / ncols))
-    # Constrained layout sizes everything in the one draw each savefig does anyway (tight_layout and
-    # bbox_inches="tight" would each draw the figure again); end labels therefore stay inside the axes.
     # Fixed margins in inches: no layout engine, so each savefig is exactly one draw (constrained
-    # or tight layouts re-measure every text several times, the bulk of a figure's cost).
-    n_entries = len({label for p in panels for label in p["curves"]}) + any(p.get("expert") is not None
-                                                                            for p in panels)
-    longest = max([len(str(label)) for p in panels for label in p["curves"]] + [6])
+    # or tight layouts re-measure every text several times, the bulk of a figure's cost). The legend
+    # (entries abbreviated with a key, wrapped) and the title (wrapped to the width) size the margins.
     width = size[0] * ncols
-    per_col = min(longest, 32) * 0.085 + 0.6
-    legend_rows = int(np.ceil(n_entries / max(1, min(n_entries, int(width // per_col))))) * (1 + (longest > 32))
-    left, right, top, gap_w, gap_h = 0.85, 0.15, 0.75 if title else 0.4, 0.75, 0.85
-    bottom = 0.95 + 0.24 * legend_rows
-    height = size[1] * nrows + bottom - 0.55
+    order = list(dict.fromkeys(label for p in panels for label in p["curves"]))
+    order += ["Expert"] if any(p.get("expert") is not None for p in panels) else []
+    names, key = legend_names([str(n) for n in order])
+    names = [textwrap.fill(n, 32) for n in names]
+    per_col = max([len(line) for n in names for line in n.splitlines()] + [6]) * 0.085 + 0.6  # inches
+    legend_cols = max(1, min(len(names), int(width // per_col)))
+    legend_lines = max((sum(n.count("\n") + 1 for n in names[c::legend_cols]) for c in range(legend_cols)),
+                       default=0) + (key is not None)
+    if title:
+        band_label = band_label or f"{int(round(ci_level * 100))}% bootstrap CI"
+        title = textwrap.fill(f"{title}  (shaded: {band_label})", max(30, int(width * 11)))
+    title_lines = title.count("\n") + 1 if title else 0
+    left, right, gap_w, gap_h = 0.85, 0.15, 0.75, 0.85
+    top = 0.4 + 0.25 * title_lines
+    bottom = 0.8 + 0.2 * legend_lines
+    height = size[1] * nrows + bottom + top - 0.9
     fig = plt.figure(figsize=(width, height))
     axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False, sharey=sharey))
     panel_w = (width - left - right - gap_w * (ncols - 1)) / ncols
@@ -215,16 +222,11 @@ def curves_figure(
     for k in range(len(panels), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     if handles:
-        names, key = legend_names([str(n) for n in handles])
-        names = [textwrap.fill(n, 32) for n in names]
-        per_col = max(len(line) for n in names for line in n.splitlines()) * 0.085 + 0.6  # inches per entry
-        ncol = max(1, min(len(names), int(width // per_col)))
-        fig.legend(list(handles.values()), names, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
+        shown = [names[order.index(h)] for h in handles]
+        fig.legend(list(handles.values()), shown, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=legend_cols,
                    frameon=False, fontsize=9, title=key, title_fontsize=8)
     if title:
-        band_label = band_label or f"{int(round(ci_level * 100))}% bootstrap CI"
-        fig.suptitle(f"{title}  (shaded: {band_label})", fontsize=11,
-                     y=1 - 0.12 / height, va="top")
+        fig.suptitle(title, fontsize=11, y=1 - 0.12 / height, va="top")
     return _save(fig, out_base, formats)
 
 
