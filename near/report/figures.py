@@ -208,7 +208,7 @@ def curves_figure(
             line = ax.axhline(expert, color=EXPERT_COLOUR, ls="--", lw=1.2, label="Expert", zorder=5)
             handles.setdefault("Expert", line)
             lo, hi = ax.get_ylim()  # keep the expert line off the frame's edge, where the spine hides it
-            pad = 0.05 * (hi - lo)
+            pad = 0.12 * (hi - lo)  # and room for its value label beside it
             ax.set_ylim(min(lo, expert - pad), max(hi, expert + pad))
         ax.set_title(panel["title"])
         ax.set_xlabel(x_label)
@@ -237,7 +237,10 @@ def _save(fig, out_base: Path, formats) -> list[Path]:
     written = []
     for fmt in formats:
         path = out_base.with_suffix(f".{fmt}")
-        fig.savefig(path, dpi=100 if fmt == "png" else None)
+        if fmt == "png":  # zlib level 1: a fraction of the encoding time for somewhat larger files
+            fig.savefig(path, dpi=100, pil_kwargs={"compress_level": 1})
+        else:
+            fig.savefig(path)
         written.append(path)
     plt.close(fig)
     return written

@@ -121,7 +121,8 @@ def build(exp: Path, jobs: pd.DataFrame | None, files: list[Path], options: RunO
     else:
         runs["run_dir"] = [d if isinstance(d, str) else str(exp / r) for r, d in zip(runs.index, runs["run_dir"])]
     if jobs is not None and "job_id" in jobs.columns:  # job metadata is the job's, whatever folder it reads
-        runs["run_dir"] = [jobs.set_index("job_id")["run_dir"].get(r, d) for r, d in zip(runs.index, runs["run_dir"])]
+        own = dict(zip(jobs["job_id"].astype(str), jobs["run_dir"]))
+        runs["run_dir"] = [own.get(r, d) for r, d in zip(runs.index, runs["run_dir"])]
         fields = [c for c in jobs.columns if c not in JOB_COLUMNS] + [f for f in fields if f not in jobs.columns]
     if select:
         runs = select_runs(runs, select, where)

@@ -38,7 +38,7 @@ def _unorient(v: tuple[float, float, float], metric: str) -> tuple[float, float,
 
 def _score_label(tspec: TagSpec, sm) -> str:
     if sm.normalized:
-        return f"{tspec.label} (normalised: 0 random, 1 expert)"
+        return f"{tspec.label} (normalised: 0 random, 1 expert; higher is better)"
     if tspec.direction == "target":
         return f"{tspec.label}: distance to expert (lower is better)"
     return f"{tspec.label} ({tspec.better})" if tspec.better else tspec.label
