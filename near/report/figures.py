@@ -211,8 +211,9 @@ def curves_figure(
             pad = 0.12 * (hi - lo)  # and room for its value label beside it
             ax.set_ylim(min(lo, expert - pad), max(hi, expert + pad))
         ax.set_title(panel["title"])
-        ax.set_xlabel(x_label)
-        ax.set_ylabel(y_label if k % ncols == 0 or not sharey else "")
+        # one label per row and per column: the same words on every panel only cost drawing time
+        ax.set_xlabel(x_label if k + ncols >= len(panels) else "")
+        ax.set_ylabel(y_label if k % ncols == 0 else "")
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
         labels = [(f"{y:.3g}", y, x, c) for y, x, c in ends] if annotate_end else []
         if expert is not None:
