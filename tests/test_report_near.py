@@ -3,13 +3,11 @@ composed tasks without it, motions with underscores, configs under runs/configs/
 file without scalars and a byte-identical copy -- grouped as they are, nothing left out silently,
 and `near sweep import` of such a folder read-only to near."""
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -80,7 +78,7 @@ def test_group_by_and_missing_group_values_warn_and_check_fails(near_results, tm
         assert any(p.name == "curves_rewards_iter.png" for p in files)
         assert any("no value for motion_file / algorithm" in w and "HumanoidNEAR_crane_pose_3" in w
                    for w in rep.warnings)
-        assert "per motion_file, a panel per algorithm" in rep.captions["curves_rewards_iter"]
+        assert "of each motion_file (4 run(s) in all), a panel per algorithm" in rep.captions["curves_rewards_iter"]
         proc = subprocess.run([sys.executable, "-m", "near", "report", str(near_results), "--out",
                                str(tmp_path / "cli"), "--pattern", PATTERNS[0], "--pattern", PATTERNS[1], "--check"],
                               capture_output=True, text=True, timeout=300, cwd=REPO)

@@ -14,7 +14,7 @@ from near.report.figures import slug
 from near.report.registry import Output, figure_kind
 from near.report.rundata import RunData
 from near.report.runs import as_text, select_runs
-from near.report.spec import FigureSpec, TagSpec
+from near.report.spec import FigureSpec
 
 
 def value_order(values, order: list | None) -> list[str]:
@@ -144,8 +144,8 @@ def _tag_figure(data: RunData, fig: FigureSpec, out: Output, tag: str, runs: pd.
     out.submit(figures.curves_figure, args)
     n = len(runs)
     out.captions[base.name] = fig.caption or (
-        f"{tspec.label}{better} over {spec.x_label.lower()}: {stat_name} of {n} run(s)"
-        + (f" per {hue}" if hue else "") + (f", a panel per {facet}" if facet else "")
+        f"{tspec.label}{better} over {spec.x_label.lower()}: {stat_name} over the runs"
+        + (f" of each {hue}" if hue else "") + f" ({n} run(s) in all)" + (f", a panel per {facet}" if facet else "")
         + (f", a row per {rows}" if rows else "") + f"; shaded: {band}.")
     return [base.with_suffix(f".{fmt}") for fmt in spec.formats]
 

@@ -58,7 +58,7 @@ def landscape_figure(data, fig, out) -> list[Path]:
     """For each of the first 4 selected runs: one panel per noise level of an ncsn run (``model:
     ncsn``), or the discriminator of an AMP run (``model: amp``), scored by ``out.scorers[model]``."""
     from near.report import figures
-    from near.report.runs import runs_table, select_runs
+    from near.report.runs import select_runs
 
     scorer = out.scorers.get(fig.model)
     if scorer is None:

@@ -152,7 +152,7 @@ def final_table(data: RunData, tbl, out: Output) -> list[Path]:
     best = _best_rows(summary, spec.tags, by)
     caption = tbl.caption or (f"Final performance (mean of the last {tbl.window} logged values per run; mean over "
                               f"runs with {int(spec.ci['level'] * 100)}% bootstrap CI). ↓ lower is better, ↑ higher "
-                              "is better, → closest to the expert is better; the best group per column in bold.")
+                              "is better, → closest to the expert is better; the best group of each comparison in bold.")
     out.tables_html.append((tbl.name, caption, tables.wide(summary, by, tbl.digits, labels, best)))
     return tables.write_tables(summary, by, out.dir / slug(tbl.name), tbl.digits, labels, caption=caption, best=best)
 
