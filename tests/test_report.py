@@ -213,7 +213,8 @@ def test_real_job_table_and_cli(tmp_path):
     # --check fails when a promised figure cannot be drawn (a spec tag no run logged)
     strict = tmp_path / "strict.yaml"
     strict.write_text((REPO / "plotting" / "demo.yaml").read_text().replace(
-        "  rewards/step: {label: Episode return (own reward)}", "  rewards/step: {label: R}\n  never/logged: {label: N}")
+        "  rewards/step: {label: Episode return (own reward), direction: higher, comparable: false}",
+        "  rewards/step: {label: R}\n  never/logged: {label: N}")
         .replace("tags: [rewards/step]", "tags: [rewards/step, never/logged]"))
     proc = subprocess.run(cmd[:5] + ["--spec", str(strict), "--out", str(tmp_path / "strict"), "--check"],
                           capture_output=True, text=True, cwd=REPO, timeout=300)

@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--root", default="experiments", help="with --all: where the sweeps are (default: %(default)s)")
     p.add_argument("--spec", default=None, help="plotting spec YAML (default: matched by sweep name)")
     p.add_argument("--out", default=None, help="output folder (default: EXP/figures)")
-    p.add_argument("--workers", type=int, default=None, help="processes that decode event files (default: CPUs)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="at most this many processes decode event files and draw figures (default: the CPUs; "
+                        "a pool is used only on idle cores, 3+ for decoding)")
     p.add_argument("--no-cache", action="store_true", help="ignore and do not write EXP/.cache (re-read everything)")
     p.add_argument("--force", action="store_true", help="redraw even when nothing changed since the last report")
     p.add_argument("--pattern", action="append", default=None,

@@ -68,12 +68,10 @@ def _names(runs: list[str], limit: int = 6) -> str:
 def discover(exp: Path, jobs: pd.DataFrame | None) -> list[Path]:
     """Event files of the experiment: under each job's run dir (and an imported job's source), else
     anywhere under EXP."""
-    roots = [exp]
-    if jobs is not None and "run_dir" in jobs.columns:
-        roots = [Path(r) for r in jobs["run_dir"].dropna().astype(str) if os.path.isdir(r)]
-        if "source" in jobs.columns:  # imported runs are read where they lie, never through runs/<id>
-            roots += [Path(s) for s in jobs["source"].dropna().astype(str) if os.path.isdir(s)]
-    return logs.find_event_files(roots)
+    jobs = _with_sources(jobs)  # imported runs are read where they lie, never through runs/<id>
+    if jobs is None or "run_dir" not in jobs.columns:
+        return logs.find_event_files([exp])
+    return logs.find_event_files([Path(r) for r in jobs["run_dir"].dropna().astype(str) if os.path.isdir(r)])
 
 
 def _with_sources(jobs: pd.DataFrame | None) -> pd.DataFrame | None:
