@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+ROUNDS = 2
 SAVED = Path(os.environ.get("NEAR_SAVED_RUNS", "/tmp/near-src/isaacgymenvs/saved_runs"))
 
 
@@ -44,19 +45,23 @@ def main() -> int:
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
     print(f"cpus: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
 
-    t0, c0 = time.perf_counter(), _cpu()
-    ref = logs.read_tbparse(exp)
-    tb, tb_cpu = time.perf_counter() - t0, _cpu() - c0
-    print(f"tbparse SummaryReader: {len(ref):,} points, {ref['tag'].nunique()} tags in {tb:.2f}s "
-          f"({tb_cpu:.2f} CPU s)")
-
     quiet = lambda msg: None  # noqa: E731
-    t0, c0 = time.perf_counter(), _cpu()
-    rep = run_report(exp, out=work / "figures", log=quiet)
-    cold, cold_cpu = time.perf_counter() - t0, _cpu() - c0
+    tb = tb_cpu = cold = cold_cpu = float("inf")
+    for _ in range(ROUNDS):  # alternating, best of each: the other users' load shifts during a run
+        t0, c0 = time.perf_counter(), _cpu()
+        ref = logs.read_tbparse(exp)
+        tb, tb_cpu = min(tb, time.perf_counter() - t0), min(tb_cpu, _cpu() - c0)
+        shutil.rmtree(exp / ".cache", ignore_errors=True)
+        shutil.rmtree(work / "figures", ignore_errors=True)
+        t0, c0 = time.perf_counter(), _cpu()
+        rep = run_report(exp, out=work / "figures", log=quiet)
+        cold, cold_cpu = min(cold, time.perf_counter() - t0), min(cold_cpu, _cpu() - c0)
+    print(f"tbparse SummaryReader: {len(ref):,} points, {ref['tag'].nunique()} tags in {tb:.2f}s "
+          f"({tb_cpu:.2f} CPU s; best of {ROUNDS})")
     pngs = [p for p in rep.written if p.suffix == ".png"]
     print(f"near cold report: {len(rep.runs)} runs, {rep.data.points:,} points, {len(pngs)} figures, "
-          f"{len(rep.written)} files written, {len(rep.warnings)} warning(s) in {cold:.2f}s ({cold_cpu:.2f} CPU s)")
+          f"{len(rep.written)} files written, {len(rep.warnings)} warning(s) in {cold:.2f}s ({cold_cpu:.2f} CPU s; "
+          f"best of {ROUNDS})")
 
     t0 = time.perf_counter()
     rep = run_report(exp, out=work / "figures", log=quiet)

@@ -199,7 +199,8 @@ def curves_figure(
                 continue
             (line,) = ax.plot(curve.grid[valid], curve.center[valid], color=colour, lw=1.6, label=label)
             band = valid & ~np.isnan(curve.low) & ~np.isnan(curve.high)
-            ax.fill_between(curve.grid[band], curve.low[band], curve.high[band], color=colour, alpha=0.2, lw=0)
+            if (curve.high[band] > curve.low[band]).any():  # a group of one run has no band: nothing to fill
+                ax.fill_between(curve.grid[band], curve.low[band], curve.high[band], color=colour, alpha=0.2, lw=0)
             handles.setdefault(label, line)
             last = np.flatnonzero(valid)[-1]
             ends.append((float(curve.center[last]), float(curve.grid[last]), colour))
