@@ -116,7 +116,7 @@ def test_ablation_figure_and_expert_lines(tmp_path):
 def _drawn(monkeypatch, panels, **kw):
     """The matplotlib figure curves_figure builds (captured before it is saved and closed)."""
     captured = []
-    monkeypatch.setattr(figures, "_save", lambda fig, out_base, formats: captured.append(fig) or [])
+    monkeypatch.setattr(figures, "_save", lambda fig, out_base, formats, **kw: captured.append(fig) or [])
     figures.curves_figure(panels, Path("unused"), "T", "frames", "error", {"NEAR": "#d62728", "PPO": "#ff7f0e"}, **kw)
     return captured[0]
 

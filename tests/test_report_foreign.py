@@ -82,9 +82,10 @@ def test_pattern_report_groups_by_algorithm_and_facets_by_motion(near_runs, tmp_
     drawn = {}
     save = figures._save
 
-    def capture(fig, out_base, formats):
-        drawn[out_base.name] = fig
-        return save(fig, out_base, formats)
+    def capture(fig, out_base, formats, **kw):  # what was drawn, read before the figure is drawn again
+        drawn[out_base.name] = ([ax.get_title() for ax in fig.axes if ax.get_visible()],
+                                [t.get_text() for t in fig.legends[0].get_texts()] if fig.legends else [])
+        return save(fig, out_base, formats, **kw)
 
     monkeypatch.setattr(figures, "_save", capture)
     out = tmp_path / "out"
@@ -95,9 +96,9 @@ def test_pattern_report_groups_by_algorithm_and_facets_by_motion(near_runs, tmp_
     assert sorted(rep.runs.index) == sorted(f"{a}_{m}_{s}" for a, m, s in values)
     assert set(rep.runs["motion_file"]) == {"amp_humanoid_walk.npy", "amp_humanoid_spin_kick.npy"}
     # one panel per motion, one curve per algorithm
-    fig = drawn["curves_rewards_iter"]
-    assert sorted(ax.get_title() for ax in fig.axes if ax.get_visible()) == ["spin_kick", "walk"]
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["HumanoidAMP", "HumanoidNEAR", "Expert"]
+    titles, legend = drawn["curves_rewards_iter"]
+    assert sorted(titles) == ["spin_kick", "walk"]
+    assert legend == ["HumanoidAMP", "HumanoidNEAR", "Expert"]
     names = {p.name for p in written}
     for stem in ("curves_rewards_iter", "curves_episode_lengths_iter", "agg_rewards_iter", "profile_rewards_iter",
                  "poi_rewards_iter"):

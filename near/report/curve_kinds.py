@@ -108,7 +108,7 @@ def _tag_figure(data: RunData, fig: FigureSpec, out: Output, tag: str, runs: pd.
     if fig.kind == "ablation":
         colours = figures.ordered_colours([h or "all runs" for h in hue_values])
     else:
-        colours = {h or "all runs": figures.color_for(h or "all runs", spec.palette) for h in hue_values}
+        colours = figures.distinct_colours([h or "all runs" for h in hue_values], spec.palette)
     if not tspec.comparable and hue:  # each group's own metric: panels (own y axis) per group, never one axis
         if not facet:
             facet = hue

@@ -59,6 +59,19 @@ STYLE = {
 }
 
 
+def distinct_colours(names: list[str], overrides: dict | None = None) -> dict[str, str]:
+    """`color_for` each name, except that a name whose colour an earlier name of the same figure
+    already has gets the next unused one (hashed colours collide once there are a few names)."""
+    out: dict[str, str] = {}
+    spare = [c for c in EXTRA + COLORBLIND if c not in FIXED_COLOURS.values()]
+    for name in names:
+        colour = color_for(name, overrides)
+        if colour in out.values() and not (overrides and name in overrides):
+            colour = next((c for c in spare if c not in out.values()), colour)
+        out[name] = colour
+    return out
+
+
 def ordered_colours(names: list[str]) -> dict[str, str]:
     """Distinct colours for ablation variants: the colorblind palette in the variants' order."""
     return {n: COLORBLIND[i % len(COLORBLIND)] for i, n in enumerate(names)}
@@ -182,12 +195,7 @@ def curves_figure(
     top = 0.4 + 0.25 * title_lines
     bottom = 0.8 + 0.2 * legend_lines
     height = size[1] * nrows + bottom + top - 0.9
-    fig = plt.figure(figsize=(width, height))
-    axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False, sharey=sharey))
-    panel_w = (width - left - right - gap_w * (ncols - 1)) / ncols
-    panel_h = (height - top - bottom - gap_h * (nrows - 1)) / nrows
-    fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
-                        wspace=gap_w / panel_w, hspace=gap_h / panel_h)
+    fig, axes = _canvas(nrows, ncols, width, height, sharey, (left, right, top, bottom, gap_w, gap_h))
     handles: dict[str, object] = {}
     for k, panel in enumerate(panels):
         ax = axes[k // ncols][k % ncols]
@@ -227,12 +235,49 @@ def curves_figure(
         shown = [names[order.index(h)] for h in handles]
         fig.legend(list(handles.values()), shown, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=legend_cols,
                    frameon=False, fontsize=9, title=key, title_fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=11, y=1 - 0.12 / height, va="top")
-    return _save(fig, out_base, formats)
+    fig.suptitle(title or "", fontsize=11, y=1 - 0.12 / height, va="top")
+    return _save(fig, out_base, formats, close=False)
 
 
-def _save(fig, out_base: Path, formats) -> list[Path]:
+# Curve figures of one layout share a Figure and its axes: emptied and drawn again, they skip building
+# axes, spines and tick machinery each time (a sixth of a figure's cost).
+_CANVASES: dict[tuple, tuple] = {}
+
+
+def _canvas(nrows: int, ncols: int, width: float, height: float, sharey: bool, margins: tuple):
+    """An empty (figure, axes grid) of this layout: the one made for it before, cleared, or a new one."""
+    import matplotlib.pyplot as plt
+
+    key = (nrows, ncols, round(width, 3), round(height, 3), sharey, margins)
+    if key in _CANVASES:
+        fig, axes = _CANVASES[key]
+        for ax in axes.ravel():
+            for art in [*ax.lines, *ax.collections, *ax.texts, *ax.patches]:
+                art.remove()
+            ax.set_visible(True)
+            ax.set_title("")
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+            ax.relim()
+            ax.autoscale(enable=True)
+        for legend in list(fig.legends):
+            legend.remove()
+        return fig, axes
+    if len(_CANVASES) >= 8:  # a report has few layouts; keep the memory of the rest bounded
+        old, _ = _CANVASES.pop(next(iter(_CANVASES)))
+        plt.close(old)
+    left, right, top, bottom, gap_w, gap_h = margins
+    fig = plt.figure(figsize=(width, height))
+    axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False, sharey=sharey))
+    panel_w = (width - left - right - gap_w * (ncols - 1)) / ncols
+    panel_h = (height - top - bottom - gap_h * (nrows - 1)) / nrows
+    fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
+                        wspace=gap_w / panel_w, hspace=gap_h / panel_h)
+    _CANVASES[key] = (fig, axes)
+    return fig, axes
+
+
+def _save(fig, out_base: Path, formats, close: bool = True) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out_base.parent.mkdir(parents=True, exist_ok=True)
@@ -244,7 +289,8 @@ def _save(fig, out_base: Path, formats) -> list[Path]:
         else:
             fig.savefig(path)
         written.append(path)
-    plt.close(fig)
+    if close:
+        plt.close(fig)
     return written
 
 

@@ -92,7 +92,7 @@ def _score_figure(data: RunData, fig, out: Output) -> list[Path]:
         if not order:
             out.warn(f"{where}: tag '{tag}': no group has scores on every task; figure not drawn")
             continue
-        colours = {g: figures.color_for(g, spec.palette) for g in order}
+        colours = figures.distinct_colours(order, spec.palette)
         label = _score_label(spec.tags[tag], sm)
         base = out.dir / f"{slug(fig.name)}_{slug(tag)}"
         title = f"{fig.title or spec.tags[tag].label} ({len(sm.tasks)} task(s): {', '.join(sm.tasks)})"
