@@ -33,6 +33,19 @@ window.addEventListener("load", function () {
 </script></body>"""
 
 
+# Chooses algorithm NEAR in the page's run filter, then records the algorithm of every visible run row.
+FILTER_PROBE = """<script>
+window.addEventListener("load", function () {
+  var sel = document.querySelector(".filters select[name='algorithm']");
+  sel.value = "NEAR"; nearFilter();
+  var rows = Array.prototype.slice.call(document.querySelectorAll("#runs-table tbody tr")).filter(function (r) {
+    return !r.hidden; });
+  document.documentElement.setAttribute("data-probe", JSON.stringify(rows.map(function (r) {
+    return r.dataset.algorithm; })));
+});
+</script></body>"""
+
+
 def _chromium(tmp_path: Path, url: str, *mode: str) -> subprocess.CompletedProcess:
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
@@ -78,6 +91,12 @@ def test_report_page_renders_in_chromium(chromium, tmp_path):
     assert "exit code 1" in dom.stdout and "RuntimeError: loss is nan" in dom.stdout
     assert 'href="../runs/NEAR-circle-1"' in dom.stdout
     assert "<th>algorithm</th>" in dom.stdout and "<th>DTW pose error ↓</th>" in dom.stdout  # plotting/demo.yaml final table
+
+    # the runs table filters by group: choosing NEAR leaves NEAR's runs only
+    probe.write_text(page.read_text().replace("</body>", FILTER_PROBE))
+    dom = _chromium(tmp_path, probe.as_uri(), "--dump-dom")
+    shown = json.loads(re.search(r'data-probe="([^"]*)"', dom.stdout).group(1).replace("&quot;", '"'))
+    assert shown == ["NEAR"] * 4, shown
 
     shot = tmp_path / "page.png"
     res = _chromium(tmp_path, page.as_uri(), f"--screenshot={shot}")
