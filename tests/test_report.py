@@ -27,7 +27,7 @@ def demo(tmp_path_factory):
 def test_shipped_specs_validate():
     for path in sorted((REPO / "plotting").glob("*.yaml")):
         spec = specmod.load(path)
-        assert spec["tags"], path
+        assert spec.tags, path
 
 
 def test_unknown_key_names_file_and_key(tmp_path):
@@ -75,7 +75,7 @@ def test_demo_spec_report_writes_figures_and_tables(demo, tmp_path):
     assert row["n"] == 3 and row["mean"] == pytest.approx(finals.mean())
     assert row["ci_low"] <= row["mean"] <= row["ci_high"]
     md = (out / "final_performance.md").read_text()
-    assert "| algorithm | motion | DTW pose error | SPARC smoothness | runs |" in md
+    assert "| algorithm | motion | DTW pose error ↓ | SPARC smoothness → expert | runs |" in md
     assert f"{row['mean']:.2f} [" in md
     tex = (out / "final_performance.tex").read_text()
     assert r"\toprule" in tex and "NEAR" in tex
@@ -85,9 +85,11 @@ def test_default_spec_from_data_and_selection_errors(demo, tmp_path):
     exp, jobs = demo
     rep = Report(exp, None, tmp_path / "d", workers=1, jobs=jobs, log=lambda m: None)
     rep.load()
-    spec = specmod.default_spec(sorted(rep.frame.tag.unique()), list(rep.path_meta.columns))
-    assert set(spec["tags"]) == {"rewards/step", "dtw_error/step", "sparc/step"}
-    assert spec["figures"][0]["hue"] == "algorithm" and spec["figures"][0]["facet"] == "motion"
+    from near.report.pipeline import default_group_by
+
+    spec = specmod.default_spec(rep.data.tags(), default_group_by(rep.data, print))
+    assert set(spec.tags) == {"rewards/step", "dtw_error/step", "sparc/step"}
+    assert spec.group_by == ["algorithm", "motion"]
     bad = tmp_path / "s.yaml"
     bad.write_text("select: {colour: red}\ntags: [rewards/step]\n")
     with pytest.raises(SpecError, match=r"s\.yaml: key 'select\.colour' is not a column"):
@@ -114,7 +116,7 @@ def test_ablation_figure_and_expert_lines(tmp_path):
 def _drawn(monkeypatch, panels, **kw):
     """The matplotlib figure curves_figure builds (captured before it is saved and closed)."""
     captured = []
-    monkeypatch.setattr(figures, "_save", lambda fig, out_base, formats: captured.append(fig) or [])
+    monkeypatch.setattr(figures, "_save", lambda fig, out_base, formats, **kw: captured.append(fig) or [])
     figures.curves_figure(panels, Path("unused"), "T", "frames", "error", {"NEAR": "#d62728", "PPO": "#ff7f0e"}, **kw)
     return captured[0]
 
@@ -132,7 +134,8 @@ def test_curves_figure_draws_expert_line_and_end_labels(monkeypatch):
     lo, hi = ax.get_ylim()
     assert lo < 3.5 < hi  # the expert line is above every curve but still inside the panel
     labels = {t.get_text(): t for t in ax.texts}
-    assert set(labels) == {"0.25", "1.75"}
+    assert set(labels) == {"0.25", "1.75", "expert\n3.5"}  # the expert line carries its value
+    labels.pop("expert\n3.5")
     x0, x1 = ax.get_xlim()
     for text in labels.values():  # end labels sit right of the curves' last point, inside the axes
         x, y = text.get_position()
@@ -210,7 +213,8 @@ def test_real_job_table_and_cli(tmp_path):
     # --check fails when a promised figure cannot be drawn (a spec tag no run logged)
     strict = tmp_path / "strict.yaml"
     strict.write_text((REPO / "plotting" / "demo.yaml").read_text().replace(
-        "  rewards/step: {label: Episode return (own reward)}", "  rewards/step: {label: R}\n  never/logged: {label: N}")
+        "  rewards/step: {label: Episode return (own reward), direction: higher, comparable: false}",
+        "  rewards/step: {label: R}\n  never/logged: {label: N}")
         .replace("tags: [rewards/step]", "tags: [rewards/step, never/logged]"))
     proc = subprocess.run(cmd[:5] + ["--spec", str(strict), "--out", str(tmp_path / "strict"), "--check"],
                           capture_output=True, text=True, cwd=REPO, timeout=300)

@@ -23,7 +23,8 @@ PATTERN = "{algorithm}_{motion}_{seed:d}"
 REFS = {"walk": (100.0, 0.0), "spin_kick": (70.0, 10.0)}
 SPEC = {
     "title": "NEAR runs",
-    "tags": {"rewards/iter": {"label": "Reward", "expert": {m: e for m, (e, _) in REFS.items()},
+    # one task reward logged by every algorithm: comparable on one axis (a per-algorithm reward is not)
+    "tags": {"rewards/iter": {"label": "Reward", "comparable": True, "expert": {m: e for m, (e, _) in REFS.items()},
                               "random": {m: r for m, (_, r) in REFS.items()}},
              "episode_lengths/iter": {"label": "Episode length"}},
     "ci": {"level": 0.95, "n_boot": 500, "seed": 0},
@@ -71,7 +72,7 @@ def test_run_patterns():
     assert overrides_columns(["task=HumanoidNEAR", "++train.params.seed=3", "~foo", "+x.y=1"]) == {
         "task": "HumanoidNEAR", "train.params.seed": "3", "x.y": "1"}
     for bad, msg in [("{algorithm", "unbalanced"), ("{a-b}", "must be a name"), ("plain", "names no field"),
-                     ("{seed:x}", "only the format")]:
+                     ("{seed:[}", "not a valid regex")]:
         with pytest.raises(SpecError, match=msg):
             compile_pattern(bad)
 
@@ -81,9 +82,10 @@ def test_pattern_report_groups_by_algorithm_and_facets_by_motion(near_runs, tmp_
     drawn = {}
     save = figures._save
 
-    def capture(fig, out_base, formats):
-        drawn[out_base.name] = fig
-        return save(fig, out_base, formats)
+    def capture(fig, out_base, formats, **kw):  # what was drawn, read before the figure is drawn again
+        drawn[out_base.name] = ([ax.get_title() for ax in fig.axes if ax.get_visible()],
+                                [t.get_text() for t in fig.legends[0].get_texts()] if fig.legends else [])
+        return save(fig, out_base, formats, **kw)
 
     monkeypatch.setattr(figures, "_save", capture)
     out = tmp_path / "out"
@@ -94,9 +96,9 @@ def test_pattern_report_groups_by_algorithm_and_facets_by_motion(near_runs, tmp_
     assert sorted(rep.runs.index) == sorted(f"{a}_{m}_{s}" for a, m, s in values)
     assert set(rep.runs["motion_file"]) == {"amp_humanoid_walk.npy", "amp_humanoid_spin_kick.npy"}
     # one panel per motion, one curve per algorithm
-    fig = drawn["curves_rewards_iter"]
-    assert sorted(ax.get_title() for ax in fig.axes if ax.get_visible()) == ["spin_kick", "walk"]
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["HumanoidAMP", "HumanoidNEAR", "Expert"]
+    titles, legend = drawn["curves_rewards_iter"]
+    assert sorted(titles) == ["spin_kick", "walk"]
+    assert legend == ["HumanoidAMP", "HumanoidNEAR", "Expert"]
     names = {p.name for p in written}
     for stem in ("curves_rewards_iter", "curves_episode_lengths_iter", "agg_rewards_iter", "profile_rewards_iter",
                  "poi_rewards_iter"):
@@ -213,7 +215,7 @@ def test_hydra_run_dirs_and_near_plotter_style(tmp_path, monkeypatch):
         (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"task=maze{alg}", f"seed={seed}",
                                                                         "++train.params.config.horizon=32"]))
     spec = tmp_path / "s.yaml"
-    spec.write_text(yaml.safe_dump({"style": "near", "smoothing": 0.9, "tags": {"rewards/iter": {"expert": 60.0}},
+    spec.write_text(yaml.safe_dump({"style": "near", "smoothing": 0.9, "tags": {"rewards/iter": {"expert": 60.0, "comparable": True}},
                                     "figures": [{"name": "c", "hue": "task", "facet": None}],
                                     "tables": [{"by": ["task"], "window": 1}]}))
     drawn = []

@@ -60,7 +60,10 @@ def test_landscape_figures_from_real_ncsn_and_amp_checkpoints(tmp_path):
             {"kind": "landscape", "name": "nockpt", "model": "amp", "select": {"algorithm": "PPO"}},
         ],
         "tables": []}))
-    rep = Report(tmp_path / "exp", spec, tmp_path / "out", workers=1, jobs=jobs, log=lambda m: None)
+    from near.commands.report import ncsn_scorer, scorers
+
+    rep = Report(tmp_path / "exp", spec, tmp_path / "out", workers=1, jobs=jobs, log=lambda m: None,
+                 scorers=scorers())
     names = {p.name for p in rep.run()}
     assert {"energy_maze_ncsn1.png", "energy_maze_ncsn1.pdf", "disc_maze_amp1.png", "disc_maze_amp1.pdf"} <= names
     assert all((tmp_path / "out" / n).stat().st_size > 1000 for n in names)
@@ -76,6 +79,6 @@ def test_landscape_figures_from_real_ncsn_and_amp_checkpoints(tmp_path):
     assert np.isfinite(Z).all() and Z.std() > 0
     # and the ncsn panel is the energy the rl stage would use as reward
     fn = EnergyFunction(str(ncsn / "nn" / "checkpoint.pth"), str(ncsn / "nn" / "running_mean_std.pth"), "cpu", 4)
-    scorer, _, _ = landscape.ncsn_scorer(ncsn, 0)
+    scorer, _, _ = ncsn_scorer(ncsn, 0)
     p = torch.tensor([[100.0, 300.0, 100.0, 300.0]])
     assert torch.allclose(scorer(p), fn(p, 0))

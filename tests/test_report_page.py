@@ -33,6 +33,19 @@ window.addEventListener("load", function () {
 </script></body>"""
 
 
+# Chooses algorithm NEAR in the page's run filter, then records the algorithm of every visible run row.
+FILTER_PROBE = """<script>
+window.addEventListener("load", function () {
+  var sel = document.querySelector(".filters select[name='algorithm']");
+  sel.value = "NEAR"; nearFilter();
+  var rows = Array.prototype.slice.call(document.querySelectorAll("#runs-table tbody tr")).filter(function (r) {
+    return !r.hidden; });
+  document.documentElement.setAttribute("data-probe", JSON.stringify(rows.map(function (r) {
+    return r.dataset.algorithm; })));
+});
+</script></body>"""
+
+
 def _chromium(tmp_path: Path, url: str, *mode: str) -> subprocess.CompletedProcess:
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
@@ -72,12 +85,18 @@ def test_report_page_renders_in_chromium(chromium, tmp_path):
     dom = _chromium(tmp_path, probe.as_uri(), "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     info = json.loads(re.search(r'data-probe="([^"]*)"', dom.stdout).group(1).replace("&quot;", '"'))
-    assert sorted(i["src"] for i in info) == pngs and all(i["ok"] for i in info), info
+    assert sorted(i["src"].removeprefix("./") for i in info) == pngs and all(i["ok"] for i in info), info
     # the page's content: job states, the failed job with its reason and last log lines, run links
     assert "failed 1" in dom.stdout and "done 8" in dom.stdout
     assert "exit code 1" in dom.stdout and "RuntimeError: loss is nan" in dom.stdout
     assert 'href="../runs/NEAR-circle-1"' in dom.stdout
-    assert "<th>algorithm</th>" in dom.stdout and "<th>DTW pose error</th>" in dom.stdout  # plotting/demo.yaml final table
+    assert "<th>algorithm</th>" in dom.stdout and "<th>DTW pose error ↓</th>" in dom.stdout  # plotting/demo.yaml final table
+
+    # the runs table filters by group: choosing NEAR leaves NEAR's runs only
+    probe.write_text(page.read_text().replace("</body>", FILTER_PROBE))
+    dom = _chromium(tmp_path, probe.as_uri(), "--dump-dom")
+    shown = json.loads(re.search(r'data-probe="([^"]*)"', dom.stdout).group(1).replace("&quot;", '"'))
+    assert shown == ["NEAR"] * 4, shown
 
     shot = tmp_path / "page.png"
     res = _chromium(tmp_path, page.as_uri(), f"--screenshot={shot}")

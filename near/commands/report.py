@@ -22,12 +22,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--root", default="experiments", help="with --all: where the sweeps are (default: %(default)s)")
     p.add_argument("--spec", default=None, help="plotting spec YAML (default: matched by sweep name)")
     p.add_argument("--out", default=None, help="output folder (default: EXP/figures)")
-    p.add_argument("--workers", type=int, default=None, help="processes that decode event files (default: CPUs)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="at most this many processes decode event files and draw figures (default: the CPUs; "
+                        "a pool is used only on idle cores, 3+ for decoding)")
     p.add_argument("--no-cache", action="store_true", help="ignore and do not write EXP/.cache (re-read everything)")
     p.add_argument("--force", action="store_true", help="redraw even when nothing changed since the last report")
-    p.add_argument("--pattern", default=None,
+    p.add_argument("--pattern", action="append", default=None,
                    help="metadata from the paths of runs near did not launch, relative to EXP, e.g. "
-                        "'{algorithm}_{motion}_{seed:d}' ({name}: a field, {name:d}: digits, {_}: anything)")
+                        "'{algorithm}_{motion}_{seed:d}' ({name}: a field, {name:d}: digits, {name:REGEX}, e.g. "
+                        "{motion:walk|crane_pose}; {_}: anything); repeatable, the first that matches wins")
+    p.add_argument("--config-file", action="append", default=None, metavar="PATH",
+                   help="a further YAML to read --config keys from, relative to the run dir or a folder above "
+                        "it, {name} = the run dir's name, globs allowed, e.g. 'configs/{name}/run_config.yaml' "
+                        "(repeatable; NEAR's configs/{name}/run_config.yaml and ncsn_config.yaml are always read)")
+    p.add_argument("--group-by", default=None, metavar="FIELD[,FIELD[,FIELD]]",
+                   help="split curves by the first field, panels by the second, rows by the third (any pattern "
+                        "field, config column or sweep axis); overrides the spec's grouping")
     p.add_argument("--config", action="append", default=None, metavar="[COLUMN=]KEY",
                    help="a key of each such run's own config.yaml / .hydra/config.yaml as a column, e.g. "
                         "motion=task.env.motion_file (repeatable; hydra overrides are always read)")
@@ -82,19 +92,25 @@ def _run_all(args: argparse.Namespace) -> int:
 def _report_one(args: argparse.Namespace, exp, spec, out) -> int:
     from near.report.pipeline import run_report
 
+    group_by = [f.strip() for f in args.group_by.split(",") if f.strip()] if getattr(args, "group_by", None) else None
     rep = run_report(exp, spec, out, args.workers, not args.no_cache, force=args.force,
-                     pattern=getattr(args, "pattern", None), config=getattr(args, "config", None))
+                     pattern=getattr(args, "pattern", None), config=getattr(args, "config", None),
+                     group_by=group_by, config_files=getattr(args, "config_file", None), scorers=scorers())
     from near.search.study import has_search
 
     if has_search(exp):  # a search sweep: best trials, metric over trials, parameters
         from near.search.report import write_report
 
         rep.written += write_report(exp, rep.out)
-    print(f"near report: {len(rep.written)} file(s) written to {rep.out}"
-          + (f"; {len(rep.warnings)} warning(s)" if rep.warnings else ""))
+    if rep.written or not rep.unchanged:
+        print(f"near report: {len(rep.written)} file(s) written to {rep.out}"
+              + (f"; {len(rep.warnings)} warning(s)" if rep.warnings else ""))
+    else:
+        print(f"near report: nothing changed; 0 files written ({len(rep.unchanged)} in {rep.out} up to date)"
+              + (f"; {len(rep.warnings)} warning(s)" if rep.warnings else ""))
     if not args.check:
         return 0
-    wanted = sorted(set(rep.expected()) | set(rep.written))
+    wanted = sorted(set(rep.expected()) | set(rep.written) | set(rep.unchanged))
     bad = [p for p in wanted if not p.is_file() or p.stat().st_size == 0]
     for p in bad:
         print(f"near report: check: missing or empty: {p}")
@@ -102,3 +118,41 @@ def _report_one(args: argparse.Namespace, exp, spec, out) -> int:
     print(f"near report: check {'passed' if ok else 'FAILED'}: {len(wanted) - len(bad)}/{len(wanted)} expected "
           f"file(s) present and non-empty, {len(rep.warnings)} warning(s)")
     return 0 if ok else 1
+
+
+def scorers() -> dict:
+    """The training core's model loaders as the report's scorers for learnt-reward figures:
+    ``scorer(run_dir, level) -> (score function, in_dim, sigma or None)``."""
+    return {"ncsn": ncsn_scorer, "amp": amp_scorer}
+
+
+def ncsn_scorer(run_dir, level: int):
+    """Energy of the NCSN checkpoint in `run_dir/nn/` at noise level `level` (negative: from the end)."""
+    from pathlib import Path
+
+    from near.errors import NearError
+    from near.training.ncsn.reward import EnergyFunction
+    from near.training.ncsn.trainer import load_energy_model
+
+    ckpt, rms = Path(run_dir) / "nn" / "checkpoint.pth", Path(run_dir) / "nn" / "running_mean_std.pth"
+    if not ckpt.is_file():
+        raise NearError(f"{ckpt}: no NCSN checkpoint (has the ncsn stage finished?)")
+    net, sigmas = load_energy_model(str(ckpt), "cpu")
+    in_dim = int(net.hparams["in_dim"])
+    fn = EnergyFunction(str(ckpt), str(rms) if rms.is_file() else None, "cpu", in_dim, normalize=rms.is_file())
+    lvl = level % len(sigmas)
+    return (lambda x: fn(x, lvl)), in_dim, float(sigmas[lvl])
+
+
+def amp_scorer(run_dir, level=None):
+    """Style reward of the AMP discriminator in `run_dir/nn/checkpoint.pth` (noise levels do not apply)."""
+    from pathlib import Path
+
+    from near.errors import NearError
+    from near.training.algos.amp import load_discriminator
+
+    ckpt = Path(run_dir) / "nn" / "checkpoint.pth"
+    if not ckpt.is_file():
+        raise NearError(f"{ckpt}: no AMP checkpoint (has the rl stage written one?)")
+    score, in_dim = load_discriminator(str(ckpt), "cpu")
+    return score, in_dim, None

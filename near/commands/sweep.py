@@ -69,6 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", action="append", default=None, metavar="[COLUMN=]KEY",
                    help="a key of each run's config.yaml as a column (repeatable)")
     p.add_argument("--stage", default="rl", help="stage of the imported jobs (default: rl)")
+    p.add_argument("--stage-from", default=None, metavar="FIELD",
+                   help="each run's stage from this pattern field or --config column (a value naming NCSN "
+                        "-> ncsn); a pattern field named 'stage' is used without this")
     p.set_defaults(func=cmd_import)
 
     p = subparsers.add_parser("export", help="write the job table as CSV or parquet")
@@ -393,7 +396,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from near.sweep.importing import import_runs
 
-    s = import_runs(args.runs, args.exp, args.pattern, args.config, stage=args.stage)
+    s = import_runs(args.runs, args.exp, args.pattern, args.config, stage=args.stage, stage_from=args.stage_from)
     for w in s.warnings:
         print(f"near sweep import: warning: {w}", file=sys.stderr)
     print(f"{args.runs} -> {s.target}/jobs.db: {s.runs} run(s): {s.new} new, {s.existing} already imported")

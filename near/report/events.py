@@ -1,93 +1,45 @@
-"""Fast reader of tensorboard event files (TFRecord framing + `Event` protobufs).
+"""Reader of tensorboard event files (TFRecord framing + `Event` protobufs), streamed and bounded.
 
 A TFRecord file is a sequence of records: ``uint64 length | uint32 masked_crc32c(length) |
 data[length] | uint32 masked_crc32c(data)``. Each ``data`` is a serialized ``tensorboard.Event``.
 
-Decoding each record with protobuf in a Python loop is what makes tbparse slow, so this module
-walks the framing in one tight loop and then decodes the common case -- an ``Event`` holding one
-``simple_value`` scalar, which is what ``SummaryWriter.add_scalar`` (torch, rl-games, tensorboardX)
-writes -- with vectorised numpy over all records at once. Every record that does not match that
-exact byte layout (file_version, tensor-based scalars of ``tf.summary``, multi-value summaries,
-histograms, images, ...) falls back to tensorboard's bundled protobuf classes, so the fast path
-changes speed, never results. A file cut off mid-record is read up to its last complete record and
-reported through ``EventFileData.warning``; a record whose CRC does not match stops the read there,
+Only regular files are read (a FIFO, a device or a link to one is a warning, never a hang), in
+chunks of a few MB: memory stays bounded by the chunk size or one record, and a record can never
+claim more bytes than the file has left. Both checksums of every record are checked with
+google-crc32c (native code) as the record is framed; the first record that fails its checksum, is
+cut off, or cannot be decoded ends the read with a warning naming the file and the byte offset,
 like tensorboard's own reader.
+
+Decoding each record with protobuf in a Python loop is what makes tbparse slow, so the common case
+-- an ``Event`` holding one ``simple_value`` scalar, which is what ``SummaryWriter.add_scalar``
+(torch, rl-games, tensorboardX) writes -- is decoded with vectorised numpy over all records of a
+chunk at once. Every record that does not match that exact byte layout (file_version, tensor-based
+scalars of ``tf.summary``, histograms, images, ...) falls back to tensorboard's bundled protobuf
+classes, so the fast path changes speed, never results.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import stat
 import struct
 from dataclasses import dataclass, field
 
+import google_crc32c
 import numpy as np
 
-_CRC_TABLE: np.ndarray | None = None
 _MASK_DELTA = 0xA282EAD8
-_LEN = struct.Struct("<Q")
-
-
-def _crc_table() -> np.ndarray:
-    """CRC-32C (Castagnoli) lookup table, reflected polynomial 0x82F63B78."""
-    global _CRC_TABLE
-    if _CRC_TABLE is None:
-        table = np.zeros(256, dtype=np.uint32)
-        for i in range(256):
-            crc = i
-            for _ in range(8):
-                crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-            table[i] = crc
-        _CRC_TABLE = table
-    return _CRC_TABLE
-
-
-_CRC16_TABLE: np.ndarray | None = None
-
-
-def _crc_table16() -> np.ndarray:
-    """Table that advances a reflected CRC-32C by two bytes at once (65,536 entries).
-
-    For x = (crc ^ next two bytes) & 0xFFFF, the new crc is T16[x] ^ (crc >> 16), where
-    T16[x] = T[(T[x & 0xFF] ^ (x >> 8)) & 0xFF] ^ (T[x & 0xFF] >> 8): two byte steps folded into one.
-    """
-    global _CRC16_TABLE
-    if _CRC16_TABLE is None:
-        t = _crc_table()
-        x = np.arange(65536, dtype=np.uint32)
-        first = t[x & 0xFF]
-        _CRC16_TABLE = t[(first ^ (x >> 8)) & 0xFF] ^ (first >> np.uint32(8))
-    return _CRC16_TABLE
-
-
-def masked_crc32c_many(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Masked CRC-32C of the byte ranges ``buf[starts[i]:starts[i]+lengths[i]]``, vectorised.
-
-    Records of one file come in few distinct lengths, so each length is one (records x bytes)
-    matrix processed two byte columns at a time: a handful of numpy operations per byte pair.
-    """
-    table, table16 = _crc_table(), _crc_table16()
-    out = np.empty(len(starts), dtype=np.uint32)
-    eight, sixteen, low16 = np.uint32(8), np.uint32(16), np.uint32(0xFFFF)
-    for length in np.unique(lengths):
-        length = int(length)
-        sel = np.flatnonzero(lengths == length)
-        mat = buf[starts[sel, None] + np.arange(length)]
-        crc = np.full(len(sel), 0xFFFFFFFF, dtype=np.uint32)
-        pairs = length // 2
-        if pairs:
-            words = mat[:, 0 : 2 * pairs : 2].astype(np.uint32) | (mat[:, 1 : 2 * pairs : 2].astype(np.uint32) << eight)
-            for k in range(pairs):
-                crc = table16[(crc ^ words[:, k]) & low16] ^ (crc >> sixteen)
-        if length % 2:
-            crc = table[(crc ^ mat[:, -1]) & np.uint32(0xFF)] ^ (crc >> eight)
-        out[sel] = crc
-    out ^= np.uint32(0xFFFFFFFF)
-    return ((out >> np.uint32(15)) | (out << np.uint32(17))) + np.uint32(_MASK_DELTA)
+_HEAD = struct.Struct("<QI")
+_U32 = struct.Struct("<I")
+CHUNK_BYTES = 8 << 20
+MAX_TAG_BYTES = 1024  # longer tags are left out (with a warning): no metric name is that long
 
 
 def masked_crc32c(data: bytes) -> int:
     """Masked CRC-32C of one byte string (the checksum TFRecord stores)."""
-    arr = np.frombuffer(data, dtype=np.uint8)
-    return int(masked_crc32c_many(arr, np.array([0]), np.array([len(arr)]))[0])
+    crc = google_crc32c.value(bytes(data))
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
 @dataclass
@@ -101,34 +53,8 @@ class EventFileData:
     wall_time: np.ndarray  # float64
     records: int = 0  # complete records read
     warning: str | None = None  # set when the file ends mid-record or a record is corrupt
+    digest: str = ""  # hash of the bytes read: byte-identical copies of one file share it
     extra: dict = field(default_factory=dict)
-
-
-def _frame(raw: bytes, name: str) -> tuple[np.ndarray, np.ndarray, str | None]:
-    """Offsets and lengths of every complete record's payload; stops at a cut-off record.
-
-    The one sequential part of decoding (each record's length says where the next starts), so it
-    is kept to a minimal loop; lengths are recovered from consecutive offsets afterwards.
-    """
-    starts: list[int] = []
-    append = starts.append
-    unpack = _LEN.unpack_from
-    pos, size = 0, len(raw)
-    last = size - 12
-    warning = None
-    while pos <= last:
-        end = pos + unpack(raw, pos)[0] + 16
-        if end > size:
-            warning = f"{name}: ends mid-record at byte {pos} (record of {end - pos - 16} bytes cut off); read up to there"
-            break
-        append(pos)
-        pos = end
-    else:
-        if pos < size:
-            warning = f"{name}: ends mid-record at byte {pos} (incomplete header); read up to there"
-    offsets = np.array(starts, dtype=np.int64)
-    lengths = np.diff(offsets, append=np.int64(pos)) - 16 if len(starts) else np.zeros(0, np.int64)
-    return offsets, lengths, warning
 
 
 def _varint(buf: np.ndarray, pos: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -212,76 +138,178 @@ def _proto_scalars(payload: bytes):
     return out
 
 
+
+
+def _crc_ok(buf: bytes, start: int, end: int, stored: int) -> bool:
+    crc = google_crc32c.value(buf[start:end])
+    return ((((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF) == stored
+
+
+def _not_regular(path: str, mode: int) -> str:
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a directory" if stat.S_ISDIR(mode) else "not a regular file")
+    return f"{path}: {kind}, not a regular file; not read"
+
+
+class _Scanner:
+    """Frames the records of one open file chunk by chunk; stops at the first bad record."""
+
+    def __init__(self, fd: int, size: int, path: str, verify_crc: bool):
+        self.fd, self.size, self.path, self.verify = fd, size, path, verify_crc
+        self.offset = 0  # file offset of the first byte not yet framed
+        self.warning: str | None = None
+        self.done = False
+        self.hasher = hashlib.blake2b(digest_size=16)
+
+    def _read(self, want: int) -> bytes:
+        parts, got = [], 0
+        while got < want:
+            part = os.read(self.fd, min(want - got, 1 << 30))
+            if not part:
+                break
+            parts.append(part)
+            self.hasher.update(part)
+            got += len(part)
+        return b"".join(parts)
+
+    def chunks(self):
+        """Yields (buf, payload starts, payload lengths, file offset of buf) per chunk of whole records."""
+        carry = b""
+        while not self.done:
+            left = self.size - self.offset - len(carry)
+            buf = carry + self._read(min(CHUNK_BYTES, left)) if left > 0 else carry
+            starts, pos, n = [], 0, len(buf)
+            need = 0
+            while pos + 12 <= n:
+                length, head_crc = _HEAD.unpack_from(buf, pos)
+                at = self.offset + pos
+                if self.verify and not _crc_ok(buf, pos, pos + 8, head_crc):
+                    self.warning = f"{self.path}: record header at byte {at} fails its CRC; read up to there"
+                    break
+                end = pos + 16 + length
+                if self.offset + end > self.size:
+                    self.warning = (f"{self.path}: record at byte {at} declares {length} bytes but the file ends "
+                                    f"{self.size - at - 16} bytes later: cut off mid-record; read up to there")
+                    break
+                if end > n:
+                    need = end - pos  # the whole record, read in the next round
+                    break
+                if self.verify and not _crc_ok(buf, pos + 12, end - 4, _U32.unpack_from(buf, end - 4)[0]):
+                    self.warning = f"{self.path}: record at byte {at} fails its data CRC; read up to there"
+                    break
+                starts.append(pos + 12)
+                pos = end
+            else:
+                if pos < n and self.offset + n >= self.size:
+                    self.warning = (f"{self.path}: ends mid-record at byte {self.offset + pos} (incomplete "
+                                    "header); read up to there")
+            stop = self.warning is not None or (self.offset + n >= self.size and not need)
+            if starts:
+                st = np.array(starts, dtype=np.int64)
+                ends = np.append(st[1:] - 12, pos)
+                yield buf, st, ends - st - 4, self.offset
+            if stop:
+                self.done = True
+                break
+            carry = buf[pos:]
+            self.offset += pos
+            if need > len(carry):  # one record bigger than a chunk: read exactly the rest of it
+                carry += self._read(need - len(carry))
+
+
+def _group_tags(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> tuple[list[bytes], np.ndarray]:
+    """Distinct tag byte strings and each record's index into them, one (records x length) block per
+    distinct tag length, so memory is the tags' own bytes (a very long tag costs only itself)."""
+    tags: list[bytes] = []
+    index = np.empty(len(starts), dtype=np.int32)
+    for length in np.unique(lens):
+        sel = np.flatnonzero(lens == length)
+        block = np.ascontiguousarray(buf[starts[sel, None] + np.arange(int(length))]) if length else \
+            np.zeros((len(sel), 0), np.uint8)
+        keys = block.view(f"V{max(int(length), 1)}").ravel() if length else np.zeros(len(sel), "V1")
+        uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        index[sel] = len(tags) + inverse.reshape(-1).astype(np.int32)
+        tags += [bytes(block[f]) for f in first]
+    return tags, index
+
+
 def read_event_file(path: str, verify_crc: bool = True) -> EventFileData:
-    """All scalar points of one event file; never raises for truncated or corrupt content."""
-    with open(path, "rb") as fh:
-        raw = fh.read()
-    starts, lengths, warning = _frame(raw, path)
-    if not raw:  # a writer that died before its first record, or a failed copy: never silent
-        warning = f"{path}: empty event file (0 bytes); its run has no data from it"
-    buf = np.frombuffer(raw, dtype=np.uint8)
-    if verify_crc and len(starts):
-        header_ok = masked_crc32c_many(buf, starts, np.full(len(starts), 8)) == _gather(
-            buf, starts + 8, 4
-        ).copy().view("<u4").reshape(-1)
-        data_ok = masked_crc32c_many(buf, starts + 12, lengths) == _gather(
-            buf, starts + 12 + lengths, 4
-        ).copy().view("<u4").reshape(-1)
-        good = header_ok & data_ok
-        if not good.all():
-            first_bad = int(np.argmin(good))
-            warning = f"{path}: record {first_bad} (byte {int(starts[first_bad])}) fails its CRC; read up to there"
-            starts, lengths = starts[:first_bad], lengths[:first_bad]
-    payload = starts + 12
-    ok, wall, step, tag_start, tag_len, value = _fast_scalars(buf, payload, lengths)
+    """All scalar points of one event file; never raises for truncated, corrupt or hostile content
+    (only OSError when the file cannot be opened at all)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return _empty(_not_regular(path, st.st_mode))
+        if st.st_size == 0:  # a writer that died before its first record, or a failed copy: never silent
+            return _empty(f"{path}: empty event file (0 bytes); its run has no data from it")
+        os.set_blocking(fd, True)
+        scanner = _Scanner(fd, st.st_size, path, verify_crc)
+        return _decode(scanner, path)
+    finally:
+        os.close(fd)
 
-    tags: list[str] = []
-    tag_index = np.zeros(len(starts), dtype=np.int32)
-    if ok.any():
-        ok_idx = np.flatnonzero(ok)
-        ts, tl = tag_start[ok_idx], tag_len[ok_idx]
-        width = int(tl.max())
-        mat = _gather(buf, ts, width)
-        mat = np.where(np.arange(width) < tl[:, None], mat, 0).astype(np.uint8)
-        # Group identical tags: a wrapping polynomial hash, then an exact byte comparison per group.
-        weights = (np.uint64(1099511628211) ** np.arange(width, dtype=np.uint64)).astype(np.uint64)
-        h = (mat.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64) ^ tl.astype(np.uint64)
-        uniq, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-        exact = (mat == mat[first[inverse]]).all(axis=1) & (tl == tl[first[inverse]])
-        for j, f in enumerate(first):
-            tags.append(bytes(mat[f, : tl[f]]).decode("utf-8", "replace"))
-        tag_index[ok_idx] = inverse.astype(np.int32)
-        if not exact.all():  # hash collision: decode those few records with protobuf instead
-            ok[ok_idx[~exact]] = False
 
-    # Slow path for everything the fast layout does not cover.
-    slow = np.flatnonzero(~ok)
-    extra_rows, extra_rec = [], []
-    for i in slow:
-        s, n = int(payload[i]), int(lengths[i])
-        try:
-            rows = _proto_scalars(raw[s : s + n])
-        except Exception as err:  # a record protobuf cannot parse: stop there like tensorboard does
-            warning = warning or f"{path}: record {int(i)} cannot be decoded ({err}); read up to there"
-            ok[i:] = False
+def _empty(warning: str | None) -> EventFileData:
+    z = np.zeros(0)
+    return EventFileData([], np.zeros(0, np.int32), np.zeros(0, np.int64), z, z.copy(), 0, warning)
+
+
+def _decode(scanner: _Scanner, path: str) -> EventFileData:
+    lookup: dict[bytes, int] = {}
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    records, warning = 0, None
+    for raw, payload, lengths, base in scanner.chunks():
+        buf = np.frombuffer(raw, dtype=np.uint8)
+        records += len(payload)
+        ok, wall, step, tag_start, tag_len, value = _fast_scalars(buf, payload, lengths)
+        wide = ok & (tag_len > MAX_TAG_BYTES)
+        if wide.any():
+            first = int(np.flatnonzero(wide)[0])
+            warning = warning or (f"{path}: {int(wide.sum())} scalar(s) with a tag longer than {MAX_TAG_BYTES} "
+                                  f"bytes (the first of {int(tag_len[first])} bytes, record at byte "
+                                  f"{base + int(payload[first]) - 12}) left out")
+        ok &= ~wide
+        tag_index = np.zeros(len(payload), dtype=np.int32)
+        if ok.any():
+            ok_idx = np.flatnonzero(ok)
+            names, local = _group_tags(buf, tag_start[ok_idx], tag_len[ok_idx])
+            ids = np.array([lookup.setdefault(t, len(lookup)) for t in names], dtype=np.int32)
+            tag_index[ok_idx] = ids[local]
+        extra = []  # (record, tag id, step, value, wall) decoded by protobuf
+        for i in np.flatnonzero(~ok & ~wide):
+            s, n = int(payload[i]), int(lengths[i])
+            try:
+                rows = _proto_scalars(raw[s : s + n])
+            except Exception as err:  # a record protobuf cannot parse: stop there like tensorboard does
+                warning = f"{path}: record at byte {base + s - 12} cannot be decoded ({err}); read up to there"
+                ok[i:] = False
+                extra = [e for e in extra if e[0] < i]
+                scanner.done = True
+                break
+            extra += [(int(i), lookup.setdefault(t.encode(), len(lookup)), st, v, w) for t, st, v, w in rows
+                      if len(t.encode()) <= MAX_TAG_BYTES]
+        keep = np.flatnonzero(ok)
+        rec = keep
+        ti, sp, va, wa = tag_index[keep], step[keep], value[keep], wall[keep]
+        if extra:
+            ex = list(zip(*extra))
+            rec = np.concatenate([keep, np.array(ex[0], np.int64)])
+            ti = np.concatenate([ti, np.array(ex[1], np.int32)])
+            sp = np.concatenate([sp, np.array(ex[2], np.int64)])
+            va = np.concatenate([va, np.array(ex[3], np.float64)])
+            wa = np.concatenate([wa, np.array(ex[4], np.float64)])
+            order = np.argsort(rec, kind="stable")  # back to the order of the records in the file
+            ti, sp, va, wa = ti[order], sp[order], va[order], wa[order]
+        parts.append((ti, sp, va, wa))
+        if scanner.done:
             break
-        extra_rows.extend(rows)
-        extra_rec.extend([int(i)] * len(rows))
-    keep = np.flatnonzero(ok)
-    tag_index, step, value, wall = tag_index[keep], step[keep], value[keep], wall[keep]
-    if extra_rows:
-        lookup = {t: k for k, t in enumerate(tags)}
-        idx = []
-        for tag, *_ in extra_rows:
-            if tag not in lookup:
-                lookup[tag] = len(tags)
-                tags.append(tag)
-            idx.append(lookup[tag])
-        tag_index = np.concatenate([tag_index, np.array(idx, dtype=np.int32)])
-        step = np.concatenate([step, np.array([r[1] for r in extra_rows], dtype=np.int64)])
-        value = np.concatenate([value, np.array([r[2] for r in extra_rows], dtype=np.float64)])
-        wall = np.concatenate([wall, np.array([r[3] for r in extra_rows], dtype=np.float64)])
-        rec = np.concatenate([keep, np.array(extra_rec, dtype=np.int64)])
-        order = np.argsort(rec, kind="stable")  # back to the order of the records in the file
-        tag_index, step, value, wall = tag_index[order], step[order], value[order], wall[order]
-    return EventFileData(tags, tag_index, step, value, wall, records=len(starts), warning=warning)
+    warning = warning or scanner.warning
+    if not parts:
+        out = _empty(warning)
+    else:
+        cat = [np.concatenate([p[k] for p in parts]) for k in range(4)]
+        out = EventFileData([t.decode("utf-8", "replace") for t in lookup], *cat, warning=warning)
+    out.records, out.digest = records, scanner.hasher.hexdigest()
+    return out

@@ -7,7 +7,9 @@ every figure of every report, whichever subset of algorithms a figure shows.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -40,21 +42,52 @@ def color_for(name: str, overrides: dict | None = None) -> str:
     return EXTRA[digest % len(EXTRA)]
 
 
-def ordered_colours(names: list[str]) -> dict[str, str]:
-    """Distinct colours for ablation variants: a seaborn palette in the variants' order."""
-    import seaborn as sns
+# seaborn's "colorblind" palette, for variants in order
+COLORBLIND = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
+              "#56b4e9"]
+# seaborn's whitegrid "paper" theme (font scale 1.1) as plain rc settings: importing seaborn costs more
+# than drawing several figures. A fixed title height (axes.titley) spares matplotlib measuring every
+# tick label to place each title, a third of a figure's drawing time.
+STYLE = {
+    "axes.axisbelow": True, "axes.edgecolor": ".8", "axes.grid": True, "axes.labelcolor": ".15",
+    "axes.labelsize": 10.56, "axes.linewidth": 1.0, "axes.titlesize": 10.56, "axes.titley": 1.0,
+    "axes.titlepad": 5.0, "axes.facecolor": "white", "font.size": 10.56, "grid.color": ".8",
+    "legend.fontsize": 9.68, "lines.linewidth": 1.2, "lines.solid_capstyle": "round", "patch.edgecolor": "w",
+    "patch.linewidth": 0.8, "text.color": ".15", "xtick.bottom": False, "xtick.color": ".15",
+    "xtick.labelsize": 9.68, "ytick.color": ".15", "ytick.labelsize": 9.68, "ytick.left": False,
+    "font.sans-serif": ["Arial", "DejaVu Sans", "Liberation Sans", "Bitstream Vera Sans", "sans-serif"],
+}
 
-    pal = sns.color_palette("colorblind", max(len(names), 1))
-    return {n: pal[i % len(pal)] for i, n in enumerate(names)}
+
+def distinct_colours(names: list[str], overrides: dict | None = None) -> dict[str, str]:
+    """`color_for` each name, except that a name whose colour an earlier name of the same figure
+    already has gets the next unused one (hashed colours collide once there are a few names)."""
+    out: dict[str, str] = {}
+    spare = [c for c in EXTRA + COLORBLIND if c not in FIXED_COLOURS.values()]
+    for name in names:
+        colour = color_for(name, overrides)
+        if colour in out.values() and not (overrides and name in overrides):
+            colour = next((c for c in spare if c not in out.values()), colour)
+        out[name] = colour
+    return out
+
+
+def ordered_colours(names: list[str]) -> dict[str, str]:
+    """Distinct colours for ablation variants: the colorblind palette in the variants' order."""
+    return {n: COLORBLIND[i % len(COLORBLIND)] for i, n in enumerate(names)}
+
+
+_STYLED = False
 
 
 def _setup():
+    global _STYLED
     import matplotlib
 
-    matplotlib.use("Agg", force=True)
-    import seaborn as sns
-
-    sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
+    if not _STYLED or matplotlib.get_backend().lower() != "agg":
+        matplotlib.use("Agg", force=True)
+        matplotlib.rcParams.update(STYLE)
+        _STYLED = True
 
 
 def _spread(values: list[float], min_gap: float) -> list[float]:
@@ -68,6 +101,50 @@ def _spread(values: list[float], min_gap: float) -> list[float]:
     out = np.empty_like(pos)
     out[order] = pos
     return out.tolist()
+
+
+def legend_names(names: list[str], min_common: int = 12) -> tuple[list[str], str | None]:
+    """Legend entries abbreviated with a key: a prefix of at least `min_common` characters that every
+    curve name shares becomes '…' in the entries and is spelled out once (the key)."""
+    curves = [n for n in names if n != "Expert"]
+    if len(curves) < 2:
+        return names, None
+    prefix = os.path.commonprefix(curves)
+    cut = max(prefix.rfind(c) for c in "_-/ .") + 1 if prefix else 0  # at a word boundary
+    if cut < min_common:
+        return names, None
+    return [n if n == "Expert" else "…" + n[cut:] for n in names], f"… = {prefix[:cut]}"
+
+
+def _end_labels(ax, labels: list[tuple[str, float, float | None, str]]) -> None:
+    """Values at the right of a panel, stacked without overlap: (text, y, x of the curve's end or None
+    for a reference line, colour). A curve ending at the right edge gets a short leader line; one
+    that ends earlier gets a dot at its end instead of a line across the panel. Labels that do not
+    fit the panel's height are dropped, the outermost first."""
+    x0, x1 = ax.get_xlim()
+    span = x1 - x0
+    right = max([x for _, _, x, _ in labels if x is not None] + [x0 + 0.84 * span])
+    room = 0.3 if any(x is None for _, _, x, _ in labels) else 0.2
+    ax.set_xlim(x0, right + room * span)  # room for the labels inside the panel
+    lo, hi = ax.get_ylim()
+    gap = (0.1 if room > 0.2 else 0.075) * (hi - lo)
+    fit = max(1, int((hi - lo) / gap) - 1)
+    if len(labels) > fit:  # keep the ones nearest the middle of the panel
+        mid = (lo + hi) / 2
+        labels = sorted(labels, key=lambda t: abs(t[1] - mid))[:fit]
+    ys = np.array(_spread([t[1] for t in labels], gap))
+    ys += max(0.0, lo + gap / 2 - ys.min()) - max(0.0, ys.max() - (hi - gap / 2))
+    for (text, y, x, colour), ytext in zip(labels, ys):
+        tx = right + 0.03 * span
+        if x is not None and right - x > 0.03 * span:
+            ax.plot([x], [y], "o", color=colour, ms=3.5, zorder=6)
+            ax.annotate(text, xy=(tx, ytext), color=colour, fontsize=8, va="center", ha="left")
+        elif x is not None:
+            ax.annotate(text, xy=(x, y), xytext=(tx, ytext), textcoords="data", color=colour, fontsize=8,
+                        va="center", ha="left", arrowprops=dict(arrowstyle="-", color=colour, lw=0.6, alpha=0.7))
+        else:
+            ax.annotate(text, xy=(tx, ytext), color=colour, fontsize=7.5, va="center", ha="left", linespacing=0.9,
+                        bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.85))
 
 
 def curves_figure(
@@ -98,19 +175,27 @@ def curves_figure(
     n = max(1, len(panels))
     ncols = min(n, col_wrap)
     nrows = int(np.ceil(n / ncols))
-    # Constrained layout sizes everything in the one draw each savefig does anyway (tight_layout and
-    # bbox_inches="tight" would each draw the figure again); end labels therefore stay inside the axes.
     # Fixed margins in inches: no layout engine, so each savefig is exactly one draw (constrained
-    # or tight layouts re-measure every text several times, the bulk of a figure's cost).
-    left, right, top, bottom, gap_w, gap_h = 0.85, 0.15, 0.75 if title else 0.4, 1.05, 0.75, 0.85
+    # or tight layouts re-measure every text several times, the bulk of a figure's cost). The legend
+    # (entries abbreviated with a key, wrapped) and the title (wrapped to the width) size the margins.
     width = size[0] * ncols
-    height = size[1] * nrows + 0.5
-    fig = plt.figure(figsize=(width, height))
-    axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False, sharey=sharey))
-    panel_w = (width - left - right - gap_w * (ncols - 1)) / ncols
-    panel_h = (height - top - bottom - gap_h * (nrows - 1)) / nrows
-    fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
-                        wspace=gap_w / panel_w, hspace=gap_h / panel_h)
+    order = list(dict.fromkeys(label for p in panels for label in p["curves"]))
+    order += ["Expert"] if any(p.get("expert") is not None for p in panels) else []
+    names, key = legend_names([str(n) for n in order])
+    names = [textwrap.fill(n, 32) for n in names]
+    per_col = max([len(line) for n in names for line in n.splitlines()] + [6]) * 0.085 + 0.6  # inches
+    legend_cols = max(1, min(len(names), int(width // per_col)))
+    legend_lines = max((sum(n.count("\n") + 1 for n in names[c::legend_cols]) for c in range(legend_cols)),
+                       default=0) + (key is not None)
+    if title:
+        band_label = band_label or f"{int(round(ci_level * 100))}% bootstrap CI"
+        title = textwrap.fill(f"{title}  (shaded: {band_label})", max(30, int(width * 11)))
+    title_lines = title.count("\n") + 1 if title else 0
+    left, right, gap_w, gap_h = 0.85, 0.15, 0.75, 0.85
+    top = 0.4 + 0.25 * title_lines
+    bottom = 0.8 + 0.2 * legend_lines
+    height = size[1] * nrows + bottom + top - 0.9
+    fig, axes = _canvas(nrows, ncols, width, height, sharey, (left, right, top, bottom, gap_w, gap_h))
     handles: dict[str, object] = {}
     for k, panel in enumerate(panels):
         ax = axes[k // ncols][k % ncols]
@@ -122,7 +207,8 @@ def curves_figure(
                 continue
             (line,) = ax.plot(curve.grid[valid], curve.center[valid], color=colour, lw=1.6, label=label)
             band = valid & ~np.isnan(curve.low) & ~np.isnan(curve.high)
-            ax.fill_between(curve.grid[band], curve.low[band], curve.high[band], color=colour, alpha=0.2, lw=0)
+            if (curve.high[band] > curve.low[band]).any():  # a group of one run has no band: nothing to fill
+                ax.fill_between(curve.grid[band], curve.low[band], curve.high[band], color=colour, alpha=0.2, lw=0)
             handles.setdefault(label, line)
             last = np.flatnonzero(valid)[-1]
             ends.append((float(curve.center[last]), float(curve.grid[last]), colour))
@@ -131,48 +217,80 @@ def curves_figure(
             line = ax.axhline(expert, color=EXPERT_COLOUR, ls="--", lw=1.2, label="Expert", zorder=5)
             handles.setdefault("Expert", line)
             lo, hi = ax.get_ylim()  # keep the expert line off the frame's edge, where the spine hides it
-            pad = 0.05 * (hi - lo)
+            pad = 0.12 * (hi - lo)  # and room for its value label beside it
             ax.set_ylim(min(lo, expert - pad), max(hi, expert + pad))
         ax.set_title(panel["title"])
-        ax.set_xlabel(x_label)
-        ax.set_ylabel(y_label if k % ncols == 0 or not sharey else "")
+        # one label per row and per column: the same words on every panel only cost drawing time
+        ax.set_xlabel(x_label if k + ncols >= len(panels) else "")
+        ax.set_ylabel(y_label if k % ncols == 0 else "")
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
-        if annotate_end and ends:
-            x0, x1 = ax.get_xlim()
-            span = x1 - x0
-            right = max(e[1] for e in ends)
-            ax.set_xlim(x0, right + 0.16 * span)  # room for the labels inside the panel
-            lo, hi = ax.get_ylim()
-            gap = 0.07 * (hi - lo)
-            ys = np.array(_spread([e[0] for e in ends], gap))
-            # keep the labels inside the panel: shift the whole stack, never reorder it
-            ys += max(0.0, lo + gap / 2 - ys.min()) - max(0.0, ys.max() - (hi - gap / 2))
-            for (yv, xv, colour), ytext in zip(ends, ys):
-                ax.annotate(f"{yv:.3g}", xy=(xv, yv), xytext=(right + 0.03 * span, ytext), textcoords="data",
-                            color=colour, fontsize=8, va="center", ha="left",
-                            arrowprops=dict(arrowstyle="-", color=colour, lw=0.6, alpha=0.7))
+        labels = [(f"{y:.3g}", y, x, c) for y, x, c in ends] if annotate_end else []
+        if expert is not None:
+            labels.append((f"expert\n{expert:.3g}", expert, None, EXPERT_COLOUR))
+        if labels:
+            _end_labels(ax, labels)
     for k in range(len(panels), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     if handles:
-        fig.legend(list(handles.values()), list(handles.keys()), loc="lower center",
-                   bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 6), frameon=False)
-    if title:
-        band_label = band_label or f"{int(round(ci_level * 100))}% bootstrap CI"
-        fig.suptitle(f"{title}  (shaded: {band_label})", fontsize=11,
-                     y=1 - 0.12 / height, va="top")
-    return _save(fig, out_base, formats)
+        shown = [names[order.index(h)] for h in handles]
+        fig.legend(list(handles.values()), shown, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=legend_cols,
+                   frameon=False, fontsize=9, title=key, title_fontsize=8)
+    fig.suptitle(title or "", fontsize=11, y=1 - 0.12 / height, va="top")
+    return _save(fig, out_base, formats, close=False)
 
 
-def _save(fig, out_base: Path, formats) -> list[Path]:
+# Curve figures of one layout share a Figure and its axes: emptied and drawn again, they skip building
+# axes, spines and tick machinery each time (a sixth of a figure's cost).
+_CANVASES: dict[tuple, tuple] = {}
+
+
+def _canvas(nrows: int, ncols: int, width: float, height: float, sharey: bool, margins: tuple):
+    """An empty (figure, axes grid) of this layout: the one made for it before, cleared, or a new one."""
+    import matplotlib.pyplot as plt
+
+    key = (nrows, ncols, round(width, 3), round(height, 3), sharey, margins)
+    if key in _CANVASES:
+        fig, axes = _CANVASES[key]
+        for ax in axes.ravel():
+            for art in [*ax.lines, *ax.collections, *ax.texts, *ax.patches]:
+                art.remove()
+            ax.set_visible(True)
+            ax.set_title("")
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+            ax.relim()
+            ax.autoscale(enable=True)
+        for legend in list(fig.legends):
+            legend.remove()
+        return fig, axes
+    if len(_CANVASES) >= 8:  # a report has few layouts; keep the memory of the rest bounded
+        old, _ = _CANVASES.pop(next(iter(_CANVASES)))
+        plt.close(old)
+    left, right, top, bottom, gap_w, gap_h = margins
+    fig = plt.figure(figsize=(width, height))
+    axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False, sharey=sharey))
+    panel_w = (width - left - right - gap_w * (ncols - 1)) / ncols
+    panel_h = (height - top - bottom - gap_h * (nrows - 1)) / nrows
+    fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
+                        wspace=gap_w / panel_w, hspace=gap_h / panel_h)
+    _CANVASES[key] = (fig, axes)
+    return fig, axes
+
+
+def _save(fig, out_base: Path, formats, close: bool = True) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out_base.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
         path = out_base.with_suffix(f".{fmt}")
-        fig.savefig(path, dpi=130 if fmt == "png" else None)
+        if fmt == "png":  # zlib level 1: a fraction of the encoding time for somewhat larger files
+            fig.savefig(path, dpi=100, pil_kwargs={"compress_level": 1})
+        else:
+            fig.savefig(path)
         written.append(path)
-    plt.close(fig)
+    if close:
+        plt.close(fig)
     return written
 
 

@@ -1,12 +1,11 @@
 """Learnt-reward figures: the energy landscape of an NCSN checkpoint, or an AMP discriminator's
 reward, over the 2-D maze.
 
-The training core's loaders are used as they are: ``near.training.ncsn.reward.EnergyFunction``
-(ncsn run: checkpoint + running-mean-std normaliser -> energy of paired observations at a noise
-level, one panel per ``sigma_levels`` entry) and ``near.training.algos.amp.load_discriminator``
-(AMP rl run: ``nn/checkpoint.pth`` -> style reward of paired observations; one panel, noise levels
-do not apply). Each maze point p is scored as the standing transition (p, p, ...) -- both models'
-input is ``numObsSteps`` consecutive 2-D positions.
+The report does not load models itself: it receives scorers, ``{model: scorer(run_dir, level)
+-> (score function, in_dim, sigma or None)}`` (the `near report` command passes the training
+core's loaders: an ncsn run's energy at a noise level, one panel per ``sigma_levels`` entry; an AMP
+run's discriminator style reward, one panel). Each maze point p is scored as the standing
+transition (p, p, ...) -- both models' input is ``numObsSteps`` consecutive 2-D positions.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from near.errors import NearError
+from near.report.registry import figure_kind
 
 
 def grid_points(extent: tuple[float, float, float, float], resolution: int) -> tuple[np.ndarray, np.ndarray]:
@@ -39,64 +39,48 @@ def landscape(score: Callable, in_dim: int, extent, resolution: int = 120) -> tu
     return X, Y, Z
 
 
-def ncsn_scorer(run_dir: Path, level: int):
-    """Scorer of the NCSN checkpoint in `run_dir/nn/` at noise level `level` (negative: from the end)."""
-    from near.training.ncsn.reward import EnergyFunction
-    from near.training.ncsn.trainer import load_energy_model
-
-    ckpt, rms = Path(run_dir) / "nn" / "checkpoint.pth", Path(run_dir) / "nn" / "running_mean_std.pth"
-    if not ckpt.is_file():
-        raise NearError(f"{ckpt}: no NCSN checkpoint (has the ncsn stage finished?)")
-    net, sigmas = load_energy_model(str(ckpt), "cpu")
-    in_dim = int(net.hparams["in_dim"])
-    fn = EnergyFunction(str(ckpt), str(rms) if rms.is_file() else None, "cpu", in_dim, normalize=rms.is_file())
-    lvl = level % len(sigmas)
-    return (lambda x: fn(x, lvl)), in_dim, float(sigmas[lvl])
-
-
-def amp_scorer(run_dir: Path):
-    """Scorer of the AMP discriminator in `run_dir/nn/checkpoint.pth` (the style reward)."""
-    from near.training.algos.amp import load_discriminator
-
-    ckpt = Path(run_dir) / "nn" / "checkpoint.pth"
-    if not ckpt.is_file():
-        raise NearError(f"{ckpt}: no AMP checkpoint (has the rl stage written one?)")
-    return load_discriminator(str(ckpt), "cpu")
-
-
-def _panels(run_dir: Path, fig: dict) -> list[dict]:
-    extent = tuple(float(v) for v in fig["extent"])
-    if fig["model"] == "amp":
-        score, in_dim = amp_scorer(run_dir)
-        X, Y, Z = landscape(score, in_dim, extent, fig["resolution"])
-        return [{"title": "AMP discriminator", "x": X, "y": Y, "z": Z, "label": "style reward"}]
+def _panels(scorer: Callable, run_dir: Path, fig) -> list[dict]:
+    """`scorer(run_dir, level)` -> (score function, in_dim, sigma or None); sigma None: one panel."""
+    extent = tuple(float(v) for v in fig.extent)
     panels = []
-    for level in fig["sigma_levels"]:
-        score, in_dim, sigma = ncsn_scorer(run_dir, int(level))
-        X, Y, Z = landscape(score, in_dim, extent, fig["resolution"])
+    for level in ([None] if fig.model == "amp" else fig.sigma_levels):
+        score, in_dim, sigma = scorer(run_dir, None if level is None else int(level))
+        X, Y, Z = landscape(score, in_dim, extent, fig.resolution)
+        if sigma is None:
+            panels.append({"title": "AMP discriminator", "x": X, "y": Y, "z": Z, "label": "style reward"})
+            break
         panels.append({"title": f"level {level} (sigma={sigma:.3g})", "x": X, "y": Y, "z": Z, "label": "energy"})
     return panels
 
 
-def landscape_figure(report, fig: dict) -> list[Path]:
-    """Figure `fig` (kind: landscape) of a Report, for each of the first 4 selected runs: one panel
-    per noise level of an ncsn run (``model: ncsn``), or the discriminator of an AMP run (``model: amp``)."""
+@figure_kind("landscape")
+def landscape_figure(data, fig, out) -> list[Path]:
+    """For each of the first 4 selected runs: one panel per noise level of an ncsn run (``model:
+    ncsn``), or the discriminator of an AMP run (``model: amp``), scored by ``out.scorers[model]``."""
     from near.report import figures
-    from near.report.runs import runs_table, select_runs
+    from near.report.runs import select_runs
 
-    if fig["model"] not in ("ncsn", "amp"):
-        raise NearError(f"landscape model {fig['model']!r}: expected 'ncsn' or 'amp'")
+    scorer = out.scorers.get(fig.model)
+    if scorer is None:
+        out.warn(f"{out.where(fig)} skipped: no scorer for model {fig.model!r} was given to the report "
+                 f"(have: {', '.join(out.scorers) or 'none'})")
+        return []
     # ncsn jobs log few or no scalars, so select among all jobs of the table, not the plotted runs
-    table = report.jobs.assign(run=report.jobs["job_id"]) if report.jobs is not None else runs_table(report.path_meta)
-    runs = select_runs(table, fig["select"], f"{report.spec['_file']}: figures '{fig['name']}'")
+    table = data.jobs.assign(run=data.jobs["job_id"]) if data.jobs is not None else data.runs
+    runs = select_runs(table, fig.select, out.where(fig))
     if "run_dir" not in runs.columns or runs.empty:
-        raise NearError("no selected run has a run_dir (is the job table there?)")
+        out.warn(f"{out.where(fig)} skipped: no selected run has a run_dir (is the job table there?)")
+        return []
     written = []
-    default_title = "AMP discriminator reward" if fig["model"] == "amp" else "NCSN energy landscape"
+    default_title = "AMP discriminator reward" if fig.model == "amp" else "NCSN energy landscape"
     for _, run in runs.head(4).iterrows():
-        panels = _panels(Path(str(run["run_dir"])), fig)
+        try:
+            panels = _panels(scorer, Path(str(run["run_dir"])), fig)
+        except Exception as err:  # a missing checkpoint must not stop the curves and tables
+            out.warn(f"{out.where(fig)} skipped for run {run['run']}: {err}")
+            continue
         slug = figures.slug
-        name = f"{slug(fig['name'])}_{slug(str(run.get('motion', run['run'])))}_{slug(str(run['run']))}"
-        written += figures.heatmap_figure(panels, report.out / name, fig["title"] or default_title,
-                                          tuple(report.spec["formats"]))
+        name = f"{slug(fig.name)}_{slug(str(run.get('motion', run['run'])))}_{slug(str(run['run']))}"
+        written += figures.heatmap_figure(panels, out.dir / name, fig.title or default_title, tuple(out.spec.formats))
+        out.captions[name] = fig.caption or f"{fig.title or default_title} of run {run['run']}."
     return written

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 SKIP_DIRS = {".cache", "figures", "nn", "__pycache__"}
 # Job-table columns not worth repeating on every scalar row (look them up in the job table instead).
 BULKY_JOB_COLUMNS = {"command", "command_template", "deps", "resources", "created", "updated", "started", "finished"}
@@ -33,6 +33,8 @@ class ReadReport:
     cached: int = 0
     points: int = 0
     warnings: list[str] = field(default_factory=list)
+    # per event file: {"points": n, "digest": content hash, "warning": text or None}
+    file_info: dict[str, dict] = field(default_factory=dict)
     writer: object = None  # thread still writing the cache (background_write=True)
 
 
@@ -73,6 +75,7 @@ def _read_one(path: str) -> tuple[str, dict]:
         "value": data.value,
         "wall_time": data.wall_time,
         "warning": data.warning,
+        "digest": data.digest,
     }
 
 
@@ -83,9 +86,16 @@ def make_pool(workers: int):
     return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("forkserver"))
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _read_many(paths: list[str], workers: int, pool=None) -> list[tuple[str, dict]]:
-    """Decode files, in a process pool when there are enough of them to pay for it."""
-    if (pool is None and workers <= 1) or len(paths) < 8:
+    """Decode files, in a process pool when there are enough of them and cores to pay for it (on one
+    or two cores a pool's start-up and transfers cost more than they save)."""
+    workers = min(workers, usable_cores())
+    if (pool is None and workers <= 2) or len(paths) < 8:
         return [_read_one(p) for p in paths]
     chunk = max(1, len(paths) // (max(workers, 1) * 4))
     if pool is not None:
@@ -205,7 +215,8 @@ def load_scalars(
                 report.warnings.append(res["error"])
                 continue
             good.append((path, res))
-            index[path] = {"key": list(current[path]), "warning": res["warning"]}
+            index[path] = {"key": list(current[path]), "warning": res["warning"], "digest": res["digest"],
+                           "points": int(len(res["step"]))}
         new_table = _to_table(good)
         table = pa.concat_tables([cached_table.unify_dictionaries() if cached_table.num_rows else cached_table,
                                   new_table], promote_options="permissive") if cached_table.num_rows else new_table
@@ -236,8 +247,10 @@ def load_scalars(
             write()
 
     for p in current:
-        if p in index and index[p].get("warning"):
-            report.warnings.append(index[p]["warning"])
+        if p in index:
+            report.file_info[p] = {k: index[p].get(k) for k in ("points", "digest", "warning")}
+            if index[p].get("warning"):
+                report.warnings.append(index[p]["warning"])
     frame = table.to_pandas()
     for col in ("path", "tag"):
         if not isinstance(frame[col].dtype, pd.CategoricalDtype):

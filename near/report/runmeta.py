@@ -54,14 +54,17 @@ def compile_pattern(text: str, where: str = "--pattern") -> RunPattern:
             parts.append(".*?")
         elif not name.isidentifier():
             raise SpecError(f"{where}: field {{{m.group(1)}}} of run pattern {text!r} must be a name "
-                            "(letters, digits, _), optionally with :d, or {_}")
-        elif fmt not in ("", "d"):
-            raise SpecError(f"{where}: field {{{m.group(1)}}} of {text!r}: only the format ':d' (digits) is known")
+                            "(letters, digits, _), optionally with :d or :REGEX, or {_}")
         elif name in fields:
             parts.append(f"(?P={name})")
         else:
+            body = "[0-9]+" if fmt == "d" else "[^/]+?" if fmt == "" else f"(?:{fmt})"
+            try:
+                re.compile(body)
+            except re.error as err:
+                raise SpecError(f"{where}: field {{{m.group(1)}}} of {text!r}: not a valid regex ({err})") from None
             fields.append(name)
-            parts.append(f"(?P<{name}>{'[0-9]+' if fmt == 'd' else '[^/]+?'})")
+            parts.append(f"(?P<{name}>{body})")
         pos = m.end()
     tail = text[pos:]
     if "{" in tail or "}" in tail:
@@ -72,21 +75,25 @@ def compile_pattern(text: str, where: str = "--pattern") -> RunPattern:
     return RunPattern(text, tuple(fields), re.compile("".join(parts).replace("\\/", "/")))
 
 
-def run_dir_of(rel_file: str, pattern: RunPattern | None) -> tuple[str, dict[str, str]] | None:
+def run_dir_of(rel_file: str, pattern: RunPattern | list[RunPattern] | None
+               ) -> tuple[str, dict[str, str]] | None:
     """(run dir relative to the root, field values) of one event file given relative to the root.
 
     Without a pattern the run dir is the folder holding the file's ``summaries`` folder (NEAR's and
-    rl-games' layout), else the file's own folder. With one: the shallowest matching ancestor, or None.
+    rl-games' layout), else the file's own folder. With patterns: the shallowest ancestor the first
+    matching pattern matches, or None.
     """
     parts = rel_file.split("/")[:-1]
-    if pattern is None:
+    patterns = [pattern] if isinstance(pattern, RunPattern) else list(pattern or [])
+    if not patterns:
         cut = len(parts) - 1 - parts[::-1].index("summaries") if "summaries" in parts else len(parts)
         return "/".join(parts[:cut]) or ".", {}
-    for depth in range(1, len(parts) + 1):
-        rel = "/".join(parts[:depth])
-        values = pattern.match(rel)
-        if values is not None:
-            return rel, values
+    for pat in patterns:
+        for depth in range(1, len(parts) + 1):
+            rel = "/".join(parts[:depth])
+            values = pat.match(rel)
+            if values is not None:
+                return rel, values
     return None
 
 
@@ -111,9 +118,34 @@ def lookup(config: dict, dotted: str):
     return node if not isinstance(node, (dict, list)) else str(node)
 
 
-def read_run_config(run_dir: Path, keys: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+DEFAULT_CONFIG_FILES = (".hydra/config.yaml", "config.yaml", "ncsn_config.yaml", "configs/{name}/run_config.yaml")
+
+
+def config_paths(run_dir: Path, root: Path, templates: list[str]) -> list[Path]:
+    """Existing config files of a run: each template (``{name}`` = the run dir's name; globs allowed)
+    relative to the run dir, else to the nearest folder above it up to `root`; in template order."""
+    out = []
+    root = Path(root).resolve()
+    for template in templates:
+        rel = template.replace("{name}", run_dir.name)
+        here = Path(run_dir).resolve()
+        while True:
+            hits = sorted(here.glob(rel)) if any(c in rel for c in "*?[") else [here / rel]
+            hits = [h for h in hits if h.is_file()]
+            if hits:
+                out.append(hits[0])
+                break
+            if here == root or root not in here.parents:
+                break
+            here = here.parent
+    return out
+
+
+def read_run_config(run_dir: Path, keys: dict[str, str], root: Path | None = None,
+                    config_files: list[str] | None = None) -> tuple[dict[str, str], list[str]]:
     """Columns from a run's own config files: every hydra override, and `keys` {column: dotted key}
-    from ``.hydra/config.yaml`` or ``config.yaml``. Returns (columns, warnings); absent files are fine."""
+    from the first config file (`config_files`, then the defaults) that holds each. Returns (columns,
+    warnings); absent files are fine."""
     import yaml
 
     cols: dict[str, str] = {}
@@ -134,43 +166,47 @@ def read_run_config(run_dir: Path, keys: dict[str, str]) -> tuple[dict[str, str]
         if isinstance(raw, list):
             cols.update(overrides_columns(raw))
     if keys:
-        for name in (".hydra/config.yaml", "config.yaml"):
-            path = run_dir / name
-            raw = load(path) if path.is_file() else None
-            if isinstance(raw, dict):
-                for col, key in keys.items():
-                    value = lookup(raw, key)
-                    if value is not None:
-                        cols[col] = str(value)
+        templates = list(config_files or []) + [t for t in DEFAULT_CONFIG_FILES if t not in (config_files or [])]
+        for path in config_paths(run_dir, root or run_dir, templates):
+            raw = load(path)
+            if not isinstance(raw, dict):
+                continue
+            for col, key in keys.items():
+                value = lookup(raw, key)
+                if value is not None and col not in cols:
+                    cols[col] = str(value)
+            if all(c in cols for c in keys):
                 break
     return cols, warnings
 
 
-def bare_runs(paths: list[str], root: Path, pattern: RunPattern | None, config_keys: dict[str, str]
-              ) -> tuple[pd.DataFrame, list[str]]:
+def bare_runs(paths: list[str], root: Path, patterns: list[RunPattern] | RunPattern | None,
+              config_keys: dict[str, str], config_files: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Run and metadata of event files that belong to no job: one row per file that has a run
-    (columns path, run, the pattern's fields, config columns), and warnings for files the pattern
-    does not match (they are left out) and unreadable configs."""
+    (columns path, run, the patterns' fields, config columns), and warnings for files no pattern
+    matches (they are left out) and unreadable configs."""
     root = Path(root).resolve()
+    patterns = [patterns] if isinstance(patterns, RunPattern) else list(patterns or [])
     rows, unmatched, warnings = [], [], []
     configs: dict[str, dict[str, str]] = {}
     for p in paths:
         rel = os.path.relpath(os.path.abspath(p), root).replace(os.sep, "/")
         if rel.startswith("../"):
             rel = os.path.abspath(p).lstrip("/")
-        found = run_dir_of(rel, pattern)
+        found = run_dir_of(rel, patterns)
         if found is None:
             unmatched.append(rel)
             continue
         run, values = found
         if run not in configs:
-            configs[run], warn = read_run_config(root / run, config_keys)
+            configs[run], warn = read_run_config(root / run, config_keys, root, config_files)
             warnings += warn
         rows.append({"path": p, "run": run, **configs[run], **values})
     if unmatched:
         shown = ", ".join(unmatched[:3]) + (f", ... ({len(unmatched)} in all)" if len(unmatched) > 3 else "")
-        warnings.append(f"{root}: {len(unmatched)} event file(s) match no run dir of pattern "
-                        f"{pattern.text!r} and are left out: {shown}")
+        texts = " or ".join(repr(p.text) for p in patterns)
+        warnings.append(f"{root}: {len(unmatched)} event file(s) match no run dir of pattern {texts} and are "
+                        f"left out: {shown}")
     frame = pd.DataFrame(rows) if rows else pd.DataFrame({"path": [], "run": []})
     return frame.astype(object), warnings
 

@@ -7,6 +7,7 @@ file and the key's path (``figures[1].hue2``), so a typo never silently changes 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +32,31 @@ TOP_KEYS: dict[str, tuple[tuple, Any]] = {
     # "near": NEAR's own plotter (mean +- 1 std across runs, no smoothing, expert line, last value)
     "style": ((str,), "default"),
     "page": ((bool,), True),
+    # fields that split curves (hue), then panels, then rows, for every figure that names none
+    "group_by": ((list, str), None),
+    # curves are drawn from at most this many points per run (statistics use every point)
+    "draw_points": ((int,), 400),
 }
 # Runs near did not launch: where they are, how their directory names read, which config keys to show.
-RUNS_KEYS = {"root": ((str,), None), "pattern": ((str,), None), "config": ((list, dict), None)}
+RUNS_KEYS = {"root": ((str,), None), "pattern": ((str, list), None), "config": ((list, dict), None),
+             "config_files": ((list, str), None)}
 STYLES = ("default", "near")
+DIRECTIONS = ("higher", "lower", "target")
 TAG_KEYS = {"label": ((str,), None), "expert": ((int, float, dict), None), "random": ((int, float, dict), None),
-            "optional": ((bool,), False),
-            "higher_is_better": ((bool,), True), "smoothing": ((int, float), None)}
+            "optional": ((bool,), False), "direction": ((str, type(None)), None),
+            "higher_is_better": ((bool,), None), "smoothing": ((int, float), None),
+            # false: each group optimises its own version (e.g. each algorithm's own reward), so groups
+            # get panels of their own instead of sharing one axis
+            "comparable": ((bool, type(None)), None)}
 GRID_KEYS = {"points": ((int, type(None)), 200), "truncate": ((bool,), False)}
 CI_KEYS = {"level": ((float,), 0.95), "n_boot": ((int,), 1000), "seed": ((int,), 0)}
 FIGURE_KEYS = {
-    "kind": ((str,), "curves"), "name": ((str,), None), "title": ((str,), None),
+    "kind": ((str,), "curves"), "name": ((str,), None), "title": ((str,), None), "caption": ((str,), None),
     "tags": ((list,), None), "hue": ((str,), "algorithm"), "facet": ((str, type(None)), "motion"),
+    "rows": ((str, type(None)), None), "group_by": ((list, str), None),
     "order": ((list,), None), "select": ((dict,), {}), "col_wrap": ((int,), 4),
     "annotate_end": ((bool,), True), "expert": ((bool,), True), "legend": ((str,), "below"),
-    "size": ((list,), [4.2, 3.2]), "sharey": ((bool,), False),
+    "size": ((list,), [4.2, 3.2]), "sharey": ((bool,), False), "min_runs": ((int,), 1),
     # landscape figures
     "extent": ((list,), [0.0, 1.0, 0.0, 1.0]), "sigma_levels": ((list,), [0, 4, 9]), "resolution": ((int,), 120),
     "model": ((str,), "ncsn"),
@@ -53,13 +64,115 @@ FIGURE_KEYS = {
     "metrics": ((list,), ["iqm", "mean", "median"]), "pairs": ((list,), None), "window": ((int,), 10),
     "taus": ((int,), 41),
 }
-FIGURE_KINDS = {"curves", "ablation", "landscape", "aggregate", "profile", "improvement"}
-AGGREGATE_KINDS = {"aggregate", "profile", "improvement"}
-TABLE_KEYS = {"kind": ((str,), "final"), "name": ((str,), "final"), "by": ((list,), None), "tags": ((list,), None),
+TABLE_KEYS = {"kind": ((str,), "final"), "name": ((str,), "final"), "caption": ((str,), None),
+              "by": ((list,), None), "tags": ((list,), None),
               "window": ((int,), 10), "select": ((dict,), {}), "digits": ((int,), 2),
               "task": ((str, type(None)), "motion"), "metrics": ((list,), ["iqm", "mean", "median"]),
               "pairs": ((list,), None)}
-TABLE_KINDS = {"final", "aggregate", "improvement"}
+# Tags near's own training core logs, with the direction that is better, so a figure says it unasked.
+KNOWN_DIRECTIONS = {"dtw_error": "lower", "sparc": "target", "root_jerk": "lower", "loss": "lower",
+                    "rewards": "higher", "episode_lengths": "higher"}
+
+
+@dataclass
+class TagSpec:
+    """One metric: its label, references and which way is better."""
+
+    label: str
+    expert: float | dict | None = None
+    random: float | dict | None = None
+    optional: bool = False
+    direction: str | None = None  # higher | lower | target (closer to the expert value) | None: not declared
+    smoothing: float | None = None
+    comparable: bool = True
+
+    def reference(self, which: str, task: str | None) -> float | None:
+        """The `expert` or `random` value of this tag for one task (facet value); None when not given."""
+        ref = getattr(self, which)
+        if isinstance(ref, dict):
+            val = ref.get(task) if task is not None else None
+            return float(val) if val is not None else None
+        return None if ref is None else float(ref)
+
+    @property
+    def better(self) -> str:
+        """Short words for titles and axis labels: 'lower is better', 'closer to expert is better', ''."""
+        return {"lower": "lower is better", "higher": "higher is better",
+                "target": "closer to expert is better"}.get(self.direction or "", "")
+
+
+@dataclass
+class FigureSpec:
+    """One figure (or family of figures, one per tag) of a kind from the registry."""
+
+    kind: str
+    name: str
+    title: str | None = None
+    caption: str | None = None
+    tags: list | None = None
+    hue: str = "algorithm"
+    facet: str | None = "motion"
+    rows: str | None = None
+    group_by: list | None = None
+    order: list | None = None
+    select: dict = field(default_factory=dict)
+    col_wrap: int = 4
+    annotate_end: bool = True
+    expert: bool = True
+    legend: str = "below"
+    size: list = field(default_factory=lambda: [4.2, 3.2])
+    sharey: bool = False
+    min_runs: int = 1
+    extent: list = field(default_factory=lambda: [0.0, 1.0, 0.0, 1.0])
+    sigma_levels: list = field(default_factory=lambda: [0, 4, 9])
+    resolution: int = 120
+    model: str = "ncsn"
+    metrics: list = field(default_factory=lambda: ["iqm", "mean", "median"])
+    pairs: list | None = None
+    window: int = 10
+    taus: int = 41
+
+
+@dataclass
+class TableSpec:
+    """One table of a kind from the registry."""
+
+    kind: str = "final"
+    name: str = "final"
+    caption: str | None = None
+    by: list | None = None
+    tags: list | None = None
+    window: int = 10
+    select: dict = field(default_factory=dict)
+    digits: int = 2
+    task: str | None = "motion"
+    metrics: list = field(default_factory=lambda: ["iqm", "mean", "median"])
+    pairs: list | None = None
+
+
+@dataclass
+class ReportSpec:
+    """A validated plotting spec (``plotting/*.yaml``) with every default filled in."""
+
+    file: str
+    tags: dict[str, TagSpec] | None
+    figures: list[FigureSpec] | None
+    tables: list[TableSpec] | None
+    sweep: str | None = None
+    title: str | None = None
+    select: dict = field(default_factory=dict)
+    x_label: str = "Training step"
+    grid: dict = field(default_factory=dict)
+    smoothing: float = 0.0
+    statistic: str = "mean"
+    ci: dict = field(default_factory=dict)
+    palette: dict = field(default_factory=dict)
+    formats: list = field(default_factory=lambda: ["pdf", "png"])
+    runs: dict = field(default_factory=dict)
+    style: str = "default"
+    page: bool = True
+    group_by: list | None = None
+    draw_points: int = 400
 
 
 def _check(obj: dict, allowed: dict, where: str, file: str) -> dict:
@@ -81,57 +194,93 @@ def _check(obj: dict, allowed: dict, where: str, file: str) -> dict:
     return out
 
 
-def validate(raw: Any, file: str = "<spec>") -> dict:
+def _as_list(value) -> list | None:
+    """`group_by`/`pattern` as a list: 'a,b' or ['a', 'b'] -> ['a', 'b']."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    return [str(v).strip() for v in items if str(v).strip()]
+
+
+def _tag(name: str, raw: dict, file: str) -> TagSpec:
+    t = _check(raw or {}, TAG_KEYS, f"tags.{name}", file)
+    direction = t["direction"]
+    if direction is None and t["higher_is_better"] is not None:
+        direction = "higher" if t["higher_is_better"] else "lower"
+    if direction is None:
+        known = KNOWN_DIRECTIONS.get(name.split("/")[0])
+        direction = None if known == "target" and t["expert"] is None else known
+    if direction not in (None, *DIRECTIONS):
+        raise SpecError(f"{file}: key 'tags.{name}.direction' must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+    if direction == "target" and t["expert"] is None:
+        raise SpecError(f"{file}: key 'tags.{name}.direction' is 'target' (closer to the expert is better) "
+                        "but the tag gives no 'expert' value")
+    comparable = t["comparable"]
+    if comparable is None:  # each algorithm's reward is its own (energy, discriminator, task): never one axis
+        comparable = "reward" not in name.split("/")[0]
+    return TagSpec(t["label"] or name, t["expert"], t["random"], t["optional"], direction, t["smoothing"],
+                   comparable)
+
+
+def validate(raw: Any, file: str = "<spec>") -> ReportSpec:
     """Validated spec with defaults; raises SpecError naming `file` and the offending key."""
+    from near.report.registry import figure_kinds, table_kinds
+
     spec = _check(raw if raw is not None else {}, TOP_KEYS, "", file)
     tags = spec["tags"]
     if isinstance(tags, list):
         tags = {str(t): {} for t in tags}
     if tags is not None:
-        spec["tags"] = {str(t): _check(v or {}, TAG_KEYS, f"tags.{t}", file) for t, v in tags.items()}
-        for t, v in spec["tags"].items():
-            v["label"] = v["label"] or t
-    spec["grid"] = _check(spec["grid"], GRID_KEYS, "grid", file)
-    spec["ci"] = _check(spec["ci"], CI_KEYS, "ci", file)
-    if not 0.0 < spec["ci"]["level"] < 1.0:
-        raise SpecError(f"{file}: key 'ci.level' must be in (0, 1), got {spec['ci']['level']}")
+        tags = {str(t): _tag(str(t), v, file) for t, v in tags.items()}
+    grid = _check(spec["grid"], GRID_KEYS, "grid", file)
+    ci = _check(spec["ci"], CI_KEYS, "ci", file)
+    if not 0.0 < ci["level"] < 1.0:
+        raise SpecError(f"{file}: key 'ci.level' must be in (0, 1), got {ci['level']}")
     if spec["statistic"] not in ("mean", "iqm"):
         raise SpecError(f"{file}: key 'statistic' must be 'mean' or 'iqm', got {spec['statistic']!r}")
     sm = spec["smoothing"] or 0.0
     if not 0.0 <= sm < 1.0:
         raise SpecError(f"{file}: key 'smoothing' must be an EMA weight in [0, 1), got {sm}")
-    spec["smoothing"] = float(sm)
     for k, v in spec["select"].items():
         if not isinstance(v, (str, int, float, list)):
             raise SpecError(f"{file}: key 'select.{k}' must be a value or a list of values")
+    figs = None
     if spec["figures"] is not None:
         figs = []
         for i, f in enumerate(spec["figures"]):
             f = _check(f, FIGURE_KEYS, f"figures[{i}]", file)
-            if f["kind"] not in FIGURE_KINDS:
-                raise SpecError(f"{file}: key 'figures[{i}].kind' must be one of {sorted(FIGURE_KINDS)}, got {f['kind']!r}")
+            if f["kind"] not in figure_kinds():
+                raise SpecError(f"{file}: key 'figures[{i}].kind' must be one of {sorted(figure_kinds())}, "
+                                f"got {f['kind']!r}")
             f["name"] = f["name"] or f"{f['kind']}{i}"
-            figs.append(f)
-        names = [f["name"] for f in figs]
+            f["group_by"] = _as_list(f["group_by"])
+            _check_aggregate(f, f"figures[{i}]", file)
+            figs.append(FigureSpec(**f))
+        names = [f.name for f in figs]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise SpecError(f"{file}: figure names must be unique, repeated: {sorted(dup)}")
-        spec["figures"] = figs
+    tbls = None
     if spec["tables"] is not None:
-        spec["tables"] = [_check(t, TABLE_KEYS, f"tables[{i}]", file) for i, t in enumerate(spec["tables"])]
+        tbls = []
         for i, t in enumerate(spec["tables"]):
-            if t["kind"] not in TABLE_KINDS:
-                raise SpecError(f"{file}: key 'tables[{i}].kind' must be one of {sorted(TABLE_KINDS)}, got {t['kind']!r}")
+            t = _check(t, TABLE_KEYS, f"tables[{i}]", file)
+            if t["kind"] not in table_kinds():
+                raise SpecError(f"{file}: key 'tables[{i}].kind' must be one of {sorted(table_kinds())}, "
+                                f"got {t['kind']!r}")
             _check_aggregate(t, f"tables[{i}]", file)
-    for i, f in enumerate(spec["figures"] or []):
-        _check_aggregate(f, f"figures[{i}]", file)
-    spec["runs"] = _check(spec["runs"], RUNS_KEYS, "runs", file)
+            tbls.append(TableSpec(**t))
+    runs = _check(spec["runs"], RUNS_KEYS, "runs", file)
     if spec["style"] not in STYLES:
         raise SpecError(f"{file}: key 'style' must be one of {', '.join(STYLES)}, got {spec['style']!r}")
     for fmt in spec["formats"]:
         if fmt not in ("pdf", "png", "svg"):
             raise SpecError(f"{file}: key 'formats' may hold pdf, png, svg; got {fmt!r}")
-    return spec
+    if spec["draw_points"] < 10:
+        raise SpecError(f"{file}: key 'draw_points' must be at least 10, got {spec['draw_points']}")
+    return ReportSpec(file, tags, figs, tbls, spec["sweep"], spec["title"], spec["select"], spec["x_label"], grid,
+                      float(sm), spec["statistic"], ci, spec["palette"], spec["formats"], runs, spec["style"],
+                      spec["page"], _as_list(spec["group_by"]), spec["draw_points"])
 
 
 def _check_aggregate(item: dict, where: str, file: str) -> None:
@@ -148,7 +297,7 @@ def _check_aggregate(item: dict, where: str, file: str) -> None:
         raise SpecError(f"{file}: {where} (kind improvement) needs 'pairs', e.g. [[NEAR, AMP]]")
 
 
-def load(path: Path) -> dict:
+def load(path: Path) -> ReportSpec:
     """Read and validate one spec file."""
     import yaml
 
@@ -159,9 +308,7 @@ def load(path: Path) -> dict:
         raise SpecError(f"{path}: no such spec file") from None
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: not valid YAML ({err})") from None
-    spec = validate(raw, str(path))
-    spec["_file"] = str(path)
-    return spec
+    return validate(raw, str(path))
 
 
 def specs_for_sweep(plotting_dir: Path, sweep: str) -> list[Path]:
@@ -185,19 +332,16 @@ def find_for_sweep(plotting_dir: Path, sweep: str) -> Path | None:
     return found[0] if found else None
 
 
-def default_spec(tags: list[str], columns: list[str], sweep: str | None = None) -> dict:
-    """Spec derived from the data: every scalar tag, one curve per algorithm, a facet per motion."""
-    hue = "algorithm" if "algorithm" in columns else "run"
-    facet = "motion" if "motion" in columns else None
-    by = [c for c in ("algorithm", "motion", "ablation") if c in columns] or ["run"]
+def default_spec(tags: list[str], group_by: list[str], sweep: str | None = None) -> ReportSpec:
+    """Spec derived from the data: every scalar tag, curves split by `group_by` (hue, panels, rows)
+    and a final-value table by the same fields (by run when there is none)."""
     raw = {
         "tags": {t: {} for t in tags},
-        "figures": [{"kind": "curves", "name": "curves", "hue": hue, "facet": facet}],
-        "tables": [{"name": "final", "by": by}],
+        "figures": [{"kind": "curves", "name": "curves"}],
+        "tables": [{"name": "final", "by": list(group_by) or ["run"]}],
+        "group_by": list(group_by),
+        "formats": ["png"],
     }
-    if "stage" in columns:
-        raw["select"] = {}
-    spec = validate(raw, "<default spec>")
-    spec["sweep"] = sweep
-    spec["_file"] = "<default spec derived from the data>"
+    spec = validate(raw, "<default spec derived from the data>")
+    spec.sweep = sweep
     return spec

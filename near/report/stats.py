@@ -131,6 +131,9 @@ def bootstrap_ci(
     if n == 0:
         nan = np.full(x.shape[1:], np.nan)
         return (nan[0], nan[0]) if squeeze else (nan, nan)
+    if n == 1:  # every resample is the one run: no need to draw them
+        one = x[0].copy()
+        return (one[0], one[0].copy()) if squeeze else (one, one.copy())
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
     if statistic == "mean":

@@ -13,11 +13,15 @@ def _fmt(mean: float, lo: float, hi: float, digits: int) -> str:
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def wide(summary: pd.DataFrame, by: list[str], digits: int = 2, labels: dict | None = None) -> pd.DataFrame:
-    """One row per group, one column per tag: 'mean [ci_low, ci_high]' (summary has a `tag` column)."""
+def wide(summary: pd.DataFrame, by: list[str], digits: int = 2, labels: dict | None = None,
+         best=None) -> pd.DataFrame:
+    """One row per group, one column per tag: 'mean [ci_low, ci_high]' (summary has a `tag` column);
+    rows flagged in `best` are wrapped in ``**`` (bold in Markdown; LaTeX and HTML translate it)."""
     labels = labels or {}
+    best = best if best is not None else [False] * len(summary)
     cells = summary.assign(
-        cell=[_fmt(m, lo, hi, digits) for m, lo, hi in zip(summary["mean"], summary["ci_low"], summary["ci_high"])],
+        cell=[f"**{_fmt(m, lo, hi, digits)}**" if b else _fmt(m, lo, hi, digits)
+              for m, lo, hi, b in zip(summary["mean"], summary["ci_low"], summary["ci_high"], best)],
         column=[labels.get(t, t) for t in summary["tag"]],
     )
     n = cells.groupby(by, observed=True, sort=True)["n"].max().rename("runs")
@@ -43,7 +47,10 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 
 
 def _tex(s: object) -> str:
-    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(s))
+    text = str(s)
+    bold = text.startswith("**") and text.endswith("**") and len(text) > 4
+    out = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in (text[2:-2] if bold else text))
+    return r"\textbf{" + out + "}" if bold else out
 
 
 def to_latex(table: pd.DataFrame, caption: str | None = None) -> str:
@@ -60,9 +67,10 @@ def to_latex(table: pd.DataFrame, caption: str | None = None) -> str:
 
 
 def write_tables(summary: pd.DataFrame, by: list[str], out_base: Path, digits: int = 2, labels: dict | None = None,
-                 caption: str | None = None) -> list[Path]:
+                 caption: str | None = None, best=None) -> list[Path]:
     """Write `out_base`.md/.tex (formatted, wide) and .csv (tidy numbers); return the paths."""
-    return write_frames(wide(summary, by, digits, labels), summary, out_base, caption)
+    tidy = summary.assign(best=best) if best is not None else summary
+    return write_frames(wide(summary, by, digits, labels, best), tidy, out_base, caption)
 
 
 def write_frames(table: pd.DataFrame, tidy: pd.DataFrame, out_base: Path, caption: str | None = None) -> list[Path]:
