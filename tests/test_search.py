@@ -16,7 +16,7 @@ import pytest
 
 from near.commands.sweep import add_spec
 from near.errors import SpecError
-from near.executors.local import LocalExecutor
+from near.executors.local import run_local
 from near.jobtable import DONE, FAILED, PRUNED, JobTable
 from near.search.config import metric_at
 from near.search.controller import hook_for
@@ -61,10 +61,10 @@ def run_search(exp: Path, workers: int, **kw) -> str:
     """``near sweep run`` in-process; returns its log."""
     out = io.StringIO()
     with JobTable.open(exp) as table:
-        hook = hook_for(table, log=lambda m: out.write(m + "\n"))
-        ex = LocalExecutor(table, workers=workers, out=out, hooks=[hook], progress_s=60, **kw)
-        hook.stop = ex.prune
-        ex.run(install_signals=False)
+        def log(m: str) -> None:
+            out.write(m + "\n")
+
+        run_local(table, workers, [hook_for(table, log=log)], log=log, progress_s=60, install_signals=False, **kw)
     return out.getvalue()
 
 

@@ -18,6 +18,7 @@ from near.errors import TableError
 from near.spec import DEFAULT_MAX_JOBS
 
 DEFAULT_ROOT = "experiments"
+EXIT_STOPPED = 130   # a controller stopped by Ctrl-C / SIGTERM (the shell's Ctrl-C status)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -310,25 +311,28 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- run
 def cmd_run(args: argparse.Namespace) -> int:
-    from near.executors.local import LocalExecutor
+    from near.executors.controller import Controller
+    from near.executors.local import LocalBackend
+    from near.search.controller import hook_for
 
     if args.workers < 1:
         raise TableError("--workers must be at least 1")
     with _open(args.exp) as table:
         if args.max_attempts is not None:
             table.set_max_attempts(args.max_attempts)
-        from near.search.controller import hook_for
-
         search = hook_for(table)
-        ex = LocalExecutor(table, workers=args.workers, lease_s=args.lease, grace_s=args.grace,
-                           progress_s=args.progress, max_jobs=args.max_jobs, hooks=[search] if search else [])
-        if search is not None:
-            search.stop = ex.prune
-        result = ex.run()
+        ctl = Controller(table, LocalBackend(table, workers=args.workers, lease_s=args.lease, grace_s=args.grace,
+                                             max_jobs=args.max_jobs, log=_say),
+                         [search] if search else [], progress_s=args.progress, log=_say)
+        result = ctl.run()
     if result.interrupted:
         print("near: stopped; run the same command again to continue", file=sys.stderr)
-        return 130
+        return EXIT_STOPPED
     return 0 if result.ok or args.max_jobs is not None else 1
+
+
+def _say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # ---------------------------------------------------------------------- reset

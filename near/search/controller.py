@@ -84,12 +84,11 @@ def load_settings(table: JobTable):
 class SearchHook:
     """Drives the studies of one search sweep from a controller loop (see the module docstring)."""
 
-    def __init__(self, exp_dir: str | os.PathLike, spec, *, stop: Callable[[list[str], str], int] | None = None,
-                 log: Callable[[str], None] = print):
+    def __init__(self, exp_dir: str | os.PathLike, spec, *, log: Callable[[str], None] = print):
         self.exp_dir = Path(exp_dir)
         self.spec = spec
         self.cfg: SearchConfig = spec.search
-        self.stop = stop
+        self.stop: Callable[[list[str], str], int] | None = None
         self.log = log
         self.reader = TagReader(self.cfg.metric)
         self.store = studymod.storage(exp_dir)
@@ -125,7 +124,9 @@ class SearchHook:
                 self.log(f"search: trial {t.number} ({name}) continues with job {job_id}")
 
     # ------------------------------------------------------------------ one poll cycle
-    def __call__(self, table: JobTable) -> None:
+    def __call__(self, table: JobTable, prune: Callable[[list[str], str], int] | None = None) -> None:
+        """One poll cycle of the controller; ``prune`` stops a job the pruner gave up on."""
+        self.stop = prune
         if not self._recovered:
             self._recover(table)
             self._recovered = True
