@@ -1,5 +1,10 @@
-"""The job table: the ONE place where a job's state changes (a package: states and their legal
-transitions, records, schema, the table).
+"""The job table: the ONE place where a job's state changes.
+
+A package, one module per concern: ``states`` (the states and the legal-transition table),
+``records`` (what is stored and returned), ``schema`` (SQLite schema and migrations),
+``connection`` (connections, read-only ones included, and write transactions), ``adding`` and
+``transitions`` (every write), ``counters`` (attempt counters, counts by state), ``queries``
+(reads), ``frames`` (pandas views), and ``table`` (the :class:`JobTable` handle binding them).
 
 An SQLite file (``experiments/<sweep>/jobs.db``) in WAL mode. Every state change is a
 compare-and-set inside ``BEGIN IMMEDIATE`` so that any number of processes (local workers,
@@ -30,11 +35,8 @@ Public API (stable; other stages build on it):
 Legal transitions are one declarative table, :data:`near.jobtable.states.TRANSITIONS`; every
 write (add, claim, transition, reset, block, unblock) checks it.
 
-Attempt accounting, in columns: ``attempts`` counts dispatches (a claim, and every requeue the
-scheduler runs again); ``crashes`` and ``requeues`` count how attempts ended; ``charged`` counts the
-attempts held against ``max_attempts`` (crashes whose checkpoint did not advance; the retry policy
-is ``near.executors.base.record_outcome``). An interruption the executor caused (``release``)
-refunds the attempt.
+Attempt accounting (``attempts``, ``crashes``, ``requeues``, ``charged``) is described in
+:mod:`near.jobtable.counters`; the retry policy is ``near.executors.base.record_outcome``.
 
 Command templates keep ``${run_dir}``, ``${job_id}``, ``${exp_dir}`` and ``${<ref>.run_dir}``
 placeholders; :meth:`JobRecord.command` resolves them against the table's current location, so an
