@@ -156,9 +156,9 @@ def check_case(raw: bytes, workdir: Path) -> str:
     """Load, shrink, expand and read one spec; returns how it ended ('ok' or the error's class).
     Raises whatever near raised that is not a NearError."""
     from near.errors import NearError
-    from near.expand import expand
-    from near.spec import spec_from_bytes, with_settings
-    from near.validate import trainer_call
+    from near.sweep.expand import expand
+    from near.sweep.spec import spec_from_bytes, with_settings
+    from near.sweep.validate import trainer_call
 
     try:
         spec = spec_from_bytes(raw, workdir / "sweeps" / "fuzz.yaml", max_jobs=2000)

@@ -13,8 +13,8 @@ import pytest
 
 from near.cli import main
 from near.errors import SpecError
-from near.expand import expand
-from near.spec import load_spec
+from near.sweep.expand import expand
+from near.sweep.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = """

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from near.errors import ConfigError, SpecError
-from near.expand import expand
+from near.sweep.expand import expand
 from near.jobtable import JobTable, resolve_command
-from near.spec import load_spec, spec_from_bytes, with_settings
-from near.validate import trainer_call, validate_jobs
+from near.sweep.spec import load_spec, spec_from_bytes, with_settings
+from near.sweep.validate import trainer_call, validate_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 

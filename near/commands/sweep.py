@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from near.errors import TableError
-from near.spec import DEFAULT_MAX_JOBS
+from near.sweep.spec import DEFAULT_MAX_JOBS
 
 DEFAULT_ROOT = "experiments"
 EXIT_STOPPED = 130   # a controller stopped by Ctrl-C / SIGTERM (the shell's Ctrl-C status)
@@ -117,7 +117,7 @@ def _load(spec_path: str | os.PathLike, name: str | None = None, set_vars: list[
           max_jobs: int = DEFAULT_MAX_JOBS):
     """The spec with the command line's --name and --var applied."""
     from near.errors import SpecError
-    from near.spec import load_spec, with_settings
+    from near.sweep.spec import load_spec, with_settings
 
     pairs = {}
     for item in set_vars or []:
@@ -138,10 +138,10 @@ def add_spec(spec_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROO
 
     An unchanged spec (same bytes, workdir, cfg/ tree; see ``spec_fingerprint``) that was added
     before is recognised without expanding it again."""
-    from near.expand import expand
+    from near.sweep.expand import expand
     from near.jobtable import JobTable
-    from near.spec import spec_fingerprint
-    from near.validate import validate_jobs
+    from near.sweep.spec import spec_fingerprint
+    from near.sweep.validate import validate_jobs
     from near import snapshot
 
     spec = _load(spec_path, name, set_vars, max_jobs)
@@ -217,8 +217,8 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def _dry_run(args: argparse.Namespace) -> int:
-    from near.expand import expand
-    from near.validate import validate_jobs
+    from near.sweep.expand import expand
+    from near.sweep.validate import validate_jobs
 
     spec = _load(args.spec, args.name, args.var, args.max_jobs)
     if spec.search is not None:  # a search: the jobs of one representative trial per study
@@ -398,7 +398,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- import
 def cmd_import(args: argparse.Namespace) -> int:
-    from near.importing import import_runs
+    from near.sweep.importing import import_runs
 
     s = import_runs(args.runs, args.exp, args.pattern, args.config, stage=args.stage)
     for w in s.warnings:

@@ -36,7 +36,7 @@ from near.executors.base import Plan, View, decide, read_as
 from near.executors.outcomes import FINISHED, LOST, STOPPED, Outcome
 from near.jobtable import FAILED, PENDING, Change, JobRecord, JobTable
 from near.snapshot import Snapshotter
-from near.spec import time_to_seconds
+from near.sweep.spec import time_to_seconds
 
 #: errors at dispatch that pass: the job stays pending and the claim is retried after a back-off
 TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.EAGAIN,

@@ -17,7 +17,7 @@ _PLACEHOLDER = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A
 
 @dataclass(slots=True)  # 100k of them per big sweep: no per-instance dict
 class JobSpec:
-    """A job to be added: what expansion produces. ``job_id`` is a content hash (see near.expand).
+    """A job to be added: what expansion produces. ``job_id`` is a content hash (see near.sweep.expand).
 
     ``command`` is a template: axis values already substituted, dispatch-time placeholders left
     (``${run_dir}``, ``${job_id}``, ``${exp_dir}``, ``${<ref>.run_dir}`` for each ``deps`` ref).

@@ -30,7 +30,7 @@ Format (all keys but ``axes`` and ``stages`` optional)::
     x-rl: &rl near train rl ...   # x-* keys are ignored: a place for YAML anchors
     search: {sampler: tpe, trials: 40, metric: ..., space: {lr: {loguniform: [1e-5, 1e-3]}}}
                                # search instead of enumerate: one study per grid point of the axes,
-                               #   trials as jobs (format in near/search/config.py)
+                               #   trials as jobs (format in near/sweep/search_block.py)
     zip: [[task, budget]]      # axes that vary together (same length), one factor of the product
     exclude: [{algorithm: Track, motion: figure8}]   # drop matching points (values or lists)
     include: [{algorithm: NEAR, motion: stepturn, seed: [1, 2]}]   # extra points (lists: product)
@@ -91,7 +91,7 @@ from pathlib import Path
 from typing import Any
 
 from near.errors import SpecError
-from near.shell import unbalanced
+from near.sweep.shell import unbalanced
 
 RESOURCE_KEYS = ("cpus", "gpus", "mem", "time", "slurm")
 # names and sizes are matched whole (re.fullmatch): `$` would let a trailing newline through
@@ -163,7 +163,7 @@ class Spec:
     vars: dict[str, Any] = field(default_factory=dict)
     snapshot: bool = True   # jobs run a code snapshot taken at dispatch (near.snapshot)
     raw: frozenset[str] = frozenset()  # variables (or axes) spliced as shell text, not quoted
-    search: Any = None  # near.search.config.SearchConfig when the spec has a `search:` block
+    search: Any = None  # near.sweep.search_block.SearchConfig when the spec has a `search:` block
 
     @property
     def label(self) -> str:
@@ -209,7 +209,7 @@ class _Ctx:
 def load_spec(path: str | os.PathLike, *, max_jobs: int = DEFAULT_MAX_JOBS) -> Spec:
     """Read and validate a sweep spec file; SpecError names the file and the key path.
     ``max_jobs``: refuse a ``count`` axis with more values than this (the grid is counted later,
-    in :func:`near.expand.expand`)."""
+    in :func:`near.sweep.expand.expand`)."""
     path = Path(path)
     label = display_path(path.resolve()) if path.exists() else str(path)
     try:
@@ -377,7 +377,7 @@ def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
     desc = data.get("description", "")
     search = None
     if data.get("search") is not None:
-        from near.search.config import parse_search
+        from near.sweep.search_block import parse_search
 
         search = parse_search(data["search"], [s.name for s in stages], axis_names, set(top_vars), ctx.err)
     return Spec(path=path, name=name, workdir=workdir, axes=axes, stages=stages, zip=[list(z) for z in zips],

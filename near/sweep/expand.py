@@ -1,4 +1,4 @@
-"""Expansion: a :class:`~near.spec.Spec` -> grid points -> jobs. Pure (no I/O).
+"""Expansion: a :class:`~near.sweep.spec.Spec` -> grid points -> jobs. Pure (no I/O).
 
 A job's id is the first 12 hex digits of sha256 over its resolved content: stage name, command
 entry (axis values substituted, dispatch placeholders kept), the *sorted* overrides and the ids of
@@ -6,7 +6,7 @@ the jobs it needs. Axis values that do not reach a job's content do not change i
 ``ncsn`` stage that ignores the ablation axis is one job shared by every ablation.
 
 Commands are rendered shell-safe: each value is quoted for the place its placeholder stands in
-(:mod:`near.shell`); variables the spec lists under ``raw:`` are spliced as words, checked to be
+(:mod:`near.sweep.shell`); variables the spec lists under ``raw:`` are spliced as words, checked to be
 words only. Before building anything, :func:`grid_size` counts the grid and :func:`expand`
 refuses one past its job limit.
 
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any, Iterator
 
-from near import shell as shell_words
+from near.sweep import shell as shell_words
 from near.errors import SpecError
 from near.jobtable import JobSpec
-from near.spec import ALL_STAGES, DEFAULT_MAX_JOBS, Axis, Spec, Stage, format_value
+from near.sweep.spec import ALL_STAGES, DEFAULT_MAX_JOBS, Axis, Spec, Stage, format_value
 
 ID_LEN = 12
 MAX_RENDERED = 1_000_000  # characters of one rendered command or override
