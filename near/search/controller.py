@@ -8,9 +8,10 @@ pruned job is the executor's: the command binds ``hook.stop`` to the executor's
 
 Trial <-> job: a trial's job id is stored in the trial's user attributes right after its
 parameters are sampled, before the job is added. A controller that was stopped or killed finds
-its unfinished trials in the journal on restart (Optuna state RUNNING), rebuilds their jobs from
-the stored parameters (same content, same job id; adding is idempotent) and keeps following
-them, so no trial is lost or asked twice. A re-proposed identical config is the same job: the
+its unfinished trials in the journal on restart (Optuna state RUNNING), completes the sampling of
+one killed before it had all its parameters, rebuilds their jobs from the parameters (same
+content, same job id; adding is idempotent) and keeps following them, so no trial is lost, told
+FAIL for the controller's death, or asked twice. A re-proposed identical config is the same job: the
 second trial is told the first one's result.
 """
 
@@ -109,14 +110,12 @@ class SearchHook:
             for t in trials:
                 if t.state != TrialState.RUNNING:
                     continue
-                if set(t.params) != set(self.cfg.params):
-                    # killed between ask and sampling: it never had a job
-                    st.tell(t.number, state=TrialState.FAIL)
-                    continue
-                params = {k: to_template(v) for k, v in t.params.items()}
+                trial = Trial(st, t._trial_id)
+                # killed between ask and sampling: its sampling completes now (values it already
+                # has are kept), so the trial gets its job instead of being told FAIL
+                params = studymod.suggest(trial, self.cfg)
                 job_id, jobs = trial_jobs(self.spec, self.points[name], params)
                 table.add(jobs, axes=[a.name for a in self.spec.axes])
-                trial = Trial(st, t._trial_id)
                 if t.user_attrs.get(studymod.JOB_ATTR) != job_id:
                     trial.set_user_attr(studymod.JOB_ATTR, job_id)
                 reported = max(t.intermediate_values, default=-1)
