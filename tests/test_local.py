@@ -350,3 +350,27 @@ stages:
     # the supervisor gets SIGTERM (parent death), the shell stops after `sleep 2` instead of going on
     wait_for(lambda: not _job_pids(job.job_id), timeout=10, what="every process of the job gone")
     assert not marker.exists()
+
+
+def test_a_full_disk_at_dispatch_leaves_the_job_pending_and_it_runs_once_space_is_back(tmp_path):
+    from near.executors.local import run_local
+    from near.jobtable import JobSpec
+
+    t = JobTable.create(tmp_path / "exp")
+    t.add([JobSpec("j0", "rl", "true")])
+    run_dir = Path(t.get("j0").run_dir)
+    run_dir.mkdir(parents=True)
+    log = run_dir / "stdout.log"
+    log.symlink_to("/dev/full")  # every write to it fails with ENOSPC, as on a full disk
+    seen = []
+
+    def free_space_later(table: JobTable, prune) -> None:
+        j = table.get("j0")
+        if j.state == "pending" and j.reason and log.is_symlink():
+            seen.append(j.reason)
+            log.unlink()
+
+    res = run_local(t, 1, [free_space_later], log=lambda m: None, install_signals=False)
+    j = t.get("j0")
+    assert res.ok and (j.state, j.attempts, j.charged) == ("done", 1, 0)
+    assert "cannot start yet" in seen[0] and "No space left on device" in seen[0]
