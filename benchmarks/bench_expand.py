@@ -62,7 +62,7 @@ def main() -> None:
 
 def run(tmp: Path) -> None:
     """The measurements, in ``tmp``."""
-    from near.commands.sweep import add_spec
+    from near.add import add_spec
     from near.sweep.expand import expand
     from near.jobtable import JobTable
     from near.sweep.spec import load_spec

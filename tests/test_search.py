@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from near.commands.sweep import add_spec
+from near.add import add_spec
 from near.errors import SpecError
 from near.executors.local import run_local
 from near.jobtable import DONE, FAILED, PRUNED, JobTable

@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 from near.errors import TableError
 from near.executors.base import Backend, Hook, Plan, fold, read_as, run_hooks
 from near.executors.outcomes import read_outcomes
-from near.jobtable import DONE, JobRecord, JobTable
+from near.jobtable import JobRecord, JobTable
 
 
 @dataclass

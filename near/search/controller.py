@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from near.add import add_jobs
 from near.errors import SpecError
 from near.jobtable import BLOCKED, CANCELLED, DONE, FAILED, PENDING, PRUNED, RUNNING, JobSpec, JobTable, run_dir_for
 from near.search import study as studymod
@@ -115,7 +116,7 @@ class SearchHook:
                 # has are kept), so the trial gets its job instead of being told FAIL
                 params = studymod.suggest(trial, self.cfg)
                 job_id, jobs = trial_jobs(self.spec, self.points[name], params)
-                table.add(jobs, axes=[a.name for a in self.spec.axes])
+                add_jobs(table, self.spec, jobs)
                 if t.user_attrs.get(studymod.JOB_ATTR) != job_id:
                     trial.set_user_attr(studymod.JOB_ATTR, job_id)
                 reported = max(t.intermediate_values, default=-1)
@@ -194,7 +195,6 @@ class SearchHook:
         jobs enter ``states`` as pending."""
         asked = 0
         budget = self.cfg.budget
-        axes = [a.name for a in self.spec.axes]
         for name, st in self.studies.items():
             in_flight = sum(1 for t in self.tracked if t.study == name)
             new_jobs: list[JobSpec] = []
@@ -212,7 +212,7 @@ class SearchHook:
                 self.log(f"search: trial {trial.number} ({name}) -> job {job_id} "
                          + " ".join(f"{k}={v}" for k, v in params.items()) + again)
             if new_jobs:
-                table.add(new_jobs, axes=axes)
+                add_jobs(table, self.spec, new_jobs)
                 for j in new_jobs:
                     states.setdefault(j.job_id, PENDING)
         return asked
@@ -227,30 +227,3 @@ def hook_for(table: JobTable, *, log: Callable[[str], None] = print) -> SearchHo
     """The search hook of a sweep, or None when the sweep is a plain grid."""
     spec = load_settings(table)
     return None if spec is None else SearchHook(table.exp_dir, spec, log=log)
-
-
-def add_search(spec, root: str | os.PathLike, *, validate: bool = True, name: str | None = None,
-               set_vars: dict[str, str] | None = None) -> tuple[Path, int, list[str]]:
-    """``near sweep add`` of a search spec: validate a probe trial's jobs (before writing anything),
-    create the table and the studies, and add the first ``parallel`` trials of every study.
-    Returns (sweep folder, trials in flight, notes)."""
-    from near.sweep.validate import validate_jobs
-
-    notes: list[str] = []
-    points = axes_points(spec)
-    if validate:
-        jobs = trial_jobs(spec, points[0], probe_params(spec.search))[1]
-        skip = [(j.job_id, "stage has validate: false") for j in jobs
-                if any(s.name == j.stage and not s.validate for s in spec.stages)]
-        notes = validate_jobs(jobs, spec.label, skip_stages=skip).notes()
-    target = Path(root) / spec.name
-    with JobTable.open_or_create(target, sweep=spec.name) as table:
-        save_settings(table, str(spec.path), name, dict(set_vars or {}))
-        hook = SearchHook(target, spec, log=lambda m: None)
-        hook(table)
-        in_flight = len(hook.tracked)
-    cfg = spec.search
-    notes.insert(0, f"search: {len(points)} stud{'y' if len(points) == 1 else 'ies'} x {cfg.budget} trials "
-                 f"({cfg.sampler}, {cfg.parallel} in flight, {cfg.mode} {cfg.metric} at {cfg.at}); "
-                 f"journal {studymod.journal_path(target)}")
-    return target, in_flight, notes
