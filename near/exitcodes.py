@@ -8,8 +8,12 @@ A job's command (near's trainers, or any program) tells its controller how it en
   pending without charging an attempt.
 
 Any other status is a crash (retried up to the job's ``max_attempts``).
+
+``EXIT_STOPPED`` (130, the shell's Ctrl-C status) is near's own: a controller or command stopped
+by Ctrl-C / SIGTERM; running it again continues.
 """
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 3
+EXIT_STOPPED = 130

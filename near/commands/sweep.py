@@ -15,9 +15,9 @@ from pathlib import Path
 
 from near.add import DEFAULT_ROOT
 from near.errors import TableError
+from near.exitcodes import EXIT_STOPPED
 from near.sweep.spec import DEFAULT_MAX_JOBS
 
-EXIT_STOPPED = 130   # a controller stopped by Ctrl-C / SIGTERM (the shell's Ctrl-C status)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -9,7 +9,8 @@ what the files cannot:
   attempt refunded) or a time-out (``lost``: a crash unless its checkpoint advanced) -- unless the
   job finished (0) or refused its config (2) meanwhile, which its file then says;
 - a job another controller held whose lease expired or whose controller (on this host) is dead,
-  once no supervisor holds its run dir's lock: its files first, else lost (a crash).
+  once no supervisor holds its run dir's lock: its files first, else interrupted when its
+  controller is known dead (not the job's fault), lost (a crash) when only its lease expired.
 
 Claims carry a lease that this backend heartbeats; a controller that finds its lease taken over
 stops that attempt and records nothing. Several controllers on one table never run a job twice
@@ -34,6 +35,7 @@ from typing import Callable, Sequence
 from near.executors import runner
 from near.executors.base import Plan, View, decide, read_as
 from near.executors.outcomes import FINISHED, LOST, STOPPED, Outcome
+from near.exitcodes import EXIT_INTERRUPTED
 from near.jobtable import FAILED, PENDING, Change, JobRecord, JobTable
 from near.snapshot import Snapshotter
 from near.sweep.spec import time_to_seconds
@@ -133,13 +135,14 @@ class LocalBackend:
                 self._stop(a, (LOST, f"timeout after {a.job.resources.get('time')}"))
             self._escalate(a, now)
         jobs = [self.table.get(j) for j in exited]
-        lost: dict[str, str] = {}
+        lost: dict[str, tuple[bool, str]] = {}
         if now - self._last_foreign >= min(1.0, self.lease_s / 4):
             self._last_foreign = now
             for job in self._foreign_lost():
                 jobs.append(job)
-                lost[job.job_id] = f"lease of {job.lease_owner} " + (
-                    "ended: its controller died" if owner_dead(job.lease_owner) else "expired")
+                dead = owner_dead(job.lease_owner)
+                lost[job.job_id] = (dead, f"lease of {job.lease_owner} "
+                                    + ("ended: its controller died" if dead else "expired"))
         self._ended.update(exited)
         return View(jobs=[j for j in jobs if j.state in ("queued", "running")],
                     state={"exited": {j: runner.exit_status(a.proc.returncode) for j, a in exited.items()},
@@ -178,7 +181,13 @@ class LocalBackend:
                 if reading is not None:
                     o = read_as(o, *reading[1:])
             elif job.job_id in view.state["lost"]:
-                o = Outcome(job.job_id, LOST, reason=view.state["lost"][job.job_id])
+                dead, why = view.state["lost"][job.job_id]
+                if dead:
+                    # its controller died (its attempt got SIGTERM, or never started): interrupted,
+                    # not the job's crash; capped by max_requeues like every uncharged attempt
+                    o = Outcome(job.job_id, FINISHED, exit_code=EXIT_INTERRUPTED, reason=why)
+                else:
+                    o = Outcome(job.job_id, LOST, reason=why)
             ch = decide(job, o) if o is not None else None
             if ch is not None:
                 plan.changes.append(ch)

@@ -14,7 +14,7 @@ import signal
 from typing import Any
 
 from near.errors import ConfigError
-from near.exitcodes import EXIT_CONFIG, EXIT_OK
+from near.exitcodes import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK
 from near.training import runtime
 
 
@@ -41,7 +41,7 @@ def _late_signal(signum: int, frame: Any) -> None:
 
 def _interrupted(code: int, stop: runtime.StopRequest) -> int:
     """A stopped stage that did not finish and was not refused is interrupted (resumable)."""
-    return runtime.EXIT_INTERRUPTED if stop.requested and code not in (EXIT_OK, EXIT_CONFIG) else code
+    return EXIT_INTERRUPTED if stop.requested and code not in (EXIT_OK, EXIT_CONFIG) else code
 
 
 def _device(cfg: Any) -> str:
