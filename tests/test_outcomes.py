@@ -241,3 +241,27 @@ def test_local_controller_hook_adds_and_prunes_jobs_each_cycle(tmp_path):
     states = {j.job_id: j.state for j in t.jobs()}
     assert states == {"slow": "pruned", "first": "done", "added": "done"}, res
     assert len(calls) >= 2 and "step 3" in t.get("slow").reason
+
+
+def test_a_cycle_decides_by_the_files_first_then_by_the_exit_status(tmp_path):
+    """The controller's decision for local attempts, without running anything: a supervisor killed
+    after writing its outcome (exit 143) is still done; an attempt the controller stopped and that
+    wrote 3 is read as stopped (refunded); one that wrote nothing falls back on its exit status."""
+    from near.executors.base import View
+    from near.executors.controller import judge
+    from near.executors.local import LocalBackend
+
+    t = _table(tmp_path, n=3)
+    jobs = t.claim("w", limit=3)
+    view = View(jobs=jobs, state={"exited": {j.job_id: 143 for j in jobs}, "launch": {j.job_id: "L" for j in jobs},
+                                  "lost": {}},
+                readings={"j1": ("L", STOPPED, "interrupted by SIGINT")}, owner_checked=True)
+    found = {"j0": [Outcome("j0", FINISHED, 0, scheduler_id="L", name="a.json")],
+             "j1": [Outcome("j1", FINISHED, 3, scheduler_id="L", name="b.json")]}
+    plan = judge(jobs, found, LocalBackend(t), view)
+    assert all(ch.owner == "w" for ch in plan.changes)
+    t.transition_many(plan.changes)
+    j0, j1, j2 = (t.get(f"j{i}") for i in range(3))
+    assert j0.state == "done"
+    assert (j1.state, j1.attempts, j1.charged, j1.reason) == ("pending", 0, 0, "interrupted by SIGINT")
+    assert (j2.state, j2.charged, j2.exit_code) == ("pending", 1, 143) and "SIGTERM" in j2.reason

@@ -90,7 +90,6 @@ class Controller:
         self.timeout_s = timeout_s
         self.log = log
         self.stop_signal: int | None = None
-        self._stopping = False
         self.changed: dict[str, int] = {}
 
     # ------------------------------------------------------------------ output
