@@ -23,6 +23,7 @@ Counters go to the table's columns: ``crashes``, ``requeues``, ``charged``, ``at
 from __future__ import annotations
 
 import copy
+import errno
 import signal
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Protocol, Sequence
@@ -36,6 +37,25 @@ from near.jobtable import (
 )
 
 DEFAULT_MAX_REQUEUES = 20
+
+#: errors at dispatch that pass: the job stays pending and the dispatch is retried after a back-off
+TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.EAGAIN,
+                              errno.ENOMEM, errno.EBUSY, errno.EINTR, errno.ETXTBSY})
+BACKOFF_S = (1.0, 60.0)   # first and longest wait after a transient fault
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether an error at dispatch (or the OSError behind it) may pass by itself: retry later
+    rather than fail the job."""
+    while err is not None and not isinstance(err, OSError):
+        err = err.__cause__
+    return err is not None and err.errno in TRANSIENT_ERRNOS
+
+
+def backoff_s(faults: int) -> float:
+    """Seconds to wait before dispatching again after ``faults`` transient faults in a row."""
+    lo, hi = BACKOFF_S
+    return min(hi, lo * 2 ** max(0, faults - 1))
 
 Prune = Callable[[list[str], str], int]
 """The controller's ``prune(job_ids, reason) -> how many``, handed to every hook."""

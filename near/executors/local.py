@@ -22,7 +22,6 @@ with the error and backs off before claiming again; other errors fail the job.
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import socket
@@ -33,29 +32,12 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from near.executors import runner
-from near.executors.base import Plan, View, decide, read_as
+from near.executors.base import Plan, View, backoff_s, decide, is_transient, read_as
 from near.executors.outcomes import FINISHED, LOST, STOPPED, Outcome
 from near.exitcodes import EXIT_INTERRUPTED
 from near.jobtable import FAILED, PENDING, Change, JobRecord, JobTable
 from near.snapshot import Snapshotter
 from near.sweep.spec import time_to_seconds
-
-#: errors at dispatch that pass: the job stays pending and the claim is retried after a back-off
-TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.EAGAIN,
-                              errno.ENOMEM, errno.EBUSY, errno.EINTR, errno.ETXTBSY})
-BACKOFF_S = (1.0, 60.0)   # first and longest wait after a transient fault
-
-
-def is_transient(err: OSError) -> bool:
-    """Whether an error at dispatch may pass by itself (retry later) rather than fail the job."""
-    return err.errno in TRANSIENT_ERRNOS
-
-
-def backoff_s(faults: int) -> float:
-    """Seconds to wait before claiming again after ``faults`` transient faults in a row."""
-    lo, hi = BACKOFF_S
-    return min(hi, lo * 2 ** max(0, faults - 1))
-
 
 @dataclass
 class _Attempt:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from near.errors import NearError, TableError
-from near.executors.base import Hook, Plan, View, decide, fold
+from near.executors.base import Hook, Plan, View, backoff_s, decide, fold, is_transient
 from near.executors.outcomes import CANCELLED as K_CANCELLED, LOST, REQUEUED, Outcome
 from near.executors.runner import Task
 from near.executors.slurm_node import INTERRUPTED
@@ -281,11 +281,7 @@ def submit(
 
         # 3. freeze the code the jobs will run, then one sbatch per planned array
         snapshots = Snapshotter(exp_dir, table.meta(), log)
-        for planned in plan.arrays:
-            for jid in planned.job_ids:
-                snapshots.freeze(claimed[jid])
         folder = slurm_dir(exp_dir) / "submitit"
-        folder.mkdir(parents=True, exist_ok=True)
         sid_of = {jid: r.scheduler_id for jid, r in everything.items()
                   if r.state in ACTIVE_STATES and r.scheduler_id}
         array_sizes: dict[str, int] = {}
@@ -293,6 +289,10 @@ def submit(
 
         sweep = table.sweep or Path(exp_dir).name
         try:
+            for planned in plan.arrays:
+                for jid in planned.job_ids:
+                    snapshots.freeze(claimed[jid])
+            folder.mkdir(parents=True, exist_ok=True)
             chunks_of = Counter(a.group for a in plan.arrays)
             for planned in plan.arrays:
                 if planned.after_corr is not None:
@@ -335,7 +335,8 @@ def submit(
                                            if chunks_of[planned.group] > 1 else "")
                     + (f" ({g.dependency[:60]}{'...' if len(g.dependency) > 60 else ''})" if g.dependency else ""))
         except Exception as err:
-            # sbatch refused: put back what was not submitted (no attempt charged); keep what was
+            # sbatch refused (or the snapshot could not be written): put back what was not submitted
+            # (no attempt charged); keep what was
             done_ids = {jid for g in res.arrays for jid in g.job_ids}
             for jid in claimed:
                 if jid not in done_ids and jid not in plan.deferred:
@@ -564,6 +565,8 @@ class SlurmBackend:
         self.checked = 0
         self._t0 = time.monotonic()
         self._last_counts: dict[str, int] | None = None
+        self._faults = 0
+        self._resume_at = 0.0
 
     def look(self) -> View:
         active = [j for j in self.table.jobs(states=ACTIVE_STATES) if not _is_local(j)]
@@ -594,9 +597,20 @@ class SlurmBackend:
         pass
 
     def dispatch(self) -> int:
-        if self.profile is None or not self.table.counts().get(PENDING, 0):
+        """Submit what is pending; a transient fault (a full disk...) is retried after a back-off."""
+        if self.profile is None or time.monotonic() < self._resume_at or not self.table.counts().get(PENDING, 0):
             return 0
-        n = submit(self.table.exp_dir, self.profile, log=self.log).submitted
+        try:
+            n = submit(self.table.exp_dir, self.profile, log=self.log).submitted
+        except SlurmError as err:
+            if not is_transient(err):
+                raise
+            self._faults += 1
+            wait = backoff_s(self._faults)
+            self._resume_at = time.monotonic() + wait
+            self.log(f"cannot submit yet ({err.__cause__}); the jobs stay pending, retrying in {wait:.0f} s")
+            return 0
+        self._faults = 0
         self.submitted += n
         return n
 
