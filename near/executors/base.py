@@ -57,6 +57,7 @@ def backoff_s(faults: int) -> float:
     lo, hi = BACKOFF_S
     return min(hi, lo * 2 ** max(0, faults - 1))
 
+
 Prune = Callable[[list[str], str], int]
 """The controller's ``prune(job_ids, reason) -> how many``, handed to every hook."""
 
