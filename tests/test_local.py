@@ -374,3 +374,32 @@ def test_a_full_disk_at_dispatch_leaves_the_job_pending_and_it_runs_once_space_i
     j = t.get("j0")
     assert res.ok and (j.state, j.attempts, j.charged) == ("done", 1, 0)
     assert "cannot start yet" in seen[0] and "No space left on device" in seen[0]
+
+
+def test_a_job_rewriting_its_checkpoint_then_crashing_ends_failed_not_looping(tmp_path):
+    write_spec(tmp_path, """
+max_attempts: 2
+axes:
+  declared: [yes_, no_]
+stages:
+  - name: rl
+    when: {declared: yes_}
+    command: date +%s%N > ${run_dir}/ckpt.txt; echo ${declared}; exit 1
+    resources: {max_requeues: 3}
+  - name: rl
+    when: {declared: no_}
+    command: date +%s%N > ${run_dir}/ckpt.txt; echo ${declared}; exit 1
+    resources: {checkpoint: nn/model.pt}
+""")
+    near("sweep", "add", "sweeps/t.yaml", cwd=tmp_path)
+    r = near("sweep", "run", "experiments/t", cwd=tmp_path, check=False, timeout=120)
+    assert r.returncode == 1
+    by = {j.params["declared"]: j for j in JobTable.open(tmp_path / "experiments" / "t").jobs()}
+    declared, undeclared = by["yes_"], by["no_"]
+    # its checkpoint changes every time: never charged, but capped by max_requeues
+    assert (declared.state, declared.attempts, declared.charged) == ("failed", 4, 0), declared.reason
+    assert "gave up after 3 uncharged attempts (max_requeues 3)" in declared.reason
+    # a file it does not declare is no progress: max_attempts ends it
+    assert (undeclared.state, undeclared.attempts, undeclared.charged) == ("failed", 2, 2), undeclared.reason
+    show = near("sweep", "show", "experiments/t", declared.job_id, cwd=tmp_path).stdout
+    assert "crashes 4, 0 of max_attempts 2 charged" in show and "of max_requeues 3 uncharged" in show

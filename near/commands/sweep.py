@@ -264,8 +264,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"point      {' '.join(f'{k}={v}' for k, v in job.params.items()) or '-'}")
     print(f"state      {job.state}" + (f": {job.reason}" if job.reason else "")
           + (f" (exit code {job.exit_code})" if job.exit_code is not None else ""))
+    from near.executors.base import max_requeues, uncharged_attempts
+
     print(f"attempts   {job.attempts} (crashes {job.crashes}, {job.charged} of max_attempts {job.max_attempts} "
-          f"charged; requeues {job.requeues})" + (f"; checkpoint {job.progress}" if job.progress else ""))
+          f"charged; requeues {job.requeues}, {uncharged_attempts(job)} of max_requeues {max_requeues(job)} "
+          "uncharged)" + (f"; checkpoint {job.progress}" if job.progress else ""))
     if job.scheduler_id:
         print(f"scheduler  {job.scheduler_id}")
     print(f"resources  {json.dumps(job.resources, sort_keys=True)}")

@@ -137,14 +137,15 @@ def max_requeues(job: JobRecord) -> int:
     return int((job.resources or {}).get("max_requeues", DEFAULT_MAX_REQUEUES))
 
 
-def _uncharged(job: JobRecord) -> int:
+def uncharged_attempts(job: JobRecord) -> int:
+    """Attempts not held against ``max_attempts`` (interruptions, crashes with progress)."""
     return job.requeues + job.crashes - job.charged
 
 
 def _over_cap(job: JobRecord, o: Outcome, why: str) -> Change | None:
     """FAILED when one more uncharged attempt would pass the job's ``max_requeues``."""
     cap = max_requeues(job)
-    if _uncharged(job) + 1 <= cap:
+    if uncharged_attempts(job) + 1 <= cap:
         return None
     return Change(job.job_id, FAILED, expect=(job.state,), exit_code=o.exit_code, requeues=1, progress=o.progress,
                   reason=f"{why}; gave up after {cap} uncharged attempts (max_requeues {cap})")
