@@ -35,7 +35,7 @@ from near.executors import runner
 from near.executors.base import Plan, View, backoff_s, decide, is_transient, read_as
 from near.executors.outcomes import FINISHED, LOST, STOPPED, Outcome
 from near.exitcodes import EXIT_INTERRUPTED
-from near.jobtable import FAILED, PENDING, Change, JobRecord, JobTable
+from near.jobtable import ACTIVE_STATES, FAILED, PENDING, Change, JobRecord, JobTable
 from near.snapshot import Snapshotter
 from near.sweep.spec import time_to_seconds
 
@@ -126,7 +126,7 @@ class LocalBackend:
                 lost[job.job_id] = (dead, f"lease of {job.lease_owner} "
                                     + ("ended: its controller died" if dead else "expired"))
         self._ended.update(exited)
-        return View(jobs=[j for j in jobs if j.state in ("queued", "running")],
+        return View(jobs=[j for j in jobs if j.state in ACTIVE_STATES],
                     state={"exited": {j: runner.exit_status(a.proc.returncode) for j, a in exited.items()},
                            "launch": {j: a.launch_id for j, a in exited.items()},
                            "lost": lost},
@@ -153,7 +153,7 @@ class LocalBackend:
         it, if it did), and ``lost`` for a dead controller's job its files leave active."""
         plan = Plan()
         for job in jobs:
-            if job.state not in ("queued", "running"):
+            if job.state not in ACTIVE_STATES:
                 continue
             o = None
             if job.job_id in view.state["exited"]:
