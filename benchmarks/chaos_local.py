@@ -75,6 +75,23 @@ def controller(exp: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def jobs_started(log: Path) -> int:
+    """Start lines in the shared log so far."""
+    try:
+        return log.read_text().count("start ")
+    except FileNotFoundError:
+        return 0
+
+
+def after_a_start(log: Path, procs: list[subprocess.Popen], rng: random.Random, most_s: float) -> None:
+    """Wait until a new job started (the controllers are up, however loaded the machine), then a
+    random moment more, so that the signal lands while jobs run."""
+    before, end = jobs_started(log), time.monotonic() + 120
+    while jobs_started(log) == before and time.monotonic() < end and all(p.poll() is None for p in procs):
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0.0, most_s))
+
+
 def interrupt(p: subprocess.Popen, sig: int) -> None:
     if p.poll() is None:
         p.send_signal(sig)
@@ -84,23 +101,24 @@ def interrupt(p: subprocess.Popen, sig: int) -> None:
 def run_scenario(root: Path, scenario: str, rng: random.Random, jobs: int, rounds: int, user_trap: bool) -> dict:
     """Run one scenario in ``root``; returns its counts."""
     exp = write_sweep(root, jobs, user_trap)
+    log = root / "log.txt"
     t0 = time.monotonic()
     for _ in range(rounds):
         if scenario in SIGNALS:
             p = controller(exp, "--lease", "5")
-            time.sleep(rng.uniform(0.3, 2.5))
+            after_a_start(log, [p], rng, 2.0)
             interrupt(p, SIGNALS[scenario])
         elif scenario == "race":
             a, b = controller(exp, "--lease", "5"), controller(exp, "--lease", "5")
-            time.sleep(rng.uniform(0.3, 2.5))
+            after_a_start(log, [a, b], rng, 2.0)
             interrupt(rng.choice([a, b]), rng.choice(list(SIGNALS.values())))
             for p in (a, b):
                 interrupt(p, signal.SIGINT)
         else:  # killed_beside_live: B finishes, A's jobs included, long before A's lease would expire
             a = controller(exp, "--lease", "30")
-            time.sleep(rng.uniform(0.3, 1.5))
+            after_a_start(log, [a], rng, 0.5)
             b = controller(exp, "--lease", "30")
-            time.sleep(rng.uniform(0.2, 1.0))
+            after_a_start(log, [a, b], rng, 1.0)
             interrupt(a, signal.SIGKILL)
             b.wait(timeout=120)
             break
