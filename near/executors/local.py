@@ -181,6 +181,8 @@ class LocalBackend:
         if a is not None:
             where = f" ({time.monotonic() - a.started:.1f}s)" if ch.to_state == "done" else \
                 f" ({ch.reason or 'ended'}; see {a.job.run_dir}/{runner.STDERR_FILE})"
+        elif ch.outcome:  # another controller's attempt, as its supervisor wrote it
+            where = f" (outcome recorded by its supervisor{'; ' + ch.reason if ch.reason else ''})"
         elif ch.reason:
             where = f" ({ch.reason})"
         if ch.to_state == FAILED:
