@@ -7,6 +7,9 @@ heavy imports (torch, hydra, pandas) happen inside the handlers so that `near --
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sqlite3
 import sys
 
 from near.errors import NearError
@@ -36,13 +39,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
+        return code
     except NearError as err:
         print(f"near: error: {err}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as err:  # a read the job table did not name its file for
+        print(f"near: error: job table: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("near: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _broken_pipe()
+
+
+def _broken_pipe() -> int:
+    """The reader of our output went away (``near sweep status | head``): stop quietly, with the
+    status a command killed by SIGPIPE has, as other Unix tools do."""
+    # Python flushes stdout again at exit, into the same closed pipe: point it at /dev/null first
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

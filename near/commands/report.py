@@ -69,7 +69,7 @@ def _run_all(args: argparse.Namespace) -> int:
         return 0
     worst = 0
     for exp in exps:
-        with JobTable.open(exp) as table:
+        with JobTable.open(exp, readonly=True) as table:
             names = dict.fromkeys([table.sweep, exp.name])
         specs = next((found for name in names for d in plotting_dirs() if (found := specs_for_sweep(d, name))), [])
         for spec in specs or [None]:

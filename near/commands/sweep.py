@@ -88,10 +88,10 @@ def exp_dir(arg: str) -> Path:
     return p
 
 
-def _open(arg: str):
+def _open(arg: str, *, readonly: bool = False):
     from near.jobtable import JobTable
 
-    return JobTable.open(exp_dir(arg))
+    return JobTable.open(exp_dir(arg), readonly=readonly)
 
 
 # ---------------------------------------------------------------------- add
@@ -139,38 +139,22 @@ def _dry_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- status
-def status_data(table) -> dict:
-    """Counts by state, per axis value and stage, and the jobs that need attention."""
-    from near.jobtable import STATES
+def status_data(table, limit: int | None = None) -> dict:
+    """Counts by state, per axis value and stage, and the jobs that need attention (at most
+    ``limit`` of them; ``attention`` says how many there are), all counted in SQLite."""
+    counts = table.counts()
+    jobs, attention = table.attention(limit)
+    return {"exp_dir": table.exp_dir, "sweep": table.sweep, "total": sum(counts.values()), "counts": counts,
+            "by_axis": table.by_axis(), "jobs": jobs, "attention": attention}
 
-    jobs = table.jobs()
-    axes = table.axes()
-    by_axis: dict[str, dict[str, dict[str, int]]] = {}
-    for a in ["stage"] + axes:
-        by_axis[a] = {}
-    for j in jobs:
-        for a in ["stage"] + axes:
-            v = j.stage if a == "stage" else j.params.get(a)
-            if v is None:
-                continue
-            row = by_axis[a].setdefault(str(v), {})
-            row[j.state] = row.get(j.state, 0) + 1
-    attention = [
-        {"job_id": j.job_id, "stage": j.stage, "state": j.state, "reason": j.reason, "exit_code": j.exit_code,
-         "attempts": j.attempts, "max_attempts": j.max_attempts, "scheduler_id": j.scheduler_id,
-         "params": j.params, "run_dir": j.run_dir}
-        for j in jobs if j.state not in ("pending", "done") or j.reason
-    ]
-    counts = {s: 0 for s in STATES}
-    for j in jobs:
-        counts[j.state] += 1
-    return {"exp_dir": table.exp_dir, "sweep": table.sweep, "total": len(jobs), "counts": counts,
-            "by_axis": by_axis, "jobs": attention}
+
+# the jobs `status` lists in text (--json lists all)
+STATUS_JOBS = 50
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with _open(args.exp) as table:
-        data = status_data(table)
+    with _open(args.exp, readonly=True) as table:
+        data = status_data(table, None if args.json else STATUS_JOBS)
     if args.json:
         json.dump(data, sys.stdout, indent=1, default=str)
         print()
@@ -197,10 +181,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             why = f": {j['reason']}" if j["reason"] else ""
             print(f"  {j['job_id']} {j['stage']:<5} {j['state']:<9}{sid} {point} "
                   f"(attempts {j['attempts']}/{j['max_attempts']}){why}")
-    from near.search.report import status_lines
+        if data["attention"] > len(data["jobs"]):
+            print(f"  ... and {data['attention'] - len(data['jobs'])} more (--json lists them all)")
+    if (Path(data["exp_dir"]) / "search").is_dir():  # only a search sweep pays for importing the search package
+        from near.search.report import status_lines
 
-    for line in status_lines(Path(data["exp_dir"])):
-        print(line)
+        for line in status_lines(Path(data["exp_dir"])):
+            print(line)
     return 0
 
 
@@ -254,7 +241,7 @@ def _ts(t: float | None) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     from near.snapshot import describe, enabled, recorded
 
-    with _open(args.exp) as table:
+    with _open(args.exp, readonly=True) as table:
         job = table.find(args.job)
         history = table.history(job.job_id)
         deps = {ref: table.get(d) for ref, d in job.deps.items()}
@@ -307,9 +294,13 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
-    with _open(args.exp) as table:
+    with _open(args.exp, readonly=True) as table:
         out = Path(args.out) if args.out else Path(table.exp_dir) / f"jobs.{args.format}"
-        table.export(out, args.format)
+        try:
+            table.export(out, args.format)
+        except OSError as err:
+            raise TableError(f"{out}: cannot write the export ({err.strerror or err}); "
+                             "choose another file with --out") from err
         n = len(table)
     print(f"wrote {n} jobs to {out}")
     return 0

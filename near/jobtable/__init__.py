@@ -12,7 +12,9 @@ SLURM submitters, reconcilers) can share one table without ever dispatching a jo
 
 Public API (stable; other stages build on it):
 
-- ``JobTable.create(path)`` / ``JobTable.open(path)`` / ``JobTable.open_or_create(path)``
+- ``JobTable.create(path)`` / ``JobTable.open(path, readonly=False)`` / ``JobTable.open_or_create(path)``;
+  a read-only handle (asked for by commands that only read, or taken when the file or its folder
+  is not writable) never migrates or writes
 - ``add(jobs) -> AddResult(new, existing, shared)``: insert :class:`JobSpec` s, deduplicated by id
 - ``claim(owner, limit, lease_s, *, to_state="running", stages=None, job_ids=None) -> list[JobRecord]``
   atomically takes pending jobs whose dependencies are all done
@@ -27,13 +29,16 @@ Public API (stable; other stages build on it):
 - ``prune(job_ids, reason)``: active jobs -> pruned (a search stopped them early)
 - ``folded(job_ids)``: names of the node outcomes already recorded; ``set_scheduler_id``, ``set_command``,
   ``set_max_attempts``
-- ``get(job_id)``, ``find(prefix)``, ``jobs(states=None, stages=None)``, ``briefs()``, ``counts()``,
+- ``counts()`` (per state), ``by_axis()`` (per stage / axis value and state, from the tallies kept
+  in SQLite: a few thousand rows read, whatever the table's size), ``attention(limit)``
+- ``get(job_id)``, ``find(prefix)``, ``jobs(states=None, stages=None)``, ``briefs()``,
   ``leased()``, ``history(job_id)``, ``histories(job_ids)``,
   ``deps(job_id)``, ``dependents(job_id)``, ``axes()``
 - ``to_frame()`` (pandas; one column per axis), ``export(path, fmt)`` (csv | parquet)
 
 Legal transitions are one declarative table, :data:`near.jobtable.states.TRANSITIONS`; every
-write (add, claim, transition, reset, block, unblock) checks it.
+write (add, claim, transition, reset, block, unblock) checks it. A read that meets a malformed
+file, or a job in a state near does not know, raises TableError naming the file (and the job).
 
 Attempt accounting (``attempts``, ``crashes``, ``requeues``, ``charged``) is described in
 :mod:`near.jobtable.counters`; the retry policy is ``near.executors.base.record_outcome``.

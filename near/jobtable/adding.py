@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from near.errors import TableError
 from near.jobtable.connection import now as _now
+from near.jobtable.counters import add_tallies, tally_new
 from near.jobtable.queries import states_of
 from near.jobtable.records import AddResult, JobSpec, _params_encoder, topo_order
 from near.jobtable.states import BLOCKED, BLOCKING_STATES, PENDING, check_transition
@@ -100,6 +101,8 @@ def _add(table: JobTable, jobs: Iterable[JobSpec], axes: Sequence[str] | None) -
         for k, r in res_json.items():
             res_json[k] = json.dumps(r, sort_keys=True)
         enc = _params_encoder()
+        # rows get seq = the largest so far + 1, in insertion order
+        first_seq = c.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
         c.executemany(
             "INSERT INTO jobs(job_id, sweep, stage, command_template, params, resources, workdir, point, "
             "max_attempts, created, updated, state, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -112,6 +115,7 @@ def _add(table: JobTable, jobs: Iterable[JobSpec], axes: Sequence[str] | None) -
             "INSERT INTO deps(job_id, ref, dep_job_id) VALUES (?,?,?)",
             [(j.job_id, ref, dep) for j in order if j.deps for ref, dep in j.deps.items()],
         )
+        add_tallies(c, *tally_new(order, blocked, first_seq))
         if blocked:
             c.executemany(
                 "INSERT INTO events(job_id, ts, from_state, to_state, reason, detail) VALUES (?,?,?,?,?,?)",

@@ -4,13 +4,17 @@ look), write transactions, and the errors that name the file."""
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 from urllib.parse import quote
 
 from near.errors import TableError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def now() -> float:
@@ -67,6 +71,25 @@ def db_error(path: Path, err: BaseException, what: str) -> TableError:
         return TableError(f"{path}: disk full ({what}: {err}); nothing recorded was lost: free space and run "
                           "the same command again")
     return TableError(f"{path}: {what} ({err})")
+
+
+def reads(fn: F | None = None, *, job: bool = False) -> Any:
+    """Decorate a read of the table (first argument: the table): an SQLite error (a malformed
+    page, an I/O error) becomes a TableError naming the file and, with ``job``, the job the
+    second argument names."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def read(table: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(table, *args, **kwargs)
+            except sqlite3.DatabaseError as err:
+                which = f" (job {args[0]})" if job and args else ""
+                raise db_error(table.path, err, f"cannot read job table{which}") from err
+
+        return read  # type: ignore[return-value]
+
+    return wrap if fn is None else wrap(fn)
 
 
 class WriteTx:

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from near.errors import TableError
-from near.jobtable.queries import corrupt, deps_map
+from near.jobtable.connection import reads
+from near.jobtable.queries import corrupt, deps_map, unknown_state
 from near.jobtable.records import _fast_resolve, _label
+from near.jobtable.states import STATES
 
 if TYPE_CHECKING:
     from near.jobtable.table import JobTable
@@ -24,6 +26,7 @@ def _is_json(text: str) -> bool:
         return False
 
 
+@reads
 def to_frame(table: JobTable):
     """pandas DataFrame, one row per job: job_id, sweep, stage, state, reason, exit_code, attempts,
     max_attempts, run_dir (absolute), command (resolved), command_template, scheduler_id, point,
@@ -39,6 +42,9 @@ def to_frame(table: JobTable):
     rows = table._conn.execute(f"SELECT {', '.join(cols)} FROM jobs ORDER BY seq").fetchall()
     deps = deps_map(table)
     df = pd.DataFrame.from_records(rows, columns=cols)
+    unknown = set(df["state"].unique()) - set(STATES)
+    if unknown:
+        raise unknown_state(table, sorted(map(str, unknown))[0])
     ids = df["job_id"].tolist()
     runs = os.path.join(table.exp_dir, "runs") + os.sep
     loads = json.loads

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from near.errors import TableError
 from near.jobtable.connection import now as _now
+from near.jobtable.connection import reads
 from near.jobtable.records import Event, JobBrief, JobRecord, run_dir_for
-from near.jobtable.schema import JOB_COLUMNS
-from near.jobtable.states import check_states
+from near.jobtable.schema import ATTENTION, JOB_COLUMNS
+from near.jobtable.states import STATES, check_states
 
 if TYPE_CHECKING:
     from near.jobtable.table import JobTable
@@ -38,6 +39,16 @@ def corrupt(table: JobTable, job_id: str, column: str, err: Exception) -> TableE
                       "restore the file from a backup or remove the sweep folder")
 
 
+def unknown_state(table: JobTable, state: Any, job_id: str | None = None) -> TableError:
+    """The error for a job in ``state``, which is not one of :data:`STATES` (default: the first
+    such job)."""
+    if job_id is None:
+        row = table._conn.execute("SELECT job_id FROM jobs WHERE state IS ? ORDER BY seq LIMIT 1", (state,)).fetchone()
+        job_id = row[0] if row else "?"
+    return TableError(f"{table.path}: corrupt job table: job {job_id} is in unknown state {state!r} "
+                      f"(states are {', '.join(STATES)}); restore the file from a backup or remove the sweep folder")
+
+
 def states_of(c: sqlite3.Connection, ids: list[str]) -> dict[str, str]:
     """Job id -> state, for those of ``ids`` in the table."""
     out: dict[str, str] = {}
@@ -46,6 +57,7 @@ def states_of(c: sqlite3.Connection, ids: list[str]) -> dict[str, str]:
     return out
 
 
+@reads
 def deps_map(table: JobTable, ids: Sequence[str] | None = None) -> dict[str, dict[str, str]]:
     """Job id -> (reference name -> job id it depends on), for ``ids`` or every job."""
     out: dict[str, dict[str, str]] = {}
@@ -76,6 +88,8 @@ def records(table: JobTable, rows: list[tuple], deps: dict[str, dict[str, str]] 
             params, resources = loads(params), loads(resources)
         except (ValueError, TypeError) as err:
             raise corrupt(table, job_id, "params" if not isinstance(params, dict) else "resources", err) from None
+        if state not in STATES:
+            raise unknown_state(table, state, job_id)
         out.append(JobRecord(
             job_id=job_id, sweep=sweep, stage=stage, command_template=template,
             params=params, resources=resources, workdir=workdir, point=point,
@@ -88,6 +102,7 @@ def records(table: JobTable, rows: list[tuple], deps: dict[str, dict[str, str]] 
     return out
 
 
+@reads
 def check(table: JobTable) -> None:
     """Raise TableError naming the first job whose params or resources are not valid JSON (one
     scan in SQLite; run before dispatching anything, so a corrupt row stops a run at once)."""
@@ -103,6 +118,7 @@ def check(table: JobTable) -> None:
         raise corrupt(table, row[0], column, ValueError("not JSON"))
 
 
+@reads(job=True)
 def get(table: JobTable, job_id: str) -> JobRecord:
     """The job with this exact id; TableError if absent."""
     rows = table._conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id=?", (job_id,)).fetchall()
@@ -111,6 +127,7 @@ def get(table: JobTable, job_id: str) -> JobRecord:
     return records(table, rows)[0]
 
 
+@reads(job=True)
 def find(table: JobTable, prefix: str) -> JobRecord:
     """The job whose id starts with ``prefix`` (must be unique)."""
     ids = [r[0] for r in table._conn.execute(
@@ -123,6 +140,7 @@ def find(table: JobTable, prefix: str) -> JobRecord:
     return get(table, prefix if prefix in ids else ids[0])
 
 
+@reads
 def jobs(table: JobTable, states: Iterable[str] | None = None, stages: Iterable[str] | None = None,
          ) -> list[JobRecord]:
     """All jobs (optionally only those in ``states`` / ``stages``), in insertion order."""
@@ -142,6 +160,7 @@ def jobs(table: JobTable, states: Iterable[str] | None = None, stages: Iterable[
     return records(table, table._conn.execute(q + " ORDER BY seq", args).fetchall())
 
 
+@reads
 def briefs(table: JobTable) -> list[JobBrief]:
     """Every job's id, state, scheduler id and dependencies, in insertion order: what a
     reconciliation needs of the whole table, without decoding full records."""
@@ -150,6 +169,7 @@ def briefs(table: JobTable) -> list[JobBrief]:
             table._conn.execute("SELECT job_id, state, scheduler_id FROM jobs ORDER BY seq")]
 
 
+@reads
 def leased(table: JobTable) -> list[tuple[str, str, float]]:
     """``(job_id, lease_owner, lease_expires)`` of active jobs held under a lease."""
     return table._conn.execute(
@@ -158,6 +178,7 @@ def leased(table: JobTable) -> list[tuple[str, str, float]]:
     ).fetchall()
 
 
+@reads
 def expired(table: JobTable, now: float | None = None, *, exclude_owner: str | None = None) -> list[JobRecord]:
     """Active jobs whose lease expired (their worker or controller died), except ``exclude_owner``'s
     (a live caller knows its own jobs run, even if it was too slow to renew their leases)."""
@@ -169,11 +190,35 @@ def expired(table: JobTable, now: float | None = None, *, exclude_owner: str | N
     return records(table, rows)
 
 
+@reads
+def attention(table: JobTable, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    """The jobs that need a look (neither pending nor done, or with a reason), in insertion order,
+    at most ``limit`` of them, as plain dicts; and how many there are in all."""
+    total = table._conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {ATTENTION}").fetchone()[0]
+    rows = table._conn.execute(
+        "SELECT job_id, stage, state, reason, exit_code, attempts, max_attempts, scheduler_id, params "
+        f"FROM jobs WHERE {ATTENTION} ORDER BY seq LIMIT ?", (-1 if limit is None else limit,)).fetchall()
+    out = []
+    for job_id, stage, state, reason, exit_code, attempts, max_attempts, scheduler_id, params in rows:
+        try:
+            params = json.loads(params)
+        except (ValueError, TypeError) as err:
+            raise corrupt(table, job_id, "params", err) from None
+        if state not in STATES:
+            raise unknown_state(table, state, job_id)
+        out.append({"job_id": job_id, "stage": stage, "state": state, "reason": reason, "exit_code": exit_code,
+                    "attempts": attempts, "max_attempts": max_attempts, "scheduler_id": scheduler_id,
+                    "params": params, "run_dir": run_dir_for(table.exp_dir, job_id)})
+    return out, total
+
+
+@reads
 def size(table: JobTable) -> int:
     """Number of jobs (``len(table)``)."""
     return table._conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
 
 
+@reads(job=True)
 def history(table: JobTable, job_id: str) -> list[Event]:
     """The job's state changes, oldest first (the first entry is its creation)."""
     job = get(table, job_id)
@@ -185,6 +230,7 @@ def history(table: JobTable, job_id: str) -> list[Event]:
     return events
 
 
+@reads
 def histories(table: JobTable, job_ids: Iterable[str]) -> dict[str, list[Event]]:
     """The recorded state changes (events) of many jobs, oldest first, in few queries (unlike
     :func:`history`, without the synthetic creation entry). Jobs without events map to []."""
@@ -199,16 +245,19 @@ def histories(table: JobTable, job_ids: Iterable[str]) -> dict[str, list[Event]]
     return out
 
 
+@reads(job=True)
 def deps(table: JobTable, job_id: str) -> dict[str, str]:
     """Reference name -> job id this job depends on."""
     return deps_map(table, [job_id]).get(job_id, {})
 
 
+@reads(job=True)
 def dependents(table: JobTable, job_id: str) -> list[str]:
     """Ids of the jobs that depend directly on ``job_id``."""
     return [r[0] for r in table._conn.execute("SELECT job_id FROM deps WHERE dep_job_id=?", (job_id,))]
 
 
+@reads
 def folded(table: JobTable, job_ids: Iterable[str] | None = None) -> dict[str, set[str]]:
     """Job id -> names of the node outcomes already recorded (folding one again changes nothing)."""
     out: dict[str, set[str]] = {}

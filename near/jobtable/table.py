@@ -13,9 +13,11 @@ from pathlib import Path
 
 from near.errors import TableError
 from near.jobtable import adding, counters, frames, queries, transitions
-from near.jobtable.connection import WriteTx, connect, connect_readonly, db_error
+from near.jobtable.connection import WriteTx, connect, connect_readonly, db_error, reads
 from near.jobtable.connection import now as _now
-from near.jobtable.schema import MAGIC, MIGRATIONS, REQUIRED_TABLES, SCHEMA, SCHEMA_VERSION, TABLE_FILENAME
+from near.jobtable.schema import (
+    CREATE, MAGIC, MIGRATIONS, OLDEST_READABLE, REQUIRED_TABLES, SCHEMA_VERSION, TABLE_FILENAME,
+)
 
 
 class JobTable:
@@ -49,9 +51,8 @@ class JobTable:
                 conn.execute("PRAGMA page_size=16384")
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("BEGIN IMMEDIATE")
-                for stmt in SCHEMA.strip().split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
+                for stmt in CREATE:
+                    conn.execute(stmt)
                 conn.executemany(
                     "INSERT INTO meta(key, value) VALUES (?, ?)",
                     [("magic", MAGIC), ("schema_version", str(SCHEMA_VERSION)), ("sweep", sweep),
@@ -73,11 +74,14 @@ class JobTable:
     def open(cls, path: str | os.PathLike, *, readonly: bool = False) -> "JobTable":
         """Open an existing table; a missing, foreign or corrupt file raises TableError naming it.
 
-        ``readonly``: open it without any write (SQLite ``mode=ro``); an older schema is then
-        refused instead of migrated."""
+        ``readonly`` (also taken when the file or its folder is not writable): open it without any
+        write (SQLite ``mode=ro``): an older table is read as it is, never migrated, and any write
+        raises TableError."""
         path = cls._file(path)
         if not path.is_file():
             raise TableError(f"{path}: no job table here (run `near sweep add SPEC` first)")
+        if not readonly and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+            readonly = True
         try:
             with open(path, "rb") as fh:
                 header = fh.read(16)
@@ -110,10 +114,12 @@ class JobTable:
             raise TableError(f"{path}: corrupt job table: schema_version {text!r} is not a number") from None
         table = cls(path, conn, readonly=readonly)
         try:
-            if version != SCHEMA_VERSION:
+            if version != SCHEMA_VERSION and not (readonly and OLDEST_READABLE <= version < SCHEMA_VERSION):
                 table._migrate(version)
             if not readonly:
                 table._tune()
+                if "tallies" in table.meta():  # just migrated, or jobs edited by something other than near
+                    counters.recount(table)
         except BaseException:
             conn.close()
             raise
@@ -126,9 +132,8 @@ class JobTable:
             raise TableError(f"{self.path}: job table schema {version}, this near reads {SCHEMA_VERSION}"
                              + (" (written by a newer near: upgrade near)" if version > SCHEMA_VERSION else ""))
         if self.readonly:
-            raise TableError(f"{self.path}: job table schema {version} is older than this near's {SCHEMA_VERSION}; "
-                             "a command that writes (e.g. `near sweep run` or `near sweep add`) upgrades it, "
-                             "this one only reads")
+            raise TableError(f"{self.path}: job table schema {version} is too old to read without upgrading it; "
+                             "a command that writes it (e.g. `near sweep run`, where the file is writable) upgrades it")
         with self._tx() as c:
             while version < SCHEMA_VERSION:
                 for stmt in MIGRATIONS[version]:
@@ -179,10 +184,12 @@ class JobTable:
 
     def _tx(self) -> WriteTx:
         if self.readonly:
-            raise TableError(f"{self.path}: opened read-only; this command does not write the job table")
+            raise TableError(f"{self.path}: opened read-only (by a command that only reads, or because the file "
+                             "or its folder is not writable); nothing was written")
         return WriteTx(self._conn, self.path)
 
     # ------------------------------------------------------------------ meta
+    @reads
     def meta(self) -> dict[str, str]:
         """The meta key/value pairs (magic, schema_version, sweep, axes, spec files, ...)."""
         return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
@@ -222,6 +229,8 @@ class JobTable:
 
     # ------------------------------------------------------------------ reads
     counts = counters.counts
+    by_axis = counters.by_axis
+    attention = queries.attention
     check = queries.check
     get = queries.get
     find = queries.find
