@@ -158,3 +158,121 @@ def test_a_var_with_shell_code_cannot_cut_the_trainer_overrides(tmp_path):
 def test_commands_the_shell_cannot_read_are_refused(tmp_path, command):
     with pytest.raises(SpecError, match="stages.s.command: the shell cannot read this command"):
         spec_of(tmp_path, yaml.safe_dump({"axes": {"a": [1]}, "stages": {"s": command}}))
+
+
+# bash's own parameter expansions around values: X is unset, Y=abc; each word's expected text
+NESTED = [
+    ('"${X:-${a}}"', "{a}"), ("${X:-${a}}", "{a}"), ('"${Y:+${a}}"', "{a}"), ('"${X:+${a}}"', ""),
+    ('"${Y/b/${a}}"', "a{a}c"), ('"${Y//b/${a}}"', "a{a}c"), ('"${Y/#a/${a}}"', "{a}bc"),
+    ('"${Y:-"${a}"}"', "abc"), ('"${X:-"<${a}>"}"', "<{a}>"), ('"${Z:=${a}}"', "{a}"),
+    ('"${#Y}:${a}"', "3:{a}"), ('"${X:-${Y:+${a}}}"', "{a}"), ('"`printf %s. ${X:-${a}}`"', "{a}."),
+    ('"$(printf %s. "${X:-${a}}")"', "{a}."), ('"${X:-${Y/b/${a}}}"', "a{a}c"),
+]
+ARITH = ["echo $(( ${a} + 1 ))", "(( ${a} > 0 ))", "[[ ${a} -eq 0 ]]", "[[ 1 -lt ${a} ]]", "let y=${a}",
+         "x[${a}]=1", "echo ${Y[${a}]}", "echo ${Y:${a}}", "echo ${Y:0:${a}}", "declare -i n=${a}",
+         "declare -i n; n=${a}", "echo $[${a}]", "for ((i=0; i<${a}; i++)); do :; done", "echo ${#${a}}"]
+
+
+def nested_probe(words: list[str]) -> str:
+    return "Y=abc; printf '%s\\0' " + " ".join(words)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=values, picks=st.lists(st.sampled_from(range(len(NESTED))), min_size=1, max_size=5))
+def test_values_in_nested_parameter_expansions_are_their_bytes(tmp_path, value, picks):
+    words = [NESTED[i] for i in picks]
+    doc = {"name": "probe", "axes": {"a": [value]},
+           "stages": [{"name": "probe", "command": nested_probe([w for w, _ in words])}]}
+    job = expand(load_spec(write_spec(tmp_path, doc))).jobs[0]
+    out = run_probe(resolve_command(job.command, job.job_id, tmp_path / "exp", job.deps), tmp_path)
+    assert out == [want.replace("{a}", value).encode() for _, want in words], job.command
+    assert not list(tmp_path.glob("pwned"))
+
+
+@pytest.mark.parametrize("command", ARITH)
+def test_a_value_where_bash_evaluates_arithmetic_is_refused(tmp_path, command):
+    doc = {"name": "probe", "axes": {"a": ["a[$(touch pwned)]"]}, "stages": [{"name": "s", "command": command}]}
+    with pytest.raises(SpecError, match=r"stages\[0\]\.command: \$\{a\} stands in .*bash would evaluate"):
+        expand(load_spec(write_spec(tmp_path, doc)))
+    assert not list(tmp_path.glob("pwned"))
+
+
+ROOTS = ["my exps", "r$(touch {mark})", "q'uo\"te`touch {mark}`", "d$${x} ${HOME} \\n"]
+
+
+def test_paths_reach_the_command_byte_for_byte_through_near_sweep_run(tmp_path):
+    """Experiment roots with blanks, quotes and command substitutions, nested expansions around
+    values and paths, all through `near sweep add --root` and `near sweep run`."""
+    mark = tmp_path / "marker"
+    nasty = ["$(touch {mark})", "a&b \\ 'c\"", "*"]
+    words = [w for w, _ in NESTED[:12]] + ['${run_dir}', '"${run_dir}"', "'${run_dir}'", '"${X:-${run_dir}}"',
+                                          '"${Y/b/${exp_dir}}"', "${exp_dir}"]
+    doc = {"name": "t", "axes": {"a": [v.replace("{mark}", str(mark)) for v in nasty]},
+           "stages": [{"name": "s", "command": nested_probe(words) + " > ${run_dir}/args"}]}
+    write_spec(tmp_path, doc)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for root in ROOTS:
+        root = str(tmp_path / "roots" / root.replace("{mark}", str(mark)))
+        Path(root).mkdir(parents=True)
+        add = subprocess.run([sys.executable, "-m", "near", "sweep", "add", "sweeps/probe.yaml", "--root", root],
+                             cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
+        assert add.returncode == 0, add.stderr
+        exp = os.path.join(root, "t")
+        run = subprocess.run([sys.executable, "-m", "near", "sweep", "run", exp, "--workers", "2"],
+                             cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+        assert run.returncode == 0, run.stdout + run.stderr
+        jobs = JobTable.open(exp).jobs()
+        assert len(jobs) == 3 and {j.state for j in jobs} == {"done"}
+        for j in jobs:
+            run_dir = os.path.join(exp, "runs", j.job_id)
+            a = j.params["a"]
+            want = [w.replace("{a}", a) for _, w in NESTED[:12]] + [run_dir] * 4 + [f"a{exp}c", exp]
+            assert (Path(run_dir) / "args").read_bytes().split(b"\0")[:-1] == [w.encode() for w in want]
+    assert not mark.exists()
+
+
+def test_a_run_dir_linked_out_of_the_experiment_is_refused(tmp_path):
+    doc = {"name": "t", "axes": {"a": [1]}, "stages": [{"name": "s", "command": "echo ${a} > ${run_dir}/out"}]}
+    write_spec(tmp_path, doc)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    add = subprocess.run([sys.executable, "-m", "near", "sweep", "add", "sweeps/probe.yaml"], cwd=tmp_path,
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert add.returncode == 0, add.stderr
+    exp = tmp_path / "experiments" / "t"
+    job = JobTable.open(exp).jobs()[0]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (exp / "runs").mkdir(exist_ok=True)
+    (exp / "runs" / job.job_id).symlink_to(outside, target_is_directory=True)
+    with pytest.raises(Exception, match=r"leads to .*outside, out of the experiment"):
+        job.command
+    assert not list(outside.iterdir())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(axis=st.lists(values, min_size=1, max_size=3, unique=True), var=values)
+def test_validation_reads_the_arguments_bash_passes(tmp_path, axis, var):
+    """The trainer call parsed from the template at add time holds exactly the arguments bash
+    gives the trainer: the same command with `near train rl` swapped for printf prints them."""
+    template = "near train rl k=${a} 'q=${a}' \"r=${v}\" ${bundle} x${a}y=1 s=${v}\\ t"
+    doc = {"name": "probe", "raw": ["bundle"],
+           "vars": {"v": var.replace("${", "$${"), "bundle": "k=1 ${v} 'two words' run_dir=${run_dir}"},
+           "axes": {"a": axis}, "stages": [{"name": "probe", "command": template,
+                                          "overrides": ["o=${a}"], "validate": False}]}
+    for job in expand(load_spec(write_spec(tmp_path, doc))).jobs:
+        kind, words = job.call
+        command = resolve_command(job.command, job.job_id, "/tmp/near-validate", job.deps)
+        printed = run_probe(command.replace("near train rl", "printf '%s\\0'", 1), tmp_path)
+        run_dir = f"/tmp/near-validate/runs/{job.job_id}".encode()
+        assert kind == "rl" and [w.encode() for w in words] == [p.replace(run_dir, b"/tmp/near-validate/run_dir")
+                                                               for p in printed]
+
+
+def test_a_command_of_several_lines_keeps_them(tmp_path):
+    """A first line that is a comment stays a comment line: the commands after it run."""
+    doc = {"name": "t", "axes": {"a": ["x  y"]},
+           "stages": [{"name": "s", "command": "# writes the value\nprintf '%s\\0'   ${a} 'p  q' > out\n  # done"}]}
+    job = expand(load_spec(write_spec(tmp_path, doc))).jobs[0]
+    assert job.command == "# writes the value\nprintf '%s\\0' 'x  y' 'p  q' > out\n# done"
+    run_probe(resolve_command(job.command, job.job_id, tmp_path / "exp", job.deps), tmp_path)
+    assert (tmp_path / "out").read_bytes() == b"x  y\0p  q\0"

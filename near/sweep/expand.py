@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import re
+import shlex
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any, Iterator
@@ -26,15 +27,27 @@ from near.sweep import shell as shell_words
 from near.errors import SpecError
 from near.jobtable import JobSpec
 from near.sweep.spec import ALL_STAGES, DEFAULT_MAX_JOBS, Axis, Spec, Stage, format_value
+from near.sweep.template import dummy_paths, dummy_slot
 
 ID_LEN = 12
 MAX_RENDERED = 1_000_000  # characters of one rendered command or override
 DISPATCH_VARS = ("run_dir", "job_id", "exp_dir")
-_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
+VALUE_VAR = "__near_v"  # shell variables holding the values used inside ${...} expansions
+_VALUE_REF = re.compile(r"\$\{__near_v[0-9]+\}")
+_VAR = shell_words.PLACEHOLDER
 
 Point = dict[str, Any]
 _ABSENT = object()
 _NOTHING: frozenset = frozenset()
+
+
+@dataclass(slots=True)
+class Job(JobSpec):
+    """A job as expansion makes it: a :class:`JobSpec` that also carries its trainer call
+    (``(kind, override words)`` as the trainer will read them, dispatch paths as dummies; None if
+    its command does not run near's trainer) for validation."""
+
+    call: tuple[str, tuple[str, ...]] | None = None
 
 
 @dataclass
@@ -201,7 +214,8 @@ class _Expander:
         return None
 
     def subst(self, text: str, point: Point, stage: Stage, refs: set[str], used: set[str], where: str,
-              shell: bool = True, stack: tuple[str, ...] = (), memo: dict | None = None) -> str:
+              shell: bool = True, stack: tuple[str, ...] = (), memo: dict | None = None,
+              assigns: list[str] | None = None) -> str:
         """``text`` with its ``${...}`` substituted at ``point`` (dispatch placeholders kept).
 
         ``shell``: ``text`` is shell code (a command or a raw variable's value): every value goes in
@@ -211,6 +225,8 @@ class _Expander:
         reaches the command literally."""
         memo = {} if memo is None else memo
         ctxs = self._contexts(text) if shell else None
+        top = assigns is None
+        assigns = [] if top else assigns
 
         def sub(m: re.Match) -> str:
             if m.group(0) == "$${":
@@ -218,13 +234,13 @@ class _Expander:
             name, attr = m.group(1), m.group(2)
             if attr is not None:
                 if name in refs and attr in ("run_dir", "job_id"):
-                    return m.group(0)
+                    return self._dispatch_placeholder(m.group(0), ctxs, m.start(), point, where)
                 if name in refs:
                     raise self.err(where, point, f"${{{name}.{attr}}}: references offer run_dir and job_id")
                 raise self.err(where, point, f"${{{name}.{attr}}}: {name!r} is not in this stage's needs "
                                f"({', '.join(sorted(refs)) or 'none'})")
             if name in DISPATCH_VARS:
-                return m.group(0)
+                return self._dispatch_placeholder(m.group(0), ctxs, m.start(), point, where)
             raw = shell and name in self.spec.raw
             if name == "sweep":
                 word = self.spec.name
@@ -249,16 +265,20 @@ class _Expander:
                 word = memo.get((name, raw))
                 if word is None:
                     word = memo[(name, raw)] = self.subst(format_value(var[0]), point, stage, refs, used,
-                                                          where, raw, (*stack, name), memo)
+                                                          where, raw, (*stack, name), memo, assigns)
                     if len(word) > MAX_RENDERED:
                         raise self.err(where, point, f"${{{name}}} renders to {len(word):,} characters "
                                        f"(more than {MAX_RENDERED:,}: variables that repeat each other?)")
             if not shell:
                 return word
             ctx = ctxs[m.start()]
-            if ctx == shell_words.ESCAPED:
-                raise self.err(where, point, f"${{{name}}} right after a backslash: the backslash would "
-                               "escape the quoting of its value (drop the backslash)")
+            self._check_context(ctx, f"${{{name}}}", point, where)
+            if ctx in (shell_words.PARAM, shell_words.PARAM_DQ):
+                if raw:
+                    raise self.err(where, point, f"${{{name}}} is raw shell text (raw: in the spec) but stands "
+                                   "inside a parameter expansion (${X:-...}); drop it from raw:")
+                assigns.append(word)
+                return shell_words.variable_ref(f"{VALUE_VAR}{len(assigns)}", ctx)
             if not raw:
                 return shell_words.quote(word, ctx)
             if ctx != shell_words.UNQUOTED:
@@ -270,7 +290,29 @@ class _Expander:
                                f"but holds {problem}; a raw variable holds shell words only")
             return word
 
-        return _VAR.sub(sub, text)
+        out = _VAR.sub(sub, text)
+        if top and assigns:
+            # values inside bash's own ${...} expansions are read from variables set first
+            out = "".join(f"{VALUE_VAR}{i}={shell_words.quote(w)}; " for i, w in enumerate(assigns, 1)) + out
+        return out
+
+    def _check_context(self, ctx: str, shown: str, point: Point, where: str) -> None:
+        """SpecError if a placeholder may not stand where it stands (see :mod:`near.sweep.shell`)."""
+        if ctx == shell_words.ESCAPED:
+            raise self.err(where, point, f"{shown} right after a backslash: the backslash would "
+                           "escape the quoting of its value (drop the backslash)")
+        what = shell_words.refused(ctx)
+        if what:
+            raise self.err(where, point, f"{shown} stands in {what}: bash would evaluate its value "
+                           "as code there; pass it through a plain argument or variable instead")
+
+    def _dispatch_placeholder(self, text: str, ctxs: dict[int, str] | None, at: int, point: Point,
+                              where: str) -> str:
+        """A placeholder dispatch resolves (``${run_dir}``, ``${ncsn.run_dir}``), kept as it is
+        once its place is checked: dispatch quotes the path for that place."""
+        if ctxs is not None:
+            self._check_context(ctxs[at], text, point, where)
+        return text
 
     def _contexts(self, text: str) -> dict[int, str]:
         """Quoting context of each placeholder in the shell text ``text`` (cached per text)."""
@@ -352,14 +394,16 @@ class _Expander:
                 dep_id, dep_used = self.job(point, dep_stage)
             deps[ref] = dep_id
             useds.append(dep_used - with_keys if with_keys else dep_used)
-        entry, u, _ = plan.render(0, point)
+        entry, u, _, call = plan.render(0, point)
         useds.append(u)
         overrides = []
         quoted = [entry]
+        seen = []  # the overrides as the trainer reads them
         for i in plan.override_idx:
-            text, u, q = plan.render(i, point)
+            text, u, q, d = plan.render(i, point)
             overrides.append(text)
             quoted.append(q)
+            seen.append(d)
             useds.append(u)
         if plan.bundle_axes:
             bundles = plan.bundles
@@ -372,12 +416,15 @@ class _Expander:
                         continue
                     useds.append(b[0])
                     for t in b[1]:
-                        text, u, q = plan.render_bundle(t, point)
+                        text, u, q, d = plan.render_bundle(t, point)
                         overrides.append(text)
                         quoted.append(q)
+                        seen.append(d)
                         useds.append(u)
         used = _NOTHING.union(*useds)
-        # NUL-separated fields (YAML strings cannot hold NUL): unambiguous and cheaper than JSON
+        # NUL-separated fields: unambiguous, as the spec loader and --var refuse any NUL, every
+        # override holds '=' or starts with '~' or '-' (so none equals the "\1" marker) and refs
+        # are identifiers; ids of existing tables stay as they were
         parts = [plan.name, entry, "\0".join(sorted(overrides)), "\1"]
         if deps:
             for r, d in sorted(deps.items()):
@@ -400,8 +447,10 @@ class _Expander:
             if prev.params != params:
                 prev.params = {k: v for k, v in prev.params.items() if k in params and params[k] == v}
         else:
-            self.jobs[digest] = JobSpec(digest, plan.name, "".join(quoted), params, plan.resources, deps,
-                                        plan.sweep, plan.max_attempts, plan.workdir, None, 0)
+            if call is not None and plan.call_to_end:
+                call = (call[0], call[1] + tuple(seen))
+            self.jobs[digest] = Job(digest, plan.name, "".join(quoted), params, plan.resources, deps,
+                                    plan.sweep, plan.max_attempts, plan.workdir, None, 0, call)
         result = (digest, used)
         if key is not None:
             self.memo[key] = result
@@ -438,6 +487,7 @@ class _Plan:
             a.name for a in spec.axes for b in a.overrides.values() if b.get(ALL_STAGES) or b.get(stage.name)
         )
         self.bundles: dict[tuple, tuple[frozenset, list[tuple]] | None] = {}
+        self.call_to_end = stage.call is not None and stage.call.to_end
         # one resources dict per stage definition, shared by its jobs (read-only)
         self.resources = {**spec.resources, **stage.resources}
         self.sweep, self.workdir = spec.name, str(spec.workdir)
@@ -458,12 +508,14 @@ class _Plan:
             t = self._tpls[key] = (text, names, {}, where, shell)
         return t
 
-    def render(self, i: int, point: Point) -> tuple[str, frozenset, str]:
+    def render(self, i: int, point: Point) -> tuple[str, frozenset, str, str]:
         """Template ``i`` (0: the command, then the stage's overrides) at ``point``."""
         return self.render_bundle(self.templates[i], point)
 
-    def render_bundle(self, tpl: tuple, point: Point) -> tuple[str, frozenset, str]:
-        """(text, used axes, `` <shell-quoted text>``), memoised on the values the template depends on."""
+    def render_bundle(self, tpl: tuple, point: Point) -> tuple[str, frozenset, str, Any]:
+        """(text, used axes, `` <shell-quoted text>``, what the trainer reads), memoised on the
+        values the template depends on. What the trainer reads: for an override its text, for
+        the command its trainer call (see :meth:`call_at`)."""
         text, names, cache, where, shell = tpl
         if not names:
             key = None
@@ -474,17 +526,62 @@ class _Plan:
         hit = cache.get(key)
         if hit is None:
             used: set[str] = set()
-            out = self.ex.subst(text, point, self.stage, self.refs, used, where, shell)
+            memo: dict = {}
+            out = self.ex.subst(text, point, self.stage, self.refs, used, where, shell, memo=memo)
             self._check_placeholders(out, point, where)
-            hit = cache[key] = (out, frozenset(used), " " + shell_words.quote(out))
+            hit = cache[key] = (out, frozenset(used), " " + shell_words.quote(out),
+                                self.call_at(point, memo) if shell else dummy_paths(out))
         return hit
+
+    def call_at(self, point: Point, memo: dict) -> tuple[str, tuple[str, ...]] | None:
+        """The trainer call of the command at ``point``: its kind and override words, each word's
+        placeholders filled with their values as they are (a raw variable's value as its words).
+        ``memo``: the variables as the command's rendering at ``point`` rendered them."""
+        call = self.stage.call
+        if call is None:
+            return None
+        words: list[str] = []
+        for w in call.overrides:
+            words += self._words(w, point, memo)
+        return "".join(self._words(call.kind, point, memo)), tuple(words)
+
+    def _var(self, name: str, point: Point, memo: dict, raw: bool) -> str:
+        """Variable or axis ``name`` rendered at ``point`` (as a raw variable's words: ``raw``)."""
+        hit = memo.get((name, raw))
+        if hit is None:
+            hit = self.ex.subst("${%s}" % name, point, self.stage, self.refs, set(), "", raw, memo=memo)
+        return hit
+
+    def _words(self, word: tuple, point: Point, memo: dict) -> list[str]:
+        """The words one template word becomes at ``point`` (several if a raw variable splices in,
+        none if only an empty raw variable stands there)."""
+        out = [""]
+        kept = [not word]  # an empty quoted word ('') is a word
+        for part in word:
+            if isinstance(part, str):
+                out[-1] += part
+            elif part.attr is not None or part.name in DISPATCH_VARS:
+                out[-1] += dummy_slot(part)
+            elif part.name in self.ex.spec.raw:
+                pieces = [dummy_paths(p) for p in shlex.split(self._var(part.name, point, memo, True))]
+                if not pieces:
+                    continue
+                out[-1] += pieces[0]
+                out += pieces[1:]
+                kept[-1:] = [True] * len(pieces)
+                continue
+            else:
+                out[-1] += dummy_paths(self._var(part.name, point, memo, False))
+            kept[-1] = True
+        return [w for w, k in zip(out, kept) if k]
 
     def _check_placeholders(self, out: str, point: Point, where: str) -> None:
         """Every ``${...}`` left in a rendering must be one dispatch resolves: a value ending in ``$``
         next to a ``{`` in the template would otherwise form a new placeholder."""
         for m in _VAR.finditer(out):
             name, attr = m.group(1), m.group(2)
-            if name is None or (attr is None and name in DISPATCH_VARS) or (name in self.refs and attr):
+            if name is None or (attr is None and name in DISPATCH_VARS) or (name in self.refs and attr) \
+                    or _VALUE_REF.fullmatch(m.group(0)):
                 continue
             raise self.ex.err(where, point, f"a value ending in '$' runs into '{{' and forms {m.group(0)}; "
                               "quote the value or put a character between them")

@@ -15,21 +15,15 @@ jobs are skipped and reported, not failed.
 
 from __future__ import annotations
 
-import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from near.errors import ConfigError
 from near.jobtable import JobSpec
+from near.sweep.template import DUMMY_ROOT, dummy_slot, parse_call
 
-_PLACEHOLDER = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
-_SHELL_CHARS = set(";&|<>()")
-# what makes a command more than plain words split at blanks (then the full parser reads it)
-_NOT_PLAIN = re.compile(r"""['"\\;&|<>()`#\n]""")
-DUMMY_ROOT = "/tmp/near-validate"
 ISAACGYM_TASK_PREFIX = "Humanoid"
 
 
@@ -47,44 +41,17 @@ class ValidationReport:
 
 
 def trainer_call(command: str) -> tuple[str, list[str]] | None:
-    """``(kind, overrides)`` if ``command`` runs ``near train KIND OVERRIDES...``, else None.
-
-    The command is split as the shell splits it (quotes, operators such as ``;`` or ``&&`` even
-    without blanks around them); the overrides end at the first operator. Placeholders are replaced
-    by dummy paths first, so the result is what hydra would see."""
-    text = _PLACEHOLDER.sub(_dummy, command)
-    lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
-    lexer.whitespace_split = True
-    lexer.commenters = ""
-    try:
-        tokens = list(lexer)
-    except ValueError:
+    """``(kind, overrides)`` if ``command`` runs ``near train KIND OVERRIDES...``, else None: the
+    words as the shell splits them (:func:`near.sweep.template.parse_call`), the overrides ending
+    at the first operator, dispatch placeholders as dummy paths (what hydra would see)."""
+    call = parse_call(command)
+    if call is None:
         return None
-    for i, tok in enumerate(tokens):
-        start = None
-        if os.path.basename(tok) == "near" and tokens[i + 1 : i + 2] == ["train"]:
-            start = i + 2
-        elif tok == "-m" and tokens[i + 1 : i + 3] == ["near", "train"]:
-            start = i + 3
-        if start is not None and start < len(tokens):
-            kind = tokens[start]
-            rest = []
-            after = tokens[start + 1 :]
-            for i, t in enumerate(after):
-                if t and set(t) <= _SHELL_CHARS:
-                    break
-                if t.isdigit() and after[i + 1 : i + 2] and after[i + 1][0] in "<>":
-                    break  # the file descriptor of a redirection (2>&1)
-                rest.append(t)
-            return kind, rest
-    return None
+    return _fill(call.kind), [_fill(w) for w in call.overrides]
 
 
-def _dummy(m: re.Match) -> str:
-    if m.group(0) == "$${":
-        return "${"
-    name, attr = m.group(1), m.group(2)
-    return f"{DUMMY_ROOT}/{name}" if attr is None else f"{DUMMY_ROOT}/{name}_{attr}"
+def _fill(word) -> str:
+    return "".join(p if isinstance(p, str) else dummy_slot(p) for p in word)
 
 
 def _split(override: str) -> tuple[str, str, str]:
@@ -188,29 +155,20 @@ def _task_of(overrides: list[str]) -> str | None:
     return None
 
 
-def _fast_shape(command: str, groups: frozenset[str]) -> tuple | None | bool:
-    """The override shape of a plain (unquoted) trainer command without shlex: ``(kind, parts)``;
-    None if it does not run near's trainer; False if it needs the full parser (quotes, escapes)."""
-    if _NOT_PLAIN.search(command):
-        return False
-    toks = command.split()
-    try:
-        i = toks.index("train")
-    except ValueError:
-        return None
-    if i == 0 or not (os.path.basename(toks[i - 1]) == "near") or i + 1 >= len(toks):
-        return False  # e.g. a different "train" word: let the full parser decide
+def _shape_parts(overrides: Iterable[str], groups: frozenset[str]) -> tuple:
+    """Override keys, the values of config-group overrides, and which values hold a dispatch path
+    (a cheaper key than :func:`shape_of`, which looks at the config tree)."""
     parts = []
-    for t in toks[i + 2:]:
+    for t in overrides:
         key, eq, value = t.partition("=")
         bare = key.lstrip("+~")
         if bare in groups:
             parts.append((key, value))
-        elif "${" in value:
+        elif DUMMY_ROOT in value:
             parts.append((key, "<placeholder>"))
         else:
             parts.append(key)
-    return toks[i + 1], tuple(parts)
+    return tuple(parts)
 
 
 def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Validator | None = None,
@@ -218,8 +176,8 @@ def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Valida
     """Compose every trainer job; ConfigError names the spec file, stage, grid point and override.
 
     ``skip_stages``: (job_id, reason) pairs not to compose (e.g. stages with ``validate: false``).
-    Per job this costs a split of its command (shlex only for quoted commands); hydra composes
-    once per distinct shape.
+    A job from expansion carries its trainer call (kind and override words, read from the parsed
+    template); any other job's command is parsed here. Hydra composes once per distinct shape.
     """
     validator = validator or Validator()
     skip = dict(skip_stages)
@@ -237,12 +195,15 @@ def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Valida
             groups = frozenset(d.name for d in cfg_dir.iterdir() if d.is_dir()) if cfg_dir.is_dir() else frozenset()
             info = cfg_dirs[job.workdir] = (cfg_dir, groups, (cfg_dir / "config.yaml").is_file())
         cfg_dir, groups, has_config = info
-        shape = _fast_shape(job.command, groups)
-        if shape is None:
+        # jobs from expansion carry their trainer call, read from the parsed template
+        call = getattr(job, "call", _UNPARSED)
+        if call is _UNPARSED:
+            call = trainer_call(job.command)
+        if call is None:
             report.not_trainer += 1
             continue
-        fkey = (job.workdir, shape) if shape is not False else None
-        if fkey is not None and fkey in fast:
+        fkey = (job.workdir, call[0], _shape_parts(call[1], groups))
+        if fkey in fast:
             problem = fast[fkey]
             if problem == _SKIP:
                 report.skipped[_isaac_note(cfg_dir)] = report.skipped.get(_isaac_note(cfg_dir), 0) + 1
@@ -251,23 +212,17 @@ def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Valida
             if problem:
                 raise _config_error(spec_label, job, cfg_dir, problem)
             continue
-        call = trainer_call(job.command)
-        if call is None:
-            report.not_trainer += 1
-            continue
-        kind, overrides = call
+        kind, overrides = call[0], list(call[1])
         if not has_config:
             raise ConfigError(f"{spec_label}: stage {job.stage!r} at grid point {job.label}: runs near's trainer "
                               f"but {cfg_dir}/config.yaml does not exist (set the spec's workdir to the repo)")
         task = _task_of(overrides)
         if task and task.startswith(ISAACGYM_TASK_PREFIX) and not (cfg_dir / "task" / f"{task}.yaml").exists():
             report.skipped[_isaac_note(cfg_dir)] = report.skipped.get(_isaac_note(cfg_dir), 0) + 1
-            if fkey is not None:
-                fast[fkey] = _SKIP
+            fast[fkey] = _SKIP
             continue
         problem = validator.check(kind, overrides, cfg_dir)
-        if fkey is not None:
-            fast[fkey] = problem
+        fast[fkey] = problem
         report.checked += 1
         if problem:
             raise _config_error(spec_label, job, cfg_dir, problem)
@@ -276,6 +231,7 @@ def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Valida
 
 
 _SKIP = "<skip>"
+_UNPARSED = object()
 
 
 def _isaac_note(cfg_dir: Path) -> str:
