@@ -146,7 +146,7 @@ def _spec_text() -> str:
 
 def run(tmp: Path) -> None:
     """The measurements, in ``tmp``."""
-    from near.add import add_spec
+    from near.commands.sweep import add_spec
     from near.sweep.expand import expand
     from near.jobtable import JobTable
     from near.sweep.spec import load_spec

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from near.add import DEFAULT_ROOT
+from near.add import DEFAULT_ROOT, add_spec  # add_spec: also the name older callers import from here
 from near.errors import TableError
 from near.exitcodes import EXIT_STOPPED
 from near.sweep.spec import DEFAULT_MAX_JOBS
@@ -99,7 +99,6 @@ def cmd_add(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.dry_run:
         return _dry_run(args)
-    from near.add import add_spec
 
     s = add_spec(args.spec, args.root, validate=not args.no_validate, name=args.name, set_vars=args.var,
                  max_jobs=args.max_jobs)
