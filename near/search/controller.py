@@ -1,10 +1,10 @@
 """The search's part of a controller loop: once per poll cycle, tell finished trials, prune losing
 running ones, and ask new trials (added to the job table as jobs) up to ``parallel`` in flight.
 
-:class:`SearchHook` is a callable taking the :class:`~near.jobtable.JobTable`, as the controller
-loops of ``near sweep run`` (local) and ``near sweep wait`` (SLURM) call their hooks. Stopping a
-pruned job is the executor's: the command binds ``hook.stop`` to the executor's
-``prune(job_ids, reason) -> int`` (:class:`~near.executors.base.Executor`).
+:class:`SearchHook` is a callable taking the :class:`~near.jobtable.JobTable` and the controller's
+``prune(job_ids, reason) -> int``: a hook of :class:`~near.executors.controller.Controller`
+(``near sweep run`` locally, ``near sweep wait`` on SLURM), which records a pruned job and stops it
+through its backend. Its trials' jobs are added through :func:`near.add.add_jobs`.
 
 Trial <-> job: a trial's job id is stored in the trial's user attributes right after its
 parameters are sampled, before the job is added. A controller that was stopped or killed finds
