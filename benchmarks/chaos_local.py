@@ -44,7 +44,7 @@ _INTERRUPTED = ("interrupted", "stopped", "lease", "SIGINT", "SIGTERM", "killed"
 def job_command(log: Path, user_trap: bool) -> str:
     """The shell code of one job: start line, a loop of builtins, substitutions and sleeps, end line."""
     trap = 'trap "rm -f \\"$NEAR_RUN_DIR/scratch\\"" EXIT; touch "$NEAR_RUN_DIR/scratch"; ' if user_trap else ""
-    return (f'{trap}echo "start $NEAR_JOB_ID" >> {log}; n=$(( ${{i}} % 4 + 2 )); '
+    return (f'{trap}echo "start $NEAR_JOB_ID" >> {log}; i=${{i}}; n=$(( i % 4 + 2 )); '
             'for k in $(seq $n); do x=$(echo $k); sleep 0.1; : $x; done; '
             f'echo "end $NEAR_JOB_ID" >> {log}')
 
