@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from _search_objective import _record, scalar_event  # noqa: E402
 
-from near.commands.sweep import add_spec  # noqa: E402
+from near.add import add_spec  # noqa: E402
 from near.jobtable import JobSpec, JobTable, run_dir_for  # noqa: E402
 from near.search.controller import hook_for  # noqa: E402
 

@@ -10,7 +10,9 @@ points at its ``cfg/``. Retries and requeues of the same job keep its snapshot (
 its code).
 
 Copied: the files git lists (tracked and untracked-not-ignored), or every file when the workdir is
-not a git repository; never ``.git``, ``.venv``, ``experiments/`` or ``__pycache__``. Beside each
+not a git repository; never ``.git``, ``.venv``, ``experiments/``, ``__pycache__``, the experiment
+folder in use wherever it is (``--root results`` inside the workdir) nor any other experiment
+folder (one holding a job table, ``jobs.db``). Beside each
 snapshot, ``<digest>.json`` holds the git commit, whether the tree was dirty, the untracked files and
 the size, and ``<digest>.diff`` the output of ``git diff HEAD``.
 """
@@ -33,6 +35,7 @@ RECORD_FILE = "snapshot"            # in a job's run dir: the snapshot it runs
 WARN_BYTES = 50 * 1024 * 1024       # larger snapshots are still taken, with a warning
 META_KEY = "snapshot"               # job table meta: "false" when the spec opted out
 _SKIP_TOP = {".git", ".venv", "experiments"}
+TABLE_FILE = "jobs.db"              # marks an experiment folder (its job table); never frozen
 
 
 @dataclass(frozen=True)
@@ -64,16 +67,35 @@ def _keep(rel: str) -> bool:
     return parts[0] not in _SKIP_TOP and "__pycache__" not in parts and not parts[0].endswith(".egg-info")
 
 
-def tree_files(workdir: Path) -> list[str]:
-    """The workdir's files to freeze, as sorted relative paths."""
+def _outside(rel: str, folders: Iterable[str]) -> bool:
+    return not any(rel == f or rel.startswith(f + "/") for f in folders)
+
+
+def tree_files(workdir: Path, exclude: Iterable[str] = ()) -> list[str]:
+    """The workdir's files to freeze, as sorted relative paths; never those under ``exclude``
+    (relative folders) or under a folder holding a job table (an experiment)."""
+    skip = {e for e in exclude if e and e != "."}
     listed = _git(workdir, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
     rels = [r for r in (listed or "").split("\0") if r]
     if not rels:  # not a git repository (or a folder git ignores): every file
         for root, dirs, files in os.walk(workdir):
-            rel_root = os.path.relpath(root, workdir)
+            rel_root = os.path.normpath(os.path.relpath(root, workdir))
+            if TABLE_FILE in files and rel_root != ".":
+                skip.add(rel_root)
+                dirs[:] = []
+                continue
             dirs[:] = [d for d in dirs if d != "__pycache__" and not (rel_root == "." and d in _SKIP_TOP)]
             rels += [os.path.normpath(os.path.join(rel_root, f)) for f in files]
-    return sorted(r for r in set(rels) if _keep(r) and (workdir / r).is_file())
+    skip |= {os.path.dirname(r) for r in rels if os.path.basename(r) == TABLE_FILE and os.path.dirname(r)}
+    return sorted(r for r in set(rels) if _keep(r) and _outside(r, skip) and (workdir / r).is_file())
+
+
+def _inside(path: Path, workdir: Path) -> str | None:
+    """``path`` relative to ``workdir`` when it lies inside it, else None."""
+    try:
+        return path.resolve().relative_to(workdir).as_posix()
+    except ValueError:
+        return None
 
 
 def tree_digest(workdir: Path, rels: Iterable[str]) -> tuple[str, int]:
@@ -94,7 +116,7 @@ def take(exp_dir: str | os.PathLike, workdir: str | os.PathLike, *,
     """The snapshot of ``workdir``'s current files under ``exp_dir/snapshots`` (made if new)."""
     workdir = Path(workdir).resolve()
     root = Path(exp_dir) / SNAPSHOT_DIR
-    rels = tree_files(workdir)
+    rels = tree_files(workdir, [r for r in [_inside(Path(exp_dir), workdir)] if r])
     digest, size = tree_digest(workdir, rels)
     target = root / digest
     meta_file = root / f"{digest}.json"
@@ -106,8 +128,9 @@ def take(exp_dir: str | os.PathLike, workdir: str | os.PathLike, *,
              f"than {WARN_BYTES // 2**20} MB); set `snapshot: false` in the sweep spec to run from the live tree")
     commit = (_git(workdir, "rev-parse", "HEAD") or "").strip() or None
     diff = _git(workdir, "diff", "HEAD", "--binary") or "" if commit else ""
+    kept = set(rels)
     untracked = [r for r in (_git(workdir, "ls-files", "--others", "--exclude-standard") or "").splitlines()
-                 if _keep(r)]
+                 if r in kept]
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{digest}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -54,7 +54,9 @@ def job_cmd(steps: int = 4, step_s: float = 0.5, fail: bool = False, needs: str 
 
 
 def make_sweep(exp: Path, jobs: list[JobSpec]) -> Path:
-    """A job table with these jobs at ``exp/jobs.db``."""
+    """A job table with these jobs at ``exp/jobs.db`` (their checkpoint declared: the test job's)."""
+    for j in jobs:
+        j.resources.setdefault("checkpoint", "ckpt.json")
     with JobTable.create(exp / "jobs.db", sweep=exp.name) as t:
         t.add(jobs)
     return exp

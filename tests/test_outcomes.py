@@ -126,15 +126,42 @@ def test_outcome_files_are_whole_and_reserved_space_survives(tmp_path):
     assert [(o.kind, o.exit_code, o.progress) for o in read_outcomes(run, "j")] == [(FINISHED, 3, "p")]
 
 
-def test_checkpoint_progress_follows_content(tmp_path):
-    assert checkpoint_progress(tmp_path) is None
+def test_checkpoint_progress_follows_the_declared_checkpoint_only(tmp_path):
+    pattern = "nn/checkpoint.pth"
+    assert checkpoint_progress(tmp_path, pattern) is None
     (tmp_path / "nn").mkdir()
     (tmp_path / "nn" / "checkpoint.pth").write_bytes(b"epoch 1")
-    first = checkpoint_progress(tmp_path)
+    first = checkpoint_progress(tmp_path, pattern)
     (tmp_path / "nn" / "checkpoint.pth").write_bytes(b"epoch 1")  # rewritten, same content
-    assert checkpoint_progress(tmp_path) == first
+    assert checkpoint_progress(tmp_path, pattern) == first
     (tmp_path / "nn" / "checkpoint.pth").write_bytes(b"epoch 2")
-    assert checkpoint_progress(tmp_path) != first and first.startswith("nn/checkpoint.pth:")
+    assert checkpoint_progress(tmp_path, pattern) != first and first.startswith("nn/checkpoint.pth:")
+    # a file merely named like a checkpoint is no progress unless the job declared it
+    (tmp_path / "ckpt.txt").write_text("1")
+    assert checkpoint_progress(tmp_path, None) is None
+    assert checkpoint_progress(tmp_path, "ckpt*").startswith("ckpt.txt:")
+
+
+def test_near_train_commands_declare_the_trainers_checkpoint():
+    from near.executors.runner import declared_checkpoint
+
+    assert declared_checkpoint("near train rl task=maze run_dir=x", {}) == "nn/checkpoint.pth"
+    assert declared_checkpoint("/venv/bin/near train ncsn", {}) == "nn/checkpoint.pth"
+    assert declared_checkpoint("python job.py", {}) is None
+    assert declared_checkpoint("python job.py", {"checkpoint": "state/*.pt"}) == "state/*.pt"
+
+
+def test_uncharged_attempts_are_capped_by_max_requeues(tmp_path):
+    t = JobTable.create(tmp_path / "exp")
+    t.add([JobSpec("j0", "rl", "true", resources={"max_requeues": 3})])
+    states = []
+    for k in range(4):  # progress every time, or an interruption: never charged, but capped
+        job = t.claim("w", limit=1)[0]
+        o = Outcome("j0", FINISHED, 1, progress=f"c:{k}") if k % 2 else Outcome("j0", FINISHED, 3)
+        states.append(record_outcome(t, job, o, owner="w"))
+    assert states == ["pending", "pending", "pending", "failed"]
+    j = t.get("j0")
+    assert j.charged == 0 and "gave up after 3 uncharged attempts (max_requeues 3)" in j.reason
 
 
 def test_reconcile_prefers_outcome_files_and_falls_back_on_the_scheduler(tmp_path):
@@ -197,23 +224,44 @@ def test_node_side_imports_no_job_table_code():
 
 
 def test_local_controller_hook_adds_and_prunes_jobs_each_cycle(tmp_path):
-    import io
-
-    from near.executors.local import LocalExecutor
+    from near.executors.local import run_local
 
     t = JobTable.create(tmp_path / "exp")
     t.add([JobSpec("slow", "rl", "sleep 30"), JobSpec("first", "rl", "true")])
     calls = []
 
-    def hook(table: JobTable) -> None:
+    def hook(table: JobTable, prune) -> None:
         calls.append(table.counts())
         if len(calls) == 1:
             table.add([JobSpec("added", "rl", "true")])  # dispatched in this same cycle or the next
         if table.get("slow").state == "running" and table.get("added").state == "done":
-            ex.prune(["slow"], "pruned at step 3 (value 0.1)")
+            prune(["slow"], "pruned at step 3 (value 0.1)")
 
-    ex = LocalExecutor(t, workers=2, out=io.StringIO(), hooks=[hook], grace_s=1.0)
-    res = ex.run(install_signals=False)
+    res = run_local(t, 2, [hook], log=lambda m: None, grace_s=1.0, install_signals=False)
     states = {j.job_id: j.state for j in t.jobs()}
     assert states == {"slow": "pruned", "first": "done", "added": "done"}, res
     assert len(calls) >= 2 and "step 3" in t.get("slow").reason
+
+
+def test_a_cycle_decides_by_the_files_first_then_by_the_exit_status(tmp_path):
+    """The controller's decision for local attempts, without running anything: a supervisor killed
+    after writing its outcome (exit 143) is still done; an attempt the controller stopped and that
+    wrote 3 is read as stopped (refunded); one that wrote nothing falls back on its exit status."""
+    from near.executors.base import View
+    from near.executors.controller import judge
+    from near.executors.local import LocalBackend
+
+    t = _table(tmp_path, n=3)
+    jobs = t.claim("w", limit=3)
+    view = View(jobs=jobs, state={"exited": {j.job_id: 143 for j in jobs}, "launch": {j.job_id: "L" for j in jobs},
+                                  "lost": {}},
+                readings={"j1": ("L", STOPPED, "interrupted by SIGINT")}, owner_checked=True)
+    found = {"j0": [Outcome("j0", FINISHED, 0, scheduler_id="L", name="a.json")],
+             "j1": [Outcome("j1", FINISHED, 3, scheduler_id="L", name="b.json")]}
+    plan = judge(jobs, found, LocalBackend(t), view)
+    assert all(ch.owner == "w" for ch in plan.changes)
+    t.transition_many(plan.changes)
+    j0, j1, j2 = (t.get(f"j{i}") for i in range(3))
+    assert j0.state == "done"
+    assert (j1.state, j1.attempts, j1.charged, j1.reason) == ("pending", 0, 0, "interrupted by SIGINT")
+    assert (j2.state, j2.charged, j2.exit_code) == ("pending", 1, 143) and "SIGTERM" in j2.reason

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from near.commands.sweep import add_spec
+from near.add import add_spec
 from near.errors import SpecError
-from near.executors.local import LocalExecutor
+from near.executors.local import run_local
 from near.jobtable import DONE, FAILED, PRUNED, JobTable
 from near.sweep.search_block import metric_at
 from near.search.controller import hook_for
@@ -61,10 +61,10 @@ def run_search(exp: Path, workers: int, **kw) -> str:
     """``near sweep run`` in-process; returns its log."""
     out = io.StringIO()
     with JobTable.open(exp) as table:
-        hook = hook_for(table, log=lambda m: out.write(m + "\n"))
-        ex = LocalExecutor(table, workers=workers, out=out, hooks=[hook], progress_s=60, **kw)
-        hook.stop = ex.prune
-        ex.run(install_signals=False)
+        def log(m: str) -> None:
+            out.write(m + "\n")
+
+        run_local(table, workers, [hook_for(table, log=log)], log=log, progress_s=60, install_signals=False, **kw)
     return out.getvalue()
 
 
@@ -190,6 +190,37 @@ def test_sigkill_of_the_controller_then_rerun_ends_with_exactly_the_budget(tmp_p
     with JobTable.open(exp) as t:
         jobs = {j.job_id: j for j in t.jobs()}
     assert set(frame["job_id"]) <= set(jobs) and all(jobs[j].state == DONE for j in frame["job_id"])
+
+
+def test_trial_asked_but_not_sampled_when_the_controller_died_gets_its_job(tmp_path: Path) -> None:
+    import optuna
+
+    from near.search import study as studymod
+
+    spec = write_spec(tmp_path / "a.yaml", name="a", trials=4, parallel=2, steps=2)
+    add_spec(spec, tmp_path, validate=False)
+    exp = tmp_path / "a"
+    st = optuna.load_study(study_name="search", storage=studymod.storage(exp))
+    st.ask()  # a controller killed between asking a trial and sampling its parameters
+    run_search(exp, 2)
+    frame = trials_frame(exp)
+    assert len(frame) == 4 and (frame["state"] == "complete").all(), frame
+
+
+def test_a_killed_holder_of_the_journal_lock_leaves_it_free_at_once(tmp_path: Path) -> None:
+    from near.search import study as studymod
+
+    path = tmp_path / "journal.log"
+    code = ("import sys, time; from pathlib import Path; from near.search.study import journal_lock; "
+            f"journal_lock(Path({str(path)!r})).acquire(); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()
+    holder.wait()
+    t0 = time.monotonic()
+    lock = studymod.journal_lock(path)
+    assert lock.acquire() and time.monotonic() - t0 < 1.0
+    lock.release()
 
 
 @pytest.mark.slurm

@@ -407,3 +407,26 @@ def test_timeout_requeue_resume_without_lost_progress(long_sweep: Path) -> None:
     sacct = subprocess.run(["sacct", "-n", "-X", "-D", "-P", "-j", j.scheduler_id, "-o", "JobID,State"],
                            capture_output=True, text=True).stdout.split()
     assert sum("REQUEUED" in line for line in sacct) >= len(requeues), sacct
+
+
+@pytest.mark.slurm
+def test_killed_controller_while_jobs_finish_loses_nothing(cluster, tmp_path: Path) -> None:
+    """`wait` (the controller on SLURM) SIGKILLed while its jobs run; they finish on the cluster
+    with nobody watching; the next `wait` folds their outcome files: all done, none run again."""
+    exp = make_sweep(tmp_path / "killed", [JobSpec(job_id=f"j{i}", stage="rl", command=job_cmd(steps=4, step_s=0.5))
+                                           for i in range(3)])
+    near("sweep", "submit", exp, "--profile", LOCAL)
+    ctl = subprocess.Popen([*NEAR, "sweep", "wait", str(exp), "--profile", str(LOCAL), "--poll", "1"], cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: any(steps_logged(r.run_dir) for r in jobs(exp).values()), 120, "a job running", exp)
+    ctl.kill()
+    ctl.wait()
+    # the jobs finish on the cluster, unobserved
+    wait_until(lambda: all(len(steps_logged(r.run_dir)) == 4 for r in jobs(exp).values()) and not squeue_ids(
+        f"near-{exp.name}-rl"), 180, "the jobs finishing on the cluster", exp)
+    assert any(r.state in ("queued", "running") for r in jobs(exp).values())  # nobody recorded them yet
+    out = near("sweep", "wait", exp, "--profile", LOCAL, "--poll", "1", "--timeout", "120")
+    assert "every job is done" in out.stdout and "resubmitted" not in out.stdout, out.stdout
+    for r in jobs(exp).values():
+        assert (r.state, r.attempts, r.crashes) == ("done", 1, 0)
+        assert len(starts_logged(r.run_dir)) == 1  # ran exactly once

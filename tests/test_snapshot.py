@@ -190,3 +190,27 @@ def test_spec_snapshot_key_and_size_warning(tmp_path: Path) -> None:
     assert len(warnings) == 1 and "snapshot: false" in warnings[0] and str(wd) in warnings[0]
     assert (snap.path / "big.bin").is_file() and not (snap.path / "experiments").exists()
     assert snap.commit is None and snapshot.take(tmp_path / "exp", wd, warn=warnings.append) == snap
+
+
+@pytest.mark.parametrize("git_repo", [True, False])
+def test_snapshots_never_copy_the_experiment_in_use_nor_other_experiments(tmp_path: Path, git_repo: bool) -> None:
+    wd = tmp_path / "wd"
+    (wd / "pkg").mkdir(parents=True)
+    (wd / "pkg" / "code.py").write_text("x = 1\n")
+    exp = wd / "results" / "t"            # `--root results` inside the workdir
+    other = wd / "old_runs" / "paper"     # another experiment root
+    for e in (exp, other):
+        (e / "runs" / "j").mkdir(parents=True)
+        (e / "jobs.db").write_bytes(b"table")
+        (e / "runs" / "j" / "big.bin").write_bytes(b"0" * 4096)
+    if git_repo:
+        git(wd, "init", "-q")
+    sizes = []
+    for k in range(3):  # every snapshot lands in the experiment: none may copy the previous ones
+        (wd / "pkg" / "code.py").write_text(f"x = {k}\n")
+        snap = snapshot.take(exp, wd, warn=lambda m: None)
+        files = sorted(p.relative_to(snap.path).as_posix() for p in snap.path.rglob("*") if p.is_file()
+                       and "__pycache__" not in p.parts)
+        assert files == ["pkg/code.py"], files
+        sizes.append(snap.size)
+    assert sizes == [6, 6, 6]

@@ -62,7 +62,7 @@ def _wait(args: argparse.Namespace) -> int:
     """Exit 0 when every job is done, 1 when some ended otherwise (or the wait timed out)."""
     from functools import partial
 
-    from near.executors.slurm import SlurmExecutor, wait
+    from near.executors.slurm import wait
     from near.executors.slurm_profile import load_profile
     from near.jobtable import JobTable
     from near.search.controller import hook_for
@@ -71,8 +71,6 @@ def _wait(args: argparse.Namespace) -> int:
     log = partial(print, flush=True)
     with JobTable.open(args.exp) as table:
         search = hook_for(table, log=log)
-    if search is not None:
-        search.stop = SlurmExecutor(args.exp, profile, log=log).prune
     res = wait(args.exp, profile, poll_s=args.poll, timeout_s=args.timeout, log=log,
                hooks=[search] if search else [])
     print(f"wait: finished in {res.seconds:.0f} s" + (f" ({res.resubmitted} resubmitted)" if res.resubmitted else "")

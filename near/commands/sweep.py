@@ -11,13 +11,13 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from near.add import DEFAULT_ROOT, add_spec  # add_spec: also the name older callers import from here
 from near.errors import TableError
+from near.exitcodes import EXIT_STOPPED
 from near.sweep.spec import DEFAULT_MAX_JOBS
 
-DEFAULT_ROOT = "experiments"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -98,118 +98,11 @@ def _open(arg: str, *, readonly: bool = False):
 
 
 # ---------------------------------------------------------------------- add
-@dataclass
-class AddSummary:
-    """What ``add_spec`` did."""
-
-    spec_label: str
-    target: Path
-    points: int
-    jobs: int
-    new: int
-    existing: int
-    shared: int
-    total: int
-    notes: list[str]
-    unchanged: bool = False
-    search: bool = False  # a search spec: ``jobs`` are the trials' jobs added so far
-
-
-def _load(spec_path: str | os.PathLike, name: str | None = None, set_vars: list[str] | None = None,
-          max_jobs: int = DEFAULT_MAX_JOBS):
-    """The spec with the command line's --name and --var applied."""
-    from near.errors import SpecError
-    from near.sweep.spec import load_spec, with_settings
-
-    pairs = {}
-    for item in set_vars or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SpecError(f"--var {item!r}: expected KEY=VALUE")
-        pairs[key] = value
-    if max_jobs < 1:
-        raise SpecError(f"--max-jobs {max_jobs}: must be a positive number of jobs")
-    return with_settings(load_spec(spec_path, max_jobs=max_jobs), name=name, set_vars=pairs)
-
-
-def add_spec(spec_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROOT, *,
-             validate: bool = True, name: str | None = None, set_vars: list[str] | None = None,
-             max_jobs: int = DEFAULT_MAX_JOBS) -> AddSummary:
-    """Expand, validate (before writing anything) and add a spec to ``ROOT/<name>/jobs.db``;
-    ``max_jobs``: refuse a spec that can expand to more jobs.
-
-    An unchanged spec (same bytes, workdir, cfg/ tree; see ``spec_fingerprint``) that was added
-    before is recognised without expanding it again."""
-    from near.sweep.expand import expand
-    from near.jobtable import JobTable
-    from near.sweep.spec import spec_fingerprint
-    from near.sweep.shared import merge_shared
-    from near.sweep.validate import validate_jobs
-    from near import snapshot
-
-    spec = _load(spec_path, name, set_vars, max_jobs)
-    if spec.search is not None:
-        return _add_search(spec, root, validate, name, set_vars)
-    target = Path(root) / spec.name
-    digest = spec_fingerprint(spec, validate=validate)
-    key = f"added:{spec.path}"
-    if (target / "jobs.db").exists():
-        with JobTable.open(target) as table:
-            prev = json.loads(table.meta().get(key, "{}"))
-            total = len(table)
-            if prev.get("digest") == digest and total >= prev.get("jobs", 0):
-                return AddSummary(spec.label, target, prev["points"], prev["jobs"], 0, prev["jobs"],
-                                  prev["shared"], total, ["spec, workdir and cfg/ unchanged since the last add"],
-                                  unchanged=True)
-    expansion = expand(spec, max_jobs=max_jobs)
-    jobs = expansion.jobs
-    notes: list[str] = []
-    identities: dict[str, tuple] = {}
-    if validate:
-        skip = [(j.job_id, "stage has validate: false") for j in expansion.jobs
-                if any(s.name == j.stage and not s.validate for s in spec.stages)]
-        report = validate_jobs(expansion.jobs, spec.label, skip_stages=skip)
-        notes = report.notes()
-        identities = report.identities
-        if report.checked:
-            notes.insert(0, f"validated {report.checked} trainer job(s) against cfg/ ({report.shapes} distinct "
-                         "override shape(s))")
-    # everything is validated: only now touch the disk
-    table = JobTable.open_or_create(target, sweep=spec.name)
-    try:
-        if identities:  # jobs whose stage reads the same settings are one (ids already in the table stay)
-            jobs = merge_shared(jobs, identities, [b.job_id for b in table.briefs()])
-        result = table.add(jobs, axes=expansion.axes)
-        meta = table.meta()
-        specs = json.loads(meta.get("specs", "[]"))
-        if str(spec.path) not in specs:
-            table.set_meta("specs", json.dumps(specs + [str(spec.path)]))
-        table.set_meta(snapshot.META_KEY, "true" if spec.snapshot else "false")
-        table.set_meta(key, json.dumps({"digest": digest, "points": len(expansion.points),
-                                        "jobs": len(jobs), "shared": result.shared}))
-        total = len(table)
-    finally:
-        table.close()
-    return AddSummary(spec.label, target, len(expansion.points), len(jobs), result.new,
-                      result.existing, result.shared, total, notes)
-
-
-def _add_search(spec, root, validate: bool, name: str | None, set_vars: list[str] | None) -> AddSummary:
-    from near.search.controller import add_search
-
-    pairs = dict(item.partition("=")[::2] for item in set_vars or [])
-    target, in_flight, notes = add_search(spec, root, validate=validate, name=name, set_vars=pairs)
-    from near.jobtable import JobTable
-
-    with JobTable.open(target) as table:
-        total = len(table)
-    return AddSummary(spec.label, target, 0, in_flight, in_flight, 0, 0, total, notes, search=True)
-
-
 def cmd_add(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.dry_run:
         return _dry_run(args)
+
     s = add_spec(args.spec, args.root, validate=not args.no_validate, name=args.name, set_vars=args.var,
                  max_jobs=args.max_jobs)
     if s.search:
@@ -225,25 +118,19 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def _dry_run(args: argparse.Namespace) -> int:
-    from near.sweep.expand import expand
+    from near.add import check_jobs, load
     from near.sweep.shared import merge_shared
-    from near.sweep.validate import validate_jobs
+    from near.sweep.expand import expand
 
-    spec = _load(args.spec, args.name, args.var, args.max_jobs)
+    spec = load(args.spec, args.name, args.var, args.max_jobs)
     if spec.search is not None:  # a search: the jobs of one representative trial per study
         from near.search.controller import axes_points, probe_params
 
         expansion = expand(spec, [{**p, **probe_params(spec.search)} for p in axes_points(spec)])
     else:
         expansion = expand(spec, max_jobs=args.max_jobs)
-    notes: list[str] = []
-    jobs = expansion.jobs
-    if not args.no_validate:
-        skip = [(j.job_id, "stage has validate: false") for j in expansion.jobs
-                if any(s.name == j.stage and not s.validate for s in spec.stages)]
-        report = validate_jobs(expansion.jobs, spec.label, skip_stages=skip)
-        notes = report.notes()
-        jobs = merge_shared(jobs, report.identities)
+    notes, identities = ([], {}) if args.no_validate else check_jobs(spec, expansion.jobs)
+    jobs = merge_shared(expansion.jobs, identities)
     for j in jobs:
         deps = " ".join(f"{r}={d}" for r, d in j.deps.items())
         print(f"{j.job_id} {j.stage:<5} {j.label}" + (f"  needs {deps}" if deps else ""))
@@ -310,25 +197,28 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- run
 def cmd_run(args: argparse.Namespace) -> int:
-    from near.executors.local import LocalExecutor
+    from near.executors.controller import Controller
+    from near.executors.local import LocalBackend
+    from near.search.controller import hook_for
 
     if args.workers < 1:
         raise TableError("--workers must be at least 1")
     with _open(args.exp) as table:
         if args.max_attempts is not None:
             table.set_max_attempts(args.max_attempts)
-        from near.search.controller import hook_for
-
         search = hook_for(table)
-        ex = LocalExecutor(table, workers=args.workers, lease_s=args.lease, grace_s=args.grace,
-                           progress_s=args.progress, max_jobs=args.max_jobs, hooks=[search] if search else [])
-        if search is not None:
-            search.stop = ex.prune
-        result = ex.run()
+        ctl = Controller(table, LocalBackend(table, workers=args.workers, lease_s=args.lease, grace_s=args.grace,
+                                             max_jobs=args.max_jobs, log=_say),
+                         [search] if search else [], progress_s=args.progress, log=_say)
+        result = ctl.run()
     if result.interrupted:
         print("near: stopped; run the same command again to continue", file=sys.stderr)
-        return 130
+        return EXIT_STOPPED
     return 0 if result.ok or args.max_jobs is not None else 1
+
+
+def _say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # ---------------------------------------------------------------------- reset
@@ -365,8 +255,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"point      {' '.join(f'{k}={v}' for k, v in job.params.items()) or '-'}")
     print(f"state      {job.state}" + (f": {job.reason}" if job.reason else "")
           + (f" (exit code {job.exit_code})" if job.exit_code is not None else ""))
+    from near.executors.base import max_requeues, uncharged_attempts
+
     print(f"attempts   {job.attempts} (crashes {job.crashes}, {job.charged} of max_attempts {job.max_attempts} "
-          f"charged; requeues {job.requeues})" + (f"; checkpoint {job.progress}" if job.progress else ""))
+          f"charged; requeues {job.requeues}, {uncharged_attempts(job)} of max_requeues {max_requeues(job)} "
+          "uncharged)" + (f"; checkpoint {job.progress}" if job.progress else ""))
     if job.scheduler_id:
         print(f"scheduler  {job.scheduler_id}")
     print(f"resources  {json.dumps(job.resources, sort_keys=True)}")

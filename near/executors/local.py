@@ -1,23 +1,23 @@
-"""The local executor: runs a sweep's jobs on this machine, N at a time.
+"""The local backend: runs a sweep's jobs on this machine, N at a time, for the controller.
 
-The controller claims jobs from the table with a lease, heartbeats the leases while they run and
-records every outcome the way the SLURM executor does: each job's supervisor writes the attempt's
-outcome file (``near.executors.outcomes``), the controller folds it into the table through
-``near.executors.base`` (one retry policy for both backends):
+Each attempt runs under its supervisor (:mod:`near.executors.runner`), which writes the attempt's
+outcome file; the :class:`~near.executors.controller.Controller` folds it. This backend only says
+what the files cannot:
 
-- exit 0 -> done; 2 -> failed (bad config, not retried); 3 (interrupted, resumable) -> pending;
-  any other status -> a crash, retried until ``max_attempts`` crashes without checkpoint progress
-  were charged, then failed, which blocks the job's dependents;
-- a job running past its ``time`` resource is stopped and recorded as a lost attempt (timeout);
-- outcome files the table does not have yet (a controller that died, or could not write because
-  the disk was full, after a job finished) are folded when ``run`` starts: no finished job runs again;
-- Ctrl-C / SIGTERM: every running job is stopped gracefully (SIGTERM to its process group, wait,
-  SIGKILL) and put back to pending with no attempt charged; running again continues;
-- a controller that dies (even SIGKILL) takes its jobs with it (parent-death signal) and stops
-  heartbeating: once the lease expires any controller requeues the jobs (attempts count).
+- an attempt whose supervisor exited without a file: its exit status;
+- an attempt it stopped itself: Ctrl-C / SIGTERM of the controller (``stopped``: back to pending,
+  attempt refunded) or a time-out (``lost``: a crash unless its checkpoint advanced) -- unless the
+  job finished (0) or refused its config (2) meanwhile, which its file then says;
+- a job another controller held whose lease expired or whose controller (on this host) is dead,
+  once no supervisor holds its run dir's lock: its files first, else interrupted when its
+  controller is known dead (not the job's fault), lost (a crash) when only its lease expired.
 
-Several controllers on one table never run the same job: claims are atomic, and a controller that
-finds it lost a lease stops that job.
+Claims carry a lease that this backend heartbeats; a controller that finds its lease taken over
+stops that attempt and records nothing. Several controllers on one table never run a job twice
+at once: claims are atomic, and an attempt waits for its run dir's lock.
+
+A transient fault at dispatch (a full disk, too many open files) puts the job back to pending
+with the error and backs off before claiming again; other errors fail the job.
 """
 
 from __future__ import annotations
@@ -26,174 +26,277 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Callable, TextIO
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
-from near.errors import TableError
 from near.executors import runner
-from near.executors.base import Hook, decide, fold, record_outcome, run_hooks
-from near.executors.outcomes import FINISHED, LOST, STOPPED, Outcome, read_outcomes
-from near.jobtable import ACTIVE_STATES, CANCELLED, FAILED, PENDING, PRUNED, Change, JobRecord, JobTable
+from near.executors.base import Plan, View, backoff_s, decide, is_transient, read_as
+from near.executors.outcomes import FINISHED, LOST, STOPPED, Outcome
+from near.exitcodes import EXIT_INTERRUPTED
+from near.jobtable import ACTIVE_STATES, FAILED, PENDING, Change, JobRecord, JobTable
 from near.snapshot import Snapshotter
 from near.sweep.spec import time_to_seconds
 
-
 @dataclass
-class _Running:
+class _Attempt:
     job: JobRecord
     proc: subprocess.Popen
+    launch_id: str
     started: float
     deadline: float | None
-    launch_id: str = ""
-
-
-@dataclass
-class RunResult:
-    """Summary of one ``run``: final counts and whether it was interrupted."""
-
-    counts: dict[str, int]
-    interrupted: bool = False
-    finished: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.interrupted and self.counts.get("failed", 0) == 0 and self.counts.get("blocked", 0) == 0 \
-            and self.counts.get("cancelled", 0) == 0
+    reading: tuple[str, str] | None = None   # (kind, reason): how the controller reads its end
+    signalled: float | None = None
+    signals: int = 0
+    abandoned: bool = False                  # its lease was taken over: record nothing
 
 
 def _label(job: JobRecord) -> str:
     return f"{job.job_id} {job.stage:<5} {job.label}"
 
 
-class LocalExecutor:
-    """Runs the pending jobs of one table with ``workers`` parallel processes."""
+def owner_dead(owner: str | None) -> bool:
+    """Whether ``owner`` is a local controller of this host whose process is gone."""
+    parts = (owner or "").split(":")
+    if len(parts) != 4 or parts[0] != "local" or parts[1] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(parts[2]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
+
+
+class LocalBackend:
+    """Runs ``table``'s pending jobs with ``workers`` parallel supervised processes."""
+
+    name = "local"
 
     def __init__(self, table: JobTable, *, workers: int = 1, lease_s: float = 60.0,
-                 heartbeat_s: float | None = None, grace_s: float = 10.0, progress_s: float = 10.0,
-                 poll_s: float = 0.1, out: TextIO | None = None, max_jobs: int | None = None,
-                 hooks: list[Hook] | None = None):
+                 heartbeat_s: float | None = None, grace_s: float = 10.0, max_jobs: int | None = None,
+                 log: Callable[[str], None] = print):
         self.table = table
         self.workers = max(1, workers)
         self.lease_s = lease_s
         self.heartbeat_s = heartbeat_s if heartbeat_s is not None else max(0.2, lease_s / 4)
         self.grace_s = grace_s
-        self.progress_s = progress_s
-        self.poll_s = poll_s
-        self.out = out or sys.stdout
         self.max_jobs = max_jobs
-        self.hooks = list(hooks or [])
+        self.log = log
         self.owner = f"local:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.running: dict[str, _Running] = {}
-        self._stop_signal: int | None = None
+        self.running: dict[str, _Attempt] = {}
+        self.snapshots = Snapshotter(table.exp_dir, table.meta(), log)
         self._started = 0
         self._idle_claim = False
         self._last_claim = 0.0
-        self.snapshots = Snapshotter(table.exp_dir, table.meta(), self.say)
+        self._last_beat = time.monotonic()
+        self._last_foreign = 0.0
+        self._faults = 0
+        self._resume_at = 0.0
+        self._ended: dict[str, _Attempt] = {}
 
-    # ------------------------------------------------------------------ output
-    def say(self, msg: str) -> None:
-        self.out.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
-        self.out.flush()
+    # ------------------------------------------------------------------ look / explain
+    def look(self) -> View:
+        """Reap exited supervisors, enforce time limits and stops, heartbeat, and every second or
+        so pick up the jobs of dead or expired controllers."""
+        now = time.monotonic()
+        if self.running and now - self._last_beat >= self.heartbeat_s:
+            self._heartbeat()
+            self._last_beat = now
+        exited: dict[str, _Attempt] = {}
+        for job_id, a in list(self.running.items()):
+            if a.proc.poll() is not None:
+                del self.running[job_id]
+                runner.kill_job_group(a.job.run_dir)
+                if not a.abandoned:
+                    exited[job_id] = a
+                continue
+            if a.reading is None and a.deadline is not None and now > a.deadline:
+                self._stop(a, (LOST, f"timeout after {a.job.resources.get('time')}"))
+            self._escalate(a, now)
+        jobs = [self.table.get(j) for j in exited]
+        lost: dict[str, tuple[bool, str]] = {}
+        if now - self._last_foreign >= min(1.0, self.lease_s / 4):
+            self._last_foreign = now
+            for job in self._foreign_lost():
+                jobs.append(job)
+                dead = owner_dead(job.lease_owner)
+                lost[job.job_id] = (dead, f"lease of {job.lease_owner} "
+                                    + ("ended: its controller died" if dead else "expired"))
+        self._ended.update(exited)
+        return View(jobs=[j for j in jobs if j.state in ACTIVE_STATES],
+                    state={"exited": {j: runner.exit_status(a.proc.returncode) for j, a in exited.items()},
+                           "launch": {j: a.launch_id for j, a in exited.items()},
+                           "lost": lost},
+                    readings={j: (a.launch_id, *a.reading) for j, a in exited.items() if a.reading},
+                    owner_checked=True)
 
-    def _counts_line(self) -> str:
-        c = self.table.counts()
-        return "  ".join(f"{k} {v}" for k, v in c.items() if v or k in ("pending", "running", "done"))
+    def _foreign_lost(self) -> list[JobRecord]:
+        """Jobs leased by another local controller that is dead or whose lease expired, with no
+        supervisor left holding their run dir."""
+        wall = time.time()
+        out = []
+        for job_id, owner, expires in self.table.leased():
+            if owner == self.owner or not str(owner).startswith("local:"):
+                continue
+            if not (expires < wall or owner_dead(owner)):
+                continue
+            job = self.table.get(job_id)
+            if job.lease_owner == owner and not runner.attempt_running(job.run_dir):
+                out.append(job)
+        return out
 
-    # ------------------------------------------------------------------ signals
-    def _on_signal(self, signum: int, frame) -> None:
-        if self._stop_signal is None:
-            self._stop_signal = signum
-        else:  # a second Ctrl-C: stop waiting politely
-            self.grace_s = 0.5
+    def explain(self, jobs: Sequence[JobRecord], view: View) -> Plan:
+        """Pure: an exit status for an attempt that wrote no file (read as the controller stopped
+        it, if it did), and ``lost`` for a dead controller's job its files leave active."""
+        plan = Plan()
+        for job in jobs:
+            if job.state not in ACTIVE_STATES:
+                continue
+            o = None
+            if job.job_id in view.state["exited"]:
+                o = Outcome(job.job_id, FINISHED, exit_code=view.state["exited"][job.job_id],
+                            scheduler_id=view.state["launch"][job.job_id])
+                reading = view.readings.get(job.job_id)
+                if reading is not None:
+                    o = read_as(o, *reading[1:])
+            elif job.job_id in view.state["lost"]:
+                dead, why = view.state["lost"][job.job_id]
+                if dead:
+                    # its controller died (its attempt got SIGTERM, or never started): interrupted,
+                    # not the job's crash; capped by max_requeues like every uncharged attempt
+                    o = Outcome(job.job_id, FINISHED, exit_code=EXIT_INTERRUPTED, reason=why)
+                else:
+                    o = Outcome(job.job_id, LOST, reason=why)
+            ch = decide(job, o) if o is not None else None
+            if ch is not None:
+                plan.changes.append(ch)
+        return plan
 
-    def request_stop(self, signum: int = signal.SIGTERM) -> None:
-        """Ask ``run`` to stop (as a signal would)."""
-        self._on_signal(signum, None)
+    def recorded(self, ch: Change) -> None:
+        a = self._ended.pop(ch.job_id, None)
+        where = ""
+        if a is not None:
+            where = f" ({time.monotonic() - a.started:.1f}s)" if ch.to_state == "done" else \
+                f" ({ch.reason or 'ended'}; see {a.job.run_dir}/{runner.STDERR_FILE})"
+        elif ch.outcome:  # another controller's attempt, as its supervisor wrote it
+            where = f" (outcome recorded by its supervisor{'; ' + ch.reason if ch.reason else ''})"
+        elif ch.reason:
+            where = f" ({ch.reason})"
+        if ch.to_state == FAILED:
+            blocked = len(self.table.dependents(ch.job_id))
+            where += f"; {blocked} dependent job(s) blocked" if blocked else ""
+        label = _label(a.job) if a is not None else ch.job_id
+        self.log(f"{ch.to_state:<8} {label}{where}")
+        self._idle_claim = False  # a finished job may have unlocked its dependents
 
-    # ------------------------------------------------------------------ main loop
-    def run(self, install_signals: bool = True) -> RunResult:
-        """Run until no job is left to run (or a stop is requested); returns the final counts."""
-        old = {}
-        if install_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                old[sig] = signal.signal(sig, self._on_signal)
-        finished: list[str] = []
-        interrupted = False
-        try:
-            self.table.check()
-            self._recover()
-            self._requeue_stale()
-            self.say(f"controller {self.owner}: {self.workers} worker(s); {self._counts_line()}")
-            last_beat = last_progress = last_stale = time.monotonic()
-            while self._stop_signal is None:
-                now = time.monotonic()
-                if now - last_beat >= self.heartbeat_s and self.running:
-                    self._heartbeat()
-                    last_beat = now
-                if now - last_stale >= self.lease_s / 2:
-                    self._requeue_stale()
-                    last_stale = now
-                finished += self._reap()
-                run_hooks(self.hooks, self.table)
-                self.dispatch()
-                if not self.running and self._nothing_left():
-                    break
-                if now - last_progress >= self.progress_s:
-                    self.say(self._counts_line())
-                    last_progress = now
-                time.sleep(self.poll_s)
-            interrupted = self._stop_signal is not None
-            if interrupted:
-                self._stop_all(f"interrupted by {signal.Signals(self._stop_signal).name}")
-        finally:
-            # never leave a job behind, whatever went wrong in the loop (a full disk included: the
-            # jobs' outcome files keep what the table could not take, the next run folds them)
-            if self.running:
-                self._stop_all("controller error", record=False)
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
-        counts = self.table.counts()
-        self.say(("stopped; " if interrupted else "finished; ") + self._counts_line())
-        return RunResult(counts=counts, interrupted=interrupted, finished=finished)
+    def settle(self, plan: Plan) -> None:
+        self._ended.clear()
 
-    def _recover(self) -> None:
-        """Fold the outcome files of active jobs that the table does not have yet: jobs that finished
-        while their controller died or could not write (disk full) are recorded, not run again."""
-        active = [j for j in self.table.jobs(states=ACTIVE_STATES) if j.lease_owner != self.owner]
-        if not active:
+    # ------------------------------------------------------------------ dispatch
+    def dispatch(self) -> int:
+        """Claim and start as many jobs as there are free workers; returns how many started."""
+        free = self.workers - len(self.running)
+        if self.max_jobs is not None:
+            free = min(free, self.max_jobs - self._started)
+        now = time.monotonic()
+        if free <= 0 or now < self._resume_at:
+            return 0
+        # a claim is a write transaction: after an empty one, wait for a local job to finish or a
+        # second to pass (other controllers may finish dependencies) instead of polling the lock
+        if self._idle_claim and now - self._last_claim < 1.0:
+            return 0
+        self._last_claim = now
+        claimed = self.table.claim(self.owner, limit=free, lease_s=self.lease_s)
+        self._idle_claim = not claimed
+        started = 0
+        for k, job in enumerate(claimed):
+            launch_id = f"local-{uuid.uuid4().hex[:12]}"
+            try:
+                self.snapshots.freeze(job)
+                self.table.set_command(job.job_id, job.command, scheduler_id=launch_id)
+                proc = runner.launch(job, launch_id)
+            except OSError as err:
+                if not is_transient(err):
+                    self.table.mark_failed(job.job_id, f"cannot start: {err}", owner=self.owner)
+                    self.log(f"failed   {_label(job)} (cannot start: {err})")
+                    continue
+                self._faults += 1
+                wait = backoff_s(self._faults)
+                self._resume_at = time.monotonic() + wait
+                for left in claimed[k:]:
+                    self.table.release(left.job_id, f"cannot start yet: {err}; retried in {wait:.0f} s",
+                                       owner=self.owner)
+                self.log(f"pending  {_label(job)} (cannot start yet: {err}; "
+                         f"{len(claimed) - k} job(s) back to pending, retrying in {wait:.0f} s)")
+                break
+            self._faults = 0
+            limit = job.resources.get("time")
+            deadline = time.monotonic() + time_to_seconds(limit) if limit else None
+            self.running[job.job_id] = _Attempt(job, proc, launch_id, time.monotonic(), deadline)
+            self._started += 1
+            started += 1
+            self.log(f"running  {_label(job)} (attempt {job.attempts}/{job.max_attempts})")
+        return started
+
+    # ------------------------------------------------------------------ stopping
+    def stop(self, job_ids: Sequence[str] | None, reason: str) -> None:
+        """Ask these attempts' supervisors to stop them; read as stopped (attempt refunded)."""
+        for job_id in list(self.running) if job_ids is None else job_ids:
+            a = self.running.get(job_id)
+            if a is not None and a.reading is None:
+                self._stop(a, (STOPPED, reason))
+        self._idle_claim = False  # a worker frees up: a hook's new job starts at once
+
+    def hurry(self) -> None:
+        self.grace_s = min(self.grace_s, 0.5)
+
+    def _stop(self, a: _Attempt, reading: tuple[str, str]) -> None:
+        a.reading = reading
+        a.signalled = time.monotonic()
+        a.signals = 1
+        runner.signal_supervisor(a.proc, signal.SIGTERM)
+
+    def _escalate(self, a: _Attempt, now: float) -> None:
+        """After the grace, a second SIGTERM (the supervisor SIGKILLs the job); five seconds later
+        SIGKILL for a supervisor that still did not exit, and for the job's group."""
+        if a.signalled is None or now - a.signalled < (self.grace_s if a.signals == 1 else 5.0):
             return
-        folded = self.table.folded([j.job_id for j in active])
-        changes: list[Change] = []
-        for job in active:
-            found = [o for o in read_outcomes(job.run_dir, job.job_id, folded.get(job.job_id, set()))
-                     if o.kind == FINISHED]
-            if found:
-                chs, after = fold(job, found)
-                changes += chs
-                self.say(f"{after.state:<8} {_label(job)} (outcome recorded by its supervisor)")
-        if changes:
-            self.table.transition_many(changes)
+        a.signalled = now
+        a.signals += 1
+        if a.signals == 2:
+            runner.signal_supervisor(a.proc, signal.SIGTERM)
+        else:
+            runner.signal_supervisor(a.proc, signal.SIGKILL)
+            runner.kill_job_group(a.job.run_dir)
 
-    def _requeue_stale(self) -> None:
-        def lost(job: JobRecord) -> Change:
-            return decide(job, Outcome(job.job_id, LOST, reason=f"lease expired (worker {job.lease_owner} lost)"))
+    def _heartbeat(self) -> None:
+        owned = self.table.heartbeat(self.owner, list(self.running), self.lease_s)
+        for job_id, a in self.running.items():
+            if job_id not in owned and not a.abandoned:
+                a.abandoned = True
+                self._stop(a, (STOPPED, "lease taken over"))
+                self.log(f"lost     {_label(a.job)} (lease taken over; stopped here)")
 
-        for job_id, state in self.table.requeue_stale(exclude_owner=self.owner, decide=lost):
-            self.say(f"{state:<8} {job_id} (lease of a dead worker expired)")
+    def busy(self) -> bool:
+        return bool(self.running)
 
-    def _nothing_left(self) -> bool:
-        """True when this controller has nothing more to do (called with no job of its own running).
+    def abandon(self) -> None:
+        for a in list(self.running.values()):
+            runner.stop(a.proc, a.job.run_dir, min(self.grace_s, 2.0))
+        self.running.clear()
 
-        Jobs other controllers hold under a lease are waited for: they may finish (unlocking
-        dependents) or their controller may be dead, in which case the lease expires and the job
-        is requeued here."""
+    # ------------------------------------------------------------------ the end
+    def finished(self) -> bool:
+        """Nothing of ours runs, and nothing is left that this controller could run: jobs other
+        controllers hold are waited for (they may finish dependencies, or die and be taken over)."""
+        if self.running:
+            return False
         if self.max_jobs is not None and self._started >= self.max_jobs:
             return True
-        others = self.table.leased()
-        if others:
+        if self.table.leased():
             return False
         pending = self.table.counts()["pending"]
         return pending == 0 or not self._claimable()
@@ -205,161 +308,12 @@ class LocalExecutor:
         return any(all(self.table.get(d).state in ok for d in j.deps.values())
                    for j in self.table.jobs(states=[PENDING])[:50])
 
-    # ------------------------------------------------------------------ the executor interface
-    def dispatch(self) -> int:
-        """Claim and start as many jobs as there are free workers; returns how many started."""
-        free = self.workers - len(self.running)
-        if self.max_jobs is not None:
-            free = min(free, self.max_jobs - self._started)
-        if free <= 0:
-            return 0
-        # a claim is a write transaction: after an empty one, wait for a local job to finish or a
-        # second to pass (other controllers may finish dependencies) instead of polling the lock
-        now = time.monotonic()
-        if self._idle_claim and now - self._last_claim < 1.0:
-            return 0
-        self._last_claim = now
-        claimed = self.table.claim(self.owner, limit=free, lease_s=self.lease_s)
-        self._idle_claim = not claimed
-        started = 0
-        for job in claimed:
-            launch_id = f"local-{uuid.uuid4().hex[:12]}"
-            try:
-                self.snapshots.freeze(job)
-                self.table.set_command(job.job_id, job.command, scheduler_id=launch_id)
-                proc = runner.launch(job, launch_id)
-            except OSError as err:
-                self.table.mark_failed(job.job_id, f"cannot start: {err}", owner=self.owner)
-                self.say(f"failed   {_label(job)} (cannot start: {err})")
-                continue
-            limit = job.resources.get("time")
-            deadline = time.monotonic() + time_to_seconds(limit) if limit else None
-            self.running[job.job_id] = _Running(job, proc, time.monotonic(), deadline, launch_id)
-            self._started += 1
-            started += 1
-            self.say(f"running  {_label(job)} (attempt {job.attempts}/{job.max_attempts})")
-        return started
-
-    def poll(self) -> list[Outcome]:
-        """Reap finished jobs and record their outcomes; returns them."""
-        got: list[Outcome] = []
-        self._reap(got)
-        return got
-
-    def cancel(self, job_ids, reason: str = "cancelled by user") -> int:
-        """Stop these jobs (those running here) and record them cancelled."""
-        return self._end(job_ids, CANCELLED, reason)
-
-    def prune(self, job_ids, reason: str) -> int:
-        """Stop these active jobs and record them pruned."""
-        return self._end(job_ids, PRUNED, reason)
-
-    def _end(self, job_ids, state: str, reason: str) -> int:
-        ids = list(job_ids)
-        for jid in ids:
-            r = self.running.pop(jid, None)
-            if r is not None:
-                runner.stop(r.proc, self.grace_s)
-                self.say(f"{state:<8} {_label(r.job)} ({reason})")
-                self._idle_claim = False  # a worker is free: a hook's new job starts this cycle
-        if state == PRUNED:
-            return self.table.prune(ids, reason)
-        return self.table.cancel(ids, reason)
-
-    # ------------------------------------------------------------------ running jobs
-    def _heartbeat(self) -> None:
-        owned = self.table.heartbeat(self.owner, list(self.running), self.lease_s)
-        for job_id in [j for j in self.running if j not in owned]:
-            r = self.running.pop(job_id)
-            runner.stop(r.proc, self.grace_s)
-            self.say(f"lost     {_label(r.job)} (lease taken over; stopped here)")
-
-    def _outcome(self, r: _Running, status: int, **override) -> Outcome:
-        """The supervisor's outcome of this attempt (its file; the exit status if it wrote none),
-        with ``override`` applied (the controller's reading: a time-out, a stop)."""
-        folded = self.table.folded([r.job.job_id]).get(r.job.job_id, set())
-        mine = [o for o in read_outcomes(r.job.run_dir, r.job.job_id, folded)
-                if o.kind == FINISHED and o.scheduler_id == r.launch_id]
-        base = mine[-1] if mine else Outcome(r.job.job_id, FINISHED, exit_code=status, scheduler_id=r.launch_id)
-        return base.but(**override) if override else base
-
-    def _reap(self, got: list[Outcome] | None = None) -> list[str]:
-        done = []
-        now = time.monotonic()
-        for job_id, r in list(self.running.items()):
-            rc = r.proc.poll()
-            if rc is None and r.deadline is not None and now > r.deadline:
-                runner.stop(r.proc, self.grace_s)
-                del self.running[job_id]
-                limit = r.job.resources.get("time")
-                o = self._outcome(r, runner.exit_status(r.proc.returncode), kind=LOST,
-                                  reason=f"timeout after {limit}")
-                self._record(r, o)
-                continue
-            if rc is None:
-                continue
-            del self.running[job_id]
-            o = self._outcome(r, runner.exit_status(rc))
-            self._record(r, o)
-            if got is not None:
-                got.append(o)
-            self._idle_claim = False  # a finished job may have unlocked its dependents
-            done.append(job_id)
-        return done
-
-    def _record(self, r: _Running, o: Outcome) -> None:
-        job, took = r.job, time.monotonic() - r.started
-        current = self.table.get(job.job_id)
-        if current.lease_owner != self.owner:
-            self.say(f"lost     {_label(job)} (no longer ours)")
-            return
-        state = record_outcome(self.table, current, o, owner=self.owner) or "lost"
-        after = self.table.get(job.job_id)
-        if state == "done":
-            self.say(f"done     {_label(job)} ({took:.1f}s)")
-            return
-        extra = ""
-        if state == FAILED:
-            blocked = len(self.table.dependents(job.job_id))
-            extra = f"; {blocked} dependent job(s) blocked" if blocked else ""
-        self.say(f"{state:<8} {_label(job)} ({after.reason or o.kind}; see {job.run_dir}/{runner.STDERR_FILE}{extra})")
-
-    def _stop_all(self, reason: str, record: bool = True) -> None:
-        items = list(self.running.items())
-        for _, r in items:
-            runner.signal_group(r.proc, signal.SIGTERM)
-        deadline = time.monotonic() + self.grace_s
-        for job_id, r in items:
-            try:
-                r.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            runner.stop(r.proc, 0.0)
-            del self.running[job_id]
-            if not record:
-                continue  # the table failed: the outcome file stays for the next run to fold
-            status = runner.exit_status(r.proc.returncode)
-            try:
-                if status == 0:  # it finished while we were stopping it
-                    self._record(r, self._outcome(r, status))
-                else:
-                    o = self._outcome(r, status, kind=STOPPED, reason=reason)
-                    record_outcome(self.table, self.table.get(job_id), o, owner=self.owner)
-                    self.say(f"pending  {_label(r.job)} ({reason}; no attempt charged)")
-            except TableError as err:
-                self.say(f"unrecorded {_label(r.job)} ({err}); its outcome file stays for the next run")
 
 
-def _signame(n: int) -> str:
-    try:
-        return signal.Signals(n).name
-    except ValueError:
-        return f"signal {n}"
+def run_local(table: JobTable, workers: int = 1, hooks: Sequence = (), *, log: Callable[[str], None] = print,
+              progress_s: float = 10.0, install_signals: bool = True, **backend_options):
+    """``Controller(table, LocalBackend(table, ...), hooks).run()``: run a table's jobs here."""
+    from near.executors.controller import Controller
 
-
-def run_local(table: JobTable, workers: int = 1, **kwargs) -> RunResult:
-    """Convenience: ``LocalExecutor(table, workers=workers, **kwargs).run()``."""
-    return LocalExecutor(table, workers=workers, **kwargs).run()
-
-
-Progress = Callable[[str], None]
+    backend = LocalBackend(table, workers=workers, log=log, **backend_options)
+    return Controller(table, backend, hooks, progress_s=progress_s, log=log).run(install_signals=install_signals)

@@ -132,38 +132,28 @@ def read_outcomes(run_dir: str | os.PathLike, job_id: str, skip: set[str] | froz
     return out
 
 
-_CKPT_WORDS = ("ckpt", "checkpoint")
-
-
 HASH_LIMIT = 64 * 2 ** 20
 
 
-def checkpoint_progress(run_dir: str | os.PathLike, depth: int = 2) -> str | None:
-    """A token that changes whenever the job's checkpoint changes: the newest file named like a
-    checkpoint (``*ckpt*``, ``*checkpoint*``) in the run dir or up to ``depth`` levels below it
-    (near's trainers: ``nn/checkpoint.pth``), by its relative path and content digest (size and
-    mtime past 64 MiB). A job that rewrites the same checkpoint makes no progress. None without one."""
+def checkpoint_progress(run_dir: str | os.PathLike, pattern: str | None) -> str | None:
+    """A token that changes whenever the job's declared checkpoint changes: the newest file of the
+    run dir matching ``pattern`` (a path or glob relative to it, e.g. ``nn/checkpoint.pth``), by
+    its relative path and content digest (size and mtime past 64 MiB). A job that rewrites the same
+    checkpoint makes no progress; a job that declares none (``pattern`` None) never does."""
+    if not pattern:
+        return None
     root = Path(run_dir)
     best: tuple[int, int, str] | None = None
-    stack = [(root, 0)]
-    while stack:
-        folder, level = stack.pop()
+    for path in root.glob(pattern):
         try:
-            entries = list(os.scandir(folder))
+            st = path.stat()
         except OSError:
             continue
-        for e in entries:
-            try:
-                if e.is_dir(follow_symlinks=False):
-                    if level < depth and e.name != OUTCOMES_DIR:
-                        stack.append((Path(e.path), level + 1))
-                elif any(w in e.name.lower() for w in _CKPT_WORDS) and not e.name.endswith(".tmp"):
-                    st = e.stat()
-                    cand = (st.st_mtime_ns, st.st_size, os.path.relpath(e.path, root))
-                    if best is None or cand > best:
-                        best = cand
-            except OSError:
-                continue
+        if not path.is_file() or path.name.endswith(".tmp") or OUTCOMES_DIR in path.relative_to(root).parts:
+            continue
+        cand = (st.st_mtime_ns, st.st_size, path.relative_to(root).as_posix())
+        if best is None or cand > best:
+            best = cand
     if best is None:
         return None
     mtime_ns, size, rel = best

@@ -1,20 +1,23 @@
 """Launching one job: shared by the local and SLURM executors.
 
 ``prepare(job)`` creates the run dir and writes ``command.sh`` (the exact command, placeholders
-resolved, runnable by hand to reproduce the job). ``launch(job)`` starts
-``python -m near.executors.runner RUN_DIR`` in its own session (process group) with stdout/stderr
-appended to ``RUN_DIR/stdout.log`` / ``stderr.log``.
+resolved, runnable by hand to reproduce the job). ``launch(job)`` starts the supervisor
+``python -m near.executors.runner RUN_DIR`` in its own session with stdout/stderr appended to
+``RUN_DIR/stdout.log`` / ``stderr.log``.
 
-That supervisor process (``main``) holds an exclusive ``flock`` on ``RUN_DIR/.near.lock`` while the
-job runs (a stray earlier attempt can never write into the run dir at the same time), asks the
-kernel to SIGTERM it when its parent dies (a SIGKILLed controller leaves no orphans), runs
-``bash command.sh`` in the same process group, forwards SIGTERM/SIGINT to the whole group, SIGKILLs
-what is left of the group once the job's shell exited (or ``NEAR_KILL_AFTER_S`` after the signal),
-writes the attempt's outcome file (``outcomes.FINISHED`` with the exit status, into space reserved
-when it started, so a full disk cannot lose it) and exits with the job's status (128+N when the job
-died of signal N).
+The supervisor (``main``) holds an exclusive ``flock`` on ``RUN_DIR/.near.lock`` while the job runs
+(a stray earlier attempt never writes into the run dir at the same time; a controller tells a live
+attempt from a dead one by it), asks the kernel to SIGTERM it when its parent dies (a SIGKILLed
+controller leaves no orphans) and runs ``bash command.sh`` in a process group of its own.
 
-``stop(proc)`` is SIGTERM to the group -> wait ``grace_s`` -> SIGKILL.
+One signal path: the controller signals the supervisor only (:func:`stop`); the supervisor
+forwards the first SIGTERM/SIGINT to the job's group once, and a second one as SIGKILL.
+``command.sh`` runs the job's command in a subshell with default signal dispositions, so the job's
+exit status is its own (a signal between two of its commands, in a builtin or ``$(...)`` ends it
+with 128+N, never 0). The supervisor writes the attempt's outcome file (``outcomes.FINISHED``, into
+space reserved when it started, so a full disk cannot lose it): the job's status, except that a job
+it stopped which neither finished (0) nor refused its config (2) is recorded interrupted
+(``EXIT_INTERRUPTED``, resumable), whatever status the signal left.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from near.executors import outcomes
+from near.exitcodes import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK
 from near.snapshot import recorded
 
 if TYPE_CHECKING:
@@ -40,8 +44,9 @@ COMMAND_FILE = "command.sh"
 STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
 LOCK_FILE = ".near.lock"
-# Exit status of near's trainers after a graceful SIGTERM/SIGUSR2: checkpoint written, resumable.
-EXIT_INTERRUPTED = 3
+PGID_FILE = ".near.pgid"    # the job's process group, for a controller whose supervisor is gone
+#: the checkpoint of ``near train`` jobs (near's trainers write it; see near.training.entry)
+TRAINER_CHECKPOINT = "nn/checkpoint.pth"
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class Task:
     workdir: str | None
     params: dict
     dep_dirs: dict[str, str]
+    checkpoint: str | None = None
 
     @classmethod
     def of(cls, job: "JobRecord | Task") -> "Task":
@@ -63,7 +69,20 @@ class Task:
         if isinstance(job, Task):
             return job
         return cls(job.job_id, job.sweep, job.stage, job.command, job.run_dir, job.workdir, dict(job.params),
-                   job.dep_run_dirs())
+                   job.dep_run_dirs(), declared_checkpoint(job.command, job.resources))
+
+
+def declared_checkpoint(command: str, resources: dict) -> str | None:
+    """The job's checkpoint (a path or glob relative to its run dir): its spec's
+    ``resources.checkpoint``, else near's trainers' own for ``near train`` commands, else None (then
+    nothing the job writes counts as progress)."""
+    if resources.get("checkpoint"):
+        return str(resources["checkpoint"])
+    words = command.split()
+    for a, b in zip(words, words[1:]):
+        if os.path.basename(a) == "near" and b == "train":
+            return TRAINER_CHECKPOINT
+    return None
 
 
 def job_cwd(job: "JobRecord | Task") -> str:
@@ -107,11 +126,14 @@ def command_script(job: "JobRecord | Task") -> str:
         f"export PATH={shlex.quote(bindir)}:\"$PATH\"\n"
         f"export NEAR_JOB_ID={job.job_id} NEAR_RUN_DIR={shlex.quote(job.run_dir)}\n"
         f"{snap_lines}"
-        "# SIGTERM/SIGINT reach the whole process group; without a trap bash would exit at once and\n"
-        "# its job would be SIGKILLed mid-checkpoint. Trapped, bash waits for the running command and\n"
-        "# then exits with its status: the commands after it never start.\n"
-        "trap 'exit $?' TERM INT\n"
+        "# The command runs in a subshell with default signal dispositions: a SIGTERM ends it (or\n"
+        "# its own traps do), and its exit status, not this shell's, is the job's. This shell only\n"
+        "# waits for it (a trapped signal is taken after the foreground subshell exits).\n"
+        "trap : TERM INT\n"
+        "(\n"
         f"{job.command}\n"
+        ")\n"
+        "exit $?\n"
     )
 
 
@@ -123,6 +145,9 @@ def job_env(job: "JobRecord | Task") -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env.update(NEAR_JOB_ID=job.job_id, NEAR_RUN_DIR=job.run_dir, PYTHONUNBUFFERED="1")
+    ckpt = job.checkpoint if isinstance(job, Task) else declared_checkpoint(job.command, job.resources)
+    if ckpt:
+        env["NEAR_CHECKPOINT"] = ckpt
     snap = _snapshot_vars(job)
     if snap:
         old = env.get("PYTHONPATH")
@@ -162,25 +187,39 @@ def launch(job: "JobRecord", launch_id: str = "") -> subprocess.Popen:
         err.close()
 
 
-def signal_group(proc: subprocess.Popen, sig: int) -> None:
-    """Send ``sig`` to the job's process group (ignore it if already gone)."""
+def signal_supervisor(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to the job's supervisor only (it forwards a stop to the job's group once)."""
     try:
-        os.killpg(proc.pid, sig)
+        proc.send_signal(sig)
     except (ProcessLookupError, PermissionError):
         pass
 
 
-def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> int | None:
-    """SIGTERM the job's group, wait up to ``grace_s``, then SIGKILL it. Returns the exit status."""
+def kill_job_group(run_dir: str | os.PathLike) -> None:
+    """SIGKILL what is left of the job's process group (recorded by its supervisor)."""
+    try:
+        pgid = int((Path(run_dir) / PGID_FILE).read_text())
+        os.killpg(pgid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+
+
+def stop(proc: subprocess.Popen, run_dir: str | os.PathLike, grace_s: float = 10.0) -> int | None:
+    """Stop one attempt: SIGTERM its supervisor (which stops the job and writes its outcome), after
+    ``grace_s`` a second SIGTERM (the supervisor SIGKILLs the job), then, should the supervisor
+    itself hang, SIGKILL it and the job's group. Returns the supervisor's exit status."""
     if proc.poll() is None:
-        signal_group(proc, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            signal_group(proc, signal.SIGKILL)
+        signal_supervisor(proc)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                proc.wait(timeout=grace_s)
+                break
+            except subprocess.TimeoutExpired:
+                signal_supervisor(proc, sig)
+                grace_s = 5.0
+        else:
             proc.wait()
-    # the supervisor may be gone while a child ignoring SIGTERM lingers in the group
-    signal_group(proc, signal.SIGKILL)
+    kill_job_group(run_dir)  # a child that ignored SIGTERM may linger after a killed supervisor
     return proc.returncode
 
 
@@ -200,6 +239,29 @@ def _set_parent_death_signal(sig: int) -> None:
         pass
 
 
+def attempt_running(run_dir: str | os.PathLike) -> bool:
+    """Whether a supervisor holds the run dir's lock (an attempt of the job is alive)."""
+    try:
+        fh = open(Path(run_dir) / LOCK_FILE, "a")
+    except OSError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
+def attempt_status(status: int, stopped: bool) -> int:
+    """The status an attempt's outcome records: the job's own, except that a job the supervisor
+    stopped which neither finished (0) nor refused its config (2) was interrupted (resumable)."""
+    if stopped and status not in (EXIT_OK, EXIT_CONFIG):
+        return EXIT_INTERRUPTED
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     """Supervisor: ``python -m near.executors.runner RUN_DIR``."""
     argv = sys.argv[1:] if argv is None else argv
@@ -208,27 +270,27 @@ def main(argv: list[str] | None = None) -> int:
     _set_parent_death_signal(signal.SIGTERM)
     if os.getppid() != parent:  # the controller died before prctl took effect
         return 128 + signal.SIGTERM
-    terminating = {"sig": None}
+    stops: list[int] = []
+    child: subprocess.Popen | None = None
 
-    def on_signal(signum, frame):  # forward once to the whole group (the job and its children)
-        if terminating["sig"] is None:
-            terminating["sig"] = signum
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    def forward(signum, frame):  # the first stop: SIGTERM to the job's group; the next: SIGKILL
+        stops.append(signum)
+        if child is not None:
             try:
-                os.killpg(os.getpgrp(), signal.SIGTERM)
+                os.killpg(child.pid, signal.SIGTERM if len(stops) == 1 else signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
     lock = open(run_dir / LOCK_FILE, "a")
     while True:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             break
         except BlockingIOError:
-            if terminating["sig"] is not None:
-                return 128 + terminating["sig"]
+            if stops:
+                return 128 + stops[0]
             print(f"near: waiting for an earlier attempt to release {run_dir / LOCK_FILE}", file=sys.stderr)
             time.sleep(1.0)
     try:
@@ -236,7 +298,14 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # a full disk: the controller falls back on the exit status
         print(f"near: cannot reserve the outcome file ({err})", file=sys.stderr)
         reserved = None
-    child = subprocess.Popen(["bash", str(run_dir / COMMAND_FILE)], stdin=subprocess.DEVNULL)
+    child = subprocess.Popen(["bash", str(run_dir / COMMAND_FILE)], stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        (run_dir / PGID_FILE).write_text(str(child.pid))
+    except OSError:
+        pass
+    if stops:  # a stop that came while the job was being started
+        os.killpg(child.pid, signal.SIGTERM)
     kill_after = float(os.environ.get("NEAR_KILL_AFTER_S", "60"))
     signalled_at = None
     while True:
@@ -244,36 +313,43 @@ def main(argv: list[str] | None = None) -> int:
             rc = child.wait(timeout=0.5)
             break
         except subprocess.TimeoutExpired:
-            if terminating["sig"] is not None:
+            if stops:
                 signalled_at = signalled_at or time.monotonic()
                 if time.monotonic() - signalled_at > kill_after:
-                    _kill_rest_of_group()
-        except InterruptedError:
-            continue
-    # what the job left running in the group (a background command, a child ignoring SIGTERM)
-    _kill_rest_of_group()
-    status = 128 - rc if rc < 0 else rc
+                    _kill_group(child.pid)
+    # what the job left running in its group (a background command, a child ignoring SIGTERM)
+    _kill_group(child.pid)
+    own = 128 - rc if rc < 0 else rc
+    status = attempt_status(own, bool(stops))
+    reason = None
+    if status != own:
+        reason = f"interrupted by {_signame(stops[0])} (its exit status {own})"
     try:
         outcomes.write_outcome(run_dir, outcomes.Outcome(
             job_id=os.environ.get("NEAR_JOB_ID", run_dir.name), kind=outcomes.FINISHED, exit_code=status,
-            scheduler_id=os.environ.get("NEAR_LAUNCH_ID") or None,
-            progress=outcomes.checkpoint_progress(run_dir)), reserved)
+            scheduler_id=os.environ.get("NEAR_LAUNCH_ID") or None, reason=reason,
+            progress=outcomes.checkpoint_progress(run_dir, os.environ.get("NEAR_CHECKPOINT"))), reserved)
     except OSError as err:
         print(f"near: cannot write the outcome file ({err})", file=sys.stderr)
+    # the outcome is on disk: a signal from now on changes nothing (the controller reads the file)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     return status
 
 
-def _kill_rest_of_group() -> None:
-    """SIGKILL every other process of this process group (the supervisor's own group)."""
-    me, group = os.getpid(), os.getpgrp()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            if os.getpgid(int(entry)) == group:
-                os.kill(int(entry), signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            continue
+def _signame(n: int) -> str:
+    try:
+        return signal.Signals(n).name
+    except ValueError:
+        return f"signal {n}"
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL every process left in the job's group."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from near.errors import NearError, TableError
-from near.executors.base import Hook, decide, fold, run_hooks
-from near.executors.outcomes import CANCELLED as K_CANCELLED, LOST, REQUEUED, Outcome, read_outcomes
+from near.executors.base import Hook, Plan, View, backoff_s, decide, fold, is_transient
+from near.executors.outcomes import CANCELLED as K_CANCELLED, LOST, REQUEUED, Outcome
 from near.executors.runner import Task
 from near.executors.slurm_node import INTERRUPTED
 from near.executors.slurm_plan import ClusterLimits, Group, parse_limits, plan_arrays
@@ -281,11 +281,7 @@ def submit(
 
         # 3. freeze the code the jobs will run, then one sbatch per planned array
         snapshots = Snapshotter(exp_dir, table.meta(), log)
-        for planned in plan.arrays:
-            for jid in planned.job_ids:
-                snapshots.freeze(claimed[jid])
         folder = slurm_dir(exp_dir) / "submitit"
-        folder.mkdir(parents=True, exist_ok=True)
         sid_of = {jid: r.scheduler_id for jid, r in everything.items()
                   if r.state in ACTIVE_STATES and r.scheduler_id}
         array_sizes: dict[str, int] = {}
@@ -293,6 +289,10 @@ def submit(
 
         sweep = table.sweep or Path(exp_dir).name
         try:
+            for planned in plan.arrays:
+                for jid in planned.job_ids:
+                    snapshots.freeze(claimed[jid])
+            folder.mkdir(parents=True, exist_ok=True)
             chunks_of = Counter(a.group for a in plan.arrays)
             for planned in plan.arrays:
                 if planned.after_corr is not None:
@@ -335,7 +335,8 @@ def submit(
                                            if chunks_of[planned.group] > 1 else "")
                     + (f" ({g.dependency[:60]}{'...' if len(g.dependency) > 60 else ''})" if g.dependency else ""))
         except Exception as err:
-            # sbatch refused: put back what was not submitted (no attempt charged); keep what was
+            # sbatch refused (or the snapshot could not be written): put back what was not submitted
+            # (no attempt charged); keep what was
             done_ids = {jid for g in res.arrays for jid in g.job_ids}
             for jid in claimed:
                 if jid not in done_ids and jid not in plan.deferred:
@@ -439,29 +440,42 @@ def _exit_code(text: str) -> int | None:
         return None
 
 
-@dataclass
-class Reconciled:
-    """What :func:`reconcile` concluded: table changes (compare-and-sets) and ids to scancel."""
-
-    changes: list[Change] = field(default_factory=list)
-    scancel: list[str] = field(default_factory=list)
-
-
 _RESUBMIT = "dependency array failed on the cluster; will be resubmitted"
 
 
 def reconcile(active: Sequence[JobRecord], view: SchedulerView, outcomes: dict[str, list[Outcome]],
-              briefs: Sequence[JobBrief] = ()) -> Reconciled:
+              briefs: Sequence[JobBrief] = ()) -> Plan:
     """Pure: the changes that bring the table's ``active`` jobs in line with what their nodes wrote
     (``outcomes``: each job's outcome files not folded yet, oldest first) and, where a node wrote
-    nothing (it died, or was killed before it could), with what SLURM says (``view``).
+    nothing (it died, or was killed before it could), with what SLURM says (``view``): what one
+    controller cycle decides (files folded first, then :func:`explain_scheduler`).
 
     Outcome files come first: the scheduler ``view`` must be taken BEFORE they were read, so that an
     outcome written before SLURM saw the job end is never missed (no finished job taken for a lost
     one). ``briefs`` (every job's id, state, scheduler id and deps) is needed only when some active
     job has dependencies."""
-    out = Reconciled()
+    out = Plan()
+    folded: list[JobRecord] = []
+    for job in active:
+        changes, job = fold(job, outcomes.get(job.job_id, ()))
+        out.changes += changes
+        folded.append(job)
+    rest = explain_scheduler(folded, view, briefs)
+    out.changes += rest.changes
+    out.scancel += rest.scancel
+    return out
+
+
+def explain_scheduler(jobs: Sequence[JobRecord], view: SchedulerView, briefs: Sequence[JobBrief] = ()) -> Plan:
+    """Pure: for ``jobs`` as their outcome files left them, what SLURM's ``view`` implies (started,
+    requeued, cancelled, lost on the cluster, a dependency that failed)."""
+    out = Plan()
     states = {b.job_id: b.state for b in briefs}
+    # the states the files leave are what the dependency checks must see (a dependency whose
+    # file says it failed blocks its dependents now)
+    for job in jobs:
+        if job.job_id in states:
+            states[job.job_id] = job.state
     sids = {b.job_id: b.scheduler_id for b in briefs if b.scheduler_id}
     mates: dict[str, list[JobBrief]] = {}  # array id -> the table's jobs submitted in it
     for b in briefs:
@@ -483,17 +497,7 @@ def reconcile(active: Sequence[JobRecord], view: SchedulerView, outcomes: dict[s
                     return True
         return False
 
-    # 1. what the nodes wrote, for every job first: the states it leaves are what the dependency
-    #    checks below must see (a dependency whose file says it failed blocks its dependents now)
-    folded: list[JobRecord] = []
-    for job in active:
-        changes, job = fold(job, outcomes.get(job.job_id, ()))
-        out.changes += changes
-        if job.job_id in states:
-            states[job.job_id] = job.state
-        folded.append(job)
-    # 2. the scheduler's view, for the jobs their files left active
-    for job in folded:
+    for job in jobs:
         sid = job.scheduler_id
         if job.state not in ACTIVE_STATES or not sid:
             continue  # recorded by its outcomes; or claimed by a submit still running (or dead before sbatch)
@@ -539,35 +543,121 @@ def reconcile(active: Sequence[JobRecord], view: SchedulerView, outcomes: dict[s
     return out
 
 
-def sync(exp_dir: str | os.PathLike, *, log=print, hooks: Sequence[Hook] = (),
-         view: SchedulerView | None = None) -> SyncResult:
-    """Reconcile the job table with what the nodes wrote (outcome files) and with SLURM (squeue,
-    sacct): :func:`reconcile` decides, this applies. Then runs the controller ``hooks``.
-    ``view``: use this scheduler view instead of asking squeue/sacct (benchmarks)."""
-    t0 = time.perf_counter()
-    res = SyncResult()
-    table = JobTable.open(exp_dir)
-    try:
-        active = table.jobs(states=ACTIVE_STATES)
-        res.checked = len(active)
+class SlurmBackend:
+    """The SLURM backend of the controller: submits pending jobs as arrays, tells what squeue and
+    sacct say of the active jobs whose nodes wrote nothing that explains them, and scancels.
+
+    ``profile`` None never submits (``near sweep sync``, ``wait --profile none``); ``view``: use
+    this scheduler view instead of asking squeue/sacct (benchmarks). Jobs of the local backend
+    (leased by a local controller) are not its to judge."""
+
+    name = "slurm"
+
+    def __init__(self, table: JobTable, profile: SlurmProfile | None, *, log=print,
+                 view: SchedulerView | None = None):
+        self.table = table
+        self.profile = profile
+        self.log = log
+        self.fixed_view = view
+        self.submitted = 0
+        self.scheduler_calls = 0
+        self.scancelled = 0
+        self.checked = 0
+        self._t0 = time.monotonic()
+        self._last_counts: dict[str, int] | None = None
+        self._faults = 0
+        self._resume_at = 0.0
+
+    def look(self) -> View:
+        active = [j for j in self.table.jobs(states=ACTIVE_STATES) if not _is_local(j)]
+        self.checked = len(active)
+        view = self.fixed_view
         if view is None:  # before the files are read: see reconcile
             view = query_scheduler(j.scheduler_id for j in active if j.scheduler_id)
-        res.scheduler_calls = view.calls
-        folded = table.folded([j.job_id for j in active])
-        found = {j.job_id: read_outcomes(j.run_dir, j.job_id, folded.get(j.job_id, frozenset())) for j in active}
-        plan = reconcile(active, view, found, table.briefs() if any(j.deps for j in active) else ())
-        for ch, ok in zip(plan.changes, table.transition_many(plan.changes)):
-            if ok and ch.to_state is not None:
-                res.changes[ch.to_state] = res.changes.get(ch.to_state, 0) + 1
+        self.scheduler_calls += view.calls
+        briefs = self.table.briefs() if any(j.deps for j in active) else ()
+        return View(jobs=active, state=(view, briefs))
+
+    def explain(self, jobs: Sequence[JobRecord], view: View) -> Plan:
+        scheduler, briefs = view.state
+        return explain_scheduler(jobs, scheduler, briefs)
+
+    def settle(self, plan: Plan) -> None:
         for chunk in _batches(plan.scancel):
             _run(["scancel", *chunk])
-            res.scheduler_calls += 1
-            res.scancelled += len(chunk)
-        run_hooks(hooks, table)
-    finally:
-        table.close()
-    res.seconds = time.perf_counter() - t0
-    return res
+            self.scheduler_calls += 1
+            self.scancelled += len(chunk)
+        counts = self.table.counts()
+        if counts != self._last_counts:
+            line = "  ".join(f"{s} {counts[s]}" for s in STATES if counts.get(s))
+            self.log(f"[{time.monotonic() - self._t0:7.0f} s] {line}")
+            self._last_counts = counts
+
+    def recorded(self, change: Change) -> None:
+        pass
+
+    def dispatch(self) -> int:
+        """Submit what is pending; a transient fault (a full disk...) is retried after a back-off."""
+        if self.profile is None or time.monotonic() < self._resume_at or not self.table.counts().get(PENDING, 0):
+            return 0
+        try:
+            n = submit(self.table.exp_dir, self.profile, log=self.log).submitted
+        except SlurmError as err:
+            if not is_transient(err):
+                raise
+            self._faults += 1
+            wait = backoff_s(self._faults)
+            self._resume_at = time.monotonic() + wait
+            self.log(f"cannot submit yet ({err.__cause__}); the jobs stay pending, retrying in {wait:.0f} s")
+            return 0
+        self._faults = 0
+        self.submitted += n
+        return n
+
+    def stop(self, job_ids: Sequence[str] | None, reason: str) -> None:
+        """scancel these jobs (None: nothing; a stopped controller leaves the cluster's jobs be)."""
+        if job_ids is None:
+            return
+        jobs = {j.job_id: j for j in self.table.jobs(states=[*ACTIVE_STATES, PRUNED, CANCELLED])}
+        sids = [jobs[j].scheduler_id for j in job_ids if j in jobs and jobs[j].scheduler_id]
+        for chunk in _batches(sids):
+            _run(["scancel", *chunk])
+            self.scancelled += len(chunk)
+
+    def hurry(self) -> None:
+        pass
+
+    def busy(self) -> bool:
+        return False
+
+    def finished(self) -> bool:
+        """No job is queued or running on the cluster (what is pending could not be submitted)."""
+        counts = self.table.counts()
+        return not any(counts.get(s, 0) for s in ACTIVE_STATES)
+
+    def abandon(self) -> None:
+        pass
+
+
+def _is_local(job: JobRecord) -> bool:
+    """A job of the local backend (its lease holder is a local controller)."""
+    return str(job.lease_owner or "").startswith("local:") or str(job.scheduler_id or "").startswith("local-")
+
+
+def sync(exp_dir: str | os.PathLike, *, log=print, hooks: Sequence[Hook] = (),
+         view: SchedulerView | None = None) -> SyncResult:
+    """One controller cycle without submitting: fold what the nodes wrote (outcome files) and
+    reconcile the rest with SLURM (squeue, sacct), then run the ``hooks``.
+    ``view``: use this scheduler view instead of asking squeue/sacct (benchmarks)."""
+    from near.executors.controller import Controller
+
+    t0 = time.perf_counter()
+    with JobTable.open(exp_dir) as table:
+        backend = SlurmBackend(table, None, log=lambda m: None, view=view)
+        ctl = Controller(table, backend, hooks)
+        ctl.cycle()
+    return SyncResult(checked=backend.checked, changes=ctl.changed, scancelled=backend.scancelled,
+                      scheduler_calls=backend.scheduler_calls, seconds=time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------- cancel
@@ -628,66 +718,22 @@ class WaitResult:
 
 def wait(exp_dir: str | os.PathLike, profile: SlurmProfile | None = None, *, poll_s: float = 10.0,
          timeout_s: float | None = None, log=print, hooks: Sequence[Hook] = ()) -> WaitResult:
-    """Sync until no job is queued or running; print a counts line whenever they change.
+    """The controller on SLURM: cycle until no job is queued or running; a counts line whenever
+    they change.
 
-    With a ``profile``, jobs that sync put back to pending (a crash with attempts left, a dependency
-    array removed by SLURM) are submitted again, so one ``wait`` drives the sweep to its end.
-    ``hooks`` run once per poll cycle (after the sync); jobs they add are submitted in that cycle.
+    With a ``profile``, jobs put back to pending (a crash with attempts left, a dependency array
+    removed by SLURM) are submitted again, so one ``wait`` drives the sweep to its end. ``hooks``
+    run once per cycle; jobs they add are submitted in that cycle.
     """
-    t0 = time.monotonic()
-    res = WaitResult(counts={})
-    last = None
-    while True:
-        sync(exp_dir, log=log, hooks=hooks)
-        with JobTable.open(exp_dir) as table:
-            counts = table.counts()
-        active = sum(counts.get(s, 0) for s in ACTIVE_STATES)
-        if counts != last:
-            line = "  ".join(f"{s} {counts[s]}" for s in STATES if counts.get(s))
-            log(f"[{time.monotonic() - t0:7.0f} s] {line}")
-            last = counts
-        if counts.get(PENDING, 0) and profile is not None:
-            submitted = submit(exp_dir, profile, log=log).submitted
-            res.resubmitted += submitted
-            if submitted:
-                continue
-        if not active:
-            break
-        if timeout_s is not None and time.monotonic() - t0 > timeout_s:
-            res.timed_out = True
-            log(f"wait: timed out after {timeout_s:.0f} s with {active} job(s) still queued or running")
-            break
-        time.sleep(poll_s)
-    res.counts, res.seconds = counts, time.monotonic() - t0
-    return res
+    from near.executors.controller import Controller
 
+    with JobTable.open(exp_dir) as table:
+        backend = SlurmBackend(table, profile, log=log)
+        ctl = Controller(table, backend, hooks, poll_s=poll_s, progress_s=float("inf"), timeout_s=timeout_s,
+                         log=log)
+        run = ctl.run(install_signals=False)
+    if run.timed_out:
+        active = sum(run.counts.get(s, 0) for s in ACTIVE_STATES)
+        log(f"wait: timed out after {timeout_s:.0f} s with {active} job(s) still queued or running")
+    return WaitResult(counts=run.counts, timed_out=run.timed_out, resubmitted=backend.submitted, seconds=run.seconds)
 
-class SlurmExecutor:
-    """The SLURM executor behind the :class:`~near.executors.base.Executor` interface."""
-
-    def __init__(self, exp_dir: str | os.PathLike, profile: SlurmProfile, *, log=print):
-        self.exp_dir, self.profile, self.log = exp_dir, profile, log
-
-    def dispatch(self) -> int:
-        """Submit every pending job that can go; returns how many were submitted."""
-        return submit(self.exp_dir, self.profile, log=self.log).submitted
-
-    def poll(self) -> SyncResult:
-        """Fold outcome files and the scheduler's view into the table (:func:`sync`)."""
-        return sync(self.exp_dir, log=self.log)
-
-    def cancel(self, job_ids: Iterable[str], reason: str = "cancelled by user") -> int:
-        """Record these jobs cancelled and scancel them."""
-        return cancel(self.exp_dir, states=(PENDING, QUEUED, RUNNING, BLOCKED), job_ids=list(job_ids),
-                      reason=reason).cancelled
-
-    def prune(self, job_ids: Iterable[str], reason: str) -> int:
-        """Record these active jobs pruned and scancel them (their nodes' late outcomes change nothing)."""
-        with JobTable.open(self.exp_dir) as table:
-            jobs = {j.job_id: j for j in table.jobs(states=ACTIVE_STATES)}
-            ids = [j for j in job_ids if j in jobs]
-            n = table.prune(ids, reason)
-        sids = [jobs[j].scheduler_id for j in ids if jobs[j].scheduler_id]
-        for chunk in _batches(sids):
-            _run(["scancel", *chunk])
-        return n

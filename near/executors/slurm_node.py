@@ -35,8 +35,8 @@ import submitit
 
 from near.executors import runner
 from near.executors.outcomes import FINISHED, GAVE_UP, REQUEUED, STARTED, Outcome, checkpoint_progress, write_outcome
+from near.exitcodes import EXIT_INTERRUPTED as INTERRUPTED_EXIT
 
-INTERRUPTED_EXIT = runner.EXIT_INTERRUPTED  # near's trainers: "checkpointed after SIGTERM/SIGUSR2"
 TERM_GRACE_S = 60.0    # wait this long for the checkpoint before SIGKILL
 INTERRUPTED = "interrupted by the scheduler (SIGTERM)"
 
@@ -47,6 +47,14 @@ def scheduler_id_from_env() -> str | None:
     if arr and task:
         return f"{arr}_{task}"
     return os.environ.get("SLURM_JOB_ID")
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """Send ``sig`` to the command's process group (ignore it if already gone)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 class JobFailed(RuntimeError):
@@ -132,7 +140,7 @@ class NodeJob(submitit.helpers.Checkpointable):
         """Write one outcome file of this attempt (the controller folds it into the table)."""
         write_outcome(self.task.run_dir, Outcome(
             job_id=self.job_id, kind=kind, exit_code=exit_code, scheduler_id=scheduler_id_from_env(),
-            reason=reason, progress=checkpoint_progress(self.task.run_dir)))
+            reason=reason, progress=checkpoint_progress(self.task.run_dir, getattr(self.task, "checkpoint", None))))
 
     def _launch(self, job: runner.Task) -> subprocess.Popen:
         """Start the job's command in its own process group, output appended to the run dir's
@@ -172,20 +180,20 @@ class NodeJob(submitit.helpers.Checkpointable):
         while self._group_alive() and time.time() < end:
             time.sleep(0.2)
         if self._group_alive():
-            runner.signal_group(self._proc, signal.SIGKILL)
+            _signal_group(self._proc, signal.SIGKILL)
 
     def _on_term(self, signum: int, frame: object) -> None:
         """SIGTERM from SLURM (scancel, scontrol requeue, preemption): pass it on, let it checkpoint."""
         self._external_term = True
         if self._proc is not None:
-            runner.signal_group(self._proc, signal.SIGTERM)
+            _signal_group(self._proc, signal.SIGTERM)
 
     def _stop_child(self) -> int | None:
         """SIGTERM the command's group, wait for all of it (checkpoint written), then its status."""
         if self._proc is None:
             return None
         if self._proc.poll() is None or self._group_alive():
-            runner.signal_group(self._proc, signal.SIGTERM)
+            _signal_group(self._proc, signal.SIGTERM)
             self._wait_group()
         code = self._proc.wait()
         # a shell killed by the SIGTERM while its child checkpointed: the child's exit is not known

@@ -1,16 +1,17 @@
 """The search's part of a controller loop: once per poll cycle, tell finished trials, prune losing
 running ones, and ask new trials (added to the job table as jobs) up to ``parallel`` in flight.
 
-:class:`SearchHook` is a callable taking the :class:`~near.jobtable.JobTable`, as the controller
-loops of ``near sweep run`` (local) and ``near sweep wait`` (SLURM) call their hooks. Stopping a
-pruned job is the executor's: the command binds ``hook.stop`` to the executor's
-``prune(job_ids, reason) -> int`` (:class:`~near.executors.base.Executor`).
+:class:`SearchHook` is a callable taking the :class:`~near.jobtable.JobTable` and the controller's
+``prune(job_ids, reason) -> int``: a hook of :class:`~near.executors.controller.Controller`
+(``near sweep run`` locally, ``near sweep wait`` on SLURM), which records a pruned job and stops it
+through its backend. Its trials' jobs are added through :func:`near.add.add_jobs`.
 
 Trial <-> job: a trial's job id is stored in the trial's user attributes right after its
 parameters are sampled, before the job is added. A controller that was stopped or killed finds
-its unfinished trials in the journal on restart (Optuna state RUNNING), rebuilds their jobs from
-the stored parameters (same content, same job id; adding is idempotent) and keeps following
-them, so no trial is lost or asked twice. A re-proposed identical config is the same job: the
+its unfinished trials in the journal on restart (Optuna state RUNNING), completes the sampling of
+one killed before it had all its parameters, rebuilds their jobs from the parameters (same
+content, same job id; adding is idempotent) and keeps following them, so no trial is lost, told
+FAIL for the controller's death, or asked twice. A re-proposed identical config is the same job: the
 second trial is told the first one's result.
 """
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from near.add import add_jobs
 from near.errors import SpecError
 from near.jobtable import BLOCKED, CANCELLED, DONE, FAILED, PENDING, PRUNED, RUNNING, JobSpec, JobTable, run_dir_for
 from near.search import study as studymod
@@ -84,12 +86,11 @@ def load_settings(table: JobTable):
 class SearchHook:
     """Drives the studies of one search sweep from a controller loop (see the module docstring)."""
 
-    def __init__(self, exp_dir: str | os.PathLike, spec, *, stop: Callable[[list[str], str], int] | None = None,
-                 log: Callable[[str], None] = print):
+    def __init__(self, exp_dir: str | os.PathLike, spec, *, log: Callable[[str], None] = print):
         self.exp_dir = Path(exp_dir)
         self.spec = spec
         self.cfg: SearchConfig = spec.search
-        self.stop = stop
+        self.stop: Callable[[list[str], str], int] | None = None
         self.log = log
         self.reader = TagReader(self.cfg.metric)
         self.store = studymod.storage(exp_dir)
@@ -110,14 +111,12 @@ class SearchHook:
             for t in trials:
                 if t.state != TrialState.RUNNING:
                     continue
-                if set(t.params) != set(self.cfg.params):
-                    # killed between ask and sampling: it never had a job
-                    st.tell(t.number, state=TrialState.FAIL)
-                    continue
-                params = {k: to_template(v) for k, v in t.params.items()}
-                job_id, jobs = trial_jobs(self.spec, self.points[name], params)
-                table.add(jobs, axes=[a.name for a in self.spec.axes])
                 trial = Trial(st, t._trial_id)
+                # killed between ask and sampling: its sampling completes now (values it already
+                # has are kept), so the trial gets its job instead of being told FAIL
+                params = studymod.suggest(trial, self.cfg)
+                job_id, jobs = trial_jobs(self.spec, self.points[name], params)
+                add_jobs(table, self.spec, jobs)
                 if t.user_attrs.get(studymod.JOB_ATTR) != job_id:
                     trial.set_user_attr(studymod.JOB_ATTR, job_id)
                 reported = max(t.intermediate_values, default=-1)
@@ -125,7 +124,9 @@ class SearchHook:
                 self.log(f"search: trial {t.number} ({name}) continues with job {job_id}")
 
     # ------------------------------------------------------------------ one poll cycle
-    def __call__(self, table: JobTable) -> None:
+    def __call__(self, table: JobTable, prune: Callable[[list[str], str], int] | None = None) -> None:
+        """One poll cycle of the controller; ``prune`` stops a job the pruner gave up on."""
+        self.stop = prune
         if not self._recovered:
             self._recover(table)
             self._recovered = True
@@ -194,7 +195,6 @@ class SearchHook:
         jobs enter ``states`` as pending."""
         asked = 0
         budget = self.cfg.budget
-        axes = [a.name for a in self.spec.axes]
         for name, st in self.studies.items():
             in_flight = sum(1 for t in self.tracked if t.study == name)
             new_jobs: list[JobSpec] = []
@@ -212,7 +212,7 @@ class SearchHook:
                 self.log(f"search: trial {trial.number} ({name}) -> job {job_id} "
                          + " ".join(f"{k}={v}" for k, v in params.items()) + again)
             if new_jobs:
-                table.add(new_jobs, axes=axes)
+                add_jobs(table, self.spec, new_jobs)
                 for j in new_jobs:
                     states.setdefault(j.job_id, PENDING)
         return asked
@@ -227,30 +227,3 @@ def hook_for(table: JobTable, *, log: Callable[[str], None] = print) -> SearchHo
     """The search hook of a sweep, or None when the sweep is a plain grid."""
     spec = load_settings(table)
     return None if spec is None else SearchHook(table.exp_dir, spec, log=log)
-
-
-def add_search(spec, root: str | os.PathLike, *, validate: bool = True, name: str | None = None,
-               set_vars: dict[str, str] | None = None) -> tuple[Path, int, list[str]]:
-    """``near sweep add`` of a search spec: validate a probe trial's jobs (before writing anything),
-    create the table and the studies, and add the first ``parallel`` trials of every study.
-    Returns (sweep folder, trials in flight, notes)."""
-    from near.sweep.validate import validate_jobs
-
-    notes: list[str] = []
-    points = axes_points(spec)
-    if validate:
-        jobs = trial_jobs(spec, points[0], probe_params(spec.search))[1]
-        skip = [(j.job_id, "stage has validate: false") for j in jobs
-                if any(s.name == j.stage and not s.validate for s in spec.stages)]
-        notes = validate_jobs(jobs, spec.label, skip_stages=skip).notes()
-    target = Path(root) / spec.name
-    with JobTable.open_or_create(target, sweep=spec.name) as table:
-        save_settings(table, str(spec.path), name, dict(set_vars or {}))
-        hook = SearchHook(target, spec, log=lambda m: None)
-        hook(table)
-        in_flight = len(hook.tracked)
-    cfg = spec.search
-    notes.insert(0, f"search: {len(points)} stud{'y' if len(points) == 1 else 'ies'} x {cfg.budget} trials "
-                 f"({cfg.sampler}, {cfg.parallel} in flight, {cfg.mode} {cfg.metric} at {cfg.at}); "
-                 f"journal {studymod.journal_path(target)}")
-    return target, in_flight, notes

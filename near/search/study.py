@@ -8,6 +8,7 @@ the point, ``search`` when there are no axes).
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 from pathlib import Path
@@ -32,16 +33,39 @@ def has_search(exp_dir: str | os.PathLike) -> bool:
 
 
 def storage(exp_dir: str | os.PathLike):
-    """Optuna journal storage over ``EXP/search/journal.log`` (created on first use)."""
+    """Optuna journal storage over ``EXP/search/journal.log`` (created on first use), locked with
+    :func:`journal_lock`."""
     import optuna
+    from optuna.storages.journal import JournalFileBackend
 
     path = journal_path(exp_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:  # optuna >= 4
-        from optuna.storages.journal import JournalFileBackend as Backend
-    except ImportError:  # older releases name it JournalFileStorage
-        from optuna.storages import JournalFileStorage as Backend
-    return optuna.storages.JournalStorage(Backend(str(path)))
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=journal_lock(path)))
+
+
+def journal_lock(path: Path):
+    """A lock on the journal that the kernel (or NFS's lock manager) drops when its holder dies:
+    a controller killed while appending leaves no stale lock for the next one to wait out
+    (Optuna's default symlink lock is taken over only after a 30 s grace period)."""
+    from optuna.storages.journal._file import BaseJournalFileLock
+
+    class _RecordLock(BaseJournalFileLock):
+        def __init__(self) -> None:
+            self._fh = None
+
+        def acquire(self) -> bool:
+            fh = open(f"{path}.flock", "a")
+            fcntl.lockf(fh, fcntl.LOCK_EX)
+            self._fh = fh
+            return True
+
+        def release(self) -> None:
+            if self._fh is not None:
+                fcntl.lockf(self._fh, fcntl.LOCK_UN)
+                self._fh.close()
+                self._fh = None
+
+    return _RecordLock()
 
 
 def study_name(point: dict[str, Any]) -> str:

@@ -11,6 +11,8 @@ Format (all keys but ``axes`` and ``stages`` optional)::
     snapshot: true             # jobs run a frozen copy of workdir's code taken at dispatch
                                #   (experiments/<name>/snapshots/); false: run the live tree
     resources: {cpus: 1, gpus: 0, mem: 2G, time: "00:30:00"}   # defaults for every stage
+                               #   also checkpoint: a path/glob in the run dir whose changes are
+                               #   progress (near train: nn/checkpoint.pth), max_requeues: 20
     vars: {budget: 100}        # template variables (defaults; axis values' bundles may set them)
     raw: [bundle]              # variables spliced as shell words, not quoted (see "Commands and quoting")
     axes:                      # the cartesian product of all axes, in this order
@@ -113,7 +115,7 @@ from near.errors import SpecError
 from near.sweep.shell import normalize_command, unbalanced
 from near.sweep.template import Call, parse_call
 
-RESOURCE_KEYS = ("cpus", "gpus", "mem", "time", "slurm")
+RESOURCE_KEYS = ("cpus", "gpus", "mem", "time", "slurm", "checkpoint", "max_requeues")
 # names and sizes are matched whole (re.fullmatch): `$` would let a trailing newline through
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -622,6 +624,12 @@ def _resources(raw: Any, where: str, ctx: _Ctx) -> dict[str, Any]:
             if not (isinstance(v, int) or (isinstance(v, str) and _TIME.fullmatch(v))):
                 raise ctx.err(f"{where}.{k}", f"{_show(v)} is not a time limit (HH:MM:SS, D-HH:MM:SS or minutes)")
             v = str(v)
+        elif k == "checkpoint":  # the job's checkpoint: only its changes count as progress
+            if not isinstance(v, str) or not v.strip() or v.startswith("/") or ".." in v.split("/"):
+                raise ctx.err(f"{where}.{k}", f"must be a path or glob inside the run dir, not {v!r}")
+        elif k == "max_requeues":  # attempts not charged (interrupted, or progress made) before failing
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ctx.err(f"{where}.{k}", f"must be a positive integer, not {v!r}")
         elif k == "slurm":
             if not isinstance(v, dict):
                 raise ctx.err(f"{where}.{k}", "must be a mapping of extra sbatch options")

@@ -12,11 +12,39 @@ exists. Exit status: 0 finished, 3 interrupted (checkpoint written, resumable).
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 from near.errors import ConfigError
+from near.exitcodes import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK
 from near.training import runtime
 from near.training.settings import Settings
+
+
+class _StageSignals:
+    """The stage's stop request, installed before anything slow (hydra, torch) so that a SIGTERM
+    at any moment ends the stage as interrupted (checkpoint, exit 3), never by the signal's default
+    action (143). Once the stage has returned its status is decided: a late signal only is noted."""
+
+    def __enter__(self) -> runtime.StopRequest:
+        self.stop = runtime.StopRequest().install()
+        return self.stop
+
+    def __exit__(self, *exc: object) -> None:
+        previous = dict(self.stop._previous)
+        self.stop.uninstall()
+        for sig, handler in previous.items():
+            if handler in (signal.SIG_DFL, None):
+                signal.signal(sig, _late_signal)
+
+
+def _late_signal(signum: int, frame: Any) -> None:
+    print(f"near: signal {signum} after the stage ended; its status stands", flush=True)
+
+
+def _interrupted(code: int, stop: runtime.StopRequest) -> int:
+    """A stopped stage that did not finish and was not refused is interrupted (resumable)."""
+    return EXIT_INTERRUPTED if stop.requested and code not in (EXIT_OK, EXIT_CONFIG) else code
 
 
 def _device(device: str) -> str:
@@ -121,6 +149,11 @@ def _seed_everything(seed: int) -> None:
 
 def train_ncsn_stage(overrides: list[str]) -> int:
     """Stage ``ncsn``: train the energy model on the task's demonstrations."""
+    with _StageSignals() as stop:
+        return _interrupted(_train_ncsn_stage(overrides, stop), stop)
+
+
+def _train_ncsn_stage(overrides: list[str], stop: runtime.StopRequest) -> int:
     from near.training import registry
     from near.training.ncsn.trainer import train_ncsn
 
@@ -132,15 +165,16 @@ def train_ncsn_stage(overrides: list[str]) -> int:
         raise ConfigError(f"task={settings.task.name}: its train config has no near_config (an ncsn stage needs a NEAR task)")
     _seed_everything(seed)
     env = registry.make_env(settings.task, num_envs=1, device="cpu", seed=seed)
-    stop = runtime.StopRequest().install()
-    try:
-        return train_ncsn(config.near_config, seed, run_dir, device, stop, env)
-    finally:
-        stop.uninstall()
+    return train_ncsn(config.near_config, seed, run_dir, device, stop, env)
 
 
 def train_rl_stage(overrides: list[str]) -> int:
     """Stage ``rl``: NEAR / PPO (/ AMP, tracking) on rl-games."""
+    with _StageSignals() as stop:
+        return _interrupted(_train_rl_stage(overrides, stop), stop)
+
+
+def _train_rl_stage(overrides: list[str], stop: runtime.StopRequest) -> int:
     from omegaconf import OmegaConf
     from rl_games.common.algo_observer import AlgoObserver
     from rl_games.torch_runner import Runner
@@ -177,7 +211,6 @@ def train_rl_stage(overrides: list[str]) -> int:
     else:
         tblog.truncate_after(summaries, None)
 
-    stop = runtime.StopRequest().install()
     result: dict[str, Any] = {}
     config.update({
         "device": device,
@@ -196,10 +229,7 @@ def train_rl_stage(overrides: list[str]) -> int:
         raise ConfigError(f"checkpoint={load_path}: file not found")
     runner = Runner(algo_observer=AlgoObserver())
     registry.install_into_rl_games(runner)
-    try:
-        runner.load_config(params=params)
-        runner.run_train({"train": True, "play": False,
-                          "checkpoint": load_path if (load_path and resume_from is None) else None})
-    finally:
-        stop.uninstall()
+    runner.load_config(params=params)
+    runner.run_train({"train": True, "play": False,
+                      "checkpoint": load_path if (load_path and resume_from is None) else None})
     return int(result.get("exit_code", 1))
