@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import sys
 
+from near.exitcodes import EXIT_STOPPED
 from near.errors import NearError
 
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("near: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_STOPPED
     except BrokenPipeError:
         return _broken_pipe()
 

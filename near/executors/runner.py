@@ -159,6 +159,12 @@ def job_env(job: "JobRecord | Task") -> dict[str, str]:
 def prepare(job: "JobRecord | Task") -> Path:
     """Create the job's run dir and write ``command.sh``; returns the run dir."""
     run_dir = Path(job.run_dir)
+    # a run dir that is a link out of its runs/ folder would have the job write somewhere its
+    # table does not say (and near's files land in a directory it does not own)
+    real = os.path.realpath(run_dir)
+    if real != os.path.join(os.path.realpath(run_dir.parent), run_dir.name):
+        raise OSError(f"job {job.job_id}: run dir {run_dir} is a link to {real}; near does not write "
+                      "through it (remove the link)")
     run_dir.mkdir(parents=True, exist_ok=True)
     script = run_dir / COMMAND_FILE
     tmp = run_dir / (COMMAND_FILE + ".tmp")

@@ -33,7 +33,7 @@ def load_jobs(exp: Path) -> pd.DataFrame | None:
         return None
     from near.jobtable import JobTable
 
-    with JobTable.open(db) as table:
+    with JobTable.open(db, readonly=True) as table:
         return table.to_frame()
 
 

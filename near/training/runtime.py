@@ -12,9 +12,10 @@ import signal
 import time
 from typing import Any
 
-#: exit status of a trainer stopped by SIGTERM/SIGUSR2 after writing its checkpoint
-EXIT_INTERRUPTED = 3
-EXIT_DONE = 0
+# a trainer's statuses are near's own, the same for every stage and backend
+from near.exitcodes import EXIT_INTERRUPTED  # noqa: F401
+from near.exitcodes import EXIT_OK as EXIT_DONE  # noqa: F401
+
 
 
 class StopRequest:
