@@ -17,7 +17,6 @@ from near.exitcodes import EXIT_INTERRUPTED  # noqa: F401
 from near.exitcodes import EXIT_OK as EXIT_DONE  # noqa: F401
 
 
-
 class StopRequest:
     """Set by SIGTERM / SIGUSR2; trainers poll :attr:`requested` at iteration boundaries."""
 
