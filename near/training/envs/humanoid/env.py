@@ -1,10 +1,12 @@
 """NEAR's HumanoidAMP task on MuJoCo (CPU) or MuJoCo Warp (GPU), batched as torch tensors.
 
-The character is ``amp_humanoid.xml`` (15 bodies, 28 hinges, 28 PD position actuators). Control
-runs at 30 Hz: every action sets the PD targets ``offset + scale * a`` (3-DoF joints span +-pi,
-hinges 0.7 x their range, as NEAR) and the simulator takes 4 physics steps of 1/120 s (NEAR:
-sim dt 1/60 with 2 substeps, 2 sim steps per action). Episodes last ``episodeLength`` (300)
-control steps.
+The character is ``amp_humanoid.xml`` (NEAR's, in MuJoCo's terms: 15 bodies, 28 hinges, 28 PD
+servos with NEAR's gains and torque limits). Control runs at NEAR's rate: every action sets the
+PD targets ``offset + scale * a`` in NEAR's coordinates (a 3-DoF joint's target is an exp map
+spanning +-pi per component, a hinge's 0.7 x its range around its middle), converted to the
+hinges (:mod:`.skeleton`), and the simulator takes 4 physics steps of 0.0083 s (NEAR: sim dt
+0.0166 s with 2 substeps, 2 sim steps per action: 0.0332 s). Episodes last ``episodeLength``
+(300) control steps.
 
 Observation: NEAR's 105-dim AMP observation of the current state (:func:`skeleton.humanoid_obs`;
 ``localRootObs`` makes the root rotation heading-relative); ``targetObs`` appends the next
@@ -47,7 +49,8 @@ from near.training.envs.humanoid import skeleton as sk
 from near.training.envs.humanoid.backends import BACKENDS
 from near.training.envs.humanoid.motion_lib import MotionTable, load_motions
 
-CONTROL_DT = 1.0 / 30.0
+#: NEAR's control step: sim dt 0.0166 s x controlFrequencyInv 2 (the model's timestep is half NEAR's dt)
+CONTROL_DT = 2 * 0.0166
 PHYSICS_STEPS = 4
 STATE_INITS = ("Random", "Start", "Default", "Hybrid", "WeightedRandom")
 NEAR_REWARD_TYPES = {"walk": ["time", "dist"], "run": ["time", "dist"], "cartwheel": ["time", "dist"]}
@@ -156,6 +159,7 @@ class HumanoidEnv(VecEnv):
             model = load_model()
         lim = torch.as_tensor(model.jnt_range[1:], dtype=torch.float32)
         self.pd_offset, self.pd_scale = (t.to(self.device) for t in sk.pd_offset_scale(lim[:, 0], lim[:, 1]))
+        self.lower, self.upper = lim[:, 0].to(self.device), lim[:, 1].to(self.device)
         self.obs_dim = sk.OBS_DIM * (2 if cfg.target_obs else 1)
         d = self.device
         self.obs = torch.zeros(n, sk.OBS_DIM, device=d)
@@ -230,7 +234,9 @@ class HumanoidEnv(VecEnv):
         qpos, qvel, xpos, touch = self.sim.read()
         root_rot = torch.cat([qpos[:, 4:7], qpos[:, 3:4]], 1)  # MuJoCo wxyz -> xyzw
         ang_world = sk.quat_rotate(root_rot, qvel[:, 3:6])    # free-joint angular velocity is body-local
-        obs = sk.humanoid_obs(qpos[:, :3], root_rot, qvel[:, :3], ang_world, qpos[:, 7:], qvel[:, 6:],
+        hinges = qpos[:, 7:]
+        dof = sk.dof_from_quats(sk.quats_from_hinges(hinges))
+        obs = sk.humanoid_obs(qpos[:, :3], root_rot, qvel[:, :3], ang_world, dof, sk.dof_velocity(hinges, qvel[:, 6:]),
                               xpos[:, list(sk.KEY_BODY_IDS)], self.cfg.local_root_obs)
         return obs, xpos, touch
 
@@ -256,8 +262,10 @@ class HumanoidEnv(VecEnv):
         time = torch.where(default, 0.0, time)
         s = self.table.state(mid, time)
         rot = s["root_rot"]
-        qpos = torch.cat([s["root_pos"], rot[:, 3:], rot[:, :3], s["dof_pos"]], 1)
-        qvel = torch.cat([s["root_vel"], sk.quat_rotate(sk.quat_conj(rot), s["root_ang_vel"]), s["dof_vel"]], 1)
+        hinges = sk.hinges_from_quats(s["joint_rot"], self.lower, self.upper)
+        qpos = torch.cat([s["root_pos"], rot[:, 3:], rot[:, :3], hinges], 1)
+        qvel = torch.cat([s["root_vel"], sk.quat_rotate(sk.quat_conj(rot), s["root_ang_vel"]),
+                          sk.hinge_rates(hinges, s["dof_vel"])], 1)
         col = default[:, None]
         qpos = torch.where(col, self.stand_qpos, qpos)
         qvel = torch.where(col, 0.0, qvel)
@@ -298,7 +306,7 @@ class HumanoidEnv(VecEnv):
         """One 30 Hz control step; finished envs are reset (see ``base.VecEnv``)."""
         cfg = self.cfg
         a = torch.clamp(actions.to(self.device, torch.float32), -1.0, 1.0)
-        self.sim.step(self.pd_offset + self.pd_scale * a, PHYSICS_STEPS)
+        self.sim.step(sk.hinge_targets(self.pd_offset + self.pd_scale * a, self.lower, self.upper), PHYSICS_STEPS)
         obs, xpos, touch = self._sim_state()
         # a world whose physics blew up (non-finite, or reset by MuJoCo) ends its episode now; its
         # metrics are reported as NaN, which the trainer's meters and the evaluation leave out

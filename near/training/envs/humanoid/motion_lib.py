@@ -17,7 +17,6 @@ command lines run without its mocap. Drop NEAR's own files into ``cfg/task/motio
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +42,9 @@ class HumanoidMotion:
     root_rot: torch.Tensor        # (T, 4) xyzw
     root_vel: torch.Tensor        # (T, 3) world
     root_ang_vel: torch.Tensor    # (T, 3) world
-    dof_pos: torch.Tensor         # (T, 28)
-    dof_vel: torch.Tensor         # (T, 28)
+    joint_rot: torch.Tensor       # (T, 12, 4) local rotations of the 12 joints' bodies
+    dof_pos: torch.Tensor         # (T, 28) NEAR's dof (exp maps of the 3-DoF joints)
+    dof_vel: torch.Tensor         # (T, 28) NEAR's dof velocity (frame to next frame)
     body_pos: torch.Tensor        # (T, 15, 3) world
     weight: float = 1.0
 
@@ -64,13 +64,6 @@ def _array(entry: Any, key: str, path: Path) -> np.ndarray:
         return np.asarray(entry, dtype=np.float64)
     except (TypeError, ValueError):
         raise ConfigError(f"motion file {path}: '{key}' is not a numeric array") from None
-
-
-def _angle_rate(x: np.ndarray, fps: float) -> np.ndarray:
-    """Central differences of angles (T, D) with wrap-around handled; one-sided at the ends."""
-    if len(x) < 2:
-        return np.zeros_like(x)
-    return np.gradient(np.unwrap(x, axis=0), axis=0) * fps
 
 
 def motion_from_dict(d: dict, name: str, path: Path) -> HumanoidMotion:
@@ -109,11 +102,13 @@ def motion_from_dict(d: dict, name: str, path: Path) -> HumanoidMotion:
     else:
         root_vel = torch.as_tensor(np.gradient(root, axis=0) * fps)
         root_ang = torch.zeros_like(root_vel)
-    dof = sk.local_to_dof(q)
-    dof_vel = torch.as_tensor(_angle_rate(dof.numpy(), fps))
+    jq = sk.joint_quats(q)
+    # NEAR's dof velocity: each frame to the next, the last frame repeating the one before
+    dof_vel = sk.dof_velocity_from_frames(jq[:-1], jq[1:], 1.0 / fps)
+    dof_vel = torch.cat([dof_vel, dof_vel[-1:]])
     f32 = lambda t: t.to(torch.float32).contiguous()  # noqa: E731
-    return HumanoidMotion(name, fps, f32(root_t), f32(q[:, 0]), f32(root_vel), f32(root_ang), f32(dof), f32(dof_vel),
-                          f32(body_pos))
+    return HumanoidMotion(name, fps, f32(root_t), f32(q[:, 0]), f32(root_vel), f32(root_ang), f32(jq),
+                          f32(sk.dof_from_quats(jq)), f32(dof_vel), f32(body_pos))
 
 
 def load_npy(path: Path) -> HumanoidMotion:
@@ -176,7 +171,7 @@ def load_motions(spec: str) -> list[HumanoidMotion]:
 class MotionTable:
     """All clips padded into batched tables on one device; state lookup at (motion id, time)."""
 
-    FIELDS = ("root_pos", "root_rot", "root_vel", "root_ang_vel", "dof_pos", "dof_vel", "body_pos")
+    FIELDS = ("root_pos", "root_rot", "root_vel", "root_ang_vel", "joint_rot", "dof_vel", "body_pos")
 
     def __init__(self, motions: list[HumanoidMotion], device: torch.device):
         self.motions = motions
@@ -197,7 +192,7 @@ class MotionTable:
             setattr(self, field, table)
 
     def _frames(self, motion_id: torch.Tensor, time: torch.Tensor):
-        """The two frames around `time` (clamped to the clip) and the weight of the second."""
+        """NEAR's frame blend: the frames around `time` (clamped to the clip) and the weight of the second."""
         t = time.clamp(min=0.0).minimum(self.duration[motion_id])
         f = t * self.fps[motion_id]
         i0 = torch.floor(f).long().clamp(max=self.last_frame)
@@ -205,28 +200,22 @@ class MotionTable:
         return i0, i1, f - i0.float()
 
     def state(self, motion_id: torch.Tensor, time: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Reference state at `time` seconds (clamped to the clip) of each motion: linear
-        interpolation between frames, normalised for quaternions."""
+        """Reference state at `time` seconds (clamped to the clip), as NEAR's motion library gives
+        it: positions interpolated linearly, rotations by slerp, NEAR's dof from the interpolated
+        joint rotations, and the velocities of the frame before (not interpolated)."""
         i0, i1, w = self._frames(motion_id, time)
+        w = w[..., None]
         out = {}
-        for field in self.FIELDS:
-            table = getattr(self, field)
-            a, b = table[motion_id, i0], table[motion_id, i1]
-            ww = w.view(w.shape + (1,) * (a.ndim - w.ndim))
-            if field == "root_rot":
-                b = torch.where((a * b).sum(-1, keepdim=True) < 0, -b, b)
-                v = a * (1 - ww) + b * ww
-                v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-            elif field == "dof_pos":
-                diff = torch.remainder(b - a + math.pi, 2 * math.pi) - math.pi
-                v = a + ww * diff
-            else:
-                v = a * (1 - ww) + b * ww
-            out[field] = v
+        for field in ("root_vel", "root_ang_vel", "dof_vel"):
+            out[field] = getattr(self, field)[motion_id, i0]
+        out["root_pos"] = torch.lerp(self.root_pos[motion_id, i0], self.root_pos[motion_id, i1], w)
+        out["body_pos"] = torch.lerp(self.body_pos[motion_id, i0], self.body_pos[motion_id, i1], w[..., None])
+        out["root_rot"] = sk.slerp(self.root_rot[motion_id, i0], self.root_rot[motion_id, i1], w)
+        out["joint_rot"] = sk.slerp(self.joint_rot[motion_id, i0], self.joint_rot[motion_id, i1], w[..., None])
+        out["dof_pos"] = sk.dof_from_quats(out["joint_rot"])
         return out
 
     def body_positions(self, motion_id: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
         """Only the (..., 15, 3) body positions of :meth:`state` (episode metrics need no more)."""
         i0, i1, w = self._frames(motion_id, time)
-        w = w[..., None, None]
-        return self.body_pos[motion_id, i0] * (1 - w) + self.body_pos[motion_id, i1] * w
+        return torch.lerp(self.body_pos[motion_id, i0], self.body_pos[motion_id, i1], w[..., None, None])
