@@ -63,10 +63,10 @@ def main() -> None:
 def run(tmp: Path) -> None:
     """The measurements, in ``tmp``."""
     from near.commands.sweep import add_spec
-    from near.expand import expand
+    from near.sweep.expand import expand
     from near.jobtable import JobTable
-    from near.spec import load_spec
-    from near.validate import validate_jobs
+    from near.sweep.spec import load_spec
+    from near.sweep.validate import validate_jobs
 
     motions = ", ".join(f"m{i}" for i in range(25))
     ablations = ", ".join(f"a{i}: {{rl: [++train.params.config.near_config.inference.sigma_level={i}]}}"

@@ -5,7 +5,9 @@
 Each case is a spec file's bytes, drawn by hypothesis in three ways: a valid spec with its
 subtrees replaced, dropped or added (arbitrary YAML values: nested lists and mappings, dates,
 unicode and shell metacharacters, huge counts); a valid spec's text with bytes inserted, deleted
-or flipped (broken YAML, invalid UTF-8); and arbitrary bytes. Every case is loaded, shrunk by a
+or flipped (broken YAML, invalid UTF-8); a valid spec with a YAML alias bomb, a recursive alias
+or a NUL (or other control character) at a key; and arbitrary bytes. A case that runs past 5 s
+counts as a hang. Every case is loaded, shrunk by a
 ``--var`` where it has variables, expanded (with a small job limit) and its commands read as
 near's validator reads them. An exception that is not a NearError fails the run with the input
 that caused it. Prints the number of cases LAST (the tests run a few hundred of the same cases).
@@ -149,17 +151,81 @@ def shaped_spec(draw) -> bytes:
     return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False).encode()
 
 
-cases = st.one_of(mutated_spec(), shaped_spec(), edited_text(), st.binary(max_size=64))
+ALIAS_KEYS = [("description",), ("max_attempts",), ("name",), ("snapshot",), ("workdir",), ("vars", "iters"),
+              ("axes", "seed"), ("axes", "motion", "values"), ("stages", 0, "command"), ("stages", 0, "overrides"),
+              ("include",), ("resources",)]
+
+
+@st.composite
+def aliased_spec(draw) -> bytes:
+    """BASE with a YAML alias bomb (width^depth nodes), a recursive alias or a plain alias at one key."""
+    width, depth = draw(st.integers(2, 12)), draw(st.integers(1, 12))
+    lines = ["x-0: &l0 " + draw(st.sampled_from(["lol", "'${seed}'", "1", "[a, b]", "{k: v}"]))]
+    for i in range(1, depth + 1):
+        lines.append(f"x-{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]")
+    if draw(st.booleans()):
+        lines.append("x-r: &r [a, *r]" if draw(st.booleans()) else "x-r: &r {k: *r}")
+    alias = draw(st.sampled_from([f"*l{depth}", f"*l{draw(st.integers(0, depth))}", "*r" if "x-r" in lines[-1] else "*l0"]))
+    doc = yaml.safe_dump(BASE, sort_keys=False).splitlines()
+    path = draw(st.sampled_from(ALIAS_KEYS))
+    # put the alias at the key: rewrite the document through a marker value, then swap in the alias text
+    import copy
+
+    tree = copy.deepcopy(BASE)
+    node = tree
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = "ALIAS_MARKER"
+    doc = yaml.safe_dump(tree, sort_keys=False).replace("ALIAS_MARKER", alias)
+    return ("\n".join(lines) + "\n" + doc).encode()
+
+
+@st.composite
+def nul_spec(draw) -> bytes:
+    """BASE with a NUL (or another control character) inside a value, a key, a command or a --var."""
+    import copy
+
+    tree = copy.deepcopy(BASE)
+    path = draw(st.sampled_from(_paths(tree)[1:]))
+    bad = draw(st.sampled_from(["\0", "a\0b", "k=a\0k=b", "\x01", "\x7f", "\ud800"]))
+    node = tree
+    for k in path[:-1]:
+        node = node[k]
+    if draw(st.booleans()) and isinstance(node, dict):
+        node[str(path[-1]) + bad] = node.pop(path[-1])
+    else:
+        old = node[path[-1]]
+        node[path[-1]] = (old + bad) if isinstance(old, str) else bad
+    try:
+        return yaml.safe_dump(tree, sort_keys=False, allow_unicode=False).encode()
+    except (yaml.YAMLError, UnicodeEncodeError):
+        return yaml.safe_dump(BASE, sort_keys=False).encode().replace(b"NEAR", b'"NE\\0AR"', 1)
+
+
+cases = st.one_of(mutated_spec(), shaped_spec(), edited_text(), st.binary(max_size=64), aliased_spec(), nul_spec())
+CASE_LIMIT = 5.0  # seconds one case may take before it counts as a hang
+
+
+class Hang(Exception):
+    """A case ran past CASE_LIMIT."""
+
+
+def _alarm(signum, frame):
+    raise Hang()
 
 
 def check_case(raw: bytes, workdir: Path) -> str:
     """Load, shrink, expand and read one spec; returns how it ended ('ok' or the error's class).
     Raises whatever near raised that is not a NearError."""
     from near.errors import NearError
-    from near.expand import expand
-    from near.spec import spec_from_bytes, with_settings
-    from near.validate import trainer_call
+    from near.sweep.expand import expand
+    from near.sweep.spec import spec_from_bytes, with_settings
+    from near.sweep.validate import trainer_call
 
+    import signal
+
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, CASE_LIMIT)
     try:
         spec = spec_from_bytes(raw, workdir / "sweeps" / "fuzz.yaml", max_jobs=2000)
         if spec.vars:
@@ -168,6 +234,11 @@ def check_case(raw: bytes, workdir: Path) -> str:
             trainer_call(job.command)
     except NearError as err:
         return type(err).__name__
+    except Hang:
+        return "hang"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
     return "ok"
 
 
@@ -197,8 +268,8 @@ def main() -> None:
     outcomes = run(args.cases, args.seed)
     total = sum(outcomes.values())
     print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
-    print(f"FIGURE spec loader fuzz: {total} cases, 0 exceptions other than near's own errors "
-          f"({outcomes.get('ok', 0)} loaded and expanded)")
+    print(f"FIGURE spec loader fuzz: {total} cases, 0 exceptions other than near's own errors, "
+          f"{outcomes.get('hang', 0)} hangs (over {CASE_LIMIT:g} s) ({outcomes.get('ok', 0)} loaded and expanded)")
 
 
 if __name__ == "__main__":

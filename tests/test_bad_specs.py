@@ -7,14 +7,15 @@ import hashlib
 import importlib.util
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from near.cli import main
 from near.errors import SpecError
-from near.expand import expand
-from near.spec import load_spec
+from near.sweep.expand import expand
+from near.sweep.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = """
@@ -67,8 +68,34 @@ CASES = {
                             "include[0].a[0]: values are scalars, not a list"),
     "include mapping": ("name: t\naxes: {a: [1]}\ninclude: [{a: {x: 1}}]\n" + STAGE,
                         "include[0].a: values are scalars, not a mapping"),
-    "date value": ("name: t\naxes: {a: [2024-01-01]}\n" + STAGE,
-                   "axes.a[0]: YAML reads 2024-01-01 as a date; quote it ('2024-01-01') to use it as text"),
+    "NUL in a value": ('name: t\naxes: {a: ["k=a\\0k=b"]}\n' + STAGE,
+                       "axes.a[0]: holds a NUL byte (\\0), which no command argument can carry"),
+    "NUL in a command": ('name: t\naxes: {a: [1]}\nstages: [{name: s, command: "echo ${a}\\0"}]\n',
+                         "stages[0].command: holds a NUL byte"),
+    "unpaired surrogate": ('name: t\nvars: {v: "\\ud800"}\naxes: {a: [1]}\n' + STAGE,
+                           "vars.v: holds '\\ud800', which is not text"),
+    "recursive alias": ("name: t\nx-a: &a [*a]\naxes: {a: [1]}\n" + STAGE,
+                        "an alias refers to a node that contains it"),
+    "missing workdir": ("name: t\nworkdir: ../does-not-exist\naxes: {a: [1]}\n" + STAGE,
+                        "workdir: '../does-not-exist' is "),
+    "description not text": ("name: t\ndescription: [a]\naxes: {a: [1]}\n" + STAGE,
+                             "description: must be text, not a list"),
+    "value in arithmetic": ("name: t\naxes: {a: [1]}\nstages: [{name: s, command: 'echo $(( ${a} + 1 ))'}]\n",
+                            "stages[0].command: ${a} stands in an arithmetic expression ($(( ))): bash would "
+                            "evaluate its value as code there"),
+    "value in a [[ -eq ]] test": ("name: t\naxes: {a: [1]}\nstages: [{name: s, command: '[[ ${a} -eq 0 ]]'}]\n",
+                                  "${a} stands in a [[ ]] test with an arithmetic operator"),
+    "value in let": ("name: t\naxes: {a: [1]}\nstages: [{name: s, command: 'let y=${a}'}]\n",
+                     "${a} stands in the arguments of let"),
+    "value in an array subscript": ("name: t\naxes: {a: [1]}\nstages: [{name: s, command: 'x[${a}]=1'}]\n",
+                                    "${a} stands in an array subscript"),
+    "value as a parameter name": ("name: t\naxes: {a: [1]}\nstages: [{name: s, command: 'echo ${#${a}}'}]\n",
+                                  "${a} stands in the name of a parameter expansion"),
+    "run dir in arithmetic": ("name: t\naxes: {a: [1]}\nstages: [{name: s, command: 'echo ${a} $((${run_dir}))'}]\n",
+                              "${run_dir} stands in an arithmetic expression"),
+    "quotes inside a parameter expansion": (
+        "name: t\naxes: {a: [1]}\nstages: [{name: s, command: \"echo ${X:-'${a}'}\"}]\n",
+        "${a} stands in quotes inside a parameter expansion"),
     "duplicate key": ("name: t\naxes: {a: [1]}\n" + STAGE + "axes: {a: [2]}\n",
                       "malformed YAML: line 4, column 1: duplicate key 'axes' (first at line 2)"),
     "duplicate nested key": ("name: t\naxes:\n  a: [1]\n  a: [2]\n" + STAGE,
@@ -142,6 +169,33 @@ def test_a_raw_variable_forced_by_var_is_checked_too(sweep, capsys):
             "stages: [{name: s, command: 'echo ${b} > ${run_dir}/out'}]\n")
     err = add_bad(sweep, body, capsys, "--var", "b=x=1 ; touch /tmp/pwned")
     assert "${b} = 'x=1 ; touch /tmp/pwned' is raw shell text" in err
+
+
+LAUGHS = "".join(f"x-{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]\n" for i in range(1, 10))
+
+
+@pytest.mark.parametrize("key", ["description", "max_attempts", "name", "snapshot"])
+def test_a_billion_laughs_is_refused_fast(sweep, capsys, key):
+    """9^9 aliased nodes: refused while composing, before anything repr()s the value."""
+    body = "x-0: &l0 lol\n" + LAUGHS + f"{key}: *l9\naxes: {{a: [1]}}\n" + STAGE
+    t0 = time.perf_counter()
+    err = add_bad(sweep, body, capsys)
+    assert time.perf_counter() - t0 < 5
+    assert "malformed YAML" in err and "aliases expand this document to more than 100,000 nodes" in err, err
+
+
+def test_a_var_with_a_nul_is_refused(sweep, capsys):
+    err = add_bad(sweep, GOOD.replace("name: t", "name: t\nvars: {v: x}"), capsys, "--var", "v=a\0b")
+    assert "--var v: holds a NUL byte" in err
+
+
+def test_yaml_reads_scalars_as_yaml_1_2(tmp_path):
+    """Only true/false are booleans (Norway stays NO), 10:00 is text, 0o17 is octal, 017 decimal."""
+    path = tmp_path / "x.yaml"
+    path.write_text("axes: {country: [NO, SE, yes, on], t: [10:00, 2024-01-01], n: [0o17, 017, 1e3, true]}\n"
+                    "stages: {s: 'echo ${country} ${t} ${n}'}\n")
+    assert [a.values for a in load_spec(path).axes] == [["NO", "SE", "yes", "on"], ["10:00", "2024-01-01"],
+                                                        [15, 17, 1000.0, True]]
 
 
 def test_max_jobs_is_the_limit_and_can_be_raised(sweep, capsys):

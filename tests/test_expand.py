@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from near.errors import SpecError
-from near.expand import expand, grid_points, grid_size
-from near.spec import parse_spec
+from near.sweep.expand import expand, grid_points, grid_size
+from near.sweep.spec import parse_spec
 
 SPEC_PATH = Path("/tmp/sweeps/x.yaml")
 

@@ -8,6 +8,7 @@ import torch
 from near.errors import ConfigError
 from near.training import motions
 from near.training.envs.motion import MotionEnvConfig, MotionImitationEnv
+from near.training.settings import from_mapping
 
 torch.set_num_threads(1)
 
@@ -118,9 +119,9 @@ def test_state_dict_continues_identically():
 
 def test_bad_env_config_is_rejected():
     with pytest.raises(ConfigError, match="earlyTermination"):
-        MotionEnvConfig.from_dict({"earlyTermination": "sometimes"})
+        from_mapping(MotionEnvConfig, {"earlyTermination": "sometimes"}, "task.env")
     with pytest.raises(ConfigError, match="stateInit"):
-        MotionEnvConfig.from_dict({"stateInit": "Hybrid"})
+        from_mapping(MotionEnvConfig, {"stateInit": "Hybrid"}, "task.env")
 
 
 def test_online_dtw_and_episode_metrics_match_near_metrics_on_the_recorded_path():

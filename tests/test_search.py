@@ -18,10 +18,10 @@ from near.commands.sweep import add_spec
 from near.errors import SpecError
 from near.executors.local import LocalExecutor
 from near.jobtable import DONE, FAILED, PRUNED, JobTable
-from near.search.config import metric_at
+from near.sweep.search_block import metric_at
 from near.search.controller import hook_for
 from near.search.report import trials_frame, write_report
-from near.spec import load_spec
+from near.sweep.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 OBJ = REPO / "tests" / "_search_objective.py"

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from near.errors import ConfigError, SpecError
-from near.expand import expand
+from near.sweep.expand import expand
 from near.jobtable import JobTable, resolve_command
-from near.spec import load_spec, spec_from_bytes, with_settings
-from near.validate import trainer_call, validate_jobs
+from near.sweep.spec import load_spec, spec_from_bytes, with_settings
+from near.sweep.validate import trainer_call, validate_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,3 +158,92 @@ def test_a_var_with_shell_code_cannot_cut_the_trainer_overrides(tmp_path):
 def test_commands_the_shell_cannot_read_are_refused(tmp_path, command):
     with pytest.raises(SpecError, match="stages.s.command: the shell cannot read this command"):
         spec_of(tmp_path, yaml.safe_dump({"axes": {"a": [1]}, "stages": {"s": command}}))
+
+
+# bash's own parameter expansions around values: X is unset, Y=abc; each word's expected text
+NESTED = [
+    ('"${X:-${a}}"', "{a}"), ("${X:-${a}}", "{a}"), ('"${Y:+${a}}"', "{a}"), ('"${X:+${a}}"', ""),
+    ('"${Y/b/${a}}"', "a{a}c"), ('"${Y//b/${a}}"', "a{a}c"), ('"${Y/#a/${a}}"', "{a}bc"),
+    ('"${Y:-"${a}"}"', "abc"), ('"${X:-"<${a}>"}"', "<{a}>"), ('"${Z:=${a}}"', "{a}"),
+    ('"${#Y}:${a}"', "3:{a}"), ('"${X:-${Y:+${a}}}"', "{a}"), ('"`printf %s. ${X:-${a}}`"', "{a}."),
+    ('"$(printf %s. "${X:-${a}}")"', "{a}."), ('"${X:-${Y/b/${a}}}"', "a{a}c"),
+]
+ARITH = ["echo $(( ${a} + 1 ))", "(( ${a} > 0 ))", "[[ ${a} -eq 0 ]]", "[[ 1 -lt ${a} ]]", "let y=${a}",
+         "x[${a}]=1", "echo ${Y[${a}]}", "echo ${Y:${a}}", "echo ${Y:0:${a}}", "declare -i n=${a}",
+         "declare -i n; n=${a}", "echo $[${a}]", "for ((i=0; i<${a}; i++)); do :; done", "echo ${#${a}}"]
+
+
+def nested_probe(words: list[str]) -> str:
+    return "Y=abc; printf '%s\\0' " + " ".join(words)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=values, picks=st.lists(st.sampled_from(range(len(NESTED))), min_size=1, max_size=5))
+def test_values_in_nested_parameter_expansions_are_their_bytes(tmp_path, value, picks):
+    words = [NESTED[i] for i in picks]
+    doc = {"name": "probe", "axes": {"a": [value]},
+           "stages": [{"name": "probe", "command": nested_probe([w for w, _ in words])}]}
+    job = expand(load_spec(write_spec(tmp_path, doc))).jobs[0]
+    out = run_probe(resolve_command(job.command, job.job_id, tmp_path / "exp", job.deps), tmp_path)
+    assert out == [want.replace("{a}", value).encode() for _, want in words], job.command
+    assert not list(tmp_path.glob("pwned"))
+
+
+@pytest.mark.parametrize("command", ARITH)
+def test_a_value_where_bash_evaluates_arithmetic_is_refused(tmp_path, command):
+    doc = {"name": "probe", "axes": {"a": ["a[$(touch pwned)]"]}, "stages": [{"name": "s", "command": command}]}
+    with pytest.raises(SpecError, match=r"stages\[0\]\.command: \$\{a\} stands in .*bash would evaluate"):
+        expand(load_spec(write_spec(tmp_path, doc)))
+    assert not list(tmp_path.glob("pwned"))
+
+
+ROOTS = ["my exps", "r$(touch {mark})", "q'uo\"te`touch {mark}`", "d$${x} ${HOME} \\n"]
+
+
+def test_paths_reach_the_command_byte_for_byte_through_near_sweep_run(tmp_path):
+    """Experiment roots with blanks, quotes and command substitutions, nested expansions around
+    values and paths, all through `near sweep add --root` and `near sweep run`."""
+    mark = tmp_path / "marker"
+    nasty = ["$(touch {mark})", "a&b \\ 'c\"", "*"]
+    words = [w for w, _ in NESTED[:12]] + ['${run_dir}', '"${run_dir}"', "'${run_dir}'", '"${X:-${run_dir}}"',
+                                          '"${Y/b/${exp_dir}}"', "${exp_dir}"]
+    doc = {"name": "t", "axes": {"a": [v.replace("{mark}", str(mark)) for v in nasty]},
+           "stages": [{"name": "s", "command": nested_probe(words) + " > ${run_dir}/args"}]}
+    write_spec(tmp_path, doc)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for root in ROOTS:
+        root = str(tmp_path / "roots" / root.replace("{mark}", str(mark)))
+        Path(root).mkdir(parents=True)
+        add = subprocess.run([sys.executable, "-m", "near", "sweep", "add", "sweeps/probe.yaml", "--root", root],
+                             cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
+        assert add.returncode == 0, add.stderr
+        exp = os.path.join(root, "t")
+        run = subprocess.run([sys.executable, "-m", "near", "sweep", "run", exp, "--workers", "2"],
+                             cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+        assert run.returncode == 0, run.stdout + run.stderr
+        jobs = JobTable.open(exp).jobs()
+        assert len(jobs) == 3 and {j.state for j in jobs} == {"done"}
+        for j in jobs:
+            run_dir = os.path.join(exp, "runs", j.job_id)
+            a = j.params["a"]
+            want = [w.replace("{a}", a) for _, w in NESTED[:12]] + [run_dir] * 4 + [f"a{exp}c", exp]
+            assert (Path(run_dir) / "args").read_bytes().split(b"\0")[:-1] == [w.encode() for w in want]
+    assert not mark.exists()
+
+
+def test_a_run_dir_linked_out_of_the_experiment_is_refused(tmp_path):
+    doc = {"name": "t", "axes": {"a": [1]}, "stages": [{"name": "s", "command": "echo ${a} > ${run_dir}/out"}]}
+    write_spec(tmp_path, doc)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    add = subprocess.run([sys.executable, "-m", "near", "sweep", "add", "sweeps/probe.yaml"], cwd=tmp_path,
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert add.returncode == 0, add.stderr
+    exp = tmp_path / "experiments" / "t"
+    job = JobTable.open(exp).jobs()[0]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (exp / "runs").mkdir(exist_ok=True)
+    (exp / "runs" / job.job_id).symlink_to(outside, target_is_directory=True)
+    with pytest.raises(Exception, match=r"leads to .*outside, out of the experiment"):
+        job.command
+    assert not list(outside.iterdir())

@@ -18,7 +18,7 @@ import pytest
 
 from near import snapshot
 from near.errors import SpecError
-from near.spec import parse_spec
+from near.sweep.spec import parse_spec
 from tests._slurm_helpers import require_cluster
 
 REPO = Path(__file__).resolve().parents[1]

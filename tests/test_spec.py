@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from near.errors import SpecError
-from near.expand import expand
+from near.sweep.expand import expand
 from near.jobtable import JobTable
-from near.spec import load_spec
-from near.validate import Validator, validate_jobs
+from near.sweep.spec import load_spec
+from near.sweep.validate import Validator, validate_jobs
 
 
 def near(*args: str, cwd: Path) -> subprocess.CompletedProcess:

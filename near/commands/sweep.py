@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from near.errors import TableError
-from near.spec import DEFAULT_MAX_JOBS
+from near.sweep.spec import DEFAULT_MAX_JOBS
 
 DEFAULT_ROOT = "experiments"
 
@@ -116,7 +116,7 @@ def _load(spec_path: str | os.PathLike, name: str | None = None, set_vars: list[
           max_jobs: int = DEFAULT_MAX_JOBS):
     """The spec with the command line's --name and --var applied."""
     from near.errors import SpecError
-    from near.spec import load_spec, with_settings
+    from near.sweep.spec import load_spec, with_settings
 
     pairs = {}
     for item in set_vars or []:
@@ -137,10 +137,11 @@ def add_spec(spec_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROO
 
     An unchanged spec (same bytes, workdir, cfg/ tree; see ``spec_fingerprint``) that was added
     before is recognised without expanding it again."""
-    from near.expand import expand
+    from near.sweep.expand import expand
     from near.jobtable import JobTable
-    from near.spec import spec_fingerprint
-    from near.validate import validate_jobs
+    from near.sweep.spec import spec_fingerprint
+    from near.sweep.shared import merge_shared
+    from near.sweep.validate import validate_jobs
     from near import snapshot
 
     spec = _load(spec_path, name, set_vars, max_jobs)
@@ -158,30 +159,35 @@ def add_spec(spec_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROO
                                   prev["shared"], total, ["spec, workdir and cfg/ unchanged since the last add"],
                                   unchanged=True)
     expansion = expand(spec, max_jobs=max_jobs)
+    jobs = expansion.jobs
     notes: list[str] = []
+    identities: dict[str, tuple] = {}
     if validate:
         skip = [(j.job_id, "stage has validate: false") for j in expansion.jobs
                 if any(s.name == j.stage and not s.validate for s in spec.stages)]
         report = validate_jobs(expansion.jobs, spec.label, skip_stages=skip)
         notes = report.notes()
+        identities = report.identities
         if report.checked:
             notes.insert(0, f"validated {report.checked} trainer job(s) against cfg/ ({report.shapes} distinct "
                          "override shape(s))")
     # everything is validated: only now touch the disk
     table = JobTable.open_or_create(target, sweep=spec.name)
     try:
-        result = table.add(expansion.jobs, axes=expansion.axes)
+        if identities:  # jobs whose stage reads the same settings are one (ids already in the table stay)
+            jobs = merge_shared(jobs, identities, [b.job_id for b in table.briefs()])
+        result = table.add(jobs, axes=expansion.axes)
         meta = table.meta()
         specs = json.loads(meta.get("specs", "[]"))
         if str(spec.path) not in specs:
             table.set_meta("specs", json.dumps(specs + [str(spec.path)]))
         table.set_meta(snapshot.META_KEY, "true" if spec.snapshot else "false")
         table.set_meta(key, json.dumps({"digest": digest, "points": len(expansion.points),
-                                        "jobs": len(expansion.jobs), "shared": result.shared}))
+                                        "jobs": len(jobs), "shared": result.shared}))
         total = len(table)
     finally:
         table.close()
-    return AddSummary(spec.label, target, len(expansion.points), len(expansion.jobs), result.new,
+    return AddSummary(spec.label, target, len(expansion.points), len(jobs), result.new,
                       result.existing, result.shared, total, notes)
 
 
@@ -216,8 +222,9 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def _dry_run(args: argparse.Namespace) -> int:
-    from near.expand import expand
-    from near.validate import validate_jobs
+    from near.sweep.expand import expand
+    from near.sweep.shared import merge_shared
+    from near.sweep.validate import validate_jobs
 
     spec = _load(args.spec, args.name, args.var, args.max_jobs)
     if spec.search is not None:  # a search: the jobs of one representative trial per study
@@ -227,16 +234,19 @@ def _dry_run(args: argparse.Namespace) -> int:
     else:
         expansion = expand(spec, max_jobs=args.max_jobs)
     notes: list[str] = []
+    jobs = expansion.jobs
     if not args.no_validate:
         skip = [(j.job_id, "stage has validate: false") for j in expansion.jobs
                 if any(s.name == j.stage and not s.validate for s in spec.stages)]
-        notes = validate_jobs(expansion.jobs, spec.label, skip_stages=skip).notes()
-    for j in expansion.jobs:
+        report = validate_jobs(expansion.jobs, spec.label, skip_stages=skip)
+        notes = report.notes()
+        jobs = merge_shared(jobs, report.identities)
+    for j in jobs:
         deps = " ".join(f"{r}={d}" for r, d in j.deps.items())
         print(f"{j.job_id} {j.stage:<5} {j.label}" + (f"  needs {deps}" if deps else ""))
         print(f"    {j.command}")
-    print(f"{spec.label}: {len(expansion.points)} grid points, {len(expansion.jobs)} jobs "
-          f"({expansion.shared} shared); dry run, nothing written to {Path(args.root) / spec.name}")
+    print(f"{spec.label}: {len(expansion.points)} grid points, {len(jobs)} jobs "
+          f"({sum(1 for j in jobs if j.uses > 1)} shared); dry run, nothing written to {Path(args.root) / spec.name}")
     for n in notes:
         print(f"note: {n}")
     return 0
@@ -394,7 +404,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- import
 def cmd_import(args: argparse.Namespace) -> int:
-    from near.importing import import_runs
+    from near.sweep.importing import import_runs
 
     s = import_runs(args.runs, args.exp, args.pattern, args.config, stage=args.stage)
     for w in s.warnings:

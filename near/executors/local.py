@@ -38,7 +38,7 @@ from near.executors.base import Hook, decide, fold, record_outcome, run_hooks
 from near.executors.outcomes import FINISHED, LOST, STOPPED, Outcome, read_outcomes
 from near.jobtable import ACTIVE_STATES, CANCELLED, FAILED, PENDING, PRUNED, Change, JobRecord, JobTable
 from near.snapshot import Snapshotter
-from near.spec import time_to_seconds
+from near.sweep.spec import time_to_seconds
 
 
 @dataclass

@@ -4,20 +4,19 @@ and the command-template placeholders resolved at dispatch."""
 from __future__ import annotations
 
 import json
-import os
-import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
-from near.errors import TableError
-J = TypeVar("J")  # a job-like record: JobSpec or JobRecord
+# dispatch placeholders are substituted, each path quoted for its place, by the sweep package
+from near.sweep.dispatch import resolve_command, run_dir_for
+from near.sweep.dispatch import resolve_for_display as _fast_resolve
 
-_PLACEHOLDER = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
+J = TypeVar("J")  # a job-like record: JobSpec or JobRecord
 
 
 @dataclass(slots=True)  # 100k of them per big sweep: no per-instance dict
 class JobSpec:
-    """A job to be added: what expansion produces. ``job_id`` is a content hash (see near.expand).
+    """A job to be added: what expansion produces. ``job_id`` is a content hash (see near.sweep.expand).
 
     ``command`` is a template: axis values already substituted, dispatch-time placeholders left
     (``${run_dir}``, ``${job_id}``, ``${exp_dir}``, ``${<ref>.run_dir}`` for each ``deps`` ref).
@@ -150,51 +149,7 @@ def _label(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={'True' if v is True else 'False' if v is False else v}" for k, v in params.items())
 
 
-def run_dir_for(exp_dir: str | os.PathLike, job_id: str) -> str:
-    """The run directory of a job: ``<exp_dir>/runs/<job_id>`` (stable across attempts)."""
-    return os.path.join(os.fspath(exp_dir), "runs", job_id)
-
-
-def resolve_command(template: str, job_id: str, exp_dir: str | os.PathLike, deps: dict[str, str]) -> str:
-    """Substitute dispatch-time placeholders in a command template.
-
-    ``${run_dir}``, ``${job_id}``, ``${exp_dir}`` and ``${<ref>.run_dir}`` / ``${<ref>.job_id}`` for
-    each dependency ``ref``; ``$${`` yields a literal ``${``. Unknown placeholders raise TableError.
-    """
-    exp_dir = os.fspath(exp_dir)
-
-    def sub(m: re.Match) -> str:
-        if m.group(0) == "$${":
-            return "${"
-        name, attr = m.group(1), m.group(2)
-        if attr is None:
-            if name == "run_dir":
-                return run_dir_for(exp_dir, job_id)
-            if name == "job_id":
-                return job_id
-            if name == "exp_dir":
-                return exp_dir
-        elif name in deps:
-            if attr == "run_dir":
-                return run_dir_for(exp_dir, deps[name])
-            if attr == "job_id":
-                return deps[name]
-        raise TableError(f"job {job_id}: unresolvable placeholder {m.group(0)} in command {template!r}")
-
-    return _PLACEHOLDER.sub(sub, template)
-
-
 _JSON = json.JSONEncoder(ensure_ascii=False)
-
-
-def _fast_resolve(template: str, job_id: str, exp_dir: str, deps: dict[str, str]) -> str:
-    """``resolve_command`` with plain string replacement for the usual placeholders (no regex)."""
-    out = template.replace("${run_dir}", run_dir_for(exp_dir, job_id))
-    for ref, dep in deps.items():
-        out = out.replace("${" + ref + ".run_dir}", run_dir_for(exp_dir, dep))
-    if "${" in out or "$$" in out:
-        return resolve_command(template, job_id, exp_dir, deps)
-    return out
 
 
 def _params_encoder():

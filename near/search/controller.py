@@ -25,7 +25,7 @@ from typing import Any, Callable
 from near.errors import SpecError
 from near.jobtable import BLOCKED, CANCELLED, DONE, FAILED, PENDING, PRUNED, RUNNING, JobSpec, JobTable, run_dir_for
 from near.search import study as studymod
-from near.search.config import SearchConfig, metric_at, to_template
+from near.sweep.search_block import SearchConfig, metric_at, to_template
 from near.search.metric import TagReader
 
 META_KEY = "search"
@@ -41,7 +41,7 @@ class _Tracked:
 
 def trial_jobs(spec, point: dict[str, Any], params: dict[str, Any]) -> tuple[str, list[JobSpec]]:
     """(the trial's own job id, every job it needs) for axes ``point`` and search ``params``."""
-    from near.expand import expand
+    from near.sweep.expand import expand
 
     cfg: SearchConfig = spec.search
     exp = expand(spec, [{**point, **params}])
@@ -55,7 +55,7 @@ def trial_jobs(spec, point: dict[str, Any], params: dict[str, Any]) -> tuple[str
 
 def axes_points(spec) -> list[dict[str, Any]]:
     """One point per study: the grid of the axes (a single empty point without axes)."""
-    from near.expand import grid_points
+    from near.sweep.expand import grid_points
 
     return grid_points(spec) if spec.axes else [{}]
 
@@ -72,7 +72,7 @@ def save_settings(table: JobTable, spec_path: str, name: str | None, set_vars: d
 
 def load_settings(table: JobTable):
     """The search spec of a sweep (as it was added), or None when the sweep is no search."""
-    from near.spec import load_spec, with_settings
+    from near.sweep.spec import load_spec, with_settings
 
     raw = table.meta().get(META_KEY)
     if not raw:
@@ -234,7 +234,7 @@ def add_search(spec, root: str | os.PathLike, *, validate: bool = True, name: st
     """``near sweep add`` of a search spec: validate a probe trial's jobs (before writing anything),
     create the table and the studies, and add the first ``parallel`` trials of every study.
     Returns (sweep folder, trials in flight, notes)."""
-    from near.validate import validate_jobs
+    from near.sweep.validate import validate_jobs
 
     notes: list[str] = []
     points = axes_points(spec)

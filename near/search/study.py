@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from near.search.config import SearchConfig, to_template
+from near.sweep.search_block import SearchConfig, to_template
 
 JOURNAL = Path("search") / "journal.log"
 JOB_ATTR = "job_id"
@@ -46,7 +46,7 @@ def storage(exp_dir: str | os.PathLike):
 
 def study_name(point: dict[str, Any]) -> str:
     """``motion=circle seed=1`` for a point of the axes; ``search`` without axes."""
-    from near.spec import format_value
+    from near.sweep.spec import format_value
 
     return " ".join(f"{k}={format_value(v)}" for k, v in point.items()) or "search"
 

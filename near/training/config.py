@@ -42,19 +42,31 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("eq", lambda x, y: str(x).lower() == str(y).lower(), replace=True)
     OmegaConf.register_new_resolver("contains", lambda x, y: str(x).lower() in str(y).lower(), replace=True)
     OmegaConf.register_new_resolver("if", lambda pred, a, b: a if pred else b, replace=True)
-    OmegaConf.register_new_resolver("resolve_default", lambda default, arg: default if arg == "" else arg, replace=True)
+    OmegaConf.register_new_resolver("resolve_default", lambda default, arg: default if arg in ("", None) else arg,
+                                    replace=True)
     _resolvers_registered = True
 
 
+def config_groups(cfg_dir: str) -> frozenset[str]:
+    """The config groups of a tree (its folders: ``task``, ``train``)."""
+    return frozenset(entry.name for entry in os.scandir(cfg_dir) if entry.is_dir())
+
+
 def compose(overrides: list[str], cfg_dir: str | None = None) -> Any:
-    """Compose ``config.yaml`` with ``overrides``; resolve it; clear errors for bad overrides."""
+    """Compose ``config.yaml`` with ``overrides``; resolve it; clear errors for bad overrides.
+
+    The settings' declared defaults are registered first (the ``*_base`` configs the files of
+    ``cfg/task`` and ``cfg/train`` extend; see :mod:`near.training.settings`)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from near.training.settings import register_bases
+
     register_resolvers()
+    register_bases()
     cfg_dir = cfg_dir or find_cfg_dir()
     try:
         with initialize_config_dir(config_dir=cfg_dir, version_base="1.3", job_name="near"):

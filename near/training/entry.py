@@ -1,8 +1,9 @@
 """The two stage entry points: ``near train ncsn`` and ``near train rl`` (NEAR's
 ``train_ncsn.py`` and ``train.py``).
 
-Both compose the hydra config, put every output under ``run_dir`` (default
-``runs/<experiment or task name>``), write the resolved config there (``config.yaml``),
+Both compose the hydra config into typed settings (:mod:`near.training.settings`: an unknown or
+ill-typed key stops here, before any file is written), put every output under ``run_dir``
+(default ``runs/<experiment or task name>``), write the resolved settings there (``config.yaml``),
 install the SIGTERM/SIGUSR2 handlers and resume from ``run_dir/nn/checkpoint.pth`` when it
 exists. Exit status: 0 finished, 3 interrupted (checkpoint written, resumable).
 """
@@ -14,12 +15,12 @@ from typing import Any
 
 from near.errors import ConfigError
 from near.training import runtime
+from near.training.settings import Settings
 
 
-def _device(cfg: Any) -> str:
+def _device(device: str) -> str:
     import torch
 
-    device = str(cfg.get("device", "") or cfg.get("rl_device", "cpu"))
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"device={device}: CUDA is not available on this machine (use device=cpu)")
@@ -31,18 +32,13 @@ def _device(cfg: Any) -> str:
     return device
 
 
-def _run_dir(cfg: Any) -> str:
-    run_dir = str(cfg.get("run_dir", "") or "")
-    if not run_dir:
-        name = str(cfg.get("experiment", "") or cfg.task.name)
-        run_dir = os.path.join("runs", name)
-    return os.path.abspath(run_dir)
+def _run_dir(settings: Settings) -> str:
+    return os.path.abspath(settings.run_dir or os.path.join("runs", settings.experiment or settings.task.name))
 
 
-def _seed(cfg: Any) -> int:
+def _seed(seed: int) -> int:
     import random
 
-    seed = int(cfg.seed)
     if seed == -1:
         seed = random.randint(0, 2**31 - 1)
     return seed
@@ -70,28 +66,39 @@ def _check_isaacgym(overrides: list[str]) -> None:
     if values.get("task.sim.backend") == "isaacgym":
         from near.training.envs.isaacgym_guard import isaacgym_env
 
-        isaacgym_env({"name": values.get("task", "Humanoid")}, num_envs=1, device="cpu", seed=0)
+        isaacgym_env(values.get("task", "Humanoid"), num_envs=1, device="cpu", seed=0)
 
 
-def _prepare(stage: str, overrides: list[str]) -> tuple[Any, str, str, int]:
+def _prepare(stage: str, overrides: list[str]) -> tuple[Settings, str, str, int]:
     import torch
-    from omegaconf import OmegaConf
+    import yaml
 
-    from near.training.config import compose
+    from near.training.settings import load_settings, to_dict
 
     _check_isaacgym(overrides)
-    cfg = compose(overrides)
-    threads = int(cfg.get("torch_threads", 0) or 0)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    if cfg.get("torch_deterministic", False):
+    settings = load_settings(overrides)
+    if settings.torch_threads > 0:
+        torch.set_num_threads(settings.torch_threads)
+    if settings.torch_deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    device, run_dir, seed = _device(cfg), _run_dir(cfg), _seed(cfg)
+    device, run_dir, seed = _device(settings.device), _run_dir(settings), _seed(settings.seed)
     os.makedirs(run_dir, exist_ok=True)
     name = "ncsn_config.yaml" if stage == "ncsn" else "config.yaml"
     with open(os.path.join(run_dir, name), "w") as fh:
-        fh.write(OmegaConf.to_yaml(cfg))
-    return cfg, run_dir, device, seed
+        yaml.safe_dump(to_dict(settings), fh, sort_keys=False)
+    return settings, run_dir, device, seed
+
+
+def _record_motions(env: Any, run_dir: str) -> None:
+    """``run_dir/motions.json``: the motion files the env resolved, their sha256, which are synthetic."""
+    import json
+
+    if not hasattr(env, "motion_sources"):
+        return
+    path = os.path.join(run_dir, "motions.json")
+    with open(path + ".tmp", "w") as fh:
+        json.dump(env.motion_sources(), fh, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 def _seed_everything(seed: int) -> None:
@@ -110,14 +117,18 @@ def train_ncsn_stage(overrides: list[str]) -> int:
     from near.training import registry
     from near.training.ncsn.trainer import train_ncsn
 
-    cfg, run_dir, device, seed = _prepare("ncsn", overrides)
-    if "near_config" not in cfg.train.params.config:
-        raise ConfigError(f"task={cfg.task.name}: its train config has no near_config (an ncsn stage needs a NEAR task)")
+    from near.training.settings import NEARConfig
+
+    settings, run_dir, device, seed = _prepare("ncsn", overrides)
+    config = settings.train.params.config
+    if not isinstance(config, NEARConfig):
+        raise ConfigError(f"task={settings.task.name}: its train config has no near_config (an ncsn stage needs a NEAR task)")
     _seed_everything(seed)
-    env = registry.make_env(cfg.task, num_envs=1, device="cpu", seed=seed)
+    env = registry.make_env(settings.task, num_envs=1, device="cpu", seed=seed)
+    _record_motions(env, run_dir)
     stop = runtime.StopRequest().install()
     try:
-        return train_ncsn(cfg, run_dir, device, stop, env)
+        return train_ncsn(config.near_config, seed, run_dir, device, stop, env)
     finally:
         stop.uninstall()
 
@@ -132,25 +143,27 @@ def train_rl_stage(overrides: list[str]) -> int:
     from near.training.algos.ppo import CHECKPOINT_NAME
     from near.training.envs.base import register_with_rl_games
 
-    cfg, run_dir, device, seed = _prepare("rl", overrides)
-    if cfg.get("test", False):
+    from near.training.settings import rl_games_params
+
+    settings, run_dir, device, seed = _prepare("rl", overrides)
+    if settings.test:
         raise ConfigError("test=True (playing a policy) is not supported by `near train rl`; "
                           "evaluate a run with near.training.evaluate.evaluate_run(run_dir)")
-    params = OmegaConf.to_container(cfg.train.params, resolve=True)
-    algo_name = params["algo"]["name"]
-    registry.algorithm(algo_name)  # clear error for unknown algorithms before building anything
+    registry.algorithm(settings.train.params.algo.name)  # clear error for unknown algorithms before building anything
+    params = rl_games_params(settings)
     config = params["config"]
-    num_envs = int(config.get("num_actors") or cfg.task.env.numEnvs)
-    config["max_epochs"] = epochs_of(config.get("max_epochs", -1), num_envs * int(config.get("horizon_length", 1)))
+    num_envs = settings.task.env.num_envs
+    config["max_epochs"] = epochs_of(config["max_epochs"], num_envs * config["horizon_length"])
     _seed_everything(seed)
-    env = registry.make_env(cfg.task, num_envs=num_envs, device=device, seed=seed)
+    env = registry.make_env(settings.task, num_envs=num_envs, device=device, seed=seed)
+    _record_motions(env, run_dir)
 
     ckpt = os.path.join(run_dir, "nn", CHECKPOINT_NAME)
     summaries = os.path.join(run_dir, "summaries")
     resume_from = None
     if os.path.isfile(ckpt):
         state = runtime.load_checkpoint(ckpt, "cpu")
-        max_epochs = int(config.get("max_epochs", -1))
+        max_epochs = int(config["max_epochs"])
         tblog.truncate_after(summaries, state.get("wall_time"))
         if 0 <= max_epochs <= int(state.get("epoch", 0)):
             print(f"near: {run_dir} already finished ({state.get('epoch')} epochs)", flush=True)
@@ -171,10 +184,9 @@ def train_rl_stage(overrides: list[str]) -> int:
         "near_resume_from": resume_from,
         "near_result": result,
     })
-    config.setdefault("torch_compile", False)
     params["seed"] = seed
-    params["torch_threads"] = int(cfg.get("torch_threads", 0) or 0)
-    load_path = str(cfg.get("checkpoint", "") or "")
+    params["torch_threads"] = settings.torch_threads
+    load_path = settings.checkpoint
     if load_path and resume_from is None and not os.path.isfile(load_path):
         raise ConfigError(f"checkpoint={load_path}: file not found")
     runner = Runner(algo_observer=AlgoObserver())

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import torch
 
 from near.errors import ConfigError, NearError
+from near.training.settings import Settings
 
 Policy = Callable[[torch.Tensor], torch.Tensor]
 
@@ -72,11 +73,12 @@ def random_policy(env: Any, seed: int = 0) -> Policy:
     return lambda obs: torch.rand(obs.shape[0], env.action_dim, generator=gen, device=env.device) * 2 - 1
 
 
-def load_policy(params: dict[str, Any], checkpoint: str, env: Any, device: str) -> Policy:
+def load_policy(settings: Settings, checkpoint: str, env: Any, device: str) -> Policy:
     """The deterministic policy (action means) of an rl-games checkpoint written by ``near train rl``."""
     from rl_games.algos_torch import model_builder
 
     from near.training import registry, runtime
+    from near.training.settings import rl_games_params
 
     registry.load_registrations()
     for name, cls in registry.MODELS.items():
@@ -84,14 +86,14 @@ def load_policy(params: dict[str, Any], checkpoint: str, env: Any, device: str) 
     for name, cls in registry.NETWORKS.items():
         model_builder.register_network(name, cls)
     state = runtime.load_checkpoint(checkpoint, device)
-    config = params["config"]
-    model = model_builder.ModelBuilder().load(params).build({
+    config = settings.train.params.config
+    model = model_builder.ModelBuilder().load(rl_games_params(settings)).build({
         "actions_num": env.action_dim,
         "input_shape": (env.obs_dim,),
         "num_seqs": env.num_envs,
         "value_size": 1,
-        "normalize_value": bool(config.get("normalize_value", False)),
-        "normalize_input": bool(config.get("normalize_input", False)),
+        "normalize_value": config.normalize_value,
+        "normalize_input": config.normalize_input,
     }).to(device)
     try:
         model.load_state_dict(state["model"])
@@ -108,30 +110,25 @@ def load_policy(params: dict[str, Any], checkpoint: str, env: Any, device: str) 
 
 def evaluate(overrides: list[str], episodes: int = 64, random: bool = False) -> dict[str, float]:
     """Compose the config (``near train rl`` overrides, incl. ``checkpoint=``), roll out, return metrics."""
-    from omegaconf import OmegaConf
-
     from near.training import registry
-    from near.training.config import compose
+    from near.training.settings import load_settings
 
-    cfg = compose(overrides)
-    device = str(cfg.get("device", "cpu") or "cpu")
-    seed = int(cfg.seed) if int(cfg.seed) >= 0 else 0
+    settings = load_settings(overrides)
+    device = settings.device
+    seed = max(settings.seed, 0)
     torch.manual_seed(seed)
-    threads = int(cfg.get("torch_threads", 0) or 0)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    num_envs = int(cfg.task.env.numEnvs)
-    env = registry.make_env(cfg.task, num_envs=num_envs, device=device, seed=seed + 1)
+    if settings.torch_threads > 0:
+        torch.set_num_threads(settings.torch_threads)
+    env = registry.make_env(settings.task, num_envs=settings.task.env.num_envs, device=device, seed=seed + 1)
     if random:
         policy = random_policy(env, seed)
     else:
-        checkpoint = str(cfg.get("checkpoint", "") or "")
+        checkpoint = settings.checkpoint
         if not checkpoint:
             raise ConfigError("evaluation needs checkpoint=<run_dir>/nn/checkpoint.pth (or --random)")
         if os.path.isdir(checkpoint):
             checkpoint = os.path.join(checkpoint, "nn", "checkpoint.pth")
-        params = OmegaConf.to_container(cfg.train.params, resolve=True)
-        policy = load_policy(params, checkpoint, env, device)
+        policy = load_policy(settings, checkpoint, env, device)
     return rollout_metrics(env, policy, episodes)
 
 

@@ -59,39 +59,26 @@ def _rollout(env: Any, act: Callable[[torch.Tensor], torch.Tensor], episodes_per
 def evaluate_random(task_overrides: list[str] | None = None, num_envs: int = 256, seed: int = 123) -> dict[str, float]:
     """Metrics of uniformly random actions in ``[-1, 1]^2``."""
     from near.training import registry
-    from near.training.config import compose
+    from near.training.settings import load_settings
 
-    cfg = compose(["task=mazePPO", *(task_overrides or [])])
-    env = registry.make_env(cfg.task, num_envs=num_envs, device="cpu", seed=seed)
+    settings = load_settings(["task=mazePPO", *(task_overrides or [])])
+    env = registry.make_env(settings.task, num_envs=num_envs, device="cpu", seed=seed)
     gen = torch.Generator().manual_seed(seed)
     return _rollout(env, lambda obs: torch.rand((obs.shape[0], 2), generator=gen) * 2 - 1)
 
 
 def evaluate_run(run_dir: str, num_envs: int = 256, seed: int = 123) -> dict[str, float]:
     """Metrics of the deterministic policy saved in ``run_dir`` (an ``rl`` run)."""
-    from omegaconf import OmegaConf
-    from rl_games.algos_torch.model_builder import ModelBuilder
+    from near.training import registry
+    from near.training.eval_metrics import load_policy
+    from near.training.settings import read_run_settings
 
-    from near.training import registry, runtime
-    from near.training.config import register_resolvers
-
-    register_resolvers()
-    cfg = OmegaConf.load(os.path.join(run_dir, "config.yaml"))
-    env = registry.make_env(cfg.task, num_envs=num_envs, device="cpu", seed=seed)
-    params = OmegaConf.to_container(cfg.train.params, resolve=True)
-    registry.load_registrations()
-    model = ModelBuilder().load(params).build({
-        "actions_num": env.action_dim, "input_shape": (env.obs_dim,), "num_seqs": num_envs, "value_size": 1,
-        "normalize_value": params["config"].get("normalize_value", False),
-        "normalize_input": params["config"].get("normalize_input", False),
-    })
-    state = runtime.load_checkpoint(os.path.join(run_dir, "nn", "checkpoint.pth"), "cpu")
-    model.load_state_dict(state["model"])
-    model.eval()
+    settings = read_run_settings(os.path.join(run_dir, "config.yaml"))
+    env = registry.make_env(settings.task, num_envs=num_envs, device="cpu", seed=seed)
+    policy = load_policy(settings, os.path.join(run_dir, "nn", "checkpoint.pth"), env, "cpu")
 
     def act(obs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            out = model({"is_train": False, "obs": obs, "prev_actions": None})
-        return out["mus"].clamp(-1, 1)
+            return policy(obs)
 
     return _rollout(env, act)

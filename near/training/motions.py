@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -164,6 +164,20 @@ def load_motions(spec: str) -> list[Motion]:
         motion.weight = weight
         out.append(motion)
     return out
+
+
+def motion_sources(spec: str) -> list[dict[str, Any]]:
+    """What `spec` reads, as a run records it in ``motions.json``: the built-in (synthetic) motions
+    by name, and a YAML list's file with its sha256."""
+    import hashlib
+
+    spec = str(spec).strip()
+    if not spec.endswith((".yaml", ".yml")):
+        load_motion(spec)
+        return [{"motion_file": spec, "file": None, "sha256": None, "synthetic": True}]
+    path = _find_yaml(spec)
+    return [{"motion_file": spec, "file": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+             "synthetic": True, "motions": [Path(f).stem for f, _ in read_motion_list(path)]}]
 
 
 def read_motion_list(path: Path) -> list[tuple[str, float]]:

@@ -2,9 +2,8 @@
 
 How a run finds its code:
 
-* the task config (``cfg/task/<task>.yaml``) names the environment with ``env_type``
-  (or, when absent, the task name's prefix: ``mazeNEAR`` -> ``maze``);
-  :func:`make_env` builds it through :data:`ENV_FACTORIES`;
+* the task's typed settings (:mod:`near.training.settings`) name the environment with
+  ``env_type``; :func:`make_env` builds it through :data:`ENV_FACTORIES`;
 * the train config (``cfg/train/<task>PPO.yaml``) names the algorithm in
   ``params.algo.name`` (``near_continuous``, ``ppo_continuous``, ``amp_continuous``, ...);
   :func:`install_into_rl_games` registers every algorithm of :data:`ALGORITHMS` (and any
@@ -41,7 +40,7 @@ REGISTRATION_MODULES: list[str] = [
     "near.training.envs.humanoid",
 ]
 
-#: env type (or task-name prefix) -> factory(task_cfg, num_envs, device, seed) -> VecEnv
+#: env type -> factory(task settings, num_envs, device, seed) -> VecEnv
 ENV_FACTORIES: dict[str, Callable[..., Any]] = {}
 
 
@@ -64,7 +63,7 @@ _loaded = False
 
 
 def register_env(env_type: str, factory: Callable[..., Any]) -> None:
-    """Register ``factory(task_cfg, num_envs, device, seed) -> VecEnv`` under ``env_type``."""
+    """Register ``factory(task settings, num_envs, device, seed) -> VecEnv`` under ``env_type``."""
     ENV_FACTORIES[env_type] = factory
 
 
@@ -93,26 +92,13 @@ def load_registrations() -> None:
     _loaded = True
 
 
-def env_type_of(task_cfg: Any) -> str:
-    """The registered env type a task config asks for (``env_type`` key or task-name prefix)."""
+def make_env(task: Any, num_envs: int, device: str, seed: int) -> Any:
+    """Build the vectorized environment of typed task settings ``task`` on ``device``."""
     load_registrations()
-    explicit = task_cfg.get("env_type") if hasattr(task_cfg, "get") else None
-    if explicit:
-        if explicit not in ENV_FACTORIES:
-            raise ConfigError(f"task.env_type={explicit!r} is not a registered environment "
-                              f"(known: {', '.join(sorted(ENV_FACTORIES))})")
-        return str(explicit)
-    name = str(task_cfg.get("name", ""))
-    matches = [key for key in ENV_FACTORIES if name.startswith(key)]
-    if not matches:
-        raise ConfigError(f"task {name!r}: no registered environment matches "
-                          f"(known prefixes: {', '.join(sorted(ENV_FACTORIES))})")
-    return max(matches, key=len)
-
-
-def make_env(task_cfg: Any, num_envs: int, device: str, seed: int) -> Any:
-    """Build the vectorized environment of ``task_cfg`` on ``device``."""
-    return ENV_FACTORIES[env_type_of(task_cfg)](task_cfg, num_envs=num_envs, device=device, seed=seed)
+    if task.env_type not in ENV_FACTORIES:
+        raise ConfigError(f"task.env_type={task.env_type!r} is not a registered environment "
+                          f"(known: {', '.join(sorted(ENV_FACTORIES))})")
+    return ENV_FACTORIES[task.env_type](task, num_envs=num_envs, device=device, seed=seed)
 
 
 def algorithm(name: str) -> AlgoSpec:

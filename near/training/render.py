@@ -10,6 +10,7 @@ installed.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -49,26 +50,24 @@ def render_run(run_dir: str, out: str, checkpoint: str | None = None, steps: int
     """Roll out the run's policy for `steps` control steps and write the side-by-side clip; returns frames."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     import mujoco
-    from omegaconf import OmegaConf
 
     from near.training import registry
-    from near.training.config import register_resolvers
     from near.training.envs.humanoid import skeleton as sk
-    from near.training.envs.humanoid.env import HumanoidEnv
+    from near.training.settings import HumanoidSim, HumanoidTask, read_run_settings
     from near.training.eval_metrics import load_policy
 
     config = Path(run_dir) / "config.yaml"
     if not config.is_file():
         raise ConfigError(f"{run_dir}: no config.yaml (is it a `near train rl` run directory?)")
     ckpt = checkpoint or str(Path(run_dir) / "nn" / "checkpoint.pth")
-    register_resolvers()
-    cfg = OmegaConf.load(config)
-    OmegaConf.update(cfg, "task.sim.backend", "mujoco", force_add=True)
-    OmegaConf.update(cfg, "task.env.enableEarlyTermination", False, force_add=True)
-    env = registry.make_env(cfg.task, num_envs=1, device="cpu", seed=seed)
-    if not isinstance(env, HumanoidEnv):
-        raise ConfigError(f"{run_dir}: near render draws the humanoid tasks (Humanoid*), not task {cfg.task.name}")
-    policy = load_policy(OmegaConf.to_container(cfg.train.params, resolve=True), ckpt, env, "cpu")
+    settings = read_run_settings(str(config))
+    task = settings.task
+    if not isinstance(task, HumanoidTask):
+        raise ConfigError(f"{run_dir}: near render draws the humanoid tasks (Humanoid*), not task {task.name}")
+    task = dataclasses.replace(task, sim=HumanoidSim("mujoco"),
+                               env=dataclasses.replace(task.env, enable_early_termination=False))
+    env = registry.make_env(task, num_envs=1, device="cpu", seed=seed)
+    policy = load_policy(settings, ckpt, env, "cpu")
     model, data = env.sim.model, env.sim.datas[0]
     ref = mujoco.MjData(model)
     renderer = mujoco.Renderer(model, height, width)

@@ -5,8 +5,9 @@ Conventions follow NEAR's AMP baseline (IsaacGymEnvs' formulation) and its confi
 ``amp_minibatch_size``, ``disc_coef``, ``disc_logit_reg``, ``disc_grad_penalty``,
 ``disc_reward_scale``, ``disc_weight_decay``, ``normalize_amp_input``, ``task_reward_w``,
 ``disc_reward_w``; the discriminator's layers come from ``params.network.disc.units`` /
-``activation``. ``amp_obs_demo_buffer_size`` is accepted for compatibility: the demonstrations
-are the environment's whole ``demo_transitions()`` set.
+``activation`` (declared in :mod:`near.training.settings`: :class:`AMPConfig`,
+:class:`AMPNetwork`). The demonstrations are the environment's whole ``demo_transitions()`` set
+(NEAR's ``amp_obs_demo_buffer_size`` is refused: nothing here would read it).
 
 - The discriminator D scores *transitions* (``infos['paired_obs']``: ``numObsSteps`` consecutive
   state feature vectors, flattened); demonstrations are labelled 1, policy transitions 0.
@@ -37,6 +38,7 @@ from torch import nn
 
 from near.training.algos.ppo import PPOAgent
 from near.training.registry import register_algorithm
+from near.training.settings import AMPConfig, AMPNetwork, TrainParams, read_run_settings
 
 
 class Discriminator(nn.Module):
@@ -140,28 +142,27 @@ class AMPAgent(PPOAgent):
 
     def __init__(self, base_name: str, params: dict[str, Any]):
         super().__init__(base_name, params)
-        cfg = params["config"]
-        net = params.get("network", {}) or {}
-        disc_cfg = net.get("disc", {}) or {}
+        train: TrainParams = params["config"]["near_params"]
+        cfg: AMPConfig = train.config
+        disc_cfg = train.network.disc
         env = self.vec_env.env
         self.paired_dim = int(env.paired_obs_dim)
         dev = self.ppo_device
-        self.task_reward_w = float(cfg.get("task_reward_w", 1.0))
-        self.disc_reward_w = float(cfg.get("disc_reward_w", 1.0))
-        self.disc_coef = float(cfg.get("disc_coef", 5.0))
-        self.disc_logit_reg = float(cfg.get("disc_logit_reg", 0.05))
-        self.disc_grad_penalty = float(cfg.get("disc_grad_penalty", 10.0))
-        self.disc_reward_scale = float(cfg.get("disc_reward_scale", 2.0))
-        self.disc_weight_decay = float(cfg.get("disc_weight_decay", 1e-4))
-        self.amp_batch_size = int(cfg.get("amp_batch_size", 1024))
-        self.amp_minibatch_size = int(cfg.get("amp_minibatch_size", 256))
-        self.amp_replay_keep_prob = float(cfg.get("amp_replay_keep_prob", 0.1))
-        self.disc = Discriminator(self.paired_dim, disc_cfg.get("units", (256, 256)),
-                                  disc_cfg.get("activation", "relu")).to(dev)
-        self.disc_optimizer = torch.optim.Adam(self.disc.parameters(),
-                                               lr=float(cfg.get("disc_learning_rate", cfg.get("learning_rate", 1e-4))))
-        self.amp_normalizer = RunningMeanStd((self.paired_dim,)).to(dev) if cfg.get("normalize_amp_input", True) else None
-        self.replay = ReplayBuffer(int(cfg.get("amp_replay_buffer_size", 100000)), self.paired_dim, dev)
+        self.task_reward_w = cfg.task_reward_w
+        self.disc_reward_w = cfg.disc_reward_w
+        self.disc_coef = cfg.disc_coef
+        self.disc_logit_reg = cfg.disc_logit_reg
+        self.disc_grad_penalty = cfg.disc_grad_penalty
+        self.disc_reward_scale = cfg.disc_reward_scale
+        self.disc_weight_decay = cfg.disc_weight_decay
+        self.amp_batch_size = cfg.amp_batch_size
+        self.amp_minibatch_size = cfg.amp_minibatch_size
+        self.amp_replay_keep_prob = cfg.amp_replay_keep_prob
+        self.disc = Discriminator(self.paired_dim, disc_cfg.units, disc_cfg.activation).to(dev)
+        disc_lr = cfg.learning_rate if cfg.disc_learning_rate is None else cfg.disc_learning_rate
+        self.disc_optimizer = torch.optim.Adam(self.disc.parameters(), lr=disc_lr)
+        self.amp_normalizer = RunningMeanStd((self.paired_dim,)).to(dev) if cfg.normalize_amp_input else None
+        self.replay = ReplayBuffer(cfg.amp_replay_buffer_size, self.paired_dim, dev)
         self.demo = env.demo_transitions().to(dev)
         if self.demo.shape[-1] != self.paired_dim:
             raise ValueError(f"demo_transitions() rows have {self.demo.shape[-1]} features, paired_obs {self.paired_dim}")
@@ -264,12 +265,10 @@ def load_discriminator(checkpoint: str, device: str = "cpu"):
 
     ``checkpoint`` is an AMP run's ``<run_dir>/nn/checkpoint.pth`` (written by ``near train rl``).
     The discriminator's layer sizes come from the saved weights; its activation and
-    ``disc_reward_scale`` from the run's ``config.yaml`` when present (else relu and 2.0). The
+    ``disc_reward_scale`` from the run's ``config.yaml`` when present (else the declared defaults). The
     score is the reward the policy was trained on (:func:`style_reward` of the normalised input).
     """
     import os
-
-    import yaml
 
     from near.errors import ConfigError
     from near.training import runtime
@@ -281,14 +280,13 @@ def load_discriminator(checkpoint: str, device: str = "cpu"):
     weights = extra["disc"]
     trunk = sorted((int(k.split(".")[1]), v) for k, v in weights.items() if k.startswith("trunk.") and k.endswith(".weight"))
     in_dim = int(trunk[0][1].shape[1]) if trunk else int(weights["logit.weight"].shape[1])
-    activation, scale = "relu", 2.0
+    disc_cfg, amp_cfg = AMPNetwork().disc, AMPConfig()
     config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(checkpoint))), "config.yaml")
     if os.path.isfile(config):
-        with open(config) as fh:
-            cfg = yaml.safe_load(fh) or {}
-        params = ((cfg.get("train") or {}).get("params") or {})
-        activation = str(((params.get("network") or {}).get("disc") or {}).get("activation", activation))
-        scale = float((params.get("config") or {}).get("disc_reward_scale", scale))
+        params = read_run_settings(config).train.params
+        if isinstance(params.config, AMPConfig) and isinstance(params.network, AMPNetwork):
+            disc_cfg, amp_cfg = params.network.disc, params.config
+    activation, scale = disc_cfg.activation, amp_cfg.disc_reward_scale
     disc = Discriminator(in_dim, [int(w.shape[0]) for _, w in trunk], activation).to(device)
     disc.load_state_dict(weights)
     disc.eval()

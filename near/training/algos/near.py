@@ -22,6 +22,7 @@ from rl_games.algos_torch import players, torch_ext
 from near.training.algos.ppo import PPOAgent
 from near.training.ncsn.reward import EnergyFunction, NoiseAnnealer, RewardStandardiser
 from near.training.registry import register_algorithm
+from near.training.settings import NEARSettings
 
 
 class NEARAgent(PPOAgent):
@@ -29,22 +30,20 @@ class NEARAgent(PPOAgent):
 
     def __init__(self, base_name: str, params: dict[str, Any]):
         super().__init__(base_name, params)
-        near_cfg = self.config["near_config"]
-        inference = near_cfg["inference"]
-        self.task_reward_w = float(inference.get("task_reward_w", 1.0))
-        self.energy_reward_w = float(inference.get("energy_reward_w", 0.0))
+        near: NEARSettings = self.config["near_params"].config.near_config
+        inference = near.inference
+        self.task_reward_w = inference.task_reward_w
+        self.energy_reward_w = inference.energy_reward_w
         env = self.vec_env.env
-        demos = env.demo_transitions() if isinstance(inference["eb_model_checkpoint"], dict) else None
+        demos = env.demo_transitions() if isinstance(inference.eb_model_checkpoint, dict) else None
         self.energy = EnergyFunction(
-            inference["eb_model_checkpoint"], inference.get("running_mean_std_checkpoint"), self.ppo_device,
-            env.paired_obs_dim, use_ema=bool(near_cfg["model"].get("ema", True)),
-            normalize=bool(near_cfg["training"].get("normalize_energynet_input", True)),
-            weights=inference.get("composition_weights"), demo_transitions=demos)
-        self.annealer = NoiseAnnealer(int(inference.get("sigma_level", 0)), self.energy.num_levels,
-                                      ncsnv2=bool(near_cfg["model"].get("ncsnv2", False)),
-                                      progress_threshold=float(inference.get("anneal_progress_threshold", 0.02)),
-                                      window=int(inference.get("anneal_window", 3)))
-        self.standardiser = RewardStandardiser(nonnegative=bool(inference.get("nonnegative_energy_reward", False)))
+            inference.eb_model_checkpoint, inference.running_mean_std_checkpoint, self.ppo_device,
+            env.paired_obs_dim, use_ema=near.model.ema, normalize=near.training.normalize_energynet_input,
+            weights=inference.composition_weights, demo_transitions=demos)
+        self.annealer = NoiseAnnealer(inference.sigma_level, self.energy.num_levels, ncsnv2=near.model.ncsnv2,
+                                      progress_threshold=inference.anneal_progress_threshold,
+                                      window=inference.anneal_window)
+        self.standardiser = RewardStandardiser(nonnegative=inference.nonnegative_energy_reward)
         meter = lambda: torch_ext.AverageMeter(1, self.games_to_track).to(self.ppo_device)  # noqa: E731
         self.mean_combined_rewards, self.mean_energy_rewards = meter(), meter()
         self.mean_shaped_task_rewards, self.mean_energy = meter(), meter()

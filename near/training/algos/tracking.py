@@ -35,8 +35,10 @@ from rl_games.algos_torch import players
 from near.errors import ConfigError
 from near.training.algos.ppo import PPOAgent
 from near.training.registry import register_algorithm
+from near.training.settings import TrackingSettings
 
-DEFAULT_SCALES = {"pose": 10.0, "velocity": 0.5, "end": 10.0}
+#: feature groups with a declared default scale (not every env has all of them)
+DEFAULT_SCALES = TrackingSettings().scales
 
 
 def tracking_errors(state: torch.Tensor, ref: torch.Tensor, groups: Mapping[str, list[int]]) -> dict[str, torch.Tensor]:
@@ -70,16 +72,16 @@ class TrackingAgent(PPOAgent):
 
     def __init__(self, base_name: str, params: dict[str, Any]):
         super().__init__(base_name, params)
-        tcfg = dict(params["config"].get("tracking_config", {}) or {})
+        tcfg: TrackingSettings = params["config"]["near_params"].config.tracking_config
         env = self.vec_env.env
         self.obs_per_step = int(env.obs_per_step)
-        self.task_reward_w = float(tcfg.get("task_reward_w", 0.0))
-        self.tracking_reward_w = float(tcfg.get("tracking_reward_w", 1.0))
-        self.combine = str(tcfg.get("combine", "product"))
+        self.task_reward_w = tcfg.task_reward_w
+        self.tracking_reward_w = tcfg.tracking_reward_w
+        self.combine = tcfg.combine
         groups = getattr(env, "tracking_groups", None) or {"pose": list(range(self.obs_per_step))}
         self.groups = {k: list(v) for k, v in groups.items()}
-        self.scales = {**DEFAULT_SCALES, **dict(tcfg.get("scales", {}) or {})}
-        self.weights = dict(tcfg.get("weights", {}) or {})
+        self.scales = dict(tcfg.scales)
+        self.weights = dict(tcfg.weights)
         unknown = (set(self.scales) | set(self.weights)) - set(self.groups) - set(DEFAULT_SCALES)
         if unknown:
             raise ConfigError(f"tracking_config names unknown feature groups {sorted(unknown)}; "

@@ -18,9 +18,8 @@ INSTALL_HINT = (
 )
 
 
-def isaacgym_env(task_cfg, num_envs: int, device: str, seed: int):
-    """Import Isaac Gym or explain how to install it."""
-    name = task_cfg.get("name", "Humanoid")
+def isaacgym_env(name: str, num_envs: int, device: str, seed: int):
+    """Import Isaac Gym or explain how to install it (task ``name``)."""
     try:
         import isaacgym  # noqa: F401
     except ImportError as err:

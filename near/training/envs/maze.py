@@ -21,7 +21,6 @@ our own batched re-implementation (axis-aligned walls, push-out collisions).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,6 +28,7 @@ import torch
 from near.training import demos
 from near.training.envs.base import VecEnv
 from near.training.registry import register_env
+from near.training.settings import MazeConfig, MazeTask
 
 WINDOW = 512.0
 AGENT_RADIUS = 15.0
@@ -44,40 +44,6 @@ WALLS = (
 GOAL = (0.85 * WINDOW, 0.85 * WINDOW)
 GOAL_RADIUS = 0.05 * math.hypot(*GOAL)
 START_LOW, START_HIGH = 60.0, 80.0
-
-
-@dataclass
-class MazeConfig:
-    """Maze parameters (``task.env`` keys in the task config)."""
-
-    num_obs_steps: int = 2
-    max_episode_length: int = 200
-    substeps: int = 4
-    action_time: float = 0.3
-    kp: float = 10.0
-    kv: float = 2.0
-    max_speed: float = 400.0
-    goal_reward: float = 10.0
-    step_reward: float = 0.0
-    #: torch.compile the physics: True, False or "auto" (on CUDA devices only)
-    compile: bool | str = "auto"
-
-    @classmethod
-    def from_task_env(cls, env_cfg: Any) -> "MazeConfig":
-        get = env_cfg.get
-        steps = get("numObsSteps", None) or get("numAMPObsSteps", None) or 2
-        return cls(
-            num_obs_steps=int(steps),
-            max_episode_length=int(get("maxEpisodeLength", 200)),
-            substeps=int(get("substeps", 4)),
-            action_time=float(get("actionTime", 0.3)),
-            kp=float(get("kp", 10.0)),
-            kv=float(get("kv", 2.0)),
-            max_speed=float(get("maxSpeed", 400.0)),
-            goal_reward=float(get("goalReward", 10.0)),
-            step_reward=float(get("stepReward", 0.0)),
-            compile=get("compile", "auto") if get("compile", "auto") == "auto" else bool(get("compile")),
-        )
 
 
 def _physics(pos, vel, target, walls_lo, walls_hi, kp: float, kv: float, dt: float, max_speed: float,
@@ -278,14 +244,11 @@ class MazeEnv(VecEnv):
         return super().feature_mask(name)
 
 
-def make_maze_env(task_cfg: Any, num_envs: int, device: str, seed: int) -> MazeEnv:
-    """Registry factory: build a :class:`MazeEnv` from a ``cfg/task/maze*.yaml`` config."""
-    env_cfg = task_cfg.get("env", {})
-    demo_cfg = env_cfg.get("demos", {}) or {}
-    settings = {"num_demos": int(demo_cfg.get("num", 64)), "seed": int(demo_cfg.get("seed", 0)),
-                "cache_dir": demo_cfg.get("cache_dir", "") or None}
-    return MazeEnv(num_envs, device=device, seed=seed, config=MazeConfig.from_task_env(env_cfg),
-                   demo_settings=settings)
+def make_maze_env(task: MazeTask, num_envs: int, device: str, seed: int) -> MazeEnv:
+    """Registry factory: build a :class:`MazeEnv` from the maze task's settings."""
+    demo = task.env.demos
+    settings = {"num_demos": demo.num, "seed": demo.seed, "cache_dir": demo.cache_dir or None}
+    return MazeEnv(num_envs, device=device, seed=seed, config=task.env, demo_settings=settings)
 
 
 register_env("maze", make_maze_env)

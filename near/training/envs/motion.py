@@ -41,78 +41,19 @@ against the reference root path over the same steps from the episode's initial p
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import dataclasses
 
 import torch
 
 from near import metrics
 from near.errors import ConfigError
 from near.training.envs.base import VecEnv
-from near.training.motions import DT, Motion, load_motions
+from near.training.motions import DT, Motion, load_motions, motion_sources
 from near.training.registry import register_env
+from near.training.settings import MotionEnvConfig, MotionTask
 
 STATE_DIM = 8
 ACTION_DIM = 4
-
-
-@dataclass
-class MotionEnvConfig:
-    """Settings of :class:`MotionImitationEnv` (the ``task.env`` block of cfg/task/motion*.yaml)."""
-
-    num_envs: int = 256
-    motion_file: str = "circle"
-    episode_length: int = 100
-    state_init: str = "Random"  # Random (RSI) | Default (phase 0)
-    early_termination: str = "arena"  # arena | reference | none
-    termination_distance: float = 0.5
-    arena_size: float = 3.0
-    phase_obs: bool = False
-    target_obs: bool = False
-    num_obs_steps: int = 2
-    substeps: int = 4
-    kp_root: float = 100.0
-    kd_root: float = 20.0
-    kp_end: float = 200.0
-    kd_end: float = 28.0
-    episode_metrics: bool = True
-    paired_features: str = "all"
-    demo_oversample: int = 8
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MotionEnvConfig":
-        """Build from NEAR-style camelCase keys (numEnvs, motion_file, episodeLength, ...)."""
-        names = {
-            "numEnvs": "num_envs",
-            "episodeLength": "episode_length",
-            "stateInit": "state_init",
-            "earlyTermination": "early_termination",
-            "terminationDistance": "termination_distance",
-            "arenaSize": "arena_size",
-            "phaseObs": "phase_obs",
-            "targetObs": "target_obs",
-            "numObsSteps": "num_obs_steps",
-            "numAMPObsSteps": "num_obs_steps",
-            "episodeMetrics": "episode_metrics",
-            "pairedFeatures": "paired_features",
-            "demoOversample": "demo_oversample",
-        }
-        fields = set(cls.__dataclass_fields__)
-        kw = {}
-        for key, val in d.items():
-            name = names.get(key, key)
-            if name in fields:
-                kw[name] = val
-        cfg = cls(**kw)
-        if cfg.state_init not in ("Random", "Default"):
-            raise ConfigError(f"task.env.stateInit must be Random or Default, got {cfg.state_init!r}")
-        if cfg.early_termination not in ("arena", "reference", "none"):
-            raise ConfigError(f"task.env.earlyTermination must be arena, reference or none, got {cfg.early_termination!r}")
-        if cfg.paired_features != "all" and cfg.paired_features not in MotionImitationEnv.FEATURE_MASKS:
-            raise ConfigError(f"task.env.pairedFeatures must be all or one of "
-                              f"{sorted(MotionImitationEnv.FEATURE_MASKS)}, got {cfg.paired_features!r}")
-        if cfg.num_envs < 1 or cfg.episode_length < 5 or cfg.num_obs_steps < 1:
-            raise ConfigError("task.env: numEnvs >= 1, episodeLength >= 5 and numObsSteps >= 1 are required")
-        return cfg
 
 
 class MotionImitationEnv(VecEnv):
@@ -186,6 +127,10 @@ class MotionImitationEnv(VecEnv):
         """(n, k, 8): the reference at the k consecutive steps ending at `phase` (oldest first)."""
         step = self.phase_step(motion_id)
         return torch.stack([self.reference_state(motion_id, phase - (k - 1 - j) * step) for j in range(k)], 1)
+
+    def motion_sources(self) -> list[dict]:
+        """The reference motions this env reads (a run's ``motions.json``)."""
+        return motion_sources(self.cfg.motion_file)
 
     def demo_transitions(self) -> torch.Tensor:
         """All demonstration transitions (M, numObsSteps * 8): every reference frame of every motion
@@ -348,11 +293,9 @@ class MotionImitationEnv(VecEnv):
         self.generator.set_state(state["generator"].cpu())
 
 
-def make_motion_env(task_cfg, num_envs: int, device: str, seed: int) -> MotionImitationEnv:
-    """Registry factory: build the env from the task config's ``env`` block."""
-    env_cfg = dict(task_cfg.get("env", {}) or {})
-    env_cfg["numEnvs"] = num_envs
-    return MotionImitationEnv(MotionEnvConfig.from_dict(env_cfg), device=device, seed=seed)
+def make_motion_env(task: MotionTask, num_envs: int, device: str, seed: int) -> MotionImitationEnv:
+    """Registry factory: build the env from the motion task's settings."""
+    return MotionImitationEnv(dataclasses.replace(task.env, num_envs=num_envs), device=device, seed=seed)
 
 
 register_env("motion", make_motion_env)

@@ -1,10 +1,7 @@
 """Stage ``ncsn``: train NEAR's energy model on the task's expert transitions.
 
-Reads ``train.params.config.near_config`` (NEAR's keys: ``training.{batch_size, n_iters,
-snapshot_freq, anneal_power, normalize_energynet_input}``, ``model.{sigma_begin, sigma_end,
-L, ncsnv2, ema, ema_rate, encoder_hidden_layers, latent_space_dim, decoder_hidden_layers,
-feature_mask}``, ``optim.{optimizer, lr, beta1, weight_decay, amsgrad, grad_clip_norm,
-param_init}``). The data are all windows of ``numObsSteps`` consecutive demo states
+Reads ``train.params.config.near_config``'s ``training``, ``model`` and ``optim`` settings
+(:class:`near.training.settings.NEARSettings`; not ``inference``). The data are all windows of ``numObsSteps`` consecutive demo states
 (``env.demo_transitions()``), standardised by a running mean/std (rl-games'
 ``RunningMeanStd``, updated on the training batches as in NEAR).
 
@@ -27,24 +24,20 @@ import torch
 from near.errors import ConfigError
 from near.training import runtime, tblog
 from near.training.ncsn.model import EMA, EnergyNet, anneal_dsm_loss, energies, sigma_schedule
+from near.training.settings import NEAROptim, NEARSettings
 
 CHECKPOINT = "checkpoint.pth"
 RMS_FILE = "running_mean_std.pth"
 FORMAT = "near-ncsn-v1"
 
 
-def _optimizer(params, optim_cfg: Any) -> torch.optim.Optimizer:
-    name = str(optim_cfg.get("optimizer", "Adam"))
-    lr = float(optim_cfg.get("lr", 1e-4))
-    wd = float(optim_cfg.get("weight_decay", 0.0))
-    if name == "Adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd, betas=(float(optim_cfg.get("beta1", 0.9)), 0.999),
-                                amsgrad=bool(optim_cfg.get("amsgrad", False)))
-    if name == "RMSProp":
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=wd)
-    if name == "SGD":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    raise ConfigError(f"near_config.optim.optimizer={name!r}: expected Adam, RMSProp or SGD")
+def _optimizer(params, optim: NEAROptim) -> torch.optim.Optimizer:
+    if optim.optimizer == "Adam":
+        return torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay, betas=(optim.beta1, 0.999),
+                                amsgrad=optim.amsgrad)
+    if optim.optimizer == "RMSProp":
+        return torch.optim.RMSprop(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    return torch.optim.SGD(params, lr=optim.lr, momentum=0.9)
 
 
 def resolve_feature_mask(spec: Any, env: Any) -> list[bool] | None:
@@ -70,42 +63,37 @@ def resolve_feature_mask(spec: Any, env: Any) -> list[bool] | None:
                       f"{dim} booleans, or indices of kept per-state features")
 
 
-def build_model(near_cfg: Any, in_dim: int, feature_mask: list[bool] | None) -> EnergyNet:
-    model = near_cfg.model
+def build_model(near: NEARSettings, in_dim: int, feature_mask: list[bool] | None) -> EnergyNet:
+    model = near.model
     return EnergyNet(
         in_dim=in_dim,
-        encoder_hidden_layers=list(model.get("encoder_hidden_layers", [32, 64])),
-        latent_space_dim=int(model.get("latent_space_dim", 128)),
-        decoder_hidden_layers=list(model.get("decoder_hidden_layers", [64, 32, 8])),
-        num_levels=int(model.L),
-        ncsnv2=bool(model.get("ncsnv2", False)),
+        encoder_hidden_layers=list(model.encoder_hidden_layers),
+        latent_space_dim=model.latent_space_dim,
+        decoder_hidden_layers=list(model.decoder_hidden_layers),
+        num_levels=model.L,
+        ncsnv2=model.ncsnv2,
         feature_mask=feature_mask,
-        param_init=str(near_cfg.get("optim", {}).get("param_init", "xavier_uniform")),
+        param_init=near.optim.param_init,
     )
 
 
-def train_ncsn(cfg: Any, run_dir: str, device: str, stop: runtime.StopRequest, env: Any) -> int:
+def train_ncsn(near: NEARSettings, seed: int, run_dir: str, device: str, stop: runtime.StopRequest, env: Any) -> int:
     """Train (or continue training) the energy model; return 0 when done, 3 when stopped."""
     from rl_games.algos_torch.running_mean_std import RunningMeanStd
     from tensorboardX import SummaryWriter
 
-    near_cfg = cfg.train.params.config.near_config
-    training, model_cfg = near_cfg.training, near_cfg.model
-    n_iters = int(training.n_iters)
-    batch_size = int(training.get("batch_size", 128))
-    snapshot_freq = int(training.get("snapshot_freq", 5000))
-    eval_freq = int(training.get("eval_freq", 100))
-    log_freq = max(1, int(training.get("log_freq", 1)))
-    anneal_power = float(training.get("anneal_power", 2.0))
-    normalize = bool(training.get("normalize_energynet_input", True))
-    grad_clip = float(near_cfg.get("optim", {}).get("grad_clip_norm", 0.0))
-    use_ema, ema_rate = bool(model_cfg.get("ema", False)), float(model_cfg.get("ema_rate", 0.999))
-    num_levels = int(model_cfg.L)
-    sigmas = sigma_schedule(float(model_cfg.sigma_begin), float(model_cfg.sigma_end), num_levels,
-                            bool(model_cfg.get("ncsnv2", False)), device)
+    training, model_cfg = near.training, near.model
+    n_iters, batch_size = training.n_iters, training.batch_size
+    snapshot_freq, eval_freq, log_freq = training.snapshot_freq, training.eval_freq, training.log_freq
+    anneal_power = training.anneal_power
+    normalize = training.normalize_energynet_input
+    grad_clip = near.optim.grad_clip_norm
+    use_ema, ema_rate = model_cfg.ema, model_cfg.ema_rate
+    num_levels = model_cfg.L
+    sigmas = sigma_schedule(model_cfg.sigma_begin, model_cfg.sigma_end, num_levels, model_cfg.ncsnv2, device)
 
     data = env.demo_transitions().to(device)
-    gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed) & 0x7FFFFFFF)
+    gen = torch.Generator(device="cpu").manual_seed(seed & 0x7FFFFFFF)
     perm = torch.randperm(len(data), generator=gen)
     n_test = max(1, len(data) // 10)
     test, train = data[perm[:n_test].to(device)], data[perm[n_test:].to(device)]
@@ -113,11 +101,11 @@ def train_ncsn(cfg: Any, run_dir: str, device: str, stop: runtime.StopRequest, e
     span = (hi - lo).clamp_min(1.0)
     random_data = lo - 0.25 * span + 1.5 * span * torch.rand(test.shape, generator=gen).to(device)
 
-    net = build_model(near_cfg, data.shape[1], resolve_feature_mask(model_cfg.get("feature_mask"), env)).to(device)
-    optimizer = _optimizer(net.parameters(), near_cfg.get("optim", {}))
+    net = build_model(near, data.shape[1], resolve_feature_mask(model_cfg.feature_mask, env)).to(device)
+    optimizer = _optimizer(net.parameters(), near.optim)
     ema = EMA(net, ema_rate) if use_ema else None
     rms = RunningMeanStd((data.shape[1],)).to(device)
-    eval_net = build_model(near_cfg, data.shape[1], net.hparams["feature_mask"]).to(device) if use_ema else net
+    eval_net = build_model(near, data.shape[1], net.hparams["feature_mask"]).to(device) if use_ema else net
     eval_labels = sorted({i for i in range(num_levels) if i % max(1, int(num_levels * 0.2)) == 0} | {num_levels - 1})
 
     nn_dir, summaries = os.path.join(run_dir, "nn"), os.path.join(run_dir, "summaries")

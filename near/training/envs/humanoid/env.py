@@ -16,7 +16,7 @@ motions in that layout (NEAR's energy model and AMP's discriminator train on it)
 
 Reset (``stateInit``): ``Random`` reference state initialisation (motion by weight, time
 uniform), ``Start`` (time 0), ``Default`` (standing pose), ``Hybrid`` (Random with probability
-``hybridInitProb``, else Default); ``WeightedRandom`` is accepted and behaves as Random.
+``hybridInitProb``, else Default). NEAR's ``WeightedRandom`` is refused (not implemented here).
 Early termination (``enableEarlyTermination``): a body other than ``contactBodies`` (the feet) touches the floor
 below ``terminationHeight`` (0.3 m), after the first two steps (NEAR's rule).
 
@@ -37,7 +37,7 @@ distance) divided by 15; ``dtw_error`` is near's (mean frame distance along the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -47,64 +47,23 @@ from near.errors import ConfigError
 from near.training.envs.base import VecEnv
 from near.training.envs.humanoid import skeleton as sk
 from near.training.envs.humanoid.backends import BACKENDS
-from near.training.envs.humanoid.motion_lib import MotionTable, load_motions
+from near.training.envs.humanoid.motion_lib import MotionTable, load_motions, motion_sources
+from near.training.settings import HumanoidEnvConfig, HumanoidTask
 
 #: NEAR's control step: sim dt 0.0166 s x controlFrequencyInv 2 (the model's timestep is half NEAR's dt)
 CONTROL_DT = 2 * 0.0166
 PHYSICS_STEPS = 4
-STATE_INITS = ("Random", "Start", "Default", "Hybrid", "WeightedRandom")
 NEAR_REWARD_TYPES = {"walk": ["time", "dist"], "run": ["time", "dist"], "cartwheel": ["time", "dist"]}
 DEFAULT_HEIGHT = 0.89
 
 
-@dataclass
-class HumanoidEnvConfig:
-    """The ``task.env`` block of cfg/task/Humanoid*.yaml (NEAR's camelCase keys)."""
-
-    num_envs: int = 64
-    motion_file: str = "walk"
-    episode_length: int = 300
-    state_init: str = "Random"
-    hybrid_init_prob: float = 0.5
-    num_obs_steps: int = 2
-    local_root_obs: bool = False
-    termination_height: float = 0.3
-    enable_early_termination: bool = True
-    target_obs: bool = False
-    episode_metrics: bool = True
-    reward_types: list[str] | None = None
-    contact_bodies: tuple[str, ...] = ("right_foot", "left_foot")
-    demo_oversample: int = 2
-    backend: str = "mujoco"
-    extras: dict = field(default_factory=dict)
-
-    KEYS = {"numEnvs": "num_envs", "episodeLength": "episode_length", "stateInit": "state_init",
-            "hybridInitProb": "hybrid_init_prob", "numObsSteps": "num_obs_steps", "numAMPObsSteps": "num_obs_steps",
-            "localRootObs": "local_root_obs", "terminationHeight": "termination_height",
-            "enableEarlyTermination": "enable_early_termination", "targetObs": "target_obs",
-            "episodeMetrics": "episode_metrics", "contactBodies": "contact_bodies", "rewardTypes": "reward_types", "demoOversample": "demo_oversample"}
-
-    @classmethod
-    def from_dict(cls, d: dict, backend: str = "mujoco") -> "HumanoidEnvConfig":
-        names = set(cls.__dataclass_fields__)
-        kw: dict = {"backend": backend}
-        for key, val in d.items():
-            name = cls.KEYS.get(key, key)
-            if name in names:
-                kw[name] = val
-        cfg = cls(**kw)
-        if cfg.state_init not in STATE_INITS:
-            raise ConfigError(f"task.env.stateInit must be one of {', '.join(STATE_INITS)}, got {cfg.state_init!r}")
-        if cfg.backend not in BACKENDS:
-            raise ConfigError(f"task.sim.backend must be one of {', '.join(BACKENDS)} or isaacgym, got {cfg.backend!r}")
-        if cfg.reward_types is not None and set(cfg.reward_types) - {"time", "dist"}:
-            raise ConfigError(f"task.env.rewardTypes: known types are time and dist, got {list(cfg.reward_types)}")
-        unknown = set(cfg.contact_bodies) - set(sk.BODY_NAMES)
-        if unknown:
-            raise ConfigError(f"task.env.contactBodies: unknown bodies {sorted(unknown)} (bodies: {', '.join(sk.BODY_NAMES)})")
-        if cfg.num_envs < 1 or cfg.episode_length < 5 or cfg.num_obs_steps < 1:
-            raise ConfigError("task.env: numEnvs >= 1, episodeLength >= 5 and numObsSteps >= 1 are required")
-        return cfg
+def check_env_config(cfg: HumanoidEnvConfig) -> None:
+    """What the settings' types cannot say: known backend and contact bodies."""
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"task.sim.backend must be one of {', '.join(BACKENDS)} or isaacgym, got {cfg.backend!r}")
+    unknown = set(cfg.contact_bodies) - set(sk.BODY_NAMES)
+    if unknown:
+        raise ConfigError(f"task.env.contactBodies: unknown bodies {sorted(unknown)} (bodies: {', '.join(sk.BODY_NAMES)})")
 
 
 def _feature_groups() -> dict[str, list[int]]:
@@ -137,6 +96,7 @@ class HumanoidEnv(VecEnv):
     obs_per_step = sk.OBS_DIM
 
     def __init__(self, cfg: HumanoidEnvConfig, device: str | torch.device = "cpu", seed: int | None = None):
+        check_env_config(cfg)
         self.cfg = cfg
         self.device = torch.device(device)
         self.num_envs = n = cfg.num_envs
@@ -176,6 +136,10 @@ class HumanoidEnv(VecEnv):
         self.diverged = torch.zeros(n, dtype=torch.bool, device=d)
         self.stand_qpos, self.stand_obs, self.stand_body_pos = self._standing(model)
         self.reset_idx(torch.arange(n, device=d))
+
+    def motion_sources(self) -> list[dict]:
+        """The motion files this env reads, with their content hashes (a run's ``motions.json``)."""
+        return motion_sources(self.cfg.motion_file)
 
     def _standing(self, model) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """qpos, observation and body positions of the ``Default`` standing pose (forward
@@ -420,14 +384,12 @@ class HumanoidEnv(VecEnv):
         self.generator.set_state(state["generator"].cpu())
 
 
-def make_humanoid_env(task_cfg, num_envs: int, device: str, seed: int):
+def make_humanoid_env(task: HumanoidTask, num_envs: int, device: str, seed: int):
     """Registry factory for ``Humanoid*`` tasks: ``task.sim.backend`` picks the simulator."""
-    sim = dict(task_cfg.get("sim", {}) or {})
-    backend = str(sim.get("backend", "") or ("mujoco_warp" if str(device).startswith("cuda") else "mujoco"))
+    backend = task.sim.backend or ("mujoco_warp" if str(device).startswith("cuda") else "mujoco")
     if backend == "isaacgym":
         from near.training.envs.isaacgym_guard import isaacgym_env
 
-        return isaacgym_env(task_cfg, num_envs=num_envs, device=device, seed=seed)
-    env_cfg = dict(task_cfg.get("env", {}) or {})
-    env_cfg["numEnvs"] = num_envs
-    return HumanoidEnv(HumanoidEnvConfig.from_dict(env_cfg, backend), device=device, seed=seed)
+        return isaacgym_env(task.name, num_envs=num_envs, device=device, seed=seed)
+    cfg = dataclasses.replace(task.env, num_envs=num_envs, backend=backend)
+    return HumanoidEnv(cfg, device=device, seed=seed)

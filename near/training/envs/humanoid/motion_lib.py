@@ -8,16 +8,15 @@ as ``{"arr": ndarray, "context": {"dtype": ...}}``. A motion list is NEAR's ``.y
 (``motions: [{file, weight}]``, paths relative to the yaml).
 
 ``task.env.motion_file`` is a ``.npy``, a ``.yaml``, or the name of a synthetic motion
-(``walk``, ``run``, ``crane_pose``; see :mod:`.synthetic`). A ``.yaml`` / ``.npy`` path is looked
-up as given, then in ``cfg/task/motions/humanoid/``; NEAR's ``amp_humanoid_<name>.yaml`` falls
-back to the synthetic ``<name>`` when no such file exists (with a note on stderr), so NEAR's
-command lines run without its mocap. Drop NEAR's own files into ``cfg/task/motions/humanoid/``
-(or pass their path) to use the real data; no conversion is needed.
+(``walk``, ``run``, ``crane_pose``; see :mod:`.synthetic`), which is used only by that name. A
+``.yaml`` / ``.npy`` path is looked up as given, then in ``cfg/task/motions/humanoid/``; a file
+found nowhere is an error naming the places looked in. Drop NEAR's own files into
+``cfg/task/motions/humanoid/`` (or pass their path); no conversion is needed.
+:func:`motion_sources` lists the files a spec resolves to, with their content hashes.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,22 +122,13 @@ def load_npy(path: Path) -> HumanoidMotion:
     return motion_from_dict(d, path.stem, path)
 
 
-def _find(spec: str) -> Path | None:
+def _candidates(spec: str) -> list[Path]:
     p = Path(spec).expanduser()
-    for cand in (p, MOTION_DIR / p, MOTION_DIR / p.name):
-        if cand.is_file():
-            return cand
-    return None
+    return [p, MOTION_DIR / p, MOTION_DIR / p.name]
 
 
-def _synthetic_name(spec: str) -> str | None:
-    from near.training.envs.humanoid import synthetic
-
-    stem = Path(spec).stem
-    for name in (stem, stem.removeprefix("amp_humanoid_")):
-        if name in synthetic.MOTIONS:
-            return name
-    return None
+def _find(spec: str) -> Path | None:
+    return next((c for c in _candidates(spec) if c.is_file()), None)
 
 
 def load_yaml(path: Path) -> list[HumanoidMotion]:
@@ -151,21 +141,45 @@ def load_yaml(path: Path) -> list[HumanoidMotion]:
     return out
 
 
-def load_motions(spec: str) -> list[HumanoidMotion]:
-    """The motions ``task.env.motion_file`` names (see the module docstring for the lookup)."""
+def resolve(spec: str) -> tuple[Path, bool]:
+    """The file ``task.env.motion_file`` names and whether it is a synthetic clip (by its name
+    only); ConfigError naming the file and every place looked in when there is none."""
     from near.training.envs.humanoid import synthetic
 
     spec = str(spec).strip()
+    if spec in synthetic.MOTIONS:
+        return synthetic.cached_file(spec), True
     found = _find(spec) if spec.endswith((".yaml", ".yml", ".npy")) else None
-    if found is not None:
-        return load_yaml(found) if found.suffix in (".yaml", ".yml") else [load_npy(found)]
-    name = _synthetic_name(spec)
-    if name is None:
-        raise ConfigError(f"motion file {spec!r} (task.env.motion_file) not found here or in {MOTION_DIR}, and it is not "
-                          f"a synthetic motion ({', '.join(synthetic.MOTIONS)}); put NEAR's file there or pass its path")
-    if spec.endswith((".yaml", ".yml", ".npy")):
-        print(f"near: {spec} not found; using the synthetic '{name}' motion instead", file=sys.stderr)
-    return [load_npy(synthetic.cached_file(name))]
+    if found is None:
+        looked = ", ".join(dict.fromkeys(str(c.resolve()) for c in _candidates(spec)))
+        raise ConfigError(f"motion file {spec!r} (task.env.motion_file) not found (looked in: {looked}); put "
+                          f"NEAR's file there or pass its path, or name a synthetic clip ({', '.join(synthetic.MOTIONS)})")
+    return found, False
+
+
+def load_motions(spec: str) -> list[HumanoidMotion]:
+    """The motions ``task.env.motion_file`` names (see the module docstring for the lookup)."""
+    path, _ = resolve(spec)
+    return load_yaml(path) if path.suffix in (".yaml", ".yml") else [load_npy(path)]
+
+
+def motion_sources(spec: str) -> list[dict[str, Any]]:
+    """Every file ``spec`` reads (a motion list and the clips it names), with its sha256 and whether
+    it is a synthetic clip: what a run records in ``motions.json``."""
+    path, synthetic = resolve(spec)
+    files = [path] + ([path.parent / f for f, _ in read_motion_list(path)] if path.suffix in (".yaml", ".yml") else [])
+    return [{"motion_file": str(spec), "file": str(f.resolve()), "sha256": _sha256(f), "synthetic": synthetic}
+            for f in files]
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class MotionTable:

@@ -30,7 +30,7 @@ Format (all keys but ``axes`` and ``stages`` optional)::
     x-rl: &rl near train rl ...   # x-* keys are ignored: a place for YAML anchors
     search: {sampler: tpe, trials: 40, metric: ..., space: {lr: {loguniform: [1e-5, 1e-3]}}}
                                # search instead of enumerate: one study per grid point of the axes,
-                               #   trials as jobs (format in near/search/config.py)
+                               #   trials as jobs (format in near/sweep/search_block.py)
     zip: [[task, budget]]      # axes that vary together (same length), one factor of the product
     exclude: [{algorithm: Track, motion: figure8}]   # drop matching points (values or lists)
     include: [{algorithm: NEAR, motion: stepturn, seed: [1, 2]}]   # extra points (lists: product)
@@ -85,13 +85,14 @@ from __future__ import annotations
 
 import os
 import re
+import reprlib
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from near.errors import SpecError
-from near.shell import unbalanced
+from near.sweep.shell import normalize_command, unbalanced
 
 RESOURCE_KEYS = ("cpus", "gpus", "mem", "time", "slurm")
 # names and sizes are matched whole (re.fullmatch): `$` would let a trailing newline through
@@ -163,7 +164,7 @@ class Spec:
     vars: dict[str, Any] = field(default_factory=dict)
     snapshot: bool = True   # jobs run a code snapshot taken at dispatch (near.snapshot)
     raw: frozenset[str] = frozenset()  # variables (or axes) spliced as shell text, not quoted
-    search: Any = None  # near.search.config.SearchConfig when the spec has a `search:` block
+    search: Any = None  # near.sweep.search_block.SearchConfig when the spec has a `search:` block
 
     @property
     def label(self) -> str:
@@ -209,7 +210,7 @@ class _Ctx:
 def load_spec(path: str | os.PathLike, *, max_jobs: int = DEFAULT_MAX_JOBS) -> Spec:
     """Read and validate a sweep spec file; SpecError names the file and the key path.
     ``max_jobs``: refuse a ``count`` axis with more values than this (the grid is counted later,
-    in :func:`near.expand.expand`)."""
+    in :func:`near.sweep.expand.expand`)."""
     path = Path(path)
     label = display_path(path.resolve()) if path.exists() else str(path)
     try:
@@ -229,7 +230,56 @@ def spec_from_bytes(raw: bytes, path: Path, *, label: str | None = None,
         line = raw[: err.start].count(b"\n") + 1
         raise SpecError(f"{label}: not UTF-8 text: byte 0x{raw[err.start]:02x} at line {line} "
                         f"(offset {err.start}); save the spec as UTF-8") from None
-    return parse_spec(_yaml_load(text, label), path, _Ctx(label, max_jobs))
+    data = _yaml_load(text, label)
+    ctx = _Ctx(label, max_jobs)
+    _check_strings(data, ctx)
+    return parse_spec(data, path, ctx)
+
+
+def text_problem(text: str) -> str | None:
+    """What in ``text`` no command can carry (a NUL byte, an unpaired surrogate), or None."""
+    if "\0" in text:
+        return "holds a NUL byte (\\0), which no command argument can carry"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            return f"holds {text[err.start]!a}, which is not text (an unpaired surrogate)"
+    return None
+
+
+def _check_strings(data: Any, ctx: _Ctx) -> None:
+    """SpecError naming the key of the first text (value or key) that :func:`text_problem` refuses."""
+    seen: set[int] = set()
+    stack: list[tuple[Any, tuple]] = [(data, ())]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, str):
+            problem = text_problem(node)
+            if problem:
+                raise ctx.err(_key_path(where), problem)
+        elif isinstance(node, (dict, list)) and id(node) not in seen:
+            seen.add(id(node))  # an aliased subtree is checked once
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for k, v in items:
+                if isinstance(k, str) and text_problem(k):
+                    raise ctx.err(_key_path(where), f"a key {text_problem(k)}")
+                stack.append((v, (*where, k)))
+
+
+def _key_path(where: tuple) -> str:
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in where).lstrip(".")
+
+
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 80
+# a spec whose aliases expand to more YAML nodes than this is refused before it is built
+MAX_YAML_NODES = 100_000
+
+
+def _show(value: Any) -> str:
+    """``repr(value)`` cut short: a value in a message may be a huge (aliased) structure."""
+    return _SHOW.repr(value)
 
 
 def _yaml_load(text: str, label: str) -> Any:
@@ -257,6 +307,11 @@ def _strict_loader():
     import yaml
 
     class StrictLoader(yaml.SafeLoader):
+        def compose_document(self):
+            node = super().compose_document()
+            _check_expanded_size(node, yaml)
+            return node
+
         def construct_mapping(self, node, deep=False):
             if isinstance(node, yaml.MappingNode):
                 seen: dict = {}
@@ -270,12 +325,65 @@ def _strict_loader():
                         continue  # unhashable: SafeLoader reports it
                     if first is not key_node:
                         raise yaml.constructor.ConstructorError(
-                            None, None, f"duplicate key {key!r} (first at line {first.start_mark.line + 1})",
+                            None, None, f"duplicate key {_show(key)} (first at line {first.start_mark.line + 1})",
                             key_node.start_mark)
             return super().construct_mapping(node, deep=deep)
 
+    # YAML 1.2 core schema: only true/false are booleans, so `NO` (Norway) and `on` stay text;
+    # no sexagesimal (`10:00` is text, not 600) and no dates
+    StrictLoader.yaml_implicit_resolvers = {}
+    for tag, pattern, first in (
+            ("bool", r"(?:true|True|TRUE|false|False|FALSE)", "tTfF"),
+            ("null", r"(?:~|null|Null|NULL|)", ["~", "n", "N", ""]),
+            ("int", r"(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)", "-+0123456789"),
+            ("float", r"(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)"
+                      r"|\.(?:nan|NaN|NAN))", "-+.0123456789"),
+            ("merge", r"<<", "<")):
+        StrictLoader.add_implicit_resolver(f"tag:yaml.org,2002:{tag}", re.compile(f"^{pattern}$"), list(first))
+
+    def construct_int(loader, node):
+        text = loader.construct_scalar(node)
+        if text.startswith(("0o", "0x")):
+            return int(text[2:], 8 if text[1] == "o" else 16)
+        return int(text, 10)
+
+    StrictLoader.add_constructor("tag:yaml.org,2002:int", construct_int)
     _LOADER = StrictLoader
     return _LOADER
+
+
+def _check_expanded_size(root, yaml) -> None:
+    """A ComposerError if the document, its aliases expanded, has more than MAX_YAML_NODES nodes
+    or an alias inside the node it refers to (a billion laughs would otherwise hang the load)."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:
+            raise yaml.composer.ComposerError(None, None, "an alias refers to a node that contains it",
+                                              node.start_mark)
+        open_.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = ()
+        for child in children:
+            total += size(child)
+            if total > MAX_YAML_NODES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"aliases expand this document to more than {MAX_YAML_NODES:,} nodes",
+                    node.start_mark)
+        open_.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root)
 
 
 def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
@@ -291,15 +399,17 @@ def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
             raise ctx.err(str(key), f"unknown key (known: {', '.join(sorted(known))}, or x-* for anchors)")
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not _SWEEP_NAME.fullmatch(name):
-        raise ctx.err("name", f"{name!r} is not a valid sweep name (letters, digits, _ . -)")
+        raise ctx.err("name", f"{_show(name)} is not a valid sweep name (letters, digits, _ . -)")
     workdir_raw = data.get("workdir", "..")
     if not isinstance(workdir_raw, str):
         raise ctx.err("workdir", "must be a path")
     workdir = (path.parent / workdir_raw).resolve()
+    if not workdir.is_dir():
+        raise ctx.err("workdir", f"{_show(workdir_raw)} is {workdir}, which is not a directory (commands run there)")
     max_attempts = _posint(data.get("max_attempts", 3), "max_attempts", ctx)
     snapshot = data.get("snapshot", True)
     if not isinstance(snapshot, bool):
-        raise ctx.err("snapshot", f"must be true or false, got {snapshot!r}")
+        raise ctx.err("snapshot", f"must be true or false, got {_show(snapshot)}")
     resources = _resources(data.get("resources", {}), "resources", ctx)
 
     if "stages" not in data:
@@ -327,9 +437,9 @@ def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
             raise ctx.err(f"zip[{i}]", "zip at least two axes together")
         for a in group:
             if a not in axis_names:
-                raise ctx.err(f"zip[{i}]", f"unknown axis {a!r} (axes: {', '.join(axis_names)})")
+                raise ctx.err(f"zip[{i}]", f"unknown axis {_show(a)} (axes: {', '.join(axis_names)})")
             if a in seen_zip:
-                raise ctx.err(f"zip[{i}]", f"axis {a!r} is in two zip groups")
+                raise ctx.err(f"zip[{i}]", f"axis {_show(a)} is in two zip groups")
             seen_zip.add(a)
         lengths = {a: len(next(x for x in axes if x.name == a).values) for a in group}
         if len(set(lengths.values())) != 1:
@@ -349,7 +459,7 @@ def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
         for need in s.needs:
             if need.stage not in stage_names:
                 raise ctx.err(f"{s.where}.needs.{need.ref}",
-                              f"unknown stage {need.stage!r} (stages: {', '.join(stage_names)})")
+                              f"unknown stage {_show(need.stage)} (stages: {', '.join(stage_names)})")
             for k in need.with_:
                 if not _NAME.fullmatch(k) or k in _RESERVED:
                     raise ctx.err(f"{s.where}.needs.{need.ref}.with.{k}",
@@ -358,7 +468,7 @@ def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
             cond = getattr(s, cond_name)
             for k in cond or {}:
                 if k not in axis_names and k not in with_keys:
-                    raise ctx.err(f"{s.where}.{cond_name}", f"unknown axis {k!r} (axes: {', '.join(axis_names)})")
+                    raise ctx.err(f"{s.where}.{cond_name}", f"unknown axis {_show(k)} (axes: {', '.join(axis_names)})")
     _check_stage_cycles(stages, ctx)
     _check_condition_values(axes, stages, exclude, include, ctx)
 
@@ -372,12 +482,14 @@ def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
         raise ctx.err("raw", "must be a list of variable names, e.g. [base]")
     for i, rname in enumerate(raw_names):
         if not isinstance(rname, str) or rname not in names:
-            raise ctx.err(f"raw[{i}]", f"{rname!r} is not a variable or axis of this spec "
+            raise ctx.err(f"raw[{i}]", f"{_show(rname)} is not a variable or axis of this spec "
                           f"({', '.join(sorted(names)) or 'none'})")
     desc = data.get("description", "")
+    if desc is not None and not isinstance(desc, str):
+        raise ctx.err("description", f"must be text, not {_kind(desc)}")
     search = None
     if data.get("search") is not None:
-        from near.search.config import parse_search
+        from near.sweep.search_block import parse_search
 
         search = parse_search(data["search"], [s.name for s in stages], axis_names, set(top_vars), ctx.err)
     return Spec(path=path, name=name, workdir=workdir, axes=axes, stages=stages, zip=[list(z) for z in zips],
@@ -387,7 +499,7 @@ def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
 
 
 def _kind(v: Any) -> str:
-    return "a mapping" if isinstance(v, dict) else "a list" if isinstance(v, list) else repr(v)
+    return "a mapping" if isinstance(v, dict) else "a list" if isinstance(v, list) else _show(v)
 
 
 def _scalar(v: Any, where: str, ctx: _Ctx, what: str = "values") -> Any:
@@ -439,7 +551,7 @@ def _check_condition_values(axes: list[Axis], stages: list[Stage], exclude: list
                 if format_value(v) not in known.get(k, ()):
                     shown = sorted(known.get(k, ()))
                     listed = ", ".join(shown[:20]) + (", ..." if len(shown) > 20 else "")
-                    raise ctx.err(f"{where}.{k}", f"{format_value(v)!r} is not a value of {k!r}, so this "
+                    raise ctx.err(f"{where}.{k}", f"{_show(format_value(v))} is not a value of {_show(k)}, so this "
                                   f"matches nothing (values: {listed})")
 
     for a in axes:
@@ -466,7 +578,7 @@ def _vars(raw: Any, where: str, ctx: _Ctx) -> dict[str, Any]:
 
 def _posint(v: Any, where: str, ctx: _Ctx) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ctx.err(where, f"must be a positive integer, not {v!r}")
+        raise ctx.err(where, f"must be a positive integer, not {_show(v)}")
     return v
 
 
@@ -481,14 +593,14 @@ def _resources(raw: Any, where: str, ctx: _Ctx) -> dict[str, Any]:
             raise ctx.err(f"{where}.{k}", f"unknown resource (known: {', '.join(RESOURCE_KEYS)})")
         if k in ("cpus", "gpus"):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ctx.err(f"{where}.{k}", f"must be a non-negative integer, not {v!r}")
+                raise ctx.err(f"{where}.{k}", f"must be a non-negative integer, not {_show(v)}")
         elif k == "mem":
             if not (isinstance(v, int) or (isinstance(v, str) and _MEM.fullmatch(v))):
-                raise ctx.err(f"{where}.{k}", f"{v!r} is not a memory size (e.g. 4G, 512M)")
+                raise ctx.err(f"{where}.{k}", f"{_show(v)} is not a memory size (e.g. 4G, 512M)")
             v = f"{v}M" if isinstance(v, int) else v
         elif k == "time":
             if not (isinstance(v, int) or (isinstance(v, str) and _TIME.fullmatch(v))):
-                raise ctx.err(f"{where}.{k}", f"{v!r} is not a time limit (HH:MM:SS, D-HH:MM:SS or minutes)")
+                raise ctx.err(f"{where}.{k}", f"{_show(v)} is not a time limit (HH:MM:SS, D-HH:MM:SS or minutes)")
             v = str(v)
         elif k == "slurm":
             if not isinstance(v, dict):
@@ -514,6 +626,10 @@ def with_settings(spec: Spec, *, name: str | None = None, set_vars: dict[str, st
     literal text: a ``${`` in it is not a placeholder."""
     import dataclasses
 
+    for key, value in (set_vars or {}).items():
+        problem = text_problem(f"{key}{value}")
+        if problem:
+            raise SpecError(f"{spec.label}: --var {key}: {problem}")
     set_vars = {k: str(v).replace("${", "$${") for k, v in (set_vars or {}).items()}
     known = set(spec.vars) | {k for a in spec.axes for vs in a.vars.values() for k in vs}
     for key in set_vars:
@@ -521,7 +637,7 @@ def with_settings(spec: Spec, *, name: str | None = None, set_vars: dict[str, st
             raise SpecError(f"{spec.label}: --var {key}: not a variable of this spec "
                             f"(variables: {', '.join(sorted(known)) or 'none'})")
     if name is not None and not _SWEEP_NAME.fullmatch(name):
-        raise SpecError(f"{spec.label}: --name {name!r} is not a valid sweep name (letters, digits, _ . -)")
+        raise SpecError(f"{spec.label}: --name {_show(name)} is not a valid sweep name (letters, digits, _ . -)")
     axes = [dataclasses.replace(a, vars={v: {k: x for k, x in vs.items() if k not in set_vars}
                                          for v, vs in a.vars.items()}) for a in spec.axes]
     return dataclasses.replace(spec, name=name or spec.name, vars={**spec.vars, **set_vars}, axes=axes)
@@ -571,7 +687,7 @@ def parse_overrides(raw: Any, where: str, stage_names: list[str], ctx: _Ctx) -> 
         for k, v in raw.items():
             k = str(k)
             if k != ALL_STAGES and k not in stage_names:
-                raise ctx.err(f"{where}.{k}", f"unknown stage {k!r} (stages: {', '.join(stage_names)}, or '*')")
+                raise ctx.err(f"{where}.{k}", f"unknown stage {_show(k)} (stages: {', '.join(stage_names)}, or '*')")
             out[k] = _override_list(v, f"{where}.{k}", ctx)
         return out
     return {ALL_STAGES: _override_list(raw, where, ctx)}
@@ -592,9 +708,9 @@ def _override_list(raw: Any, where: str, ctx: _Ctx) -> list[str]:
     out = []
     for i, o in enumerate(items):
         if not isinstance(o, str):
-            raise ctx.err(f"{where}[{i}]", f"override {o!r} must be a string key=value (quote it)")
+            raise ctx.err(f"{where}[{i}]", f"override {_show(o)} must be a string key=value (quote it)")
         if "=" not in o and not o.startswith("~") and not o.startswith("-"):
-            raise ctx.err(f"{where}[{i}]", f"override {o!r} is not key=value")
+            raise ctx.err(f"{where}[{i}]", f"override {_show(o)} is not key=value")
         out.append(o)
     return out
 
@@ -618,7 +734,7 @@ def _axis(name: Any, raw: Any, stage_names: list[str], earlier: list[str], ctx: 
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ctx.err(where, "axis names are identifiers (letters, digits, _)")
     if name in _RESERVED:
-        raise ctx.err(where, f"{name!r} is reserved ({', '.join(sorted(_RESERVED))})")
+        raise ctx.err(where, f"{_show(name)} is reserved ({', '.join(sorted(_RESERVED))})")
     when = None
     overrides: dict[str, StageOverrides] = {}
     axis_vars: dict[str, dict[str, Any]] = {}
@@ -660,7 +776,7 @@ def _axis(name: Any, raw: Any, stage_names: list[str], earlier: list[str], ctx: 
                     _scalar(v, f"{where}.overrides.{v}", ctx, "axis values")
                     fv = format_value(v)
                     if fv not in keys:
-                        raise ctx.err(f"{where}.overrides.{v}", f"{v!r} is not a value of axis {name} "
+                        raise ctx.err(f"{where}.overrides.{v}", f"{_show(v)} is not a value of axis {name} "
                                       f"({', '.join(map(format_value, values))})")
                     bundle, vvars = _split_vars(bundle, f"{where}.overrides.{v}", ctx)
                     if vvars:
@@ -673,7 +789,7 @@ def _axis(name: Any, raw: Any, stage_names: list[str], earlier: list[str], ctx: 
                 when = _cond(raw["when"], f"{where}.when", ctx)
                 for k in when:
                     if k not in earlier:
-                        raise ctx.err(f"{where}.when", f"{k!r} is not an axis declared before {name!r} "
+                        raise ctx.err(f"{where}.when", f"{_show(k)} is not an axis declared before {_show(name)} "
                                       f"(earlier axes: {', '.join(earlier) or 'none'})")
     else:
         raise ctx.err(where, "an axis is a list of values or a mapping with 'values'")
@@ -702,12 +818,12 @@ def _seeds(raw: dict, where: str, ctx: _Ctx) -> list[int]:
     count = raw.get("count")
     base = raw.get("base", 0)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ctx.err(f"{where}.count", f"must be a positive integer, not {count!r}")
+        raise ctx.err(f"{where}.count", f"must be a positive integer, not {_show(count)}")
     if count > ctx.max_jobs:  # every value is at least one grid point
         raise ctx.err(f"{where}.count", f"{count:,} values is more than the limit of {ctx.max_jobs:,} jobs "
                       "(raise it with --max-jobs)")
     if isinstance(base, bool) or not isinstance(base, int):
-        raise ctx.err(f"{where}.base", f"must be an integer, not {base!r}")
+        raise ctx.err(f"{where}.base", f"must be an integer, not {_show(base)}")
     return list(range(base, base + count))
 
 
@@ -716,7 +832,7 @@ def _point_filter(entry: Any, where: str, axis_names: list[str], ctx: _Ctx) -> d
         raise ctx.err(where, "must be a mapping axis -> value (or list of values)")
     for k in entry:
         if k not in axis_names:
-            raise ctx.err(f"{where}.{k}", f"unknown axis {k!r} (axes: {', '.join(axis_names)})")
+            raise ctx.err(f"{where}.{k}", f"unknown axis {_show(k)} (axes: {', '.join(axis_names)})")
     return {str(k): _value_list(v, f"{where}.{k}", ctx) for k, v in entry.items()}
 
 
@@ -736,7 +852,7 @@ def _stages(raw: Any, ctx: _Ctx) -> list[Stage]:
         raise ctx.err("stages", "no stages")
     for name, _, where in items:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise ctx.err(where, f"stage name {name!r} must be an identifier")
+            raise ctx.err(where, f"stage name {_show(name)} must be an identifier")
     names = list(dict.fromkeys(n for n, _, _ in items))
     out = []
     allowed = {"name", "command", "overrides", "needs", "resources", "when", "unless", "max_attempts", "validate"}
@@ -751,7 +867,7 @@ def _stages(raw: Any, ctx: _Ctx) -> list[Stage]:
         cmd = body.get("command")
         if not isinstance(cmd, str) or not cmd.strip():
             raise ctx.err(f"{where}.command", "missing or empty: the command template this stage runs")
-        cmd = " ".join(cmd.split())
+        cmd = normalize_command(cmd)
         problem = unbalanced(cmd)
         if problem:
             raise ctx.err(f"{where}.command", f"the shell cannot read this command: it ends with {problem}")
@@ -786,7 +902,7 @@ def _stages(raw: Any, ctx: _Ctx) -> list[Stage]:
         ma = body.get("max_attempts")
         validate = body.get("validate", True)
         if not isinstance(validate, bool):
-            raise ctx.err(f"{where}.validate", f"must be true or false, not {validate!r}")
+            raise ctx.err(f"{where}.validate", f"must be true or false, not {_show(validate)}")
         out.append(Stage(
             name=name, command=cmd, overrides=overrides.get(ALL_STAGES, []), needs=needs,
             resources=_resources(body.get("resources"), f"{where}.resources", ctx), when=when, unless=unless,

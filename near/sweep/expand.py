@@ -1,4 +1,4 @@
-"""Expansion: a :class:`~near.spec.Spec` -> grid points -> jobs. Pure (no I/O).
+"""Expansion: a :class:`~near.sweep.spec.Spec` -> grid points -> jobs. Pure (no I/O).
 
 A job's id is the first 12 hex digits of sha256 over its resolved content: stage name, command
 entry (axis values substituted, dispatch placeholders kept), the *sorted* overrides and the ids of
@@ -6,7 +6,7 @@ the jobs it needs. Axis values that do not reach a job's content do not change i
 ``ncsn`` stage that ignores the ablation axis is one job shared by every ablation.
 
 Commands are rendered shell-safe: each value is quoted for the place its placeholder stands in
-(:mod:`near.shell`); variables the spec lists under ``raw:`` are spliced as words, checked to be
+(:mod:`near.sweep.shell`); variables the spec lists under ``raw:`` are spliced as words, checked to be
 words only. Before building anything, :func:`grid_size` counts the grid and :func:`expand`
 refuses one past its job limit.
 
@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any, Iterator
 
-from near import shell as shell_words
+from near.sweep import shell as shell_words
 from near.errors import SpecError
 from near.jobtable import JobSpec
-from near.spec import ALL_STAGES, DEFAULT_MAX_JOBS, Axis, Spec, Stage, format_value
+from near.sweep.spec import ALL_STAGES, DEFAULT_MAX_JOBS, Axis, Spec, Stage, format_value
 
 ID_LEN = 12
 MAX_RENDERED = 1_000_000  # characters of one rendered command or override
 DISPATCH_VARS = ("run_dir", "job_id", "exp_dir")
+VALUE_VAR = "__near_v"  # shell variables holding the values used inside ${...} expansions
+_VALUE_REF = re.compile(r"\$\{__near_v[0-9]+\}")
 _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
 
 Point = dict[str, Any]
@@ -201,7 +203,8 @@ class _Expander:
         return None
 
     def subst(self, text: str, point: Point, stage: Stage, refs: set[str], used: set[str], where: str,
-              shell: bool = True, stack: tuple[str, ...] = (), memo: dict | None = None) -> str:
+              shell: bool = True, stack: tuple[str, ...] = (), memo: dict | None = None,
+              assigns: list[str] | None = None) -> str:
         """``text`` with its ``${...}`` substituted at ``point`` (dispatch placeholders kept).
 
         ``shell``: ``text`` is shell code (a command or a raw variable's value): every value goes in
@@ -211,6 +214,8 @@ class _Expander:
         reaches the command literally."""
         memo = {} if memo is None else memo
         ctxs = self._contexts(text) if shell else None
+        top = assigns is None
+        assigns = [] if top else assigns
 
         def sub(m: re.Match) -> str:
             if m.group(0) == "$${":
@@ -218,13 +223,13 @@ class _Expander:
             name, attr = m.group(1), m.group(2)
             if attr is not None:
                 if name in refs and attr in ("run_dir", "job_id"):
-                    return m.group(0)
+                    return self._dispatch_placeholder(m.group(0), ctxs, m.start(), point, where)
                 if name in refs:
                     raise self.err(where, point, f"${{{name}.{attr}}}: references offer run_dir and job_id")
                 raise self.err(where, point, f"${{{name}.{attr}}}: {name!r} is not in this stage's needs "
                                f"({', '.join(sorted(refs)) or 'none'})")
             if name in DISPATCH_VARS:
-                return m.group(0)
+                return self._dispatch_placeholder(m.group(0), ctxs, m.start(), point, where)
             raw = shell and name in self.spec.raw
             if name == "sweep":
                 word = self.spec.name
@@ -249,16 +254,20 @@ class _Expander:
                 word = memo.get((name, raw))
                 if word is None:
                     word = memo[(name, raw)] = self.subst(format_value(var[0]), point, stage, refs, used,
-                                                          where, raw, (*stack, name), memo)
+                                                          where, raw, (*stack, name), memo, assigns)
                     if len(word) > MAX_RENDERED:
                         raise self.err(where, point, f"${{{name}}} renders to {len(word):,} characters "
                                        f"(more than {MAX_RENDERED:,}: variables that repeat each other?)")
             if not shell:
                 return word
             ctx = ctxs[m.start()]
-            if ctx == shell_words.ESCAPED:
-                raise self.err(where, point, f"${{{name}}} right after a backslash: the backslash would "
-                               "escape the quoting of its value (drop the backslash)")
+            self._check_context(ctx, f"${{{name}}}", point, where)
+            if ctx in (shell_words.PARAM, shell_words.PARAM_DQ):
+                if raw:
+                    raise self.err(where, point, f"${{{name}}} is raw shell text (raw: in the spec) but stands "
+                                   "inside a parameter expansion (${X:-...}); drop it from raw:")
+                assigns.append(word)
+                return shell_words.variable_ref(f"{VALUE_VAR}{len(assigns)}", ctx)
             if not raw:
                 return shell_words.quote(word, ctx)
             if ctx != shell_words.UNQUOTED:
@@ -270,7 +279,29 @@ class _Expander:
                                f"but holds {problem}; a raw variable holds shell words only")
             return word
 
-        return _VAR.sub(sub, text)
+        out = _VAR.sub(sub, text)
+        if top and assigns:
+            # values inside bash's own ${...} expansions are read from variables set first
+            out = "".join(f"{VALUE_VAR}{i}={shell_words.quote(w)}; " for i, w in enumerate(assigns, 1)) + out
+        return out
+
+    def _check_context(self, ctx: str, shown: str, point: Point, where: str) -> None:
+        """SpecError if a placeholder may not stand where it stands (see :mod:`near.sweep.shell`)."""
+        if ctx == shell_words.ESCAPED:
+            raise self.err(where, point, f"{shown} right after a backslash: the backslash would "
+                           "escape the quoting of its value (drop the backslash)")
+        what = shell_words.refused(ctx)
+        if what:
+            raise self.err(where, point, f"{shown} stands in {what}: bash would evaluate its value "
+                           "as code there; pass it through a plain argument or variable instead")
+
+    def _dispatch_placeholder(self, text: str, ctxs: dict[int, str] | None, at: int, point: Point,
+                              where: str) -> str:
+        """A placeholder dispatch resolves (``${run_dir}``, ``${ncsn.run_dir}``), kept as it is
+        once its place is checked: dispatch quotes the path for that place."""
+        if ctxs is not None:
+            self._check_context(ctxs[at], text, point, where)
+        return text
 
     def _contexts(self, text: str) -> dict[int, str]:
         """Quoting context of each placeholder in the shell text ``text`` (cached per text)."""
@@ -484,7 +515,8 @@ class _Plan:
         next to a ``{`` in the template would otherwise form a new placeholder."""
         for m in _VAR.finditer(out):
             name, attr = m.group(1), m.group(2)
-            if name is None or (attr is None and name in DISPATCH_VARS) or (name in self.refs and attr):
+            if name is None or (attr is None and name in DISPATCH_VARS) or (name in self.refs and attr) \
+                    or _VALUE_REF.fullmatch(m.group(0)):
                 continue
             raise self.ex.err(where, point, f"a value ending in '$' runs into '{{' and forms {m.group(0)}; "
                               "quote the value or put a character between them")
