@@ -10,7 +10,8 @@ points at its ``cfg/``. Retries and requeues of the same job keep its snapshot (
 its code).
 
 Copied: the files git lists (tracked and untracked-not-ignored), or every file when the workdir is
-not a git repository; never ``.git``, ``.venv``, ``experiments/`` or ``__pycache__``. Beside each
+not a git repository; never ``.git``, ``.venv``, ``experiments/`` or ``__pycache__``, nor motion
+data: ``cfg/task/motions/humanoid/`` is a link to the workdir's folder. Beside each
 snapshot, ``<digest>.json`` holds the git commit, whether the tree was dirty, the untracked files and
 the size, and ``<digest>.diff`` the output of ``git diff HEAD``.
 """
@@ -33,6 +34,8 @@ RECORD_FILE = "snapshot"            # in a job's run dir: the snapshot it runs
 WARN_BYTES = 50 * 1024 * 1024       # larger snapshots are still taken, with a warning
 META_KEY = "snapshot"               # job table meta: "false" when the spec opted out
 _SKIP_TOP = {".git", ".venv", "experiments"}
+#: motion data (NEAR's mocap is tens of MB) is never copied: a snapshot links to the workdir's folder
+MOTION_DATA = "cfg/task/motions/humanoid"
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,8 @@ def _git(workdir: Path, *args: str) -> str | None:
 
 def _keep(rel: str) -> bool:
     parts = rel.split("/")
-    return parts[0] not in _SKIP_TOP and "__pycache__" not in parts and not parts[0].endswith(".egg-info")
+    return (parts[0] not in _SKIP_TOP and "__pycache__" not in parts and not parts[0].endswith(".egg-info")
+            and not rel.startswith(MOTION_DATA + "/"))
 
 
 def tree_files(workdir: Path) -> list[str]:
@@ -115,6 +119,9 @@ def take(exp_dir: str | os.PathLike, workdir: str | os.PathLike, *,
         dst = tmp / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(workdir / rel, dst)
+    if (workdir / MOTION_DATA).is_dir():
+        (tmp / MOTION_DATA).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(workdir / MOTION_DATA, tmp / MOTION_DATA)
     # compiled now, so that jobs never write __pycache__ into the frozen tree
     compileall.compile_dir(str(tmp), quiet=2, workers=1)
     for dirpath, _, files in os.walk(tmp):

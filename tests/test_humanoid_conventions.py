@@ -238,3 +238,19 @@ def test_nears_crane_pose_stays_within_the_limits_in_nears_coordinates():
         assert math.degrees(float(excess)) < 9.0, m.name
         hinges = sk.hinges_from_quats(m.joint_rot, lim[:, 0], lim[:, 1])
         assert torch.allclose(sk.dof_from_quats(sk.quats_from_hinges(hinges)), m.dof_pos, atol=2e-3)
+
+
+def test_motion_files_are_found_in_a_near_checkout_named_by_near_motion_dir(tmp_path, monkeypatch):
+    data = tmp_path / "near" / motion_lib.NEAR_DATA
+    (data / "clips").mkdir(parents=True)
+    np.save(data / "clips" / "spin.npy", _clip(tmp_path, 30.0, np.array([0.0, 1, 0]), 1.0, _axis_quat([1, 0, 0], 0.0)),
+            allow_pickle=True)
+    (data / "amp_humanoid_spin.yaml").write_text("motions:\n- file: clips/spin.npy\n  weight: 1.0\n")
+    monkeypatch.delenv("NEAR_MOTION_DIR", raising=False)
+    with pytest.raises(Exception, match="amp_humanoid_spin.yaml.*not found"):
+        motion_lib.load_motions("amp_humanoid_spin.yaml")
+    monkeypatch.setenv("NEAR_MOTION_DIR", str(tmp_path / "near"))          # the checkout's root
+    assert motion_lib.load_motions("amp_humanoid_spin.yaml")[0].name == "spin"
+    monkeypatch.setenv("NEAR_MOTION_DIR", str(data))                        # or its data folder
+    assert motion_lib.load_motions("amp_humanoid_spin.yaml")[0].num_frames == 12
+    assert motion_lib.load_motions(str(data / "amp_humanoid_spin.yaml"))[0].fps == 30.0  # an absolute path

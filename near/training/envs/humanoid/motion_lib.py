@@ -9,14 +9,18 @@ as ``{"arr": ndarray, "context": {"dtype": ...}}``. A motion list is NEAR's ``.y
 
 ``task.env.motion_file`` is a ``.npy``, a ``.yaml``, or the name of a synthetic motion
 (``walk``, ``run``, ``crane_pose``; see :mod:`.synthetic`), which is used only by that name. A
-``.yaml`` / ``.npy`` path is looked up as given, then in ``cfg/task/motions/humanoid/``; a file
-found nowhere is an error naming the places looked in. Drop NEAR's own files into
-``cfg/task/motions/humanoid/`` (or pass their path); no conversion is needed.
+``.yaml`` / ``.npy`` path is looked up as given (an absolute path, or relative to the working
+directory), then in each folder of ``$NEAR_MOTION_DIR`` (a NEAR checkout, or its
+``isaacgymenvs/custom_envs/data/humanoid``: NEAR's own command lines, ``motion_file:
+amp_humanoid_walk.yaml``, then run unchanged), then in ``cfg/task/motions/humanoid/`` (git-ignored;
+code snapshots link to it rather than copy it); a file found nowhere is an error naming the places
+looked in. No conversion is needed.
 :func:`motion_sources` lists the files a spec resolves to, with their content hashes.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,9 +126,23 @@ def load_npy(path: Path) -> HumanoidMotion:
     return motion_from_dict(d, path.stem, path)
 
 
+#: inside a NEAR checkout, where its humanoid motion files are
+NEAR_DATA = Path("isaacgymenvs") / "custom_envs" / "data" / "humanoid"
+
+
+def motion_dirs() -> list[Path]:
+    """The folders relative motion files are looked up in: each of ``$NEAR_MOTION_DIR``
+    (``os.pathsep``-separated; a NEAR checkout stands for its data folder), then ``MOTION_DIR``."""
+    dirs = []
+    for entry in filter(None, os.environ.get("NEAR_MOTION_DIR", "").split(os.pathsep)):
+        d = Path(entry).expanduser()
+        dirs.append(d / NEAR_DATA if (d / NEAR_DATA).is_dir() else d)
+    return [*dirs, MOTION_DIR]
+
+
 def _candidates(spec: str) -> list[Path]:
     p = Path(spec).expanduser()
-    return [p, MOTION_DIR / p, MOTION_DIR / p.name]
+    return [p, *(c for d in motion_dirs() for c in (d / p, d / p.name))]
 
 
 def _find(spec: str) -> Path | None:
