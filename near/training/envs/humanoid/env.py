@@ -267,7 +267,7 @@ class HumanoidEnv(VecEnv):
         return torch.cat([self.obs, nxt], 1)
 
     def step(self, actions: torch.Tensor):
-        """One 30 Hz control step; finished envs are reset (see ``base.VecEnv``)."""
+        """One control step (0.0332 s); finished envs are reset (see ``base.VecEnv``)."""
         cfg = self.cfg
         a = torch.clamp(actions.to(self.device, torch.float32), -1.0, 1.0)
         self.sim.step(sk.hinge_targets(self.pd_offset + self.pd_scale * a, self.lower, self.upper), PHYSICS_STEPS)
