@@ -111,7 +111,8 @@ class HumanoidEnv(VecEnv):
         groups = _feature_groups()
         self.tracking_groups = {k: groups[k] for k in ("root", "pose", "velocity", "end")}
         self.masks = {k: groups[k] for k in ("upper_body", "lower_body")}
-        self.contact_ids = [sk.BODY_NAMES.index(b) for b in cfg.contact_bodies]
+        contact = [sk.BODY_NAMES.index(b) for b in cfg.contact_bodies]
+        self.contact_ids = sk.ix(contact, torch.empty(0, device=self.device))
         self.sim = BACKENDS[cfg.backend](n, self.device)
         model = self.sim.model if hasattr(self.sim, "model") else None
         if model is None:
@@ -155,7 +156,7 @@ class HumanoidEnv(VecEnv):
         zero3, zero_dof = torch.zeros(1, 3, device=self.device), torch.zeros(1, sk.NUM_DOF, device=self.device)
         rot = torch.cat([qpos[:, 4:7], qpos[:, 3:4]], 1)
         obs = sk.humanoid_obs(qpos[:, :3], rot, zero3, zero3, qpos[:, 7:], zero_dof,
-                              body[:, list(sk.KEY_BODY_IDS)], self.cfg.local_root_obs)
+                              body[:, sk.ix(sk.KEY_BODY_IDS, body)], self.cfg.local_root_obs)
         return qpos[0], obs[0], body[0]
 
     # ------------------------------------------------------------------ reference
@@ -165,7 +166,7 @@ class HumanoidEnv(VecEnv):
 
     def _state_obs(self, s: dict[str, torch.Tensor]) -> torch.Tensor:
         return sk.humanoid_obs(s["root_pos"], s["root_rot"], s["root_vel"], s["root_ang_vel"], s["dof_pos"],
-                               s["dof_vel"], s["body_pos"][..., list(sk.KEY_BODY_IDS), :], self.cfg.local_root_obs)
+                               s["dof_vel"], s["body_pos"][..., sk.ix(sk.KEY_BODY_IDS, s["body_pos"]), :], self.cfg.local_root_obs)
 
     def reference_history(self, motion_id: torch.Tensor, time: torch.Tensor,
                           last: torch.Tensor | None = None) -> torch.Tensor:
@@ -201,7 +202,7 @@ class HumanoidEnv(VecEnv):
         hinges = qpos[:, 7:]
         dof = sk.dof_from_quats(sk.quats_from_hinges(hinges))
         obs = sk.humanoid_obs(qpos[:, :3], root_rot, qvel[:, :3], ang_world, dof, sk.dof_velocity(hinges, qvel[:, 6:]),
-                              xpos[:, list(sk.KEY_BODY_IDS)], self.cfg.local_root_obs)
+                              xpos[:, sk.ix(sk.KEY_BODY_IDS, xpos)], self.cfg.local_root_obs)
         return obs, xpos, touch
 
     def reset_idx(self, env_ids: torch.Tensor) -> None:

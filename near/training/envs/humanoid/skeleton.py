@@ -19,6 +19,7 @@ Two coordinate systems for the same rotations:
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -134,7 +135,21 @@ _HINGE_DOF = [DOF_OFFSETS[j] for j in range(len(DOF_OFFSETS) - 1) if j not in _S
 _SPHERICAL_BODY = [DOF_BODY_IDS[j] for j in _SPHERICAL]
 _HINGE_BODY = [DOF_BODY_IDS[j] for j in range(len(DOF_OFFSETS) - 1) if j not in _SPHERICAL]
 _SPH_FLAT = [i for row in _SPHERICAL_DOF for i in row]
+_HINGE_JOINT = [j for j in range(len(DOF_OFFSETS) - 1) if j not in _SPHERICAL]
 _MIN_ANGLE = 1e-5  # NEAR's: below it a rotation's axis is undefined and its angle taken as 0
+
+@functools.lru_cache(maxsize=None)
+def _index(key: tuple, device: str) -> torch.Tensor:
+    return torch.tensor(key, dtype=torch.long, device=device)
+
+
+def ix(seq, like: torch.Tensor) -> torch.Tensor:
+    """`seq` (a list of indices, or of lists) as an index tensor on `like`'s device, made once per
+    device: indexing a CUDA tensor with a Python list copies the list to the GPU and waits for it
+    on every call."""
+    key = tuple(tuple(r) if isinstance(r, (list, tuple)) else r for r in seq)
+    return _index(key, str(like.device))
+
 
 
 def _wrap(x: torch.Tensor) -> torch.Tensor:
@@ -173,27 +188,27 @@ def local_angular_velocity(q0: torch.Tensor, q1: torch.Tensor, dt: float | torch
 
 def joint_quats(local_rot: torch.Tensor) -> torch.Tensor:
     """(..., 15, 4) local body rotations -> (..., 12, 4) those of the 12 joints' bodies."""
-    return local_rot[..., list(DOF_BODY_IDS), :]
+    return local_rot[..., ix(DOF_BODY_IDS, local_rot), :]
 
 
 def dof_from_quats(jq: torch.Tensor) -> torch.Tensor:
     """(..., 12, 4) joint rotations -> (..., 28) NEAR's dof: exp map of each 3-DoF joint, angle
     times the axis' y component of each 1-DoF one (NEAR's ``_local_rotation_to_dof``)."""
     out = torch.empty(jq.shape[:-2] + (NUM_DOF,), dtype=jq.dtype, device=jq.device)
-    out[..., _SPH_FLAT] = quat_to_exp_map(jq[..., _SPHERICAL, :]).flatten(-2)
-    hinge = jq[..., [j for j in range(len(DOF_OFFSETS) - 1) if j not in _SPHERICAL], :]
+    out[..., ix(_SPH_FLAT, out)] = quat_to_exp_map(jq[..., ix(_SPHERICAL, jq), :]).flatten(-2)
+    hinge = jq[..., ix(_HINGE_JOINT, jq), :]
     w = hinge[..., 3].clamp(-1.0, 1.0)
     sin_half = torch.sqrt((1.0 - w * w).clamp_min(0.0))
     angle = _wrap(2.0 * torch.acos(w)) * hinge[..., 1] / sin_half.clamp_min(_MIN_ANGLE)
-    out[..., _HINGE_DOF] = _wrap(torch.where(sin_half > _MIN_ANGLE, angle, torch.zeros_like(angle)))
+    out[..., ix(_HINGE_DOF, out)] = _wrap(torch.where(sin_half > _MIN_ANGLE, angle, torch.zeros_like(angle)))
     return out
 
 
 def quats_from_dof(dof: torch.Tensor) -> torch.Tensor:
     """(..., 28) NEAR's dof -> (..., 12, 4) joint rotations (1-DoF joints about y)."""
     out = torch.empty(dof.shape[:-1] + (len(DOF_OFFSETS) - 1, 4), dtype=dof.dtype, device=dof.device)
-    out[..., _SPHERICAL, :] = exp_map_to_quat(dof[..., _SPHERICAL_DOF])
-    out[..., [j for j in range(len(DOF_OFFSETS) - 1) if j not in _SPHERICAL], :] = axis_angle_quat(1, dof[..., _HINGE_DOF])
+    out[..., ix(_SPHERICAL, out), :] = exp_map_to_quat(dof[..., ix(_SPHERICAL_DOF, dof)])
+    out[..., ix(_HINGE_JOINT, out), :] = axis_angle_quat(1, dof[..., ix(_HINGE_DOF, dof)])
     return out
 
 
@@ -202,8 +217,8 @@ def dof_velocity_from_frames(jq0: torch.Tensor, jq1: torch.Tensor, dt: float | t
     velocity of a 3-DoF joint, its y component for a 1-DoF one)."""
     vel = local_angular_velocity(jq0, jq1, dt)
     out = torch.empty(vel.shape[:-2] + (NUM_DOF,), dtype=vel.dtype, device=vel.device)
-    out[..., _SPH_FLAT] = vel[..., _SPHERICAL, :].flatten(-2)
-    out[..., _HINGE_DOF] = vel[..., [j for j in range(len(DOF_OFFSETS) - 1) if j not in _SPHERICAL], 1]
+    out[..., ix(_SPH_FLAT, out)] = vel[..., ix(_SPHERICAL, vel), :].flatten(-2)
+    out[..., ix(_HINGE_DOF, out)] = vel[..., ix(_HINGE_JOINT, vel), 1]
     return out
 
 
@@ -215,9 +230,9 @@ def _nearer_triple(q: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) ->
     """(..., 8, 4) rotations of the 3-DoF joints -> (..., 24) hinge angles: of a rotation's two x-y-z
     triples, ``(a, b, c)`` and ``(a + pi, pi - b, c + pi)``, the one less beyond the limits."""
     first = quat_to_xyz(q)
-    second = _wrap(first + torch.tensor([math.pi, 0.0, math.pi], dtype=first.dtype, device=first.device))
-    second[..., 1] = _wrap(math.pi - first[..., 1])
-    lo, hi = lower[..., _SPHERICAL_DOF], upper[..., _SPHERICAL_DOF]
+    a, b, c = first.unbind(-1)
+    second = _wrap(torch.stack([a + math.pi, math.pi - b, c + math.pi], -1))
+    lo, hi = lower[..., ix(_SPHERICAL_DOF, lower)], upper[..., ix(_SPHERICAL_DOF, upper)]
     take = _limit_excess(second, lo, hi) < _limit_excess(first, lo, hi) - 1e-6
     return torch.where(take[..., None], second, first).flatten(-2)
 
@@ -226,15 +241,15 @@ def hinges_from_quats(jq: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor
     """(..., 12, 4) joint rotations -> (..., 28) MuJoCo hinge angles (`lower`, `upper`: (28,) joint
     limits; see :func:`_nearer_triple`). A 1-DoF joint is NEAR's angle about y."""
     out = dof_from_quats(jq)  # the 1-DoF joints are already MuJoCo's hinge angles
-    out[..., _SPH_FLAT] = _nearer_triple(jq[..., _SPHERICAL, :], lower, upper)
+    out[..., ix(_SPH_FLAT, out)] = _nearer_triple(jq[..., ix(_SPHERICAL, jq), :], lower, upper)
     return out
 
 
 def quats_from_hinges(hinges: torch.Tensor) -> torch.Tensor:
     """(..., 28) MuJoCo hinge angles -> (..., 12, 4) joint rotations."""
     out = torch.empty(hinges.shape[:-1] + (len(DOF_OFFSETS) - 1, 4), dtype=hinges.dtype, device=hinges.device)
-    out[..., _SPHERICAL, :] = xyz_to_quat(hinges[..., _SPHERICAL_DOF])
-    out[..., [j for j in range(len(DOF_OFFSETS) - 1) if j not in _SPHERICAL], :] = axis_angle_quat(1, hinges[..., _HINGE_DOF])
+    out[..., ix(_SPHERICAL, out), :] = xyz_to_quat(hinges[..., ix(_SPHERICAL_DOF, hinges)])
+    out[..., ix(_HINGE_JOINT, out), :] = axis_angle_quat(1, hinges[..., ix(_HINGE_DOF, hinges)])
     return out
 
 
@@ -242,7 +257,8 @@ def hinge_targets(dof_targets: torch.Tensor, lower: torch.Tensor, upper: torch.T
     """NEAR's PD targets (..., 28) -> MuJoCo's: each 3-DoF target rotation (an exp map) as the hinge
     triple nearer the limits; a 1-DoF target as it is (it may lie beyond +-pi)."""
     out = dof_targets.clone()
-    out[..., _SPH_FLAT] = _nearer_triple(exp_map_to_quat(dof_targets[..., _SPHERICAL_DOF]), lower, upper)
+    targets = exp_map_to_quat(dof_targets[..., ix(_SPHERICAL_DOF, dof_targets)])
+    out[..., ix(_SPH_FLAT, out)] = _nearer_triple(targets, lower, upper)
     return out
 
 
@@ -260,8 +276,8 @@ def dof_velocity(hinges: torch.Tensor, rates: torch.Tensor) -> torch.Tensor:
     """MuJoCo hinge angles and rates (..., 28) -> NEAR's dof velocity (..., 28): the 3-DoF joints'
     local angular velocity, the 1-DoF joints' rate."""
     out = rates.clone()
-    jac = _xyz_rate_matrix(hinges[..., _SPHERICAL_DOF])
-    out[..., _SPH_FLAT] = (jac @ rates[..., _SPHERICAL_DOF, None]).squeeze(-1).flatten(-2)
+    jac = _xyz_rate_matrix(hinges[..., ix(_SPHERICAL_DOF, hinges)])
+    out[..., ix(_SPH_FLAT, out)] = (jac @ rates[..., ix(_SPHERICAL_DOF, rates), None]).squeeze(-1).flatten(-2)
     return out
 
 
@@ -269,14 +285,14 @@ def hinge_rates(hinges: torch.Tensor, dof_vel: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`dof_velocity`: the hinge rates that give NEAR's dof velocity (at
     ``cos b = 0``, where x and z turn about the same axis, the rates are kept finite)."""
     out = dof_vel.clone()
-    h, w = hinges[..., _SPHERICAL_DOF], dof_vel[..., _SPHERICAL_DOF]
+    h, w = hinges[..., ix(_SPHERICAL_DOF, hinges)], dof_vel[..., ix(_SPHERICAL_DOF, dof_vel)]
     b, c = h[..., 1], h[..., 2]
     cb, sb, cc, sc = torch.cos(b), torch.sin(b), torch.cos(c), torch.sin(c)
     cb = torch.where(cb >= 0, cb.clamp_min(1e-3), cb.clamp_max(-1e-3))
     da = (cc * w[..., 0] - sc * w[..., 1]) / cb
     db = sc * w[..., 0] + cc * w[..., 1]
     dc = w[..., 2] - da * sb
-    out[..., _SPH_FLAT] = torch.stack([da, db, dc], -1).flatten(-2)
+    out[..., ix(_SPH_FLAT, out)] = torch.stack([da, db, dc], -1).flatten(-2)
     return out
 
 
@@ -299,10 +315,10 @@ _SPH_OUT, _HINGE_OUT = _dof_obs_layout()
 def dof_obs(dof_pos: torch.Tensor) -> torch.Tensor:
     """(..., 28) NEAR's dof -> (..., 52): tan-norm of each 3-DoF joint's rotation (from its exp map),
     the 1-DoF angles as they are (NEAR's ``dof_to_obs``, all joints in one batched call)."""
-    sph = quat_to_tan_norm(exp_map_to_quat(dof_pos[..., _SPHERICAL_DOF]))    # (..., 8, 6)
+    sph = quat_to_tan_norm(exp_map_to_quat(dof_pos[..., ix(_SPHERICAL_DOF, dof_pos)]))    # (..., 8, 6)
     out = torch.empty(dof_pos.shape[:-1] + (52,), dtype=dof_pos.dtype, device=dof_pos.device)
-    out[..., _SPH_OUT] = sph.flatten(-2)
-    out[..., _HINGE_OUT] = dof_pos[..., _HINGE_DOF]
+    out[..., ix(_SPH_OUT, out)] = sph.flatten(-2)
+    out[..., ix(_HINGE_OUT, out)] = dof_pos[..., ix(_HINGE_DOF, dof_pos)]
     return out
 
 
