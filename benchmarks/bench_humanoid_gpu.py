@@ -153,7 +153,8 @@ def main() -> None:
         extra: list[str] = []
         if algo == "NEAR":
             nc = "++train.params.config.near_config"
-            assert train_ncsn_stage(["task=HumanoidNEAR", f"++task.env.motion_file={args.motions}", f"run_dir={work}/ncsn",
+            assert train_ncsn_stage(["task=HumanoidNEAR", f"++task.env.motion_file={args.motions}",
+                                     f"run_dir={work}/ncsn",
                                      f"device={args.device}", f"{nc}.training.n_iters={args.ncsn_iters}"]) == 0
             extra = [f"{nc}.inference.eb_model_checkpoint={work}/ncsn/nn/checkpoint.pth",
                      f"{nc}.inference.running_mean_std_checkpoint={work}/ncsn/nn/running_mean_std.pth",
@@ -163,10 +164,12 @@ def main() -> None:
         total = time.perf_counter() - start
         per_epoch = epoch_rates(f"{work}/{algo}")
         rates[algo] = statistics.median(per_epoch)
-        print(f"{algo}: median {rates[algo]:,.0f} samples/s over {len(per_epoch)} timed epochs (min {min(per_epoch):,.0f}, "
+        print(f"{algo}: median {rates[algo]:,.0f} samples/s over {len(per_epoch)} timed epochs "
+              f"(min {min(per_epoch):,.0f}, "
               f"max {max(per_epoch):,.0f}; {args.envs} envs, {args.device}; whole run {total:.0f} s)", flush=True)
     raw_control = physics / PHYSICS_STEPS
-    print(f"raw MuJoCo Warp beside them: {physics:,.0f} physics steps/s = {raw_control:,.0f} control steps/s", flush=True)
+    print(f"raw MuJoCo Warp beside them: {physics:,.0f} physics steps/s = {raw_control:,.0f} control steps/s",
+          flush=True)
     algo = "NEAR" if "NEAR" in rates else args.algos[0]
     print(f"{algo} samples/s on the MuJoCo Warp humanoid, {args.envs} envs on {args.device}: {rates[algo]:,.0f} "
           f"= {rates[algo] / raw_control:.2f}x the raw MuJoCo Warp control-step rate {raw_control:,.0f}")

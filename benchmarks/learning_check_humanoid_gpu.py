@@ -111,8 +111,9 @@ def write_curves(out: str, names: list[str]) -> None:
         rows += [f"{name},{step},{value:.2f},{dtw.get(step, float('nan')):.4f}" for step, value in lengths]
         if lengths:
             peak = max(v for _, v in lengths)
+            fell = "YES" if collapsed([v for _, v in lengths]) else "no"
             notes.append(f"{name}: {lengths[-1][0]:,} frames, episode length {lengths[0][1]:.0f} -> max {peak:.0f} -> "
-                         f"last {lengths[-1][1]:.0f}; collapse: {'YES' if collapsed([v for _, v in lengths]) else 'no'}")
+                         f"last {lengths[-1][1]:.0f}; collapse: {fell}")
     with open(f"{out}/curves.csv", "w") as fh:
         fh.write("\n".join(rows) + "\n")
     with open(f"{out}/curves.md", "w") as fh:
@@ -144,7 +145,8 @@ def main() -> int:
     ap.add_argument("--envs", type=int, default=2048)
     ap.add_argument("--budget", type=float, default=440.0, help="seconds of training per rl run and call")
     ap.add_argument("--parallel", type=int, default=18, help="rl runs sharing the GPU at once")
-    ap.add_argument("--ncsn-iters", type=int, default=0, help="energy-model iterations (0: the config's, NEAR's 100,000)")
+    ap.add_argument("--ncsn-iters", type=int, default=0,
+                    help="energy-model iterations (0: the config's, NEAR's 100,000)")
     ap.add_argument("--episodes", type=int, default=64)
     ap.add_argument("--no-eval", action="store_true", help="stop after training (resume later with the same --out)")
     ap.add_argument("--combined", action="store_true", help="NEAR and AMP: 0.5 task + 0.5 style reward")

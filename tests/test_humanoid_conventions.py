@@ -69,8 +69,8 @@ def test_hinge_triples_reproduce_the_rotation_and_pick_the_branch_within_the_lim
     rot = (_matrix(np.array([1.0, 0, 0]), want[0]) @ _matrix(np.array([0.0, 1, 0]), want[1])
            @ _matrix(np.array([0.0, 0, 1]), want[2]))
     w = math.sqrt(max(0.0, 1 + np.trace(rot))) / 2
-    q = torch.tensor([(rot[2, 1] - rot[1, 2]) / (4 * w), (rot[0, 2] - rot[2, 0]) / (4 * w), (rot[1, 0] - rot[0, 1]) / (4 * w), w],
-                     dtype=torch.float64)
+    q = torch.tensor([(rot[2, 1] - rot[1, 2]) / (4 * w), (rot[0, 2] - rot[2, 0]) / (4 * w),
+                      (rot[1, 0] - rot[0, 1]) / (4 * w), w], dtype=torch.float64)
     jq = torch.zeros(12, 4, dtype=torch.float64)
     jq[:, 3] = 1.0
     jq[6] = q  # DOF_BODY_IDS[6] is the right thigh
@@ -227,7 +227,8 @@ def test_the_model_matches_nears_own_file_loaded_in_mujoco():
     for k in range(ours.nu):
         j = ours.actuator_trnid[k, 0]
         assert ours.actuator_forcerange[k, 1] == gear[ours.joint(j).name]
-        assert ours.actuator_gainprm[k, 0] == near.jnt_stiffness[j] and -ours.actuator_biasprm[k, 2] == near.dof_damping[j + 5]
+        assert ours.actuator_gainprm[k, 0] == near.jnt_stiffness[j]
+        assert -ours.actuator_biasprm[k, 2] == near.dof_damping[j + 5]
 
 
 @needs_near

@@ -165,8 +165,9 @@ class HumanoidEnv(VecEnv):
         return self._state_obs(self.table.state(motion_id, time))
 
     def _state_obs(self, s: dict[str, torch.Tensor]) -> torch.Tensor:
+        key = s["body_pos"][..., sk.ix(sk.KEY_BODY_IDS, s["body_pos"]), :]
         return sk.humanoid_obs(s["root_pos"], s["root_rot"], s["root_vel"], s["root_ang_vel"], s["dof_pos"],
-                               s["dof_vel"], s["body_pos"][..., sk.ix(sk.KEY_BODY_IDS, s["body_pos"]), :], self.cfg.local_root_obs)
+                               s["dof_vel"], key, self.cfg.local_root_obs)
 
     def reference_history(self, motion_id: torch.Tensor, time: torch.Tensor,
                           last: torch.Tensor | None = None) -> torch.Tensor:

@@ -132,8 +132,6 @@ _SPHERICAL = [j for j in range(len(DOF_OFFSETS) - 1) if DOF_OFFSETS[j + 1] - DOF
 #: DoF indices of the 3-DoF joints (8, 3) and of the 1-DoF ones (4,)
 _SPHERICAL_DOF = [[DOF_OFFSETS[j] + k for k in range(3)] for j in _SPHERICAL]
 _HINGE_DOF = [DOF_OFFSETS[j] for j in range(len(DOF_OFFSETS) - 1) if j not in _SPHERICAL]
-_SPHERICAL_BODY = [DOF_BODY_IDS[j] for j in _SPHERICAL]
-_HINGE_BODY = [DOF_BODY_IDS[j] for j in range(len(DOF_OFFSETS) - 1) if j not in _SPHERICAL]
 _SPH_FLAT = [i for row in _SPHERICAL_DOF for i in row]
 _HINGE_JOINT = [j for j in range(len(DOF_OFFSETS) - 1) if j not in _SPHERICAL]
 _MIN_ANGLE = 1e-5  # NEAR's: below it a rotation's axis is undefined and its angle taken as 0
