@@ -6,7 +6,9 @@
 #   .whl2/  the second half of warp
 # warp-lang's wheel is 149 MB; without its CPU compiler (warp-clang.so, unused on a GPU) and its
 # examples, as tar.xz -9, it is 80 MB, split in two. Both folders are git-ignored (.git/info/exclude
-# for .whl2). Use, from the repo root:
+# for .whl2). A device call carries paths of the checkout the session runs in: from a helper's clone,
+# copy .whl (with this clone's code beside it) into that checkout's git-ignored .whl/ first.
+# Use, from the repo root:
 #   here:      bash benchmarks/gpu_wheels_humanoid.sh
 #   device 1:  carry [.whl]:  bash benchmarks/gpu_wheels_humanoid.sh stash     (keeps .whl in /tmp/stash)
 #   device 2:  carry [.whl2, ...], at once (the machine stays warm 30 s):
