@@ -135,8 +135,9 @@ def keep_policies(out: str, motion: str, algos: list[str]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--motions", nargs="+", default=["walk", "crane_pose"],
-                    help="NEAR's motion files (.yaml / .npy paths) or synthetic clip names")
+    ap.add_argument("--motions", nargs="+", default=["amp_humanoid_walk.yaml", "amp_humanoid_crane_pose.yaml"],
+                    help="NEAR's motion files (.yaml / .npy; relative ones through $NEAR_MOTION_DIR, e.g. a NEAR "
+                         "checkout) or synthetic clip names")
     ap.add_argument("--frames", type=float, default=60e6, help="samples per rl run (>= 100000)")
     ap.add_argument("--import", dest="import_dir", default="", help="unpack resume.tar.NN parts from here first")
     ap.add_argument("--export", default="", help="write the small resume state as resume.tar.NN parts here")
