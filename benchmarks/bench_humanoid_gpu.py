@@ -1,31 +1,45 @@
 """Humanoid on one NVIDIA GPU (MuJoCo Warp): end-to-end NEAR and AMP training samples/s.
 
-    python benchmarks/bench_humanoid_gpu.py [--envs 4096] [--iterations 8] [--device cuda:0]
+    python benchmarks/bench_humanoid_gpu.py [--envs 16384] [--iterations 12] [--motions FILE] [--device cuda:0]
 
 First the raw MuJoCo Warp rate: physics steps/s of the backend alone (all envs as worlds of one
 model, 4 steps per CUDA graph launch, random PD targets), and control steps/s of near's
 HumanoidEnv on it (observation, rewards, metrics, resets included). Then ``near train rl`` with
 ``task=HumanoidAMP`` and ``task=HumanoidNEAR`` (energy model from a short ``near train ncsn``; the
 reward's quality does not change the cost) at ``--envs`` envs: samples/s are the trainer's frame
-counter over the event files' wall times, from the end of the first epoch (kernel compilation,
-CUDA graph capture) to the end of the last. Prints LAST NEAR's samples/s as a ratio to 16,000,
-NEAR's figure for Isaac Gym (the anchor; it cannot run here).
+counter over the event files' wall times, epoch by epoch after the first (kernel compilation,
+CUDA graph capture), and their median is reported. Prints LAST NEAR's median samples/s as a ratio
+to the raw MuJoCo Warp control-step rate measured in the same run (physics steps/s / 4: the
+anchor, what the simulator alone could deliver).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
+import statistics
 import tempfile
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_ppo import samples_per_s  # noqa: E402
 
-ISAAC_GYM_SAMPLES_PER_S = 16_000.0
+
+def epoch_rates(run_dir: str) -> list[float]:
+    """Samples/s of each epoch after the first, from the trainer's frame counter and wall times."""
+    from tensorboardX.proto import event_pb2
+
+    from near.training.tblog import _read_records, event_files
+
+    points = []
+    for path in event_files(os.path.join(run_dir, "summaries")):
+        for frame in _read_records(path):
+            event = event_pb2.Event()
+            event.ParseFromString(frame[12:-4])
+            if any(v.tag == "losses/a_loss" for v in event.summary.value):
+                points.append((event.step, event.wall_time))
+    points.sort()
+    return [(f1 - f0) / (t1 - t0) for (f0, t0), (f1, t1) in zip(points, points[1:]) if t1 > t0]
 
 
 def _sync(device: torch.device) -> None:
@@ -33,11 +47,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def raw_rates(num_envs: int, steps: int, device: torch.device) -> tuple[float, float]:
+def raw_rates(num_envs: int, steps: int, device: torch.device, motions: str) -> tuple[float, float]:
     """(physics steps/s of the bare backend, control steps/s of HumanoidEnv), all envs counted."""
     from near.training.envs.humanoid.env import PHYSICS_STEPS, HumanoidEnv, HumanoidEnvConfig
 
-    env = HumanoidEnv(HumanoidEnvConfig(num_envs=num_envs, motion_file="walk", backend="mujoco_warp"),
+    env = HumanoidEnv(HumanoidEnvConfig(num_envs=num_envs, motion_file=motions, backend="mujoco_warp"),
                       device=device, seed=0)
     env.reset()
     gen = torch.Generator(device=device).manual_seed(0)
@@ -63,13 +77,13 @@ def raw_rates(num_envs: int, steps: int, device: torch.device) -> tuple[float, f
     return physics, control
 
 
-def profile_env(num_envs: int, steps: int, device: torch.device) -> None:
+def profile_env(num_envs: int, steps: int, device: torch.device, motions: str) -> None:
     """Where a HumanoidEnv step spends its time: torch.profiler's top ops by CPU and by GPU time."""
     from torch.profiler import ProfilerActivity, profile
 
     from near.training.envs.humanoid.env import HumanoidEnv, HumanoidEnvConfig
 
-    env = HumanoidEnv(HumanoidEnvConfig(num_envs=num_envs, motion_file="walk", backend="mujoco_warp"),
+    env = HumanoidEnv(HumanoidEnvConfig(num_envs=num_envs, motion_file=motions, backend="mujoco_warp"),
                       device=device, seed=0)
     env.reset()
     gen = torch.Generator(device=device).manual_seed(0)
@@ -99,8 +113,11 @@ def profile_env(num_envs: int, steps: int, device: torch.device) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda:0")
-    parser.add_argument("--envs", type=int, default=4096)
-    parser.add_argument("--iterations", type=int, default=8, help="rl epochs per algorithm (the first is not timed)")
+    parser.add_argument("--envs", type=int, default=16384)
+    parser.add_argument("--iterations", type=int, default=12,
+                        help="rl epochs per algorithm (the first is not timed; at least 11 for a median of 10)")
+    parser.add_argument("--motions", default="walk",
+                        help="task.env.motion_file: NEAR's amp_humanoid_walk.yaml, or a synthetic motion's name")
     parser.add_argument("--raw-steps", type=int, default=200, help="control steps of the raw-rate loops")
     parser.add_argument("--ncsn-iters", type=int, default=200)
     parser.add_argument("--algos", nargs="+", default=["AMP", "NEAR"], choices=["AMP", "NEAR"])
@@ -113,29 +130,31 @@ def main() -> None:
     args = parser.parse_args()
 
     from near.training.entry import train_ncsn_stage, train_rl_stage
+    from near.training.envs.humanoid.env import PHYSICS_STEPS
 
     device = torch.device(args.device)
     if args.profile:
-        profile_env(args.envs, args.profile, device)
+        profile_env(args.envs, args.profile, device, args.motions)
         return
     for n in args.raw_envs:
-        p, c = raw_rates(n, args.raw_steps, device)
+        p, c = raw_rates(n, args.raw_steps, device, args.motions)
         print(f"{n:>6} envs: raw MuJoCo Warp {p:,.0f} physics steps/s; HumanoidEnv {c:,.0f} control steps/s", flush=True)
-    physics, control = raw_rates(args.envs, args.raw_steps, device)
+    physics, control = raw_rates(args.envs, args.raw_steps, device, args.motions)
     print(f"raw MuJoCo Warp: {physics:,.0f} physics steps/s; near HumanoidEnv: {control:,.0f} control steps/s "
           f"(= samples/s without learning; {args.envs} envs, {args.device})", flush=True)
 
     work = args.work or tempfile.mkdtemp(prefix="near-bench-humanoid-")
     os.environ.setdefault("NEAR_CACHE_DIR", os.path.join(work, "cache"))
     common = [f"device={args.device}", f"num_envs={args.envs}", f"max_iterations={args.iterations}",
-              "++task.env.motion_file=walk", "++train.params.config.print_stats=False",
+              f"++task.env.motion_file={args.motions}", "++train.params.config.print_stats=False",
               "++train.params.config.save_frequency=0", *args.extra.split()]
     rates: dict[str, float] = {}
     for algo in args.algos:
         extra: list[str] = []
         if algo == "NEAR":
             nc = "++train.params.config.near_config"
-            assert train_ncsn_stage(["task=HumanoidNEAR", "++task.env.motion_file=walk", f"run_dir={work}/ncsn",
+            assert train_ncsn_stage(["task=HumanoidNEAR", f"++task.env.motion_file={args.motions}",
+                                     f"run_dir={work}/ncsn",
                                      f"device={args.device}", f"{nc}.training.n_iters={args.ncsn_iters}"]) == 0
             extra = [f"{nc}.inference.eb_model_checkpoint={work}/ncsn/nn/checkpoint.pth",
                      f"{nc}.inference.running_mean_std_checkpoint={work}/ncsn/nn/running_mean_std.pth",
@@ -143,13 +162,17 @@ def main() -> None:
         start = time.perf_counter()
         assert train_rl_stage([f"task=Humanoid{algo}", f"run_dir={work}/{algo}", *common, *extra]) == 0
         total = time.perf_counter() - start
-        rates[algo], n = samples_per_s(f"{work}/{algo}")
-        print(f"{algo}: {rates[algo]:,.0f} samples/s ({n:,} samples timed, {args.envs} envs, {args.device}; "
-              f"whole run {total:.0f} s)", flush=True)
-    print(f"raw MuJoCo Warp physics steps/s beside them: {physics:,.0f}", flush=True)
+        per_epoch = epoch_rates(f"{work}/{algo}")
+        rates[algo] = statistics.median(per_epoch)
+        print(f"{algo}: median {rates[algo]:,.0f} samples/s over {len(per_epoch)} timed epochs "
+              f"(min {min(per_epoch):,.0f}, "
+              f"max {max(per_epoch):,.0f}; {args.envs} envs, {args.device}; whole run {total:.0f} s)", flush=True)
+    raw_control = physics / PHYSICS_STEPS
+    print(f"raw MuJoCo Warp beside them: {physics:,.0f} physics steps/s = {raw_control:,.0f} control steps/s",
+          flush=True)
     algo = "NEAR" if "NEAR" in rates else args.algos[0]
     print(f"{algo} samples/s on the MuJoCo Warp humanoid, {args.envs} envs on {args.device}: {rates[algo]:,.0f} "
-          f"= {rates[algo] / ISAAC_GYM_SAMPLES_PER_S:.2f}x NEAR's Isaac Gym 16,000")
+          f"= {rates[algo] / raw_control:.2f}x the raw MuJoCo Warp control-step rate {raw_control:,.0f}")
 
 
 if __name__ == "__main__":

@@ -9,13 +9,26 @@ lower is better) and writes it with the JSON to ``--out``, and the policy weight
 algorithm's first run on the first motion (``<motion>_<algo>0_policy.pth`` beside its
 ``config.yaml``, for ``near render``).
 
-    python benchmarks/learning_check_humanoid_gpu.py [--motions walk crane_pose] [--seeds 3]
-        [--envs 2048] [--budget 440] [--parallel 18] [--ncsn-iters 2000] [--combined] [--nonnegative]
-        [--no-eval] [--out DIR]
+    python benchmarks/learning_check_humanoid_gpu.py [--motions NEAR/.../amp_humanoid_walk.yaml ...]
+        [--seeds 3] [--envs 2048] [--frames 60e6] [--budget 440] [--parallel 18] [--ncsn-iters N]
+        [--combined] [--nonnegative] [--no-eval] [--out DIR] [--import DIR] [--export DIR]
+
+``--motions`` takes NEAR's motion files (a ``.yaml`` list or ``.npy``; runs are named by the stem
+without ``amp_humanoid_``) or synthetic clip names. Each rl run trains to ``--frames`` samples, or
+until ``--budget`` seconds of this call have passed, whichever comes first.
 
 Run again with the same ``--out`` to train on: every stage resumes from its checkpoint, and the
 table counts the budgets of all calls (seconds of training per run). ``--no-eval`` stops after
-training (a first call of two on a machine whose calls are limited to ten minutes).
+training (a first call of two on a machine whose calls are limited to ten minutes). Across
+separate GPU allocations, ``--export DIR`` writes what a later call needs, small: each run's
+policy, value function, normalisers, optimiser, epoch and frame counter and NEAR's annealing state
+(not the env's state: a resumed run starts from fresh resets), each energy model's EMA weights and
+input normaliser, and the budget so far, as ``resume.tar.NN`` parts of at most 15 MiB; the next
+call's ``--import DIR`` unpacks them into ``--out`` first.
+
+Beside the table (``table.md``) go the curves: ``curves.csv`` (run, frames, episode length, DTW
+pose error of the training episodes, as logged) and, per run, whether its episode length ever fell
+below half its running maximum after reaching 200 steps (a collapse).
 
 ``--combined`` weights NEAR's and AMP's rewards as ``sweeps/paper_main.yaml`` does (0.5 task, 0.5
 style); without it they learn from the style reward alone (the cfg/ defaults).
@@ -32,6 +45,8 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import humanoid_resume_state as resume_state  # noqa: E402
 PY = sys.executable
 NC = "++train.params.config.near_config"
 
@@ -52,6 +67,60 @@ def near_overrides(ncsn_dir: str) -> list[str]:
             f"{NC}.inference.sigma_level=-1"]
 
 
+def motion_name(spec: str) -> str:
+    """A run folder's name for a motion: NEAR's file stem without ``amp_humanoid_``."""
+    return os.path.splitext(os.path.basename(spec))[0].removeprefix("amp_humanoid_")
+
+
+def scalar_series(run_dir: str, tags: set[str]) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) of each tag in a run's event files, by step."""
+    from tensorboardX.proto import event_pb2
+
+    from near.training.tblog import _read_records, event_files
+
+    out: dict[str, list[tuple[int, float]]] = {t: [] for t in tags}
+    for path in event_files(os.path.join(run_dir, "summaries")):
+        for frame in _read_records(path):
+            event = event_pb2.Event()
+            event.ParseFromString(frame[12:-4])
+            for v in event.summary.value:
+                if v.tag in out:
+                    out[v.tag].append((event.step, v.simple_value))
+    return {t: sorted(dict(pts).items()) for t, pts in out.items()}
+
+
+def collapsed(lengths: list[float], reached: float = 200.0) -> bool:
+    """Whether an episode-length curve fell below half its running maximum after reaching `reached`."""
+    best = 0.0
+    for value in lengths:
+        best = max(best, value)
+        if best >= reached and value < best / 2:
+            return True
+    return False
+
+
+def write_curves(out: str, names: list[str]) -> None:
+    """curves.csv (episode length and DTW pose error against frames, per run) and a collapse line per run."""
+    rows, notes = ["run,frames,episode_length,mean_dtw_pose_error"], []
+    for name in names:
+        if not os.path.isdir(f"{out}/{name}/summaries"):
+            continue
+        series = scalar_series(f"{out}/{name}", {"episode_lengths/step", "mean_dtw_pose_error/step"})
+        dtw = dict(series["mean_dtw_pose_error/step"])
+        lengths = series["episode_lengths/step"]
+        rows += [f"{name},{step},{value:.2f},{dtw.get(step, float('nan')):.4f}" for step, value in lengths]
+        if lengths:
+            peak = max(v for _, v in lengths)
+            fell = "YES" if collapsed([v for _, v in lengths]) else "no"
+            notes.append(f"{name}: {lengths[-1][0]:,} frames, episode length {lengths[0][1]:.0f} -> max {peak:.0f} -> "
+                         f"last {lengths[-1][1]:.0f}; collapse: {fell}")
+    with open(f"{out}/curves.csv", "w") as fh:
+        fh.write("\n".join(rows) + "\n")
+    with open(f"{out}/curves.md", "w") as fh:
+        fh.write("\n".join(notes) + "\n")
+    print("\n".join(notes), flush=True)
+
+
 def keep_policies(out: str, motion: str, algos: list[str]) -> None:
     """The policy weights alone (no optimiser state) of each algorithm's seed-0 run on `motion`,
     small enough to copy off the GPU machine and render with ``near render RUN --checkpoint``."""
@@ -66,13 +135,19 @@ def keep_policies(out: str, motion: str, algos: list[str]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--motions", nargs="+", default=["walk", "crane_pose"])
+    ap.add_argument("--motions", nargs="+", default=["amp_humanoid_walk.yaml", "amp_humanoid_crane_pose.yaml"],
+                    help="NEAR's motion files (.yaml / .npy; relative ones through $NEAR_MOTION_DIR, e.g. a NEAR "
+                         "checkout) or synthetic clip names")
+    ap.add_argument("--frames", type=float, default=60e6, help="samples per rl run (>= 100000)")
+    ap.add_argument("--import", dest="import_dir", default="", help="unpack resume.tar.NN parts from here first")
+    ap.add_argument("--export", default="", help="write the small resume state as resume.tar.NN parts here")
     ap.add_argument("--algos", nargs="+", default=["AMP", "NEAR", "Track"])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--envs", type=int, default=2048)
     ap.add_argument("--budget", type=float, default=440.0, help="seconds of training per rl run and call")
     ap.add_argument("--parallel", type=int, default=18, help="rl runs sharing the GPU at once")
-    ap.add_argument("--ncsn-iters", type=int, default=2000)
+    ap.add_argument("--ncsn-iters", type=int, default=0,
+                    help="energy-model iterations (0: the config's, NEAR's 100,000)")
     ap.add_argument("--episodes", type=int, default=64)
     ap.add_argument("--no-eval", action="store_true", help="stop after training (resume later with the same --out)")
     ap.add_argument("--combined", action="store_true", help="NEAR and AMP: 0.5 task + 0.5 style reward")
@@ -81,16 +156,19 @@ def main() -> int:
     ap.add_argument("--out", default="/tmp/near_learning_check_gpu")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.import_dir:
+        resume_state.unpack(args.import_dir, args.out)
     t0 = time.time()
-    runs = [(m, a, s) for m in args.motions for a in args.algos for s in range(args.seeds)]
+    files = {motion_name(m): m for m in args.motions}
+    runs = [(m, a, s) for m in files for a in args.algos for s in range(args.seeds)]
 
     def rl_cmd(m: str, a: str, s: int) -> list[str]:
         extra = near_overrides(f"{args.out}/{m}/ncsn{s}") if a == "NEAR" else []
         extra += COMBINED.get(a, []) if args.combined else []
         extra += [f"{NC}.inference.nonnegative_energy_reward=True"] if a == "NEAR" and args.nonnegative else []
-        return [PY, "-m", "near", "train", "rl", f"task=Humanoid{a}", f"++task.env.motion_file={m}", f"seed={s}",
-                # epochs (a max_iterations of 100,000 or more would be read as a frame budget)
-                f"device={args.device}", f"num_envs={args.envs}", "max_iterations=99999",
+        return [PY, "-m", "near", "train", "rl", f"task=Humanoid{a}", f"++task.env.motion_file={files[m]}", f"seed={s}",
+                # a max_iterations of 100,000 or more is a frame budget
+                f"device={args.device}", f"num_envs={args.envs}", f"max_iterations={int(args.frames)}",
                 "++train.params.config.print_stats=False", "++train.params.config.save_frequency=0",
                 f"run_dir={args.out}/{m}/{a}{s}", *extra]
 
@@ -98,10 +176,11 @@ def main() -> int:
     ncsn: dict[tuple, subprocess.Popen] = {}
     for m, a, s in runs:
         os.makedirs(f"{args.out}/{m}", exist_ok=True)
-        if a == "NEAR" and (m, s) not in ncsn:
+        if a == "NEAR" and (m, s) not in ncsn and not resume_state.is_slim(f"{args.out}/{m}/ncsn{s}"):
+            iters = [f"{NC}.training.n_iters={args.ncsn_iters}"] if args.ncsn_iters else []
             ncsn[(m, s)] = spawn([PY, "-m", "near", "train", "ncsn", "task=HumanoidNEAR",
-                                  f"++task.env.motion_file={m}", f"seed={s}", f"device={args.device}",
-                                  f"run_dir={args.out}/{m}/ncsn{s}", f"{NC}.training.n_iters={args.ncsn_iters}"],
+                                  f"++task.env.motion_file={files[m]}", f"seed={s}", f"device={args.device}",
+                                  f"run_dir={args.out}/{m}/ncsn{s}", *iters],
                                  f"{args.out}/{m}/ncsn{s}.log")
     failed = {key for key, proc in ncsn.items() if proc.wait() != 0}
     for key in failed:
@@ -131,15 +210,18 @@ def main() -> int:
     print(f"rl runs done after {time.time() - t0:.0f} s; exit codes {sorted(set(codes.values()))}", flush=True)
     with open(trained_file, "w") as fh:
         json.dump({"seconds": trained}, fh, indent=1)
+    write_curves(args.out, [f"{m}/{a}{s}" for m, a, s in runs])
+    if args.export:
+        print(f"resume state: {resume_state.pack(args.out, args.export)}", flush=True)
     if args.no_eval:
         return 0
 
     evals: dict[tuple, subprocess.Popen] = {}
     common = [f"device={args.device}", "num_envs=64", "++task.env.enableEarlyTermination=False"]
-    for m in args.motions:
+    for m in files:
         for s in range(args.seeds):
             evals[(m, "random", s)] = spawn([PY, "-m", "near.training.eval_metrics", "task=HumanoidAMP",
-                                             f"++task.env.motion_file={m}", f"seed={s}", *common, "--random",
+                                             f"++task.env.motion_file={files[m]}", f"seed={s}", *common, "--random",
                                              "--episodes", str(args.episodes), "--out", f"{args.out}/{m}/random{s}.json"],
                                             f"{args.out}/{m}/random{s}.eval.log")
     for (m, a, s), code in codes.items():
@@ -147,7 +229,7 @@ def main() -> int:
             continue
         extra = near_overrides(f"{args.out}/{m}/ncsn{s}") if a == "NEAR" else []
         evals[(m, a, s)] = spawn([PY, "-m", "near.training.eval_metrics", f"task=Humanoid{a}",
-                                  f"++task.env.motion_file={m}", f"seed={s}", f"checkpoint={args.out}/{m}/{a}{s}",
+                                  f"++task.env.motion_file={files[m]}", f"seed={s}", f"checkpoint={args.out}/{m}/{a}{s}",
                                   *common, *extra,
                                   "--episodes", str(args.episodes), "--out", f"{args.out}/{m}/{a}{s}.json"],
                                  f"{args.out}/{m}/{a}{s}.eval.log")
@@ -162,12 +244,13 @@ def main() -> int:
     lines = [f"DTW pose error (mean_dtw_pose_error, lower is better), deterministic policy, {args.episodes} "
              f"full episodes per run; rl: {args.envs} envs each, {args.parallel} runs at a time on one GPU, "
              f"{min(trained.values(), default=0):.0f}-{max(trained.values(), default=0):.0f} s of training "
-             f"each (wall, start-up included); ncsn {args.ncsn_iters} iterations; "
+             f"each (wall, start-up included), at most {args.frames:.3g} frames; ncsn "
+             f"{args.ncsn_iters or 'the config'} iterations; "
              f"{'0.5 task + 0.5 style' if args.combined else 'style'} reward"
              f"{' (NEAR: energy reward on [0, 1])' if args.nonnegative else ''}", "",
              "| motion | algorithm | runs | DTW per seed | mean | ratio to random | diverged episodes |",
              "|---" * 7 + "|"]
-    for m in args.motions:
+    for m in files:
         rand = None
         for a in ["random", *args.algos]:
             found = [results[f"{m}/{a}{s}"] for s in range(args.seeds) if f"{m}/{a}{s}" in results]
@@ -186,7 +269,7 @@ def main() -> int:
         fh.write(table + "\n")
     with open(f"{args.out}/results.json", "w") as fh:
         json.dump(results, fh, indent=1)
-    keep_policies(args.out, args.motions[0], args.algos)
+    keep_policies(args.out, next(iter(files)), args.algos)
     return 0
 
 

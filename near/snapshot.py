@@ -12,7 +12,8 @@ its code).
 Copied: the files git lists (tracked and untracked-not-ignored), or every file when the workdir is
 not a git repository; never ``.git``, ``.venv``, ``experiments/``, ``__pycache__``, the experiment
 folder in use wherever it is (``--root results`` inside the workdir) nor any other experiment
-folder (one holding a job table, ``jobs.db``). Beside each
+folder (one holding a job table, ``jobs.db``), nor motion data: ``cfg/task/motions/humanoid/`` is
+a link to the workdir's folder. Beside each
 snapshot, ``<digest>.json`` holds the git commit, whether the tree was dirty, the untracked files and
 the size, and ``<digest>.diff`` the output of ``git diff HEAD``.
 """
@@ -36,6 +37,8 @@ WARN_BYTES = 50 * 1024 * 1024       # larger snapshots are still taken, with a w
 META_KEY = "snapshot"               # job table meta: "false" when the spec opted out
 _SKIP_TOP = {".git", ".venv", "experiments"}
 TABLE_FILE = "jobs.db"              # marks an experiment folder (its job table); never frozen
+#: motion data (NEAR's mocap is tens of MB) is never copied: a snapshot links to the workdir's folder
+MOTION_DATA = "cfg/task/motions/humanoid"
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,8 @@ def _git(workdir: Path, *args: str) -> str | None:
 
 def _keep(rel: str) -> bool:
     parts = rel.split("/")
-    return parts[0] not in _SKIP_TOP and "__pycache__" not in parts and not parts[0].endswith(".egg-info")
+    return (parts[0] not in _SKIP_TOP and "__pycache__" not in parts and not parts[0].endswith(".egg-info")
+            and not rel.startswith(MOTION_DATA + "/"))
 
 
 def _outside(rel: str, folders: Iterable[str]) -> bool:
@@ -138,6 +142,9 @@ def take(exp_dir: str | os.PathLike, workdir: str | os.PathLike, *,
         dst = tmp / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(workdir / rel, dst)
+    if (workdir / MOTION_DATA).is_dir():
+        (tmp / MOTION_DATA).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(workdir / MOTION_DATA, tmp / MOTION_DATA)
     # compiled now, so that jobs never write __pycache__ into the frozen tree
     compileall.compile_dir(str(tmp), quiet=2, workers=1)
     for dirpath, _, files in os.walk(tmp):

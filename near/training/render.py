@@ -52,6 +52,7 @@ def render_run(run_dir: str, out: str, checkpoint: str | None = None, steps: int
     import mujoco
 
     from near.training import registry
+    from near.training.envs.humanoid import skeleton as sk
     from near.training.settings import HumanoidSim, HumanoidTask, read_run_settings
     from near.training.eval_metrics import load_policy
 
@@ -77,7 +78,8 @@ def render_run(run_dir: str, out: str, checkpoint: str | None = None, steps: int
             obs, _, _, _ = env.step(policy(obs))
             s = env.table.state(env.motion_id, env.start_time + env.progress.float() * env.dt)
             rot = s["root_rot"][0]
-            ref.qpos[:] = torch.cat([s["root_pos"][0], rot[3:], rot[:3], s["dof_pos"][0]]).double().numpy()
+            hinges = sk.hinges_from_quats(s["joint_rot"][0], env.lower, env.upper)
+            ref.qpos[:] = torch.cat([s["root_pos"][0], rot[3:], rot[:3], hinges]).double().numpy()
             mujoco.mj_forward(model, ref)
             halves = []
             for d in (data, ref):

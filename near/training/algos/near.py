@@ -50,9 +50,13 @@ class NEARAgent(PPOAgent):
 
     def compute_rewards(self, rollout: dict[str, Any]) -> torch.Tensor:
         paired = rollout["paired_obs"]
-        self.annealer.update(lambda level: self.energy(paired, level).mean().item())
         energy = self.energy(paired, self.annealer.level)                      # (H, N, 1)
-        energy_reward = self.standardiser(energy, self.epoch_num)
+        mean = float(energy.mean())  # the one host sync of the reward
+        if self.annealer.update(mean):
+            energy = self.energy(paired, self.annealer.level)
+            mean = float(energy.mean())
+            self.standardiser.restart()
+        energy_reward = self.standardiser(energy, self.epoch_num, mean)
         task = rollout["task_rewards"]
         combined = self.task_reward_w * task + self.energy_reward_w * energy_reward
         # NEAR logs per-env sums over the rollout, averaged over recent rollouts

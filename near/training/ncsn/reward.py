@@ -8,12 +8,19 @@
 * :class:`NoiseAnnealer`: ``sigma_level >= 0`` fixes the noise level; ``-1`` anneals it
   (NEAR's ``ncsnv2-adaptive`` strategy: move to the next, less noisy, level once the policy's
   mean energy at the current level has risen by 2 % over its value when the level started).
+  NEAR writes the rise as ``E >= E0 * 1.02``, which for a negative ``E0`` holds at once, so NEAR
+  moves on every epoch while energies are negative; here a rise is measured on ``|E0|`` for
+  either sign.
 * :class:`RewardStandardiser`: NEAR's reward transform ``tanh((e - m) / 10)`` where ``m`` is
   the mean energy of the last ``k`` rollouts (refreshed every 3 epochs); with ``nonnegative``
   it is mapped onto [0, 1] as ``(1 + tanh((e - m) / 10)) / 2``. That matters with early
   termination: a reward centred on zero is negative for most of a falling policy's states
   (reference-state resets are expert-like and pull the mean up), so ending the episode early
   pays; a non-negative reward, like AMP's ``-log(1 - D)``, makes every step alive worth having.
+  When the noise level moves on, the offset restarts from the new level's energies: an NCSNv2
+  energy is divided by sigma, so a move scales every energy by sigma_k / sigma_k+1, and NEAR's
+  offset, kept from the old level for up to two more epochs, then shifts every reward at once
+  (the value function, fitted to the old rewards, sees a sudden loss).
 """
 
 from __future__ import annotations
@@ -120,18 +127,20 @@ class NoiseAnnealer:
     def level(self) -> int:
         return self.levels[self.idx] if self.annealing else self.fixed
 
-    def update(self, energy_at) -> None:
-        """``energy_at(level) -> float``: mean policy energy at a level; may advance the level."""
+    def update(self, mean_energy: float) -> bool:
+        """Record the policy's mean energy at the current level; True when the level moved on."""
         if not self.annealing or self.idx == len(self.levels) - 1:
-            return
-        self.recent.append(float(energy_at(self.level)))
+            return False
+        self.recent.append(float(mean_energy))
         current = sum(self.recent) / len(self.recent)
         if self.initial is None:
             self.initial = current
-        if current >= self.initial * (1 + self.threshold) if self.initial >= 0 else current >= self.initial * (1 - self.threshold):
-            self.idx += 1
-            self.recent.clear()
-            self.initial = None
+        if current < self.initial + self.threshold * abs(self.initial):
+            return False
+        self.idx += 1
+        self.recent.clear()
+        self.initial = None
+        return True
 
     def state_dict(self) -> dict[str, Any]:
         return {"idx": self.idx, "recent": list(self.recent), "initial": self.initial}
@@ -151,12 +160,18 @@ class RewardStandardiser:
         self.recent: deque[float] = deque(maxlen=k)
         self.offset: float | None = None
 
-    def __call__(self, energy: torch.Tensor, epoch: int) -> torch.Tensor:
-        self.recent.append(float(energy.mean()))
+    def __call__(self, energy: torch.Tensor, epoch: int, mean: float | None = None) -> torch.Tensor:
+        """Rewards of `energy` at `epoch` (`mean`: ``energy.mean()``, when the caller has it)."""
+        self.recent.append(float(energy.mean()) if mean is None else mean)
         if self.offset is None or epoch % self.refresh_every == 0 or epoch == 1:
             self.offset = sum(self.recent) / len(self.recent)
         reward = torch.tanh((energy - self.offset) / self.scale)
         return (1.0 + reward) / 2.0 if self.nonnegative else reward
+
+    def restart(self) -> None:
+        """Forget the energies seen so far (the noise level changed their scale)."""
+        self.recent.clear()
+        self.offset = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"recent": list(self.recent), "offset": self.offset}

@@ -100,8 +100,10 @@ class WarpBackend:
             # CPU; MuJoCo Warp would print that from every world at every step (pool overflows
             # still warn)
             self.m.opt.warn_overflow &= ~(mjw.OverflowType.ITERATIONS | mjw.OverflowType.LS_ITERATIONS)
-            # both sizes are per world (contacts pool across worlds, constraints do not)
-            self.d = mjw.make_data(model, nworld=num_envs, nconmax=24, njmax=96)
+            # both sizes are per world (contacts pool across worlds, constraints do not); with
+            # self-collision a fallen humanoid can still exceed 192 constraint rows, which MuJoCo
+            # Warp reports as an overflow and drops (measured at 16,384 envs, see the README)
+            self.d = mjw.make_data(model, nworld=num_envs, nconmax=48, njmax=192)
         t = wp.to_torch
         self.qpos, self.qvel, self.ctrl = t(self.d.qpos), t(self.d.qvel), t(self.d.ctrl)
         self.xpos = t(self.d.xpos)

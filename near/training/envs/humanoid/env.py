@@ -1,10 +1,12 @@
 """NEAR's HumanoidAMP task on MuJoCo (CPU) or MuJoCo Warp (GPU), batched as torch tensors.
 
-The character is ``amp_humanoid.xml`` (15 bodies, 28 hinges, 28 PD position actuators). Control
-runs at 30 Hz: every action sets the PD targets ``offset + scale * a`` (3-DoF joints span +-pi,
-hinges 0.7 x their range, as NEAR) and the simulator takes 4 physics steps of 1/120 s (NEAR:
-sim dt 1/60 with 2 substeps, 2 sim steps per action). Episodes last ``episodeLength`` (300)
-control steps.
+The character is ``amp_humanoid.xml`` (NEAR's, in MuJoCo's terms: 15 bodies, 28 hinges, 28 PD
+servos with NEAR's gains and torque limits). Control runs at NEAR's rate: every action sets the
+PD targets ``offset + scale * a`` in NEAR's coordinates (a 3-DoF joint's target is an exp map
+spanning +-pi per component, a hinge's 0.7 x its range around its middle), converted to the
+hinges (:mod:`.skeleton`), and the simulator takes 4 physics steps of 0.0083 s (NEAR: sim dt
+0.0166 s with 2 substeps, 2 sim steps per action: 0.0332 s). Episodes last ``episodeLength``
+(300) control steps.
 
 Observation: NEAR's 105-dim AMP observation of the current state (:func:`skeleton.humanoid_obs`;
 ``localRootObs`` makes the root rotation heading-relative); ``targetObs`` appends the next
@@ -48,7 +50,8 @@ from near.training.envs.humanoid.backends import BACKENDS
 from near.training.envs.humanoid.motion_lib import MotionTable, load_motions
 from near.training.settings import HumanoidEnvConfig, HumanoidTask
 
-CONTROL_DT = 1.0 / 30.0
+#: NEAR's control step: sim dt 0.0166 s x controlFrequencyInv 2 (the model's timestep is half NEAR's dt)
+CONTROL_DT = 2 * 0.0166
 PHYSICS_STEPS = 4
 NEAR_REWARD_TYPES = {"walk": ["time", "dist"], "run": ["time", "dist"], "cartwheel": ["time", "dist"]}
 DEFAULT_HEIGHT = 0.89
@@ -108,7 +111,8 @@ class HumanoidEnv(VecEnv):
         groups = _feature_groups()
         self.tracking_groups = {k: groups[k] for k in ("root", "pose", "velocity", "end")}
         self.masks = {k: groups[k] for k in ("upper_body", "lower_body")}
-        self.contact_ids = [sk.BODY_NAMES.index(b) for b in cfg.contact_bodies]
+        contact = [sk.BODY_NAMES.index(b) for b in cfg.contact_bodies]
+        self.contact_ids = sk.ix(contact, torch.empty(0, device=self.device))
         self.sim = BACKENDS[cfg.backend](n, self.device)
         model = self.sim.model if hasattr(self.sim, "model") else None
         if model is None:
@@ -116,6 +120,7 @@ class HumanoidEnv(VecEnv):
             model = load_model()
         lim = torch.as_tensor(model.jnt_range[1:], dtype=torch.float32)
         self.pd_offset, self.pd_scale = (t.to(self.device) for t in sk.pd_offset_scale(lim[:, 0], lim[:, 1]))
+        self.lower, self.upper = lim[:, 0].to(self.device), lim[:, 1].to(self.device)
         self.obs_dim = sk.OBS_DIM * (2 if cfg.target_obs else 1)
         d = self.device
         self.obs = torch.zeros(n, sk.OBS_DIM, device=d)
@@ -147,7 +152,7 @@ class HumanoidEnv(VecEnv):
         zero3, zero_dof = torch.zeros(1, 3, device=self.device), torch.zeros(1, sk.NUM_DOF, device=self.device)
         rot = torch.cat([qpos[:, 4:7], qpos[:, 3:4]], 1)
         obs = sk.humanoid_obs(qpos[:, :3], rot, zero3, zero3, qpos[:, 7:], zero_dof,
-                              body[:, list(sk.KEY_BODY_IDS)], self.cfg.local_root_obs)
+                              body[:, sk.ix(sk.KEY_BODY_IDS, body)], self.cfg.local_root_obs)
         return qpos[0], obs[0], body[0]
 
     # ------------------------------------------------------------------ reference
@@ -156,8 +161,9 @@ class HumanoidEnv(VecEnv):
         return self._state_obs(self.table.state(motion_id, time))
 
     def _state_obs(self, s: dict[str, torch.Tensor]) -> torch.Tensor:
+        key = s["body_pos"][..., sk.ix(sk.KEY_BODY_IDS, s["body_pos"]), :]
         return sk.humanoid_obs(s["root_pos"], s["root_rot"], s["root_vel"], s["root_ang_vel"], s["dof_pos"],
-                               s["dof_vel"], s["body_pos"][..., list(sk.KEY_BODY_IDS), :], self.cfg.local_root_obs)
+                               s["dof_vel"], key, self.cfg.local_root_obs)
 
     def reference_history(self, motion_id: torch.Tensor, time: torch.Tensor,
                           last: torch.Tensor | None = None) -> torch.Tensor:
@@ -190,8 +196,10 @@ class HumanoidEnv(VecEnv):
         qpos, qvel, xpos, touch = self.sim.read()
         root_rot = torch.cat([qpos[:, 4:7], qpos[:, 3:4]], 1)  # MuJoCo wxyz -> xyzw
         ang_world = sk.quat_rotate(root_rot, qvel[:, 3:6])    # free-joint angular velocity is body-local
-        obs = sk.humanoid_obs(qpos[:, :3], root_rot, qvel[:, :3], ang_world, qpos[:, 7:], qvel[:, 6:],
-                              xpos[:, list(sk.KEY_BODY_IDS)], self.cfg.local_root_obs)
+        hinges = qpos[:, 7:]
+        dof = sk.dof_from_quats(sk.quats_from_hinges(hinges))
+        obs = sk.humanoid_obs(qpos[:, :3], root_rot, qvel[:, :3], ang_world, dof, sk.dof_velocity(hinges, qvel[:, 6:]),
+                              xpos[:, sk.ix(sk.KEY_BODY_IDS, xpos)], self.cfg.local_root_obs)
         return obs, xpos, touch
 
     def reset_idx(self, env_ids: torch.Tensor) -> None:
@@ -216,8 +224,10 @@ class HumanoidEnv(VecEnv):
         time = torch.where(default, 0.0, time)
         s = self.table.state(mid, time)
         rot = s["root_rot"]
-        qpos = torch.cat([s["root_pos"], rot[:, 3:], rot[:, :3], s["dof_pos"]], 1)
-        qvel = torch.cat([s["root_vel"], sk.quat_rotate(sk.quat_conj(rot), s["root_ang_vel"]), s["dof_vel"]], 1)
+        hinges = sk.hinges_from_quats(s["joint_rot"], self.lower, self.upper)
+        qpos = torch.cat([s["root_pos"], rot[:, 3:], rot[:, :3], hinges], 1)
+        qvel = torch.cat([s["root_vel"], sk.quat_rotate(sk.quat_conj(rot), s["root_ang_vel"]),
+                          sk.hinge_rates(hinges, s["dof_vel"])], 1)
         col = default[:, None]
         qpos = torch.where(col, self.stand_qpos, qpos)
         qvel = torch.where(col, 0.0, qvel)
@@ -255,10 +265,10 @@ class HumanoidEnv(VecEnv):
         return torch.cat([self.obs, nxt], 1)
 
     def step(self, actions: torch.Tensor):
-        """One 30 Hz control step; finished envs are reset (see ``base.VecEnv``)."""
+        """One control step (0.0332 s); finished envs are reset (see ``base.VecEnv``)."""
         cfg = self.cfg
         a = torch.clamp(actions.to(self.device, torch.float32), -1.0, 1.0)
-        self.sim.step(self.pd_offset + self.pd_scale * a, PHYSICS_STEPS)
+        self.sim.step(sk.hinge_targets(self.pd_offset + self.pd_scale * a, self.lower, self.upper), PHYSICS_STEPS)
         obs, xpos, touch = self._sim_state()
         # a world whose physics blew up (non-finite, or reset by MuJoCo) ends its episode now; its
         # metrics are reported as NaN, which the trainer's meters and the evaluation leave out

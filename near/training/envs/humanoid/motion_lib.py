@@ -9,15 +9,18 @@ as ``{"arr": ndarray, "context": {"dtype": ...}}``. A motion list is NEAR's ``.y
 
 ``task.env.motion_file`` is a ``.npy``, a ``.yaml``, or the name of a synthetic motion
 (``walk``, ``run``, ``crane_pose``; see :mod:`.synthetic`), which is used only by that name. A
-``.yaml`` / ``.npy`` path is looked up as given, then in ``cfg/task/motions/humanoid/``; a file
-found nowhere is an error naming the places looked in. Drop NEAR's own files into
-``cfg/task/motions/humanoid/`` (or pass their path); no conversion is needed.
+``.yaml`` / ``.npy`` path is looked up as given (an absolute path, or relative to the working
+directory), then in each folder of ``$NEAR_MOTION_DIR`` (a NEAR checkout, or its
+``isaacgymenvs/custom_envs/data/humanoid``: NEAR's own command lines, ``motion_file:
+amp_humanoid_walk.yaml``, then run unchanged), then in ``cfg/task/motions/humanoid/`` (git-ignored;
+code snapshots link to it rather than copy it); a file found nowhere is an error naming the places
+looked in. No conversion is needed.
 :func:`motion_sources` lists the files a spec resolves to, with their content hashes.
 """
 
 from __future__ import annotations
 
-import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +45,9 @@ class HumanoidMotion:
     root_rot: torch.Tensor        # (T, 4) xyzw
     root_vel: torch.Tensor        # (T, 3) world
     root_ang_vel: torch.Tensor    # (T, 3) world
-    dof_pos: torch.Tensor         # (T, 28)
-    dof_vel: torch.Tensor         # (T, 28)
+    joint_rot: torch.Tensor       # (T, 12, 4) local rotations of the 12 joints' bodies
+    dof_pos: torch.Tensor         # (T, 28) NEAR's dof (exp maps of the 3-DoF joints)
+    dof_vel: torch.Tensor         # (T, 28) NEAR's dof velocity (frame to next frame)
     body_pos: torch.Tensor        # (T, 15, 3) world
     weight: float = 1.0
 
@@ -63,13 +67,6 @@ def _array(entry: Any, key: str, path: Path) -> np.ndarray:
         return np.asarray(entry, dtype=np.float64)
     except (TypeError, ValueError):
         raise ConfigError(f"motion file {path}: '{key}' is not a numeric array") from None
-
-
-def _angle_rate(x: np.ndarray, fps: float) -> np.ndarray:
-    """Central differences of angles (T, D) with wrap-around handled; one-sided at the ends."""
-    if len(x) < 2:
-        return np.zeros_like(x)
-    return np.gradient(np.unwrap(x, axis=0), axis=0) * fps
 
 
 def motion_from_dict(d: dict, name: str, path: Path) -> HumanoidMotion:
@@ -108,11 +105,13 @@ def motion_from_dict(d: dict, name: str, path: Path) -> HumanoidMotion:
     else:
         root_vel = torch.as_tensor(np.gradient(root, axis=0) * fps)
         root_ang = torch.zeros_like(root_vel)
-    dof = sk.local_to_dof(q)
-    dof_vel = torch.as_tensor(_angle_rate(dof.numpy(), fps))
+    jq = sk.joint_quats(q)
+    # NEAR's dof velocity: each frame to the next, the last frame repeating the one before
+    dof_vel = sk.dof_velocity_from_frames(jq[:-1], jq[1:], 1.0 / fps)
+    dof_vel = torch.cat([dof_vel, dof_vel[-1:]])
     f32 = lambda t: t.to(torch.float32).contiguous()  # noqa: E731
-    return HumanoidMotion(name, fps, f32(root_t), f32(q[:, 0]), f32(root_vel), f32(root_ang), f32(dof), f32(dof_vel),
-                          f32(body_pos))
+    return HumanoidMotion(name, fps, f32(root_t), f32(q[:, 0]), f32(root_vel), f32(root_ang), f32(jq),
+                          f32(sk.dof_from_quats(jq)), f32(dof_vel), f32(body_pos))
 
 
 def load_npy(path: Path) -> HumanoidMotion:
@@ -127,9 +126,23 @@ def load_npy(path: Path) -> HumanoidMotion:
     return motion_from_dict(d, path.stem, path)
 
 
+#: inside a NEAR checkout, where its humanoid motion files are
+NEAR_DATA = Path("isaacgymenvs") / "custom_envs" / "data" / "humanoid"
+
+
+def motion_dirs() -> list[Path]:
+    """The folders relative motion files are looked up in: each of ``$NEAR_MOTION_DIR``
+    (``os.pathsep``-separated; a NEAR checkout stands for its data folder), then ``MOTION_DIR``."""
+    dirs = []
+    for entry in filter(None, os.environ.get("NEAR_MOTION_DIR", "").split(os.pathsep)):
+        d = Path(entry).expanduser()
+        dirs.append(d / NEAR_DATA if (d / NEAR_DATA).is_dir() else d)
+    return [*dirs, MOTION_DIR]
+
+
 def _candidates(spec: str) -> list[Path]:
     p = Path(spec).expanduser()
-    return [p, MOTION_DIR / p, MOTION_DIR / p.name]
+    return [p, *(c for d in motion_dirs() for c in (d / p, d / p.name))]
 
 
 def _find(spec: str) -> Path | None:
@@ -190,7 +203,7 @@ def _sha256(path: Path) -> str:
 class MotionTable:
     """All clips padded into batched tables on one device; state lookup at (motion id, time)."""
 
-    FIELDS = ("root_pos", "root_rot", "root_vel", "root_ang_vel", "dof_pos", "dof_vel", "body_pos")
+    FIELDS = ("root_pos", "root_rot", "root_vel", "root_ang_vel", "joint_rot", "dof_vel", "body_pos")
 
     def __init__(self, motions: list[HumanoidMotion], device: torch.device):
         self.motions = motions
@@ -211,7 +224,7 @@ class MotionTable:
             setattr(self, field, table)
 
     def _frames(self, motion_id: torch.Tensor, time: torch.Tensor):
-        """The two frames around `time` (clamped to the clip) and the weight of the second."""
+        """NEAR's frame blend: the frames around `time` (clamped to the clip) and the weight of the second."""
         t = time.clamp(min=0.0).minimum(self.duration[motion_id])
         f = t * self.fps[motion_id]
         i0 = torch.floor(f).long().clamp(max=self.last_frame)
@@ -219,28 +232,22 @@ class MotionTable:
         return i0, i1, f - i0.float()
 
     def state(self, motion_id: torch.Tensor, time: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Reference state at `time` seconds (clamped to the clip) of each motion: linear
-        interpolation between frames, normalised for quaternions."""
+        """Reference state at `time` seconds (clamped to the clip), as NEAR's motion library gives
+        it: positions interpolated linearly, rotations by slerp, NEAR's dof from the interpolated
+        joint rotations, and the velocities of the frame before (not interpolated)."""
         i0, i1, w = self._frames(motion_id, time)
+        w = w[..., None]
         out = {}
-        for field in self.FIELDS:
-            table = getattr(self, field)
-            a, b = table[motion_id, i0], table[motion_id, i1]
-            ww = w.view(w.shape + (1,) * (a.ndim - w.ndim))
-            if field == "root_rot":
-                b = torch.where((a * b).sum(-1, keepdim=True) < 0, -b, b)
-                v = a * (1 - ww) + b * ww
-                v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-            elif field == "dof_pos":
-                diff = torch.remainder(b - a + math.pi, 2 * math.pi) - math.pi
-                v = a + ww * diff
-            else:
-                v = a * (1 - ww) + b * ww
-            out[field] = v
+        for field in ("root_vel", "root_ang_vel", "dof_vel"):
+            out[field] = getattr(self, field)[motion_id, i0]
+        out["root_pos"] = torch.lerp(self.root_pos[motion_id, i0], self.root_pos[motion_id, i1], w)
+        out["body_pos"] = torch.lerp(self.body_pos[motion_id, i0], self.body_pos[motion_id, i1], w[..., None])
+        out["root_rot"] = sk.slerp(self.root_rot[motion_id, i0], self.root_rot[motion_id, i1], w)
+        out["joint_rot"] = sk.slerp(self.joint_rot[motion_id, i0], self.joint_rot[motion_id, i1], w[..., None])
+        out["dof_pos"] = sk.dof_from_quats(out["joint_rot"])
         return out
 
     def body_positions(self, motion_id: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
         """Only the (..., 15, 3) body positions of :meth:`state` (episode metrics need no more)."""
         i0, i1, w = self._frames(motion_id, time)
-        w = w[..., None, None]
-        return self.body_pos[motion_id, i0] * (1 - w) + self.body_pos[motion_id, i1] * w
+        return torch.lerp(self.body_pos[motion_id, i0], self.body_pos[motion_id, i1], w[..., None, None])
