@@ -146,6 +146,17 @@ def test_curves_figure_draws_expert_line_and_end_labels(monkeypatch):
     assert not bare.texts and all(ln.get_linestyle() != "--" for ln in bare.lines)
 
 
+def test_legend_option_is_drawn_or_refused(monkeypatch):
+    grid = np.arange(5.0)
+    c = np.linspace(1.0, 2.0, 5)
+    panels = [{"title": "walk", "curves": {"NEAR": stats.Curve(grid, c, c, c, np.full(5, 1), ["a"])}}]
+    assert _drawn(monkeypatch, panels).legends
+    assert not _drawn(monkeypatch, panels, legend=False).legends
+    assert specmod.validate({"figures": [{"kind": "curves", "legend": "none"}]}).figures[0].legend == "none"
+    with pytest.raises(SpecError, match=r"s\.yaml: key 'figures\[0\]\.legend' must be one of below, none"):
+        specmod.validate({"figures": [{"kind": "curves", "legend": "right"}]}, "s.yaml")
+
+
 def test_broken_run_does_not_stop_the_report(tmp_path):
     exp = tmp_path / "demo"
     jobs = make_experiment(exp, algorithms=("NEAR", "AMP"), motions=("circle",), seeds=(1, 2), n_steps=10)

@@ -224,9 +224,38 @@ def test_hydra_run_dirs_and_near_plotter_style(tmp_path, monkeypatch):
     rep.run()
     assert set(rep.runs["task"]) == {"mazeNEAR", "mazeAMP"} and set(rep.runs["seed"]) == {"1", "2"}
     assert set(rep.runs["train.params.config.horizon"]) == {"32"}
-    panels, title, band = drawn[0][0], drawn[0][2], drawn[0][-1]
+    panels, title, band = drawn[0][0], drawn[0][2], drawn[0][12]
     near = panels[0]["curves"]["mazeNEAR"]
     raw = np.array([[s * 1.0 for s in steps], [s * 2.0 for s in steps]])  # no smoothing despite the spec's 0.9
     np.testing.assert_allclose(near.center, raw.mean(axis=0))
     np.testing.assert_allclose(near.high - near.center, raw.std(axis=0))
     assert band == "mean ± 1 std across runs" and panels[0]["expert"] == 60.0
+
+
+def test_runs_group_by_the_motion_files_they_recorded(tmp_path, monkeypatch):
+    """Runs carrying near's motions.json get a ``motions`` column (file name and content hash), so
+    two versions of one motion file are told apart by --group-by motions."""
+    import json
+
+    root = tmp_path / "runs"
+    values = make_near_layout(root, algorithms=("HumanoidNEAR",), motions=("walk",), seeds=(1, 2))
+    for (alg, motion, seed) in values:
+        digest = ("a" if seed == 1 else "b") * 64  # the same file name, two contents
+        (root / f"{alg}_{motion}_{seed}" / "motions.json").write_text(json.dumps(
+            [{"motion_file": "amp_humanoid_walk.yaml", "file": "/data/amp_humanoid_walk.yaml", "sha256": digest,
+              "synthetic": False}]))
+    drawn = {}
+    save = figures._save
+
+    def capture(fig, out_base, formats, **kw):
+        drawn[out_base.name] = [t.get_text() for t in fig.legends[0].get_texts()] if fig.legends else []
+        return save(fig, out_base, formats, **kw)
+
+    monkeypatch.setattr(figures, "_save", capture)
+    rep = Report(root, None, tmp_path / "out", workers=1, log=lambda m: None, pattern=PATTERN,
+                 group_by=["motions"])
+    rep.run()
+    assert sorted(rep.runs["motions"]) == ["amp_humanoid_walk.yaml@aaaaaaaa", "amp_humanoid_walk.yaml@bbbbbbbb"]
+    legend = next(v for k, v in drawn.items() if k.startswith("curves_rewards"))
+    assert sorted(entry[-8:] for entry in legend) == ["aaaaaaaa", "bbbbbbbb"]  # one curve per content (the
+    # legend abbreviates the shared file name with a key)

@@ -140,7 +140,8 @@ def _tag_figure(data: RunData, fig: FigureSpec, out: Output, tag: str, runs: pd.
     base = out.dir / f"{slug(fig.name)}_{slug(tag)}"
     ncols = len(facet_values) if rows else min(len(panels), fig.col_wrap)
     args = (panels, base, title, spec.x_label, f"{tspec.label} ({stat_name}){arrow}", colours, fig.annotate_end,
-            ncols, tuple(fig.size), fig.sharey, tuple(spec.formats), spec.ci["level"], band)
+            ncols, tuple(fig.size), fig.sharey, tuple(spec.formats), spec.ci["level"], band,
+            fig.legend != "none")
     out.submit(figures.curves_figure, args)
     n = len(runs)
     out.captions[base.name] = fig.caption or (

@@ -161,8 +161,10 @@ def curves_figure(
     formats: tuple[str, ...] = ("pdf", "png"),
     ci_level: float = 0.95,
     band_label: str | None = None,
+    legend: bool = True,
 ) -> list[Path]:
-    """One figure: a panel per facet value, a line + band per curve, optional expert line.
+    """One figure: a panel per facet value, a line + band per curve, optional expert line, and
+    (``legend``) a legend under the panels.
 
     `band_label` says what the shaded band is (default: the bootstrap CI at `ci_level`).
 
@@ -186,7 +188,7 @@ def curves_figure(
     per_col = max([len(line) for n in names for line in n.splitlines()] + [6]) * 0.085 + 0.6  # inches
     legend_cols = max(1, min(len(names), int(width // per_col)))
     legend_lines = max((sum(n.count("\n") + 1 for n in names[c::legend_cols]) for c in range(legend_cols)),
-                       default=0) + (key is not None)
+                       default=0) + (key is not None) if legend else 0
     if title:
         band_label = band_label or f"{int(round(ci_level * 100))}% bootstrap CI"
         title = textwrap.fill(f"{title}  (shaded: {band_label})", max(30, int(width * 11)))
@@ -231,7 +233,7 @@ def curves_figure(
             _end_labels(ax, labels)
     for k in range(len(panels), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
-    if handles:
+    if handles and legend:
         shown = [names[order.index(h)] for h in handles]
         fig.legend(list(handles.values()), shown, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=legend_cols,
                    frameon=False, fontsize=9, title=key, title_fontsize=8)

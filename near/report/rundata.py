@@ -122,6 +122,9 @@ def build(exp: Path, jobs: pd.DataFrame | None, files: list[Path], options: RunO
         own = dict(zip(jobs["job_id"].astype(str), jobs["run_dir"]))
         runs["run_dir"] = [own.get(r, d) for r, d in zip(runs.index, runs["run_dir"])]
         fields = [c for c in jobs.columns if c not in JOB_COLUMNS] + [f for f in fields if f not in jobs.columns]
+    motions = [runmeta.motions_label(Path(d)) for d in runs["run_dir"]]
+    if any(m is not None for m in motions):  # a column to group by (--group-by motions), not a default field
+        runs["motions"] = motions
     if select:
         runs = select_runs(runs, select, where)
         frame = frame[frame["run"].isin(runs.index)]

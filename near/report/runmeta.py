@@ -180,6 +180,31 @@ def read_run_config(run_dir: Path, keys: dict[str, str], root: Path | None = Non
     return cols, warnings
 
 
+MOTIONS_FILE = "motions.json"  # written by near's trainers: the motion files a run read, by content
+
+
+def motions_label(run_dir: Path) -> str | None:
+    """What a run trained on, from its ``motions.json``: each motion file's name and the first 8
+    hex digits of its sha256 (``amp_humanoid_walk.yaml@1a2b3c4d``), or ``walk (synthetic)``;
+    None when the run has no such file (or it is not near's list)."""
+    import json
+
+    try:
+        entries = json.loads((Path(run_dir) / MOTIONS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entries, list):
+        return None
+    parts = []
+    for e in entries:
+        if not isinstance(e, dict):
+            return None
+        name = Path(str(e.get("file") or e.get("motion_file") or "?")).name
+        digest = e.get("sha256")
+        parts.append(f"{name}@{str(digest)[:8]}" if digest else f"{name} (synthetic)")
+    return " + ".join(parts) or None
+
+
 def bare_runs(paths: list[str], root: Path, patterns: list[RunPattern] | RunPattern | None,
               config_keys: dict[str, str], config_files: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Run and metadata of event files that belong to no job: one row per file that has a run

@@ -50,6 +50,8 @@ TAG_KEYS = {"label": ((str,), None), "expert": ((int, float, dict), None), "rand
             "comparable": ((bool, type(None)), None)}
 GRID_KEYS = {"points": ((int, type(None)), 200), "truncate": ((bool,), False)}
 CI_KEYS = {"level": ((float,), 0.95), "n_boot": ((int,), 1000), "seed": ((int,), 0)}
+#: where a curve figure's legend goes: under the panels, or nowhere (the captions name the curves)
+LEGENDS = ("below", "none")
 FIGURE_KEYS = {
     "kind": ((str,), "curves"), "name": ((str,), None), "title": ((str,), None), "caption": ((str,), None),
     "tags": ((list,), None), "hue": ((str,), "algorithm"), "facet": ((str, type(None)), "motion"),
@@ -252,6 +254,9 @@ def validate(raw: Any, file: str = "<spec>") -> ReportSpec:
             if f["kind"] not in figure_kinds():
                 raise SpecError(f"{file}: key 'figures[{i}].kind' must be one of {sorted(figure_kinds())}, "
                                 f"got {f['kind']!r}")
+            if f["legend"] not in LEGENDS:
+                raise SpecError(f"{file}: key 'figures[{i}].legend' must be one of {', '.join(LEGENDS)}, "
+                                f"got {f['legend']!r}")
             f["name"] = f["name"] or f"{f['kind']}{i}"
             f["group_by"] = _as_list(f["group_by"])
             _check_aggregate(f, f"figures[{i}]", file)
