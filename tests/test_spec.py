@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from near.errors import SpecError
+from near.errors import ConfigError, SpecError
 from near.sweep.expand import expand
 from near.jobtable import JobTable
 from near.sweep.spec import load_spec
@@ -126,12 +126,12 @@ def test_validation_cost_grows_with_shapes_not_jobs(repo):
     assert report.checked == 900 and report.shapes == 2 and v.checker.shapes == 2
 
 
-def test_isaacgym_tasks_are_skipped_with_a_note(repo):
-    (repo / "sweeps" / "demo.yaml").write_text(SPEC.replace("maze${algorithm}", "Humanoid${algorithm}"))
+def test_a_task_without_a_config_is_refused(repo):
+    # a misspelt task (or one only Isaac Gym had) is an error naming the job, never a skipped check
+    (repo / "sweeps" / "demo.yaml").write_text(SPEC.replace("maze${algorithm}", "maze${algorithm}X"))
     spec = load_spec(repo / "sweeps" / "demo.yaml")
-    report = validate_jobs(expand(spec).jobs, spec.label)
-    assert report.checked == 0 and sum(report.skipped.values()) == 6
-    assert "Isaac Gym" in report.notes()[0]
+    with pytest.raises(ConfigError, match=r"job [0-9a-f]+ \(algorithm=NEAR.*Could not find 'task/mazeNEARX'"):
+        validate_jobs(expand(spec).jobs, spec.label)
 
 
 def write(tmp_path: Path, text: str) -> Path:

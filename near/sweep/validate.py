@@ -9,7 +9,8 @@ per override shape, and every job's every setting is typed against
 declared one. The report keeps each job's identity (what its stage reads) for
 :func:`near.sweep.shared.merge_shared`, and notes the overrides a stage does not read.
 
-Isaac Gym tasks (``task=Humanoid*``) without a config here are skipped and reported, not failed.
+Every task must have its config in ``cfg/task`` (the humanoid tasks run on MuJoCo here), so a
+misspelt ``task=`` is refused like any other key.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from near.jobtable import JobSpec
 from near.sweep.settings_check import SettingsChecker
 from near.sweep.template import dummy_slot, parse_call
 
-ISAACGYM_TASK_PREFIX = "Humanoid"
 
 
 @dataclass
@@ -109,10 +109,6 @@ def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Valida
         if not has_config:
             raise ConfigError(f"{spec_label}: job {job.job_id} ({job.label}): runs near's trainer "
                               f"but {cfg_dir}/config.yaml does not exist (set the spec's workdir to the repo)")
-        task = next((o[5:] for o in overrides if o.startswith("task=")), None)
-        if task and task.startswith(ISAACGYM_TASK_PREFIX) and not (cfg_dir / "task" / f"{task}.yaml").exists():
-            report.skipped[_isaac_note(cfg_dir)] = report.skipped.get(_isaac_note(cfg_dir), 0) + 1
-            continue
         try:
             found = checker.check(kind, overrides, cfg_dir)
         except ConfigError as err:
@@ -143,10 +139,14 @@ def motion_notes(motions: dict[tuple[str, str, str], int]) -> list[str]:
             synthetic[file] = synthetic.get(file, 0) + n
             continue
         files[file] = files.get(file, 0) + n
-        folder = Path(cfg_dir).joinpath(*MOTION_DIRS.get(env_type, ("task", "motions")))
+        folders = [Path(cfg_dir).joinpath(*MOTION_DIRS.get(env_type, ("task", "motions")))]
+        if env_type == "Humanoid":  # also a NEAR checkout's data folder ($NEAR_MOTION_DIR)
+            from near.training.envs.humanoid.motion_lib import motion_dirs
+
+            folders += [d for d in motion_dirs() if d not in folders]
         path = Path(file).expanduser()
-        if not any(c.is_file() for c in (Path(cfg_dir).parent / path, folder / path, folder / path.name)):
-            missing.setdefault(str(folder), []).append(file)
+        if not any(c.is_file() for c in (Path(cfg_dir).parent / path, *(f / p for f in folders for p in (path, path.name)))):
+            missing.setdefault(", ".join(map(str, folders)), []).append(file)
     notes = []
     if synthetic or files:
         notes.append("synthetic motions (near's generated clips, not motion capture): "
@@ -160,11 +160,6 @@ def motion_notes(motions: dict[tuple[str, str, str], int]) -> list[str]:
 
 
 _UNPARSED = object()
-
-
-def _isaac_note(cfg_dir: Path) -> str:
-    return (f"Isaac Gym tasks ({ISAACGYM_TASK_PREFIX}*) have no config in {cfg_dir}/task "
-            "(Isaac Gym is not installed)")
 
 
 def _config_error(spec_label: str, job: JobSpec, cfg_dir: Path, problem: str) -> ConfigError:
