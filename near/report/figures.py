@@ -143,8 +143,9 @@ def _end_labels(ax, labels: list[tuple[str, float, float | None, str]]) -> None:
             ax.annotate(text, xy=(x, y), xytext=(tx, ytext), textcoords="data", color=colour, fontsize=8,
                         va="center", ha="left", arrowprops=dict(arrowstyle="-", color=colour, lw=0.6, alpha=0.7))
         else:
+            # above the reference line (zorder 5), whose dashes would otherwise run through its value
             ax.annotate(text, xy=(tx, ytext), color=colour, fontsize=7.5, va="center", ha="left", linespacing=0.9,
-                        bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.85))
+                        bbox=dict(boxstyle="square,pad=0.15", fc="white", ec="none"), zorder=7)
 
 
 def curves_figure(
