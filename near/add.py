@@ -71,11 +71,6 @@ def check_jobs(spec, jobs: list[JobSpec]) -> tuple[list[str], dict[str, tuple]]:
     return notes, report.identities
 
 
-def validation_notes(spec, jobs: list[JobSpec]) -> list[str]:
-    """The notes of :func:`check_jobs` alone (a search trial's jobs are never merged)."""
-    return check_jobs(spec, jobs)[0]
-
-
 def add_jobs(table: JobTable, spec, jobs: Iterable[JobSpec]) -> AddResult:
     """Add jobs expanded from ``spec`` (grid points, or a search trial's) to ``table``, and record
     the spec and its snapshot setting; adding a job that is there already changes nothing."""
@@ -141,7 +136,7 @@ def _add_search(spec, root: str | os.PathLike, validate: bool, name: str | None,
     from near.search.controller import SearchHook, axes_points, probe_params, save_settings, trial_jobs
 
     points = axes_points(spec)
-    notes = validation_notes(spec, trial_jobs(spec, points[0], probe_params(spec.search))[1]) if validate else []
+    notes = check_jobs(spec, trial_jobs(spec, points[0], probe_params(spec.search))[1])[0] if validate else []
     target = Path(root) / spec.name
     pairs = dict(item.partition("=")[::2] for item in set_vars or [])
     with JobTable.open_or_create(target, sweep=spec.name) as table:
