@@ -1,8 +1,10 @@
 """Learning check on one GPU (not a test): AMP, NEAR and Track on the MuJoCo Warp humanoid vs random.
 
-NEAR's ncsn stages train first, all at once; then the rl runs train ``--parallel`` at a time on the
-GPU, each for ``--budget`` seconds, then gets SIGTERM (near's trainer writes its checkpoint and
-stops). Each final checkpoint is then evaluated (``near.training.eval_metrics``, deterministic
+NEAR's ncsn stages train all at once; each rl run starts as soon as it can (AMP and Track at
+once, NEAR when its energy model is trained), ``--parallel`` at a time on the GPU, each for
+``--budget`` seconds (or until ``--deadline`` seconds into the call), then gets SIGTERM (near's
+trainer writes its checkpoint and stops). Each final checkpoint is then evaluated
+(``near.training.eval_metrics``, deterministic
 actions, no early termination, so every episode is the full 10 s) beside a uniformly random
 policy (one per seed). Prints a Markdown table of NEAR's DTW pose error (``mean_dtw_pose_error``,
 lower is better) and writes it with the JSON to ``--out``, and the policy weights of each
@@ -10,7 +12,7 @@ algorithm's first run on the first motion (``<motion>_<algo>0_policy.pth`` besid
 ``config.yaml``, for ``near render``).
 
     python benchmarks/learning_check_humanoid_gpu.py [--motions NEAR/.../amp_humanoid_walk.yaml ...]
-        [--seeds 3] [--envs 2048] [--frames 60e6] [--budget 440] [--parallel 18] [--ncsn-iters N]
+        [--seeds 3] [--envs 2048] [--frames 60e6] [--budget 440] [--deadline S] [--parallel 18] [--ncsn-iters N]
         [--combined] [--nonnegative] [--no-eval] [--out DIR] [--import DIR] [--export DIR]
 
 ``--motions`` takes NEAR's motion files (a ``.yaml`` list or ``.npy``; runs are named by the stem
@@ -146,6 +148,8 @@ def main() -> int:
     ap.add_argument("--envs", type=int, default=2048)
     ap.add_argument("--budget", type=float, default=440.0, help="seconds of training per rl run and call")
     ap.add_argument("--parallel", type=int, default=18, help="rl runs sharing the GPU at once")
+    ap.add_argument("--deadline", type=float, default=float("inf"),
+                    help="seconds into this call after which every rl run is stopped (a call's time limit)")
     ap.add_argument("--ncsn-iters", type=int, default=0,
                     help="energy-model iterations (0: the config's, NEAR's 100,000)")
     ap.add_argument("--episodes", type=int, default=64)
@@ -172,7 +176,9 @@ def main() -> int:
                 "++train.params.config.print_stats=False", "++train.params.config.save_frequency=0",
                 f"run_dir={args.out}/{m}/{a}{s}", *extra]
 
-    # the energy models first, all at once (small next to the rl runs); a finished one resumes at its end
+    # the energy models all at once; an rl run starts as soon as it can (AMP and Track at once, NEAR
+    # when its energy model is trained), at most `--parallel` at a time, and is stopped (SIGTERM:
+    # checkpoint, exit) `--budget` s after it starts; a finished energy model resumes at its end
     ncsn: dict[tuple, subprocess.Popen] = {}
     for m, a, s in runs:
         os.makedirs(f"{args.out}/{m}", exist_ok=True)
@@ -182,31 +188,46 @@ def main() -> int:
                                   f"++task.env.motion_file={files[m]}", f"seed={s}", f"device={args.device}",
                                   f"run_dir={args.out}/{m}/ncsn{s}", *iters],
                                  f"{args.out}/{m}/ncsn{s}.log")
-    failed = {key for key, proc in ncsn.items() if proc.wait() != 0}
-    for key in failed:
-        print(f"ncsn {key} failed", flush=True)
-    print(f"energy models ready after {time.time() - t0:.0f} s", flush=True)
-    # then the rl runs, `--parallel` at a time, each stopped (SIGTERM: checkpoint, exit) `--budget` s after it starts
     codes: dict[tuple, int] = {}
     # wall seconds each run has trained over all calls (its start-up included)
     trained_file = f"{args.out}/budget.json"
     trained: dict[str, float] = json.load(open(trained_file))["seconds"] if os.path.isfile(trained_file) else {}
-    todo = [r for r in runs if not (r[1] == "NEAR" and (r[0], r[2]) in failed)]
-    for i in range(0, len(todo), args.parallel):
-        wave = todo[i:i + args.parallel]
-        start = time.time()
-        procs = {key: spawn(rl_cmd(*key), f"{args.out}/{key[0]}/{key[1]}{key[2]}.log") for key in wave}
-        while time.time() < start + args.budget and any(p.poll() is None for p in procs.values()):
-            time.sleep(1)
-        for proc in procs.values():
-            if proc.poll() is None:
+    pending, running = list(runs), {}
+    reported: set[tuple] = set()
+    stopped: set[tuple] = set()
+    while pending or running:
+        for key, proc in ncsn.items():
+            if proc.poll() is not None and key not in reported:
+                reported.add(key)
+                print(f"energy model {key} {'ready' if proc.returncode == 0 else 'FAILED'} after "
+                      f"{time.time() - t0:.0f} s", flush=True)
+        for key in list(pending):
+            m, a, s = key
+            energy = ncsn.get((m, s)) if a == "NEAR" else None
+            if energy is not None and energy.poll() is not None and energy.returncode != 0:
+                pending.remove(key)  # its energy model failed: reported above
+            elif time.time() > t0 + args.deadline:
+                pending.remove(key)  # no time left in this call: the next call starts it
+            elif len(running) < args.parallel and (energy is None or energy.poll() is not None):
+                pending.remove(key)
+                running[key] = (spawn(rl_cmd(*key), f"{args.out}/{m}/{a}{s}.log"), time.time())
+        for key, (proc, started) in list(running.items()):
+            late = time.time() > min(started + args.budget, t0 + args.deadline)
+            if proc.poll() is None and late and key not in stopped:
                 proc.send_signal(signal.SIGTERM)
-        codes.update({key: proc.wait() for key, proc in procs.items()})
-        names = [f"{m}/{a}{s}" for m, a, s in wave]
-        for key, name in zip(wave, names):  # only a run that stopped cleanly (0, or 3: checkpointed on SIGTERM) trained
-            if codes[key] in (0, 3):
-                trained[name] = trained.get(name, 0.0) + time.time() - start
-        print(f"{names} stopped after {time.time() - start:.0f} s", flush=True)
+                stopped.add(key)
+            if proc.poll() is not None:
+                codes[key] = proc.returncode
+                del running[key]
+                name = f"{key[0]}/{key[1]}{key[2]}"
+                if proc.returncode in (0, 3):  # only a run that stopped cleanly (done, or checkpointed) trained
+                    trained[name] = trained.get(name, 0.0) + time.time() - started
+                print(f"{name} stopped after {time.time() - started:.0f} s (exit {proc.returncode})", flush=True)
+        time.sleep(1)
+    for key, proc in ncsn.items():
+        if proc.poll() is None:  # out of time: it checkpoints, and the next call resumes it
+            proc.send_signal(signal.SIGTERM)
+            print(f"energy model {key} stopped unfinished (exit {proc.wait()})", flush=True)
     print(f"rl runs done after {time.time() - t0:.0f} s; exit codes {sorted(set(codes.values()))}", flush=True)
     with open(trained_file, "w") as fh:
         json.dump({"seconds": trained}, fh, indent=1)

@@ -190,16 +190,16 @@ def test_the_character_is_nears_in_mujoco_terms():
     mass = sum(_geom_volume(model, model.geom(n).id) * d for n, d in density.items())
     assert float(model.body_mass[1:].sum()) == pytest.approx(mass, rel=1e-9)
     assert mass == pytest.approx(48.89, abs=0.01)
-    # PD servos: kp = NEAR's joint stiffness, kv = damping, torque limit = the motor's gear
-    gains = {"abdomen": (600, 60, 125, 0.025), "neck": (50, 5, 20, 0.017), "shoulder": (200, 20, 70, 0.02),
-             "elbow": (150, 15, 60, 0.015), "hip": (300, 30, 125, 0.02), "knee": (300, 30, 100, 0.02),
-             "ankle": (200, 20, 50, 0.01)}
+    # PD servos: kp = NEAR's joint stiffness, kv = damping, no torque limit (NEAR sets no drive effort)
+    gains = {"abdomen": (600, 60, 0.025), "neck": (50, 5, 0.017), "shoulder": (200, 20, 0.02),
+             "elbow": (150, 15, 0.015), "hip": (300, 30, 0.02), "knee": (300, 30, 0.02),
+             "ankle": (200, 20, 0.01)}
     for k in range(28):
         joint = model.joint(k + 1).name
-        kp, kv, gear, armature = next(v for g, v in gains.items() if g in joint)
+        kp, kv, armature = next(v for g, v in gains.items() if g in joint)
         assert model.actuator_trnid[k, 0] == k + 1, "actuator k drives hinge k (NEAR's action order)"
         assert model.actuator_gainprm[k, 0] == kp and model.actuator_biasprm[k, 1] == -kp
-        assert model.actuator_biasprm[k, 2] == -kv and tuple(model.actuator_forcerange[k]) == (-gear, gear)
+        assert model.actuator_biasprm[k, 2] == -kv and not model.actuator_forcelimited[k]
         assert model.dof_armature[k + 6] == pytest.approx(armature)
         assert model.dof_damping[k + 6] == 0 and model.jnt_stiffness[k + 1] == 0
     # self-collision: every body geom can touch every other body's (but the parent's)
@@ -223,10 +223,9 @@ def test_the_model_matches_nears_own_file_loaded_in_mujoco():
     assert np.allclose(near.body_pos[2:], ours.body_pos[2:])
     assert np.allclose(near.jnt_range, ours.jnt_range) and np.allclose(near.jnt_axis, ours.jnt_axis)
     assert np.allclose(near.dof_armature, ours.dof_armature)
-    gear = {near.actuator(k).name: near.actuator_gear[k, 0] for k in range(near.nu)}
     for k in range(ours.nu):
         j = ours.actuator_trnid[k, 0]
-        assert ours.actuator_forcerange[k, 1] == gear[ours.joint(j).name]
+        assert not ours.actuator_forcelimited[k]
         assert ours.actuator_gainprm[k, 0] == near.jnt_stiffness[j]
         assert -ours.actuator_biasprm[k, 2] == near.dof_damping[j + 5]
 

@@ -112,6 +112,7 @@ def _prepare(stage: str, overrides: list[str]) -> tuple[Settings, str, str, int]
         torch.set_num_threads(settings.torch_threads)
     if settings.torch_deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_float32_matmul_precision(settings.matmul_precision)
     device, run_dir, seed = _device(settings.device), _run_dir(settings), _seed(settings.seed)
     motions = _motion_sources(settings.task)
     os.makedirs(run_dir, exist_ok=True)
