@@ -42,6 +42,11 @@ def epoch_rates(run_dir: str) -> list[float]:
     return [(f1 - f0) / (t1 - t0) for (f0, t0), (f1, t1) in zip(points, points[1:]) if t1 > t0]
 
 
+def _stage_ok(stage: str, code: int) -> None:
+    if code != 0:  # 3: stopped by a signal (a caller's time limit), 2: a settings error
+        raise SystemExit(f"near: error: the benchmark's {stage} stage exited {code}; no rate measured")
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -153,14 +158,14 @@ def main() -> None:
         extra: list[str] = []
         if algo == "NEAR":
             nc = "++train.params.config.near_config"
-            assert train_ncsn_stage(["task=HumanoidNEAR", f"++task.env.motion_file={args.motions}",
-                                     f"run_dir={work}/ncsn",
-                                     f"device={args.device}", f"{nc}.training.n_iters={args.ncsn_iters}"]) == 0
+            _stage_ok("ncsn", train_ncsn_stage(["task=HumanoidNEAR", f"++task.env.motion_file={args.motions}",
+                                                f"run_dir={work}/ncsn", f"device={args.device}",
+                                                f"{nc}.training.n_iters={args.ncsn_iters}"]))
             extra = [f"{nc}.inference.eb_model_checkpoint={work}/ncsn/nn/checkpoint.pth",
                      f"{nc}.inference.running_mean_std_checkpoint={work}/ncsn/nn/running_mean_std.pth",
                      f"{nc}.inference.sigma_level=-1"]
         start = time.perf_counter()
-        assert train_rl_stage([f"task=Humanoid{algo}", f"run_dir={work}/{algo}", *common, *extra]) == 0
+        _stage_ok(f"rl {algo}", train_rl_stage([f"task=Humanoid{algo}", f"run_dir={work}/{algo}", *common, *extra]))
         total = time.perf_counter() - start
         per_epoch = epoch_rates(f"{work}/{algo}")
         rates[algo] = statistics.median(per_epoch)

@@ -1,12 +1,13 @@
 """The small state a GPU learning check needs to go on in a later, separate allocation.
 
 A GPU machine's files are gone with it, and what comes back from it is limited (files of at most
-16 MiB): :func:`pack` keeps, of a learning check's ``--out``, each rl run's policy, value
-function, normalisers, optimiser, epoch and frame counters and algorithm state (NEAR's annealing
-and reward offset) with its config and summaries, each energy model's EMA weights (as its weights)
-and input normaliser, and the budget so far; not the env's state (a resumed run starts from fresh
-resets). The tar is written as ``resume.tar.NN`` parts of at most 15 MiB; :func:`unpack` joins and
-extracts them.
+16 MiB, about 60 MiB in all per call): :func:`pack` keeps, of a learning check's ``--out``, each rl
+run's policy, value function, normalisers, optimiser, epoch and frame counters and algorithm state
+(NEAR's annealing and reward offset; AMP's discriminator, not its replay buffer) with its config
+and summaries, each finished energy model's EMA weights (as its weights) and input normaliser (an
+unfinished one is left out: the next call trains it anew), and the budget so far; not the env's
+state (a resumed run starts from fresh resets). The tar is written as ``resume.tar.NN`` parts of
+at most 15 MiB; :func:`unpack` joins and extracts them.
 """
 
 from __future__ import annotations
@@ -55,6 +56,15 @@ def _slim_ncsn(ckpt: str) -> dict:
     return {k: state[k] for k in ("format", "hparams", "sigmas", "model", "step") if k in state} | {"ema": None}
 
 
+def _finished(ncsn_dir: str, ckpt: str) -> bool:
+    """Whether an energy model's checkpoint is at the last iteration its config asks for."""
+    import yaml
+
+    with open(os.path.join(ncsn_dir, "ncsn_config.yaml")) as fh:
+        n_iters = yaml.safe_load(fh)["train"]["params"]["config"]["near_config"]["training"]["n_iters"]
+    return int(torch.load(ckpt, map_location="cpu", weights_only=False)["step"]) >= int(n_iters)
+
+
 def pack(out: str, dest: str) -> list[str]:
     """Write the small resume state of learning check `out` to `dest` as parts; returns their paths."""
     buf = io.BytesIO()
@@ -66,12 +76,20 @@ def pack(out: str, dest: str) -> list[str]:
             run = os.path.dirname(os.path.dirname(ckpt))
             rel = os.path.relpath(run, out)
             if os.path.basename(run).startswith("ncsn"):
+                if not _finished(run, ckpt):
+                    # its optimiser state would be most of the export: the next call trains it anew
+                    print(f"resume state: energy model {rel} is unfinished and left out", flush=True)
+                    continue
                 _add_bytes(tar, f"{rel}/nn/checkpoint.pth", _saved(_slim_ncsn(ckpt)))
                 tar.add(os.path.join(run, "nn", "running_mean_std.pth"), arcname=f"{rel}/nn/running_mean_std.pth")
                 _add_bytes(tar, f"{rel}/{SLIM_MARK}", b"")
                 continue
             state = torch.load(ckpt, map_location="cpu", weights_only=False)
-            _add_bytes(tar, f"{rel}/nn/checkpoint.pth", _saved({k: state[k] for k in RL_KEYS if k in state}))
+            slim = {k: state[k] for k in RL_KEYS if k in state}
+            if isinstance(slim.get("extra"), dict) and "replay" in slim["extra"]:
+                # AMP's replay of policy transitions (84 MB at NEAR's size) refills in a few epochs
+                slim["extra"] = {k: v for k, v in slim["extra"].items() if k != "replay"}
+            _add_bytes(tar, f"{rel}/nn/checkpoint.pth", _saved(slim))
             for extra in ("config.yaml", "summaries"):
                 if os.path.exists(os.path.join(run, extra)):
                     tar.add(os.path.join(run, extra), arcname=f"{rel}/{extra}")

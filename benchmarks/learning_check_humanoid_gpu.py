@@ -234,6 +234,7 @@ def main() -> int:
     write_curves(args.out, [f"{m}/{a}{s}" for m, a, s in runs])
     if args.export:
         print(f"resume state: {resume_state.pack(args.out, args.export)}", flush=True)
+    keep_policies(args.out, next(iter(files)), args.algos)  # small enough to come back from any call
     if args.no_eval:
         return 0
 
@@ -290,7 +291,6 @@ def main() -> int:
         fh.write(table + "\n")
     with open(f"{args.out}/results.json", "w") as fh:
         json.dump(results, fh, indent=1)
-    keep_policies(args.out, next(iter(files)), args.algos)
     return 0
 
 

@@ -25,6 +25,11 @@ def test_pack_keeps_weights_and_counters_drops_env_state_and_unpacks(tmp_path, m
     torch.save({"format": "near-rl-v1", "model": {"w": torch.ones(3)}, "optimizer": {"state": {}}, "epoch": 7,
                 "frame": 1234, "extra": {"annealer": {"idx": 2}}, "env_state": big_env, "agent_obs": torch.ones(4),
                 "wall_time": 5.0}, run / "nn" / "checkpoint.pth")
+    amp = out / "walk" / "AMP0"
+    (amp / "nn").mkdir(parents=True)
+    torch.save({"format": "near-rl-v1", "model": {"w": torch.ones(2)}, "epoch": 3,
+                "extra": {"disc": {"w": torch.ones(2)}, "replay": {"buf": torch.zeros(100_000)}}},
+               amp / "nn" / "checkpoint.pth")
     ncsn = out / "walk" / "ncsn0"
     (ncsn / "nn").mkdir(parents=True)
     net = EnergyNet(6, [8], 4, [8], num_levels=3)
@@ -35,6 +40,14 @@ def test_pack_keeps_weights_and_counters_drops_env_state_and_unpacks(tmp_path, m
                 "model": net.state_dict(), "ema": ema.state_dict(), "optimizer": {"big": torch.zeros(10_000)},
                 "step": 40}, ncsn / "nn" / "checkpoint.pth")
     torch.save({"mean": torch.zeros(6)}, ncsn / "nn" / "running_mean_std.pth")
+    config = "train: {params: {config: {near_config: {training: {n_iters: 40}}}}}\n"
+    (ncsn / "ncsn_config.yaml").write_text(config)
+    # an energy model stopped before its last iteration: left out (its optimiser state is most of it)
+    unfinished = out / "walk" / "ncsn1"
+    (unfinished / "nn").mkdir(parents=True)
+    torch.save({"format": FORMAT, "hparams": net.hparams, "model": net.state_dict(), "step": 39},
+               unfinished / "nn" / "checkpoint.pth")
+    (unfinished / "ncsn_config.yaml").write_text(config)
     monkeypatch.setattr(resume_state, "PART_BYTES", 4096)  # several parts
     parts = resume_state.pack(str(out), str(tmp_path / "export"))
     assert len(parts) > 1 and all(os.path.getsize(p) <= 4096 for p in parts)
@@ -52,3 +65,6 @@ def test_pack_keeps_weights_and_counters_drops_env_state_and_unpacks(tmp_path, m
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values()))
     assert torch.equal(sigmas, torch.tensor([1.0, 0.5, 0.1]))
     assert "optimizer" not in torch.load(again / "walk" / "ncsn0" / "nn" / "checkpoint.pth", weights_only=False)
+    assert not (again / "walk" / "ncsn1").exists()
+    amp_state = torch.load(again / "walk" / "AMP0" / "nn" / "checkpoint.pth", weights_only=False)
+    assert set(amp_state["extra"]) == {"disc"} and amp_state["epoch"] == 3  # the replay buffer refills

@@ -283,3 +283,24 @@ def test_motion_sources_record_files_hashes_and_which_are_synthetic(tmp_path):
     assert own == {"motion_file": str(clip), "file": str(clip), "sha256": walk["sha256"], "synthetic": False}
     assert motions.motion_sources("circle") == [{"motion_file": "circle", "file": None, "sha256": None,
                                                  "synthetic": True}]
+
+
+def test_matmul_precision_is_applied_by_both_stages_and_a_bad_value_refused(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from near.training.entry import _prepare
+
+    before = torch.get_float32_matmul_precision()
+    try:
+        _prepare("rl", ["task=mazePPO", f"run_dir={tmp_path / 'a'}", "matmul_precision=medium"])
+        assert torch.get_float32_matmul_precision() == "medium"
+        _prepare("ncsn", ["task=mazeNEAR", f"run_dir={tmp_path / 'b'}"])
+        assert torch.get_float32_matmul_precision() == "high"  # the default: TF32 on CUDA
+    finally:
+        torch.set_float32_matmul_precision(before)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    assert main(["train", "rl", "task=mazePPO", f"run_dir={empty / 'run'}", "matmul_precision=low"]) == 2
+    assert "setting matmul_precision=low: expected highest, high or medium" in capsys.readouterr().err
+    assert os.listdir(empty) == []

@@ -257,7 +257,8 @@ class AMPAgent(PPOAgent):
         self.disc_optimizer.load_state_dict(state["disc_optimizer"])
         if self.amp_normalizer is not None and state.get("amp_normalizer") is not None:
             self.amp_normalizer.load_state_dict(state["amp_normalizer"])
-        self.replay.load_state_dict(state["replay"])
+        if state.get("replay") is not None:  # a slim resume state leaves it out: it refills in a few epochs
+            self.replay.load_state_dict(state["replay"])
 
 
 def load_discriminator(checkpoint: str, device: str = "cpu"):
