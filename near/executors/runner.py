@@ -7,8 +7,9 @@ resolved, runnable by hand to reproduce the job). ``launch(job)`` starts the sup
 
 The supervisor (``main``) holds an exclusive ``flock`` on ``RUN_DIR/.near.lock`` while the job runs
 (a stray earlier attempt never writes into the run dir at the same time; a controller tells a live
-attempt from a dead one by it), asks the kernel to SIGTERM it when its parent dies (a SIGKILLed
-controller leaves no orphans) and runs ``bash command.sh`` in a process group of its own.
+attempt from a dead one by it), asks the kernel to signal it when its parent dies (a SIGKILLed
+controller leaves no orphans: that is one stop, however many times the signal comes) and runs
+``bash command.sh`` in a process group of its own.
 
 One signal path: the controller signals the supervisor only (:func:`stop`); the supervisor
 forwards the first SIGTERM/SIGINT to the job's group once, and a second one as SIGKILL.
@@ -45,6 +46,9 @@ STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
 LOCK_FILE = ".near.lock"
 PGID_FILE = ".near.pgid"    # the job's process group, for a controller whose supervisor is gone
+# what the kernel sends a supervisor whose controller died: its own signal, so that however many
+# times it comes it is read as one stop (the supervisor runs in its own session: no terminal hangs up)
+PARENT_DEATH_SIGNAL = signal.SIGHUP
 #: the checkpoint of ``near train`` jobs (near's trainers write it; see near.training.entry)
 TRAINER_CHECKPOINT = "nn/checkpoint.pth"
 
@@ -273,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     run_dir = Path(argv[0])
     parent = os.getppid()
-    _set_parent_death_signal(signal.SIGTERM)
+    _set_parent_death_signal(PARENT_DEATH_SIGNAL)
     if os.getppid() != parent:  # the controller died before prctl took effect
         return 128 + signal.SIGTERM
     stops: list[int] = []
@@ -287,8 +291,16 @@ def main(argv: list[str] | None = None) -> int:
             except ProcessLookupError:
                 pass
 
+    def parent_died(signum, frame):
+        # The kernel sends the parent-death signal again each time a dying controller's threads
+        # hand this process on to one another, so a SIGKILLed controller with three threads sends
+        # it three times: it is one stop, never the second stop that SIGKILLs the job.
+        if not stops:
+            forward(signal.SIGTERM, frame)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(PARENT_DEATH_SIGNAL, parent_died)
     lock = open(run_dir / LOCK_FILE, "a")
     while True:
         try:
@@ -338,8 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"near: cannot write the outcome file ({err})", file=sys.stderr)
     # the outcome is on disk: a signal from now on changes nothing (the controller reads the file)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGINT, PARENT_DEATH_SIGNAL):
+        signal.signal(sig, signal.SIG_IGN)
     return status
 
 
