@@ -247,6 +247,15 @@ def test_a_run_dir_linked_out_of_the_experiment_is_refused(tmp_path):
     with pytest.raises(Exception, match=r"leads to .*outside, out of the experiment"):
         job.command
     assert not list(outside.iterdir())
+    # the supervisor's own check (a SLURM node gets a task, not the table): the same rule
+    from near.executors import runner
+
+    task = runner.Task(job.job_id, "t", "s", "echo x", job.run_dir, str(tmp_path), {}, {})
+    with pytest.raises(OSError, match=rf"run dir .*{job.job_id} is a link to .*outside"):
+        runner.prepare(task)
+    assert not list(outside.iterdir())
+    (exp / "runs" / job.job_id).unlink()
+    assert runner.prepare(task) == Path(job.run_dir) and (Path(job.run_dir) / "command.sh").is_file()
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from near.executors import outcomes
 from near.exitcodes import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK
 from near.snapshot import recorded
+from near.sweep.dispatch import leads_elsewhere
 
 if TYPE_CHECKING:
     from near.jobtable import JobRecord
@@ -163,10 +164,8 @@ def job_env(job: "JobRecord | Task") -> dict[str, str]:
 def prepare(job: "JobRecord | Task") -> Path:
     """Create the job's run dir and write ``command.sh``; returns the run dir."""
     run_dir = Path(job.run_dir)
-    # a run dir that is a link out of its runs/ folder would have the job write somewhere its
-    # table does not say (and near's files land in a directory it does not own)
-    real = os.path.realpath(run_dir)
-    if real != os.path.join(os.path.realpath(run_dir.parent), run_dir.name):
+    real = leads_elsewhere(run_dir)  # OSError: dispatch records the job failed, naming the link
+    if real is not None:
         raise OSError(f"job {job.job_id}: run dir {run_dir} is a link to {real}; near does not write "
                       "through it (remove the link)")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -23,12 +23,22 @@ def run_dir_for(exp_dir: str | os.PathLike, job_id: str) -> str:
     return os.path.join(os.fspath(exp_dir), "runs", job_id)
 
 
+def leads_elsewhere(path: str | os.PathLike) -> str | None:
+    """Where ``path`` really leads when that is not its own entry in its parent folder (it is, or
+    lies below, a link out of it); None when it is where it says. A run dir that leads elsewhere
+    would have its job write somewhere its table does not say."""
+    path = os.fspath(path)
+    real = os.path.realpath(path)
+    here = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    return None if real == here else real
+
+
 def checked_run_dir(exp_dir: str, job_id: str) -> str:
-    """:func:`run_dir_for`, refused (TableError) when it is, or lies below, a link that leads out
-    of the experiment: a job would write somewhere else than its table says."""
+    """:func:`run_dir_for`, refused (TableError) when it leads out of the experiment
+    (:func:`leads_elsewhere`)."""
     path = run_dir_for(exp_dir, job_id)
-    real, home = os.path.realpath(path), os.path.realpath(os.path.join(exp_dir, "runs"))
-    if real != os.path.join(home, job_id):
+    real = leads_elsewhere(path)
+    if real is not None:
         raise TableError(f"job {job_id}: its run dir {path} leads to {real}, out of the experiment "
                          f"{exp_dir}; near does not write through it (remove the link)")
     return path
