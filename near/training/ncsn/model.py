@@ -118,9 +118,12 @@ class EMA:
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
-        for k, p in module.named_parameters():
-            if k in self.shadow:
-                self.shadow[k].mul_(self.rate).add_(p.detach(), alpha=1.0 - self.rate)
+        pairs = [(self.shadow[k], p.detach()) for k, p in module.named_parameters() if k in self.shadow]
+        shadows, params = [s for s, _ in pairs], [p for _, p in pairs]
+        # one multi-tensor kernel each instead of two per parameter: the energy model's training
+        # step is launch-bound on a GPU
+        torch._foreach_mul_(shadows, self.rate)
+        torch._foreach_add_(shadows, params, alpha=1.0 - self.rate)
 
     @torch.no_grad()
     def copy_to(self, module: nn.Module) -> None:

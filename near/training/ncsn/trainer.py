@@ -100,6 +100,10 @@ def train_ncsn(near: NEARSettings, seed: int, run_dir: str, device: str, stop: r
     lo, hi = data.min(0).values, data.max(0).values
     span = (hi - lo).clamp_min(1.0)
     random_data = lo - 0.25 * span + 1.5 * span * torch.rand(test.shape, generator=gen).to(device)
+    # minibatches are drawn where the data is: indices made on the host and copied over would wait
+    # for the GPU every iteration (a pageable copy), losing the overlap of launching and running
+    batch_gen = gen if torch.device(device).type == "cpu" else \
+        torch.Generator(device=device).manual_seed((seed + 1) & 0x7FFFFFFF)
 
     net = build_model(near, data.shape[1], resolve_feature_mask(model_cfg.feature_mask, env)).to(device)
     optimizer = _optimizer(net.parameters(), near.optim)
@@ -125,6 +129,8 @@ def train_ncsn(near: NEARSettings, seed: int, run_dir: str, device: str, stop: r
             ema.load_state_dict(state["ema"])
         step = int(state["step"])
         gen.set_state(state["data_generator"].cpu())
+        if batch_gen is not gen and state.get("batch_generator") is not None:
+            batch_gen.set_state(state["batch_generator"].cpu())
         runtime.restore_rng(state["rng"])
         tblog.truncate_after(summaries, state["wall_time"])
         print(f"near: ncsn resumed from {ckpt_path} at iteration {step}", flush=True)
@@ -138,7 +144,8 @@ def train_ncsn(near: NEARSettings, seed: int, run_dir: str, device: str, stop: r
         state = {
             "format": FORMAT, "hparams": net.hparams, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
             "ema": ema.state_dict() if ema is not None else None, "running_mean_std": rms.state_dict(),
-            "sigmas": sigmas.cpu(), "step": step, "data_generator": gen.get_state(), "rng": runtime.capture_rng(),
+            "sigmas": sigmas.cpu(), "step": step, "data_generator": gen.get_state(),
+            "batch_generator": batch_gen.get_state(), "rng": runtime.capture_rng(),
             "normalize_energynet_input": normalize, "wall_time": runtime.now(),
         }
         # the normaliser file first: checkpoint.pth is the completion marker readers look for
@@ -171,11 +178,11 @@ def train_ncsn(near: NEARSettings, seed: int, run_dir: str, device: str, stop: r
             exit_code = runtime.EXIT_INTERRUPTED
             break
         step += 1
-        idx = torch.randint(len(train), (batch_size,), generator=gen).to(device)
+        idx = torch.randint(len(train), (batch_size,), generator=batch_gen, device=batch_gen.device).to(device)
         x = train[idx]
         if normalize:
             x = rms(x)
-        labels = torch.randint(num_levels, (batch_size,), generator=gen).to(device)
+        labels = torch.randint(num_levels, (batch_size,), generator=batch_gen, device=batch_gen.device).to(device)
         loss = anneal_dsm_loss(net, x, labels, sigmas, anneal_power)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
