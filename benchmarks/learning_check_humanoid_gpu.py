@@ -4,16 +4,15 @@ NEAR's ncsn stages train all at once; each rl run starts as soon as it can (AMP 
 once, NEAR when its energy model is trained), ``--parallel`` at a time on the GPU, each for
 ``--budget`` seconds (or until ``--deadline`` seconds into the call), then gets SIGTERM (near's
 trainer writes its checkpoint and stops). Each final checkpoint is then evaluated
-(``near.training.eval_metrics``, deterministic
-actions, no early termination, so every episode is the full 10 s) beside a uniformly random
-policy (one per seed). Prints a Markdown table of NEAR's DTW pose error (``mean_dtw_pose_error``,
-lower is better) and writes it with the JSON to ``--out``, and the policy weights of each
-algorithm's first run on the first motion (``<motion>_<algo>0_policy.pth`` beside its
-``config.yaml``, for ``near render``).
+(``near.training.eval_metrics``, deterministic actions, no early termination, so every episode is
+the full 10 s) beside a uniformly random policy (one per seed). Prints a Markdown table of NEAR's
+DTW pose error (``mean_dtw_pose_error``, lower is better) and writes it with the JSON to
+``--out``, and the policy weights of each algorithm's first run on the first motion
+(``<motion>_<algo>0_policy.pth`` beside its ``config.yaml``, for ``near render``).
 
     python benchmarks/learning_check_humanoid_gpu.py [--motions NEAR/.../amp_humanoid_walk.yaml ...]
-        [--seeds 3] [--envs 2048] [--frames 60e6] [--budget 440] [--deadline S] [--parallel 18] [--ncsn-iters N]
-        [--combined] [--nonnegative] [--no-eval] [--out DIR] [--import DIR] [--export DIR]
+        [--seeds 3] [--envs 4096] [--frames 60e6] [--budget 440] [--deadline S] [--parallel 18]
+        [--ncsn-iters N] [--combined] [--nonnegative] [--no-eval] [--out DIR] [--import DIR] [--export DIR]
 
 ``--motions`` takes NEAR's motion files (a ``.yaml`` list or ``.npy``; runs are named by the stem
 without ``amp_humanoid_``) or synthetic clip names. Each rl run trains to ``--frames`` samples, or
@@ -145,7 +144,7 @@ def main() -> int:
     ap.add_argument("--export", default="", help="write the small resume state as resume.tar.NN parts here")
     ap.add_argument("--algos", nargs="+", default=["AMP", "NEAR", "Track"])
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--envs", type=int, default=2048)
+    ap.add_argument("--envs", type=int, default=4096, help="envs per rl run (NEAR's paper runs: 4096)")
     ap.add_argument("--budget", type=float, default=440.0, help="seconds of training per rl run and call")
     ap.add_argument("--parallel", type=int, default=18, help="rl runs sharing the GPU at once")
     ap.add_argument("--deadline", type=float, default=float("inf"),

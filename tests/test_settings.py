@@ -302,5 +302,6 @@ def test_matmul_precision_is_applied_by_both_stages_and_a_bad_value_refused(tmp_
     empty.mkdir()
     monkeypatch.chdir(empty)
     assert main(["train", "rl", "task=mazePPO", f"run_dir={empty / 'run'}", "matmul_precision=low"]) == 2
-    assert "setting matmul_precision=low: expected highest, high or medium" in capsys.readouterr().err
+    assert "ill-typed setting matmul_precision='low': expected one of 'highest', 'high', 'medium'" in \
+        capsys.readouterr().err
     assert os.listdir(empty) == []

@@ -456,8 +456,8 @@ class Settings:
     seed: int = setting(42, "seed; -1 picks a random one")
     torch_deterministic: bool = setting(False, "deterministic torch algorithms")
     torch_threads: int = setting(0, "torch intra-op threads (0: torch's default)")
-    matmul_precision: str = setting("high", "float32 matrix products: highest (full fp32), high (TF32 on "
-                                    "CUDA, 3-6x faster PPO updates and energies) or medium (bf16); no effect on CPU")
+    matmul_precision: Literal["highest", "high", "medium"] = setting(
+        "high", "float32 matrix products on CUDA: highest (full fp32), high (TF32) or medium (bf16); none on CPU")
     max_iterations: Union[float, None] = setting(None, "PPO epochs, or a frame budget >= 100000 (null: the train config's)")
     device: str = setting("cpu", "cpu or cuda:N (environments, energy model and policy)")
     test: bool = setting(False, "play a policy (refused: near evaluates with near.training.evaluate)")
@@ -471,8 +471,6 @@ class Settings:
             raise SettingsError("setting headless=False: near's environments have no viewer (only True is accepted)")
         if self.num_envs is not None and self.num_envs < 1:
             raise SettingsError(f"setting num_envs={self.num_envs}: must be at least 1")
-        if self.matmul_precision not in ("highest", "high", "medium"):
-            raise SettingsError(f"setting matmul_precision={self.matmul_precision}: expected highest, high or medium")
 
 
 # ---------------------------------------------------------------------------------------- conversion
