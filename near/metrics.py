@@ -19,6 +19,8 @@ Metrics and their conventions (lower is better unless said otherwise):
   second and third finite-difference derivative of the root position. A constant velocity
   has zero acceleration and zero jerk.
 - :func:`mean_episode_length` and :func:`success_rate` -- averages over finished episodes.
+- :func:`travel_speed` and :func:`foot_alternations` -- whether a rendered walk walks: the root's
+  mean horizontal speed and how often the lower foot changes sides.
 
 Tensorboard tag names for these metrics are in :data:`TAGS` (written by the trainers, read by
 the report stage).
@@ -243,6 +245,29 @@ def sparc(
     seg = torch.sqrt(df**2 + dm**2) * (idx[None, 1:] <= last[:, None])
     out = -seg.sum(dim=1)
     return out[0] if single else out
+
+
+def travel_speed(steps: ArrayLike, dt: float) -> float:
+    """Mean horizontal speed (m/s) of a root that moved by ``steps`` (T, 2) in T frames of ``dt`` s:
+    the length of the summed displacement over the time, so pacing back and forth scores ~0."""
+    d = _as_tensor(steps).double()
+    if d.ndim != 2 or d.shape[0] == 0:
+        raise ValueError(f"travel_speed needs (T, 2) displacements, got shape {tuple(d.shape)}")
+    return float(d.sum(0).norm() / (d.shape[0] * dt))
+
+
+def foot_alternations(left_z: ArrayLike, right_z: ArrayLike, margin: float = 0.02) -> int:
+    """How many times the lower of two feet changes from one foot to the other over a rollout
+    (heights in m per frame). A foot counts as lower only when it is ``margin`` below the other,
+    so two feet side by side do not flicker; a walk alternates about twice per gait cycle."""
+    gap = (_as_tensor(left_z).double() - _as_tensor(right_z).double()).tolist()
+    lower, changes = None, 0
+    for g in gap:
+        now = "left" if g < -margin else "right" if g > margin else None
+        if now is not None and lower is not None and now != lower:
+            changes += 1
+        lower = now or lower
+    return changes
 
 
 def mean_episode_length(lengths: ArrayLike) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 # MuJoCo picks its OpenGL backend when first imported (the render test): EGL works headless
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -246,7 +247,12 @@ def test_render_writes_policy_beside_reference(tmp_path, capsys, monkeypatch):
     run_dir = str(tmp_path / "run")
     run_cli(["train", "rl", "task=Humanoid", f"run_dir={run_dir}", *TINY, "max_iterations=1"], capsys)
     out = str(tmp_path / "clip.gif")
-    assert "wrote" in run_cli(["render", run_dir, "--out", out, "--steps", "4", "--width", "64", "--height", "48"], capsys)
+    printed = run_cli(["render", run_dir, "--out", out, "--steps", "4", "--width", "64", "--height", "48"], capsys)
+    assert "wrote" in printed
+    # whether it walks, beside the clip: the synthetic walk's reference moves forward at about 1 m/s
+    speeds = re.search(r"root speed: policy ([0-9.]+) m/s, reference ([0-9.]+) m/s \(([0-9.]+|nan)x\); "
+                       r"the policy's lower foot changed sides (\d+) times", printed)
+    assert speeds and 0.3 < float(speeds.group(2)) < 3.0, printed
     from PIL import Image
 
     clip = Image.open(out)

@@ -159,3 +159,27 @@ def test_dtw_cost_step_matches_the_textbook_recursion():
             for j in range(1, 12):
                 d[i, j] = c[i - 1, j - 1] + min(d[i - 1, j - 1], d[i - 1, j], d[i, j - 1])
         assert acc[b, 11].item() == pytest.approx(d[9, 11], rel=1e-12)
+
+
+def test_travel_speed_is_net_displacement_over_time():
+    dt = 1 / 30
+    forward = np.tile([0.04, 0.0], (30, 1))  # 0.04 m per frame for a second: 1.2 m/s
+    assert metrics.travel_speed(forward, dt) == pytest.approx(1.2)
+    diagonal = np.tile([0.03, 0.04], (10, 1))
+    assert metrics.travel_speed(diagonal, dt) == pytest.approx(1.5)
+    pacing = np.concatenate([forward, -forward])  # there and back: no travel
+    assert metrics.travel_speed(pacing, dt) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match=r"\(T, 2\)"):
+        metrics.travel_speed(np.zeros((0, 2)), dt)
+
+
+def test_foot_alternations_count_side_changes_beyond_the_margin():
+    t = np.linspace(0, 2, 121)  # two seconds of a 1 Hz gait: four half-cycles, so 3 changes of side
+    left = 0.05 + 0.05 * np.sin(2 * np.pi * t)
+    right = 0.05 - 0.05 * np.sin(2 * np.pi * t)
+    assert metrics.foot_alternations(left, right) == 3
+    # jitter below the margin is no step; standing still is none either
+    jitter = 0.01 * np.sin(40 * np.pi * t)
+    assert metrics.foot_alternations(0.05 + jitter, 0.05 - jitter) == 0
+    # a foot that stays lower never alternates, however it moves
+    assert metrics.foot_alternations(left - 0.2, right) == 0

@@ -8,8 +8,9 @@ import argparse
 def _render(args: argparse.Namespace) -> int:
     from near.training.render import render_run
 
-    count = render_run(args.run_dir, args.out, args.checkpoint, args.steps, args.width, args.height)
-    print(f"near: wrote {args.out} ({count} frames; left: policy, right: reference)")
+    done = render_run(args.run_dir, args.out, args.checkpoint, args.steps, args.width, args.height)
+    print(f"near: wrote {args.out} ({done.frames} frames; left: policy, right: reference)")
+    print(f"near: {done.summary()}")
     return 0
 
 

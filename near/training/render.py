@@ -2,7 +2,9 @@
 
 The run's ``config.yaml`` rebuilds its task with one env on the CPU (MuJoCo); the policy's mean
 actions drive the character (left half of every frame) while a second, kinematic copy of the
-model shows the reference motion at the same time (right half). Frames come from MuJoCo's
+model shows the reference motion at the same time (right half). Beside the clip it reports whether
+the policy walks: its root's mean horizontal speed against the reference's, and how often its
+feet alternate (:class:`Rendered`). Frames come from MuJoCo's
 renderer: ``MUJOCO_GL=egl`` by default (a GPU machine, or Mesa's EGL on a CPU), ``osmesa`` with
 Debian's ``libosmesa6``. ``.gif`` is written with Pillow, ``.mp4`` with imageio's ffmpeg when
 installed.
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from near import metrics
 from near.errors import ConfigError
 
 
@@ -45,9 +48,24 @@ def write_clip(frames: list[np.ndarray], out: str, fps: int) -> None:
         raise ConfigError(f"--out {out}: expected a .gif or .mp4 file name")
 
 
+@dataclasses.dataclass(frozen=True)
+class Rendered:
+    """What a rendered rollout shows: its frames, and whether the policy walks like its reference."""
+
+    frames: int
+    policy_speed: float      # m/s, the root's mean horizontal speed (near.metrics.travel_speed)
+    reference_speed: float   # m/s, the reference motion's over the same steps
+    foot_alternations: int   # times the policy's lower foot changed sides (near.metrics.foot_alternations)
+
+    def summary(self) -> str:
+        ratio = self.policy_speed / self.reference_speed if self.reference_speed > 0 else float("nan")
+        return (f"root speed: policy {self.policy_speed:.2f} m/s, reference {self.reference_speed:.2f} m/s "
+                f"({ratio:.2f}x); the policy's lower foot changed sides {self.foot_alternations} times")
+
+
 def render_run(run_dir: str, out: str, checkpoint: str | None = None, steps: int = 150,
-               width: int = 320, height: int = 240, seed: int = 0) -> int:
-    """Roll out the run's policy for `steps` control steps and write the side-by-side clip; returns frames."""
+               width: int = 320, height: int = 240, seed: int = 0) -> Rendered:
+    """Roll out the run's policy for `steps` control steps and write the side-by-side clip."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     import mujoco
 
@@ -72,15 +90,24 @@ def render_run(run_dir: str, out: str, checkpoint: str | None = None, steps: int
     ref = mujoco.MjData(model)
     renderer = mujoco.Renderer(model, height, width)
     frames = []
+    feet = [model.body(name).id for name in ("left_foot", "right_foot")]
+    moves: dict[str, list[np.ndarray]] = {"policy": [], "reference": []}
+    foot_z: list[np.ndarray] = []
     obs = env.reset()
+    last = {"policy": data.xpos[1, :2].copy(), "reference": None}
     with torch.no_grad():
         for _ in range(steps):
-            obs, _, _, _ = env.step(policy(obs))
+            obs, _, done, _ = env.step(policy(obs))
             s = env.table.state(env.motion_id, env.start_time + env.progress.float() * env.dt)
             rot = s["root_rot"][0]
             hinges = sk.hinges_from_quats(s["joint_rot"][0], env.lower, env.upper)
             ref.qpos[:] = torch.cat([s["root_pos"][0], rot[3:], rot[:3], hinges]).double().numpy()
             mujoco.mj_forward(model, ref)
+            for who, now in (("policy", data.xpos[1, :2].copy()), ("reference", ref.xpos[1, :2].copy())):
+                if last[who] is not None and not bool(done[0]):  # a reset's jump is no movement
+                    moves[who].append(now - last[who])
+                last[who] = now
+            foot_z.append(data.xpos[feet, 2].copy())
             halves = []
             for d in (data, ref):
                 renderer.update_scene(d, camera=_camera(mujoco, d.xpos[1]))
@@ -89,4 +116,6 @@ def render_run(run_dir: str, out: str, checkpoint: str | None = None, steps: int
     renderer.close()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     write_clip(frames, out, fps=int(round(1 / env.dt)))
-    return len(frames)
+    speed = {who: metrics.travel_speed(np.array(m), env.dt) if m else 0.0 for who, m in moves.items()}
+    z = np.array(foot_z)
+    return Rendered(len(frames), speed["policy"], speed["reference"], metrics.foot_alternations(z[:, 0], z[:, 1]))
