@@ -261,14 +261,23 @@ def test_a_table_written_before_typed_settings_gains_no_job_when_readded(tmp_pat
 
 # ---------------------------------------------------------------------- motions
 def test_a_missing_motion_file_stops_the_run_naming_it_before_anything_is_written(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
+    from near.training.envs.humanoid import motion_lib
+
+    # the data folder as a fresh clone has it (empty), whatever this machine keeps in cfg/
+    empty = tmp_path / "motions"
+    empty.mkdir()
+    monkeypatch.setattr(motion_lib, "MOTION_DIR", empty)
+    monkeypatch.delenv("NEAR_MOTION_DIR", raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
     # NEAR's name of the walk is a file, not the synthetic walk: no silent substitution
     assert main(["train", "rl", "task=Humanoid", "++task.env.motion_file=amp_humanoid_walk.yaml",
-                 f"run_dir={tmp_path / 'run'}"]) == 2
+                 f"run_dir={work / 'run'}"]) == 2
     err = capsys.readouterr().err
     assert "motion file 'amp_humanoid_walk.yaml'" in err and "looked in:" in err
-    assert str(REPO / "cfg" / "task" / "motions" / "humanoid" / "amp_humanoid_walk.yaml") in err
-    assert os.listdir(tmp_path) == []
+    assert str(empty / "amp_humanoid_walk.yaml") in err
+    assert os.listdir(work) == []
 
 
 def test_motion_sources_record_files_hashes_and_which_are_synthetic(tmp_path):
