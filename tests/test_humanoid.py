@@ -251,7 +251,8 @@ def test_render_writes_policy_beside_reference(tmp_path, capsys, monkeypatch):
     assert "wrote" in printed
     # whether it walks, beside the clip: the synthetic walk's reference moves forward at about 1 m/s
     speeds = re.search(r"root speed: policy ([0-9.]+) m/s, reference ([0-9.]+) m/s \(([0-9.]+|nan)x\); "
-                       r"the policy's lower foot changed sides (\d+) times", printed)
+                       r"the policy's lower foot changed sides (\d+) times; "
+                       r"upright \(pelvis above 0.5 m\) (\d+) of 4 steps", printed)
     assert speeds and 0.3 < float(speeds.group(2)) < 3.0, printed
     from PIL import Image
 

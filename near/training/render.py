@@ -48,6 +48,10 @@ def write_clip(frames: list[np.ndarray], out: str, fps: int) -> None:
         raise ConfigError(f"--out {out}: expected a .gif or .mp4 file name")
 
 
+#: a pelvis lower than this has fallen (it stands at about 0.9 m); a fallen body can still slide
+UPRIGHT_M = 0.5
+
+
 @dataclasses.dataclass(frozen=True)
 class Rendered:
     """What a rendered rollout shows: its frames, and whether the policy walks like its reference."""
@@ -56,11 +60,13 @@ class Rendered:
     policy_speed: float      # m/s, the root's mean horizontal speed (near.metrics.travel_speed)
     reference_speed: float   # m/s, the reference motion's over the same steps
     foot_alternations: int   # times the policy's lower foot changed sides (near.metrics.foot_alternations)
+    upright: int             # steps with the policy's root (pelvis) above UPRIGHT_M
 
     def summary(self) -> str:
         ratio = self.policy_speed / self.reference_speed if self.reference_speed > 0 else float("nan")
         return (f"root speed: policy {self.policy_speed:.2f} m/s, reference {self.reference_speed:.2f} m/s "
-                f"({ratio:.2f}x); the policy's lower foot changed sides {self.foot_alternations} times")
+                f"({ratio:.2f}x); the policy's lower foot changed sides {self.foot_alternations} times; "
+                f"upright (pelvis above {UPRIGHT_M} m) {self.upright} of {self.frames} steps")
 
 
 def render_run(run_dir: str, out: str, checkpoint: str | None = None, steps: int = 150,
@@ -93,6 +99,7 @@ def render_run(run_dir: str, out: str, checkpoint: str | None = None, steps: int
     feet = [model.body(name).id for name in ("left_foot", "right_foot")]
     moves: dict[str, list[np.ndarray]] = {"policy": [], "reference": []}
     foot_z: list[np.ndarray] = []
+    upright = 0
     obs = env.reset()
     last = {"policy": data.xpos[1, :2].copy(), "reference": None}
     with torch.no_grad():
@@ -108,6 +115,7 @@ def render_run(run_dir: str, out: str, checkpoint: str | None = None, steps: int
                     moves[who].append(now - last[who])
                 last[who] = now
             foot_z.append(data.xpos[feet, 2].copy())
+            upright += int(data.xpos[1, 2] > UPRIGHT_M)
             halves = []
             for d in (data, ref):
                 renderer.update_scene(d, camera=_camera(mujoco, d.xpos[1]))
@@ -118,4 +126,5 @@ def render_run(run_dir: str, out: str, checkpoint: str | None = None, steps: int
     write_clip(frames, out, fps=int(round(1 / env.dt)))
     speed = {who: metrics.travel_speed(np.array(m), env.dt) if m else 0.0 for who, m in moves.items()}
     z = np.array(foot_z)
-    return Rendered(len(frames), speed["policy"], speed["reference"], metrics.foot_alternations(z[:, 0], z[:, 1]))
+    return Rendered(len(frames), speed["policy"], speed["reference"], metrics.foot_alternations(z[:, 0], z[:, 1]),
+                    upright)
