@@ -3,11 +3,10 @@
 The run's ``config.yaml`` rebuilds its task with one env on the CPU (MuJoCo); the policy's mean
 actions drive the character (left half of every frame) while a second, kinematic copy of the
 model shows the reference motion at the same time (right half). Beside the clip it reports whether
-the policy walks: its root's mean horizontal speed against the reference's, and how often its
-feet alternate (:class:`Rendered`). Frames come from MuJoCo's
-renderer: ``MUJOCO_GL=egl`` by default (a GPU machine, or Mesa's EGL on a CPU), ``osmesa`` with
-Debian's ``libosmesa6``. ``.gif`` is written with Pillow, ``.mp4`` with imageio's ffmpeg when
-installed.
+the policy walks: its root's mean horizontal speed against the reference's, how often its feet
+alternate and how long it stays upright (:class:`Rendered`). Frames come from MuJoCo's renderer:
+``MUJOCO_GL=egl`` by default (a GPU machine, or Mesa's EGL on a CPU), ``osmesa`` with Debian's
+``libosmesa6``. ``.gif`` is written with Pillow, ``.mp4`` with imageio's ffmpeg when installed.
 """
 
 from __future__ import annotations
