@@ -42,10 +42,9 @@ def _saved(obj) -> bytes:
     return buf.getvalue()
 
 
-def _slim_ncsn(ckpt: str) -> dict:
+def _slim_ncsn(state: dict) -> dict:
     from near.training.ncsn.model import EMA, EnergyNet
 
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
     if state.get("ema") is not None:
         net = EnergyNet.from_hparams(state["hparams"])
         net.load_state_dict(state["model"])
@@ -56,13 +55,13 @@ def _slim_ncsn(ckpt: str) -> dict:
     return {k: state[k] for k in ("format", "hparams", "sigmas", "model", "step") if k in state} | {"ema": None}
 
 
-def _finished(ncsn_dir: str, ckpt: str) -> bool:
+def _finished(ncsn_dir: str, state: dict) -> bool:
     """Whether an energy model's checkpoint is at the last iteration its config asks for."""
     import yaml
 
     with open(os.path.join(ncsn_dir, "ncsn_config.yaml")) as fh:
         n_iters = yaml.safe_load(fh)["train"]["params"]["config"]["near_config"]["training"]["n_iters"]
-    return int(torch.load(ckpt, map_location="cpu", weights_only=False)["step"]) >= int(n_iters)
+    return int(state["step"]) >= int(n_iters)
 
 
 def pack(out: str, dest: str) -> list[str]:
@@ -75,16 +74,16 @@ def pack(out: str, dest: str) -> list[str]:
         for ckpt in sorted(glob.glob(os.path.join(out, "*", "*", "nn", "checkpoint.pth"))):
             run = os.path.dirname(os.path.dirname(ckpt))
             rel = os.path.relpath(run, out)
+            state = torch.load(ckpt, map_location="cpu", weights_only=False)
             if os.path.basename(run).startswith("ncsn"):
-                if not _finished(run, ckpt):
+                if not _finished(run, state):
                     # its optimiser state would be most of the export: the next call trains it anew
                     print(f"resume state: energy model {rel} is unfinished and left out", flush=True)
                     continue
-                _add_bytes(tar, f"{rel}/nn/checkpoint.pth", _saved(_slim_ncsn(ckpt)))
+                _add_bytes(tar, f"{rel}/nn/checkpoint.pth", _saved(_slim_ncsn(state)))
                 tar.add(os.path.join(run, "nn", "running_mean_std.pth"), arcname=f"{rel}/nn/running_mean_std.pth")
                 _add_bytes(tar, f"{rel}/{SLIM_MARK}", b"")
                 continue
-            state = torch.load(ckpt, map_location="cpu", weights_only=False)
             slim = {k: state[k] for k in RL_KEYS if k in state}
             if isinstance(slim.get("extra"), dict) and "replay" in slim["extra"]:
                 # AMP's replay of policy transitions (84 MB at NEAR's size) refills in a few epochs

@@ -314,3 +314,25 @@ def test_matmul_precision_is_applied_by_both_stages_and_a_bad_value_refused(tmp_
     assert "ill-typed setting matmul_precision='low': expected one of 'highest', 'high', 'medium'" in \
         capsys.readouterr().err
     assert os.listdir(empty) == []
+
+
+def test_add_notes_name_synthetic_motions_and_files_found_nowhere_the_env_looks(tmp_path, monkeypatch):
+    from near.sweep.validate import motion_notes
+
+    cfg = tmp_path / "repo" / "cfg"
+    (cfg / "task" / "motions" / "humanoid").mkdir(parents=True)
+    near_checkout = tmp_path / "near"
+    data = near_checkout / "isaacgymenvs" / "custom_envs" / "data" / "humanoid"
+    data.mkdir(parents=True)
+    (data / "amp_humanoid_walk.yaml").write_text("motions: []\n")
+    monkeypatch.setenv("NEAR_MOTION_DIR", str(near_checkout))
+    notes = motion_notes({(str(cfg), "Humanoid", "walk"): 3,
+                          (str(cfg), "Humanoid", "amp_humanoid_walk.yaml"): 2,   # in the NEAR checkout
+                          (str(cfg), "Humanoid", "amp_humanoid_run.yaml"): 1})   # nowhere
+    assert notes[0] == "synthetic motions (near's generated clips, not motion capture): walk (3 job(s))"
+    assert notes[1] == "motion files: amp_humanoid_walk.yaml (2 job(s)), amp_humanoid_run.yaml (1 job(s))"
+    assert len(notes) == 3 and "amp_humanoid_walk.yaml" not in notes[2]
+    assert notes[2].startswith(f"motion files not found (looked in the workdir and {data}, "
+                               f"{cfg / 'task' / 'motions' / 'humanoid'}): amp_humanoid_run.yaml")
+    monkeypatch.delenv("NEAR_MOTION_DIR")  # without the checkout, NEAR's walk is missing too
+    assert "amp_humanoid_walk.yaml" in motion_notes({(str(cfg), "Humanoid", "amp_humanoid_walk.yaml"): 1})[-1]

@@ -25,7 +25,6 @@ from near.sweep.settings_check import SettingsChecker
 from near.sweep.template import dummy_slot, parse_call
 
 
-
 @dataclass
 class ValidationReport:
     """What validation did: jobs checked, distinct shapes composed, jobs skipped and why, each
@@ -124,8 +123,15 @@ def validate_jobs(jobs: Iterable[JobSpec], spec_label: str, *, validator: Valida
     return report
 
 
-#: where the environments look for motion files, under cfg/
-MOTION_DIRS = {"Humanoid": ("task", "motions", "humanoid"), "motion": ("task", "motions")}
+def motion_folders(cfg_dir: str | Path, env_type: str) -> list[Path]:
+    """Where an environment of ``env_type`` looks for a relative motion file (after the workdir),
+    with ``cfg_dir`` as its config tree: the humanoid's own lookup ($NEAR_MOTION_DIR, a NEAR
+    checkout, then ``cfg/task/motions/humanoid``), else ``cfg/task/motions``."""
+    if env_type == "Humanoid":
+        from near.training.envs.humanoid.motion_lib import motion_dirs
+
+        return motion_dirs(Path(cfg_dir) / "task" / "motions" / "humanoid")
+    return [Path(cfg_dir) / "task" / "motions"]
 
 
 def motion_notes(motions: dict[tuple[str, str, str], int]) -> list[str]:
@@ -139,13 +145,10 @@ def motion_notes(motions: dict[tuple[str, str, str], int]) -> list[str]:
             synthetic[file] = synthetic.get(file, 0) + n
             continue
         files[file] = files.get(file, 0) + n
-        folders = [Path(cfg_dir).joinpath(*MOTION_DIRS.get(env_type, ("task", "motions")))]
-        if env_type == "Humanoid":  # also a NEAR checkout's data folder ($NEAR_MOTION_DIR)
-            from near.training.envs.humanoid.motion_lib import motion_dirs
-
-            folders += [d for d in motion_dirs() if d not in folders]
+        folders = motion_folders(cfg_dir, env_type)
         path = Path(file).expanduser()
-        if not any(c.is_file() for c in (Path(cfg_dir).parent / path, *(f / p for f in folders for p in (path, path.name)))):
+        candidates = [Path(cfg_dir).parent / path, *(f / p for f in folders for p in (path, path.name))]
+        if not any(c.is_file() for c in candidates):
             missing.setdefault(", ".join(map(str, folders)), []).append(file)
     notes = []
     if synthetic or files:

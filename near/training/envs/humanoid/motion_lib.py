@@ -130,14 +130,15 @@ def load_npy(path: Path) -> HumanoidMotion:
 NEAR_DATA = Path("isaacgymenvs") / "custom_envs" / "data" / "humanoid"
 
 
-def motion_dirs() -> list[Path]:
+def motion_dirs(base: Path | None = None) -> list[Path]:
     """The folders relative motion files are looked up in: each of ``$NEAR_MOTION_DIR``
-    (``os.pathsep``-separated; a NEAR checkout stands for its data folder), then ``MOTION_DIR``."""
+    (``os.pathsep``-separated; a NEAR checkout stands for its data folder), then ``base``
+    (``MOTION_DIR``, this checkout's ``cfg/task/motions/humanoid``, unless another is named)."""
     dirs = []
     for entry in filter(None, os.environ.get("NEAR_MOTION_DIR", "").split(os.pathsep)):
         d = Path(entry).expanduser()
         dirs.append(d / NEAR_DATA if (d / NEAR_DATA).is_dir() else d)
-    return [*dirs, MOTION_DIR]
+    return [*dirs, MOTION_DIR if base is None else base]
 
 
 def _candidates(spec: str) -> list[Path]:
