@@ -25,21 +25,31 @@ import torch
 
 
 
-def epoch_rates(run_dir: str) -> list[float]:
-    """Samples/s of each epoch after the first, from the trainer's frame counter and wall times."""
+TIMES = {"performance/step_time": "env steps", "performance/step_inference_time": "rollout (env, policy, reward)",
+         "performance/rl_update_time": "PPO update"}
+
+
+def epoch_rates(run_dir: str) -> tuple[list[float], dict[str, float]]:
+    """Samples/s of each epoch after the first, from the trainer's frame counter and wall times, and
+    the median seconds per epoch of rl-games' own timers (:data:`TIMES`) over the same epochs."""
     from tensorboardX.proto import event_pb2
 
     from near.training.tblog import _read_records, event_files
 
-    points = []
+    points, times = [], {tag: [] for tag in TIMES}
     for path in event_files(os.path.join(run_dir, "summaries")):
         for frame in _read_records(path):
             event = event_pb2.Event()
             event.ParseFromString(frame[12:-4])
-            if any(v.tag == "losses/a_loss" for v in event.summary.value):
-                points.append((event.step, event.wall_time))
+            for v in event.summary.value:
+                if v.tag == "losses/a_loss":
+                    points.append((event.step, event.wall_time))
+                elif v.tag in times:
+                    times[v.tag].append((event.step, v.simple_value))
     points.sort()
-    return [(f1 - f0) / (t1 - t0) for (f0, t0), (f1, t1) in zip(points, points[1:]) if t1 > t0]
+    rates = [(f1 - f0) / (t1 - t0) for (f0, t0), (f1, t1) in zip(points, points[1:]) if t1 > t0]
+    medians = {tag: statistics.median(v for _, v in sorted(vals)[1:]) for tag, vals in times.items() if len(vals) > 1}
+    return rates, medians
 
 
 def _stage_ok(stage: str, code: int) -> None:
@@ -115,6 +125,51 @@ def profile_env(num_envs: int, steps: int, device: torch.device, motions: str) -
     pstats.Stats(py_prof).sort_stats("tottime").print_stats(30)
 
 
+def profile_training(stage, overrides: list[str]) -> None:
+    """Where a training run spends its time: torch.profiler (CPU and CUDA, every kernel, MuJoCo
+    Warp's included) and cProfile (Python; waits for the GPU show as time in the op that syncs)."""
+    import cProfile
+    import pstats
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof, cProfile.Profile() as py_prof:
+        _stage_ok("profiled rl", stage(overrides))
+    table = prof.key_averages()
+    print(table.table(sort_by="self_cuda_time_total", row_limit=30), flush=True)
+    print(table.table(sort_by="self_cpu_time_total", row_limit=30), flush=True)
+    pstats.Stats(py_prof).sort_stats("tottime").print_stats(40)
+    pstats.Stats(py_prof).sort_stats("cumtime").print_stats(40)
+
+
+def sync_sites(fn) -> None:
+    """Run `fn` with torch's CUDA sync debugging on and print each call site (near's and rl-games'
+    frames) that made the host wait for the GPU, with its count, most frequent first."""
+    import collections
+    import traceback
+    import warnings
+
+    sites: collections.Counter = collections.Counter()
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        frames = [f for f in traceback.extract_stack()[:-1] if "/near/" in f.filename or "rl_games" in f.filename]
+        sites[" <- ".join(f"{f.filename.split('/')[-1]}:{f.lineno}" for f in frames[::-1][:4]) or filename] += 1
+
+    shown = warnings.showwarning
+    warnings.showwarning = record
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = record
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        warnings.showwarning = shown
+    for site, count in sites.most_common(40):
+        print(f"{count:>6}  {site}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda:0")
@@ -132,6 +187,11 @@ def main() -> None:
                         help="also print the raw rates at these env counts (how they scale)")
     parser.add_argument("--profile", type=int, default=0,
                         help="profile this many HumanoidEnv steps (torch.profiler, top ops) and stop")
+    parser.add_argument("--sync-sites", type=int, default=0,
+                        help="list the call sites that wait for the GPU in this many HumanoidEnv steps and in "
+                             "the training runs (their --iterations), then stop")
+    parser.add_argument("--profile-train", action="store_true",
+                        help="profile the training runs (torch.profiler and cProfile) instead of timing them")
     args = parser.parse_args()
 
     from near.training.entry import train_ncsn_stage, train_rl_stage
@@ -141,12 +201,26 @@ def main() -> None:
     if args.profile:
         profile_env(args.envs, args.profile, device, args.motions)
         return
+    if args.sync_sites:
+        from near.training.envs.humanoid.env import HumanoidEnv, HumanoidEnvConfig
+
+        env = HumanoidEnv(HumanoidEnvConfig(num_envs=args.envs, motion_file=args.motions, backend="mujoco_warp"),
+                          device=device, seed=0)
+        env.reset()
+        acts = torch.rand(args.sync_sites + 5, args.envs, env.action_dim, device=device) * 0.6 - 0.3
+        for t in range(5):
+            env.step(acts[t])
+        print(f"call sites waiting for the GPU in {args.sync_sites} HumanoidEnv steps:", flush=True)
+        sync_sites(lambda: [env.step(a) for a in acts[5:]])
+        del env
+    physics = 0.0
     for n in args.raw_envs:
         p, c = raw_rates(n, args.raw_steps, device, args.motions)
         print(f"{n:>6} envs: raw MuJoCo Warp {p:,.0f} physics steps/s; HumanoidEnv {c:,.0f} control steps/s", flush=True)
-    physics, control = raw_rates(args.envs, args.raw_steps, device, args.motions)
-    print(f"raw MuJoCo Warp: {physics:,.0f} physics steps/s; near HumanoidEnv: {control:,.0f} control steps/s "
-          f"(= samples/s without learning; {args.envs} envs, {args.device})", flush=True)
+    if not (args.profile_train or args.sync_sites):
+        physics, control = raw_rates(args.envs, args.raw_steps, device, args.motions)
+        print(f"raw MuJoCo Warp: {physics:,.0f} physics steps/s; near HumanoidEnv: {control:,.0f} control steps/s "
+              f"(= samples/s without learning; {args.envs} envs, {args.device})", flush=True)
 
     work = args.work or tempfile.mkdtemp(prefix="near-bench-humanoid-")
     os.environ.setdefault("NEAR_CACHE_DIR", os.path.join(work, "cache"))
@@ -164,14 +238,26 @@ def main() -> None:
             extra = [f"{nc}.inference.eb_model_checkpoint={work}/ncsn/nn/checkpoint.pth",
                      f"{nc}.inference.running_mean_std_checkpoint={work}/ncsn/nn/running_mean_std.pth",
                      f"{nc}.inference.sigma_level=-1"]
+        overrides = [f"task=Humanoid{algo}", f"run_dir={work}/{algo}", *common, *extra]
+        if args.sync_sites:
+            print(f"call sites waiting for the GPU in a {algo} run of {args.iterations} epochs:", flush=True)
+            sync_sites(lambda: _stage_ok(f"rl {algo}", train_rl_stage(overrides)))
+            continue
+        if args.profile_train:
+            profile_training(train_rl_stage, overrides)
+            continue
         start = time.perf_counter()
-        _stage_ok(f"rl {algo}", train_rl_stage([f"task=Humanoid{algo}", f"run_dir={work}/{algo}", *common, *extra]))
+        _stage_ok(f"rl {algo}", train_rl_stage(overrides))
         total = time.perf_counter() - start
-        per_epoch = epoch_rates(f"{work}/{algo}")
+        per_epoch, timers = epoch_rates(f"{work}/{algo}")
         rates[algo] = statistics.median(per_epoch)
         print(f"{algo}: median {rates[algo]:,.0f} samples/s over {len(per_epoch)} timed epochs "
               f"(min {min(per_epoch):,.0f}, "
               f"max {max(per_epoch):,.0f}; {args.envs} envs, {args.device}; whole run {total:.0f} s)", flush=True)
+        print(f"{algo}: median seconds per epoch, " + ", ".join(f"{TIMES[t]} {v:.3f}" for t, v in timers.items()),
+              flush=True)
+    if args.profile_train or args.sync_sites:
+        return
     raw_control = physics / PHYSICS_STEPS
     print(f"raw MuJoCo Warp beside them: {physics:,.0f} physics steps/s = {raw_control:,.0f} control steps/s",
           flush=True)

@@ -13,6 +13,8 @@
 #   device 1:  carry [.whl]:  bash benchmarks/gpu_wheels_humanoid.sh stash     (keeps .whl in /tmp/stash)
 #   device 2:  carry [.whl2, ...], at once (the machine stays warm 30 s):
 #              bash benchmarks/gpu_wheels_humanoid.sh install && export PYTHONPATH=/tmp/site:$PWD
+#   optional:  `... savecache` writes the machine's Warp kernel cache to $OUT; copied to
+#              .whl2/warpcache.tar.xz it is restored by `install` (13 MB: fits beside .whl2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACKAGES="rl-games hydra-core omegaconf antlr4-python3-runtime submitit gymnasium farama-notifications
@@ -26,6 +28,11 @@ case "${1:-}" in
     cp .whl2/* /tmp/stash/
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/stash/*.whl
     cat /tmp/stash/warp.tar.xz.* | tar xJf - -C /tmp/site
+    # a kernel cache saved from an earlier machine (optional) spares minutes of compilation
+    if [ -f .whl2/warpcache.tar.xz ]; then mkdir -p ~/.cache/warp && tar xJf .whl2/warpcache.tar.xz -C ~/.cache/warp; fi
+    exit 0 ;;
+  savecache)  # into $OUT, to copy into .whl2/ here (keep it under the 64 MiB a call carries)
+    tar cf - -C ~/.cache/warp . | xz -1 -T0 > "$OUT/warpcache.tar.xz" && ls -la "$OUT/warpcache.tar.xz"
     exit 0 ;;
 esac
 mkdir -p .whl .whl2

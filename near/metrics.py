@@ -171,8 +171,10 @@ def _derivative_norm(pos: ArrayLike, dt: float, order: int, lengths: ArrayLike |
         raise ValueError(f"dt must be positive, got {dt}")
     p, single = _batched(pos)
     lens = _lengths(lengths, p.shape[0], p.shape[1], p.device)
-    if p.shape[1] <= order or bool((lens <= order).any()):
-        raise ValueError(f"need more than {order} frames for derivative order {order}, got {int(lens.min())}")
+    # lengths already on a GPU are the caller's to keep valid: checking them would wait for the device
+    if p.shape[1] <= order or (lens.device.type == "cpu" and bool((lens <= order).any())):
+        raise ValueError(f"need more than {order} frames for derivative order {order}, "
+                         f"got {min(p.shape[1], int(lens.min()))}")
     d = p
     for _ in range(order):
         d = torch.diff(d, dim=1) / dt
@@ -232,9 +234,10 @@ def sparc(
         lens = _lengths(lengths, s.shape[0], s.shape[1], s.device)
         s = s * (torch.arange(s.shape[1], device=s.device)[None, :] < lens[:, None])
     nfft = int(2 ** (math.ceil(math.log2(s.shape[1])) + pad_level))
-    freq = torch.arange(nfft // 2 + 1, dtype=torch.float64, device=s.device) / (nfft * dt)
-    nband = int((freq <= fc).sum())  # the band is a prefix: slice before the costly complex abs
-    freq = freq[:nband]
+    # the band is a prefix (bins k / (nfft dt) <= fc), counted on the host: slice before the costly
+    # complex abs, without reading anything back from the device
+    nband = min(nfft // 2, math.floor(fc * nfft * dt * (1 + 1e-12))) + 1
+    freq = torch.arange(nband, dtype=torch.float64, device=s.device) / (nfft * dt)
     mag = torch.fft.rfft(s, n=nfft)[:, :nband].abs()
     mag = mag / mag[:, :1].clamp_min(1e-12)
     idx = torch.arange(freq.numel(), device=s.device)

@@ -254,3 +254,51 @@ def test_motion_files_are_found_in_a_near_checkout_named_by_near_motion_dir(tmp_
     monkeypatch.setenv("NEAR_MOTION_DIR", str(data))                        # or its data folder
     assert motion_lib.load_motions("amp_humanoid_spin.yaml")[0].num_frames == 12
     assert motion_lib.load_motions(str(data / "amp_humanoid_spin.yaml"))[0].fps == 30.0  # an absolute path
+
+
+# ------------------------------------------------------------------ early termination
+def test_early_termination_is_nears_rule():
+    """NEAR ends an episode when any body but the feet is in contact and any such body is low: not
+    necessarily the same body, never in the first two steps, feet never count."""
+    from near.training.envs.humanoid.env import fallen
+
+    hand, head, foot = (sk.BODY_NAMES.index(b) for b in ("right_hand", "head", "right_foot"))
+    may_touch = torch.tensor([b in ("right_foot", "left_foot") for b in sk.BODY_NAMES])
+    n = len(sk.BODY_NAMES)
+    touch, height = torch.zeros(5, n, dtype=torch.bool), torch.ones(5, n)
+    touch[0, hand], height[0, head] = True, 0.2        # hand touches, head low: two bodies, NEAR ends it
+    touch[1, foot], height[1, foot] = True, 0.05       # only a foot: walking
+    touch[2, hand] = True                              # contact, nothing low
+    height[3, head] = 0.2                              # low, no contact
+    touch[4, hand], height[4, hand] = True, 0.1        # the same body, but in the first steps
+    progress = torch.tensor([5, 5, 5, 5, 1])
+    assert fallen(touch, height, may_touch, 0.3, progress).tolist() == [True, False, False, False, False]
+    assert fallen(touch, height, may_touch, 0.3, torch.full((5,), 2)).tolist() == [True, False, False, False, True]
+
+
+def _crossed_legs_qpos(model) -> np.ndarray:
+    """Standing 1.5 m up with both hips rotated inwards to their limits: thighs and shins overlap."""
+    qpos = np.zeros(model.nq)
+    qpos[2], qpos[3] = 1.5, 1.0
+    for name, end in (("right_hip_x", 1), ("left_hip_x", 0)):
+        j = model.joint(name).id
+        qpos[model.jnt_qposadr[j]] = model.jnt_range[j][end]
+    return qpos
+
+
+@pytest.mark.parametrize("backend", ["mujoco", "mujoco_warp"])
+def test_both_bodies_of_a_self_contact_are_in_contact(backend):
+    """NEAR's rule reads each body's contact force, so a self-contact counts for both bodies."""
+    from near.training.envs.humanoid.backends import BACKENDS
+
+    if backend == "mujoco_warp" and not os.environ.get("NEAR_REQUIRE_WARP"):
+        pytest.importorskip("mujoco_warp")
+    model = load_model()
+    sim = BACKENDS[backend](2, torch.device("cpu"))
+    qpos = torch.as_tensor(np.stack([_crossed_legs_qpos(model), _crossed_legs_qpos(model)]))
+    qpos[1, 7:] = 0.0  # the second world stands straight, in the air: no contact at all
+    sim.set_state(torch.arange(2), qpos, torch.zeros(2, model.nv, dtype=torch.float64))
+    sim.step(torch.zeros(2, model.nu), 1)
+    touching = {sk.BODY_NAMES[b] for b in sim.read()[3][0].nonzero().flatten().tolist()}
+    assert {"right_thigh", "left_thigh", "right_shin", "left_shin"} <= touching
+    assert not bool(sim.read()[3][1].any())

@@ -117,3 +117,23 @@ def test_clear_errors(tmp_path, cache):
     assert missing.returncode == 2 and "nope.pth" in missing.stderr
     bad = near_train("rl", ["task=mazeNEAR", "++train.params.config.no_such.key=1=2", "tsk=x"], cache)
     assert bad.returncode == 2 and "do not compose" in bad.stderr
+
+
+@pytest.mark.parametrize("window", [5, 50])
+def test_episode_meter_keeps_rl_games_window_mean_without_reading_counts_back(window):
+    """The per-episode metric means are rl-games' AverageMeter's, fed a mask instead of a selection."""
+    from rl_games.algos_torch import torch_ext
+
+    from near.training.algos.ppo import EpisodeMeter
+
+    gen = torch.Generator().manual_seed(window)
+    ours, theirs = EpisodeMeter(window, "cpu"), torch_ext.AverageMeter(1, window)
+    for step in range(200):
+        values = torch.randn(40, generator=gen)
+        mask = torch.rand(40, generator=gen) < (0.3 if step % 7 else 0.0)  # some steps end no episode
+        ours.update(values, mask)
+        theirs.update(values[mask][:, None])
+        assert float(ours.mean) == pytest.approx(float(theirs.mean), abs=1e-5)
+        assert int(ours.current_size) == int(theirs.current_size)
+    ours.current_size = 3  # a checkpoint's int
+    assert float(ours.current_size) == 3.0

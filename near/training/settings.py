@@ -119,16 +119,18 @@ class HumanoidEnvConfig:
     num_obs_steps: int = setting(2, "consecutive observations in one energy-model / discriminator input",
                                  key="numObsSteps")
     local_root_obs: bool = setting(False, "heading-relative root rotation in the observation", key="localRootObs")
-    termination_height: float = setting(0.3, "a body below this height ends the episode", key="terminationHeight")
-    enable_early_termination: bool = setting(True, "end episodes when a non-contact body touches the floor",
-                                             key="enableEarlyTermination")
+    termination_height: float = setting(0.3, "early termination: the height a body must be below",
+                                        key="terminationHeight")
+    enable_early_termination: bool = setting(
+        True, "end an episode when a body other than contactBodies is in contact (floor or self) and one "
+              "is below terminationHeight (NEAR's rule)", key="enableEarlyTermination")
     target_obs: bool = setting(False, "append the next reference observation (tracking)", key="targetObs")
     episode_metrics: bool = setting(True, "per-episode DTW pose error, SPARC, root jerk in infos",
                                     key="episodeMetrics")
     reward_types: Union[tuple[Literal["time", "dist"], ...], None] = setting(
         None, "task reward types; null: inferred from the motion name as NEAR does", key="rewardTypes")
     contact_bodies: tuple[str, ...] = setting(("right_foot", "left_foot"),
-                                              "bodies allowed to touch the floor", key="contactBodies")
+                                              "bodies allowed to be in contact", key="contactBodies")
     demo_oversample: int = setting(2, "demonstration phases per control step", key="demoOversample")
     #: the simulator, from ``task.sim.backend`` (not a ``task.env`` key)
     backend: str = field(default="mujoco", metadata={"internal": True})
@@ -872,6 +874,10 @@ def rl_games_params(settings: Settings) -> dict[str, Any]:
     ppo_keys = _fields(PPOConfig)
     config = {k: v for k, v in to_dict(params.config, drop_none=True).items() if k in ppo_keys}
     config["num_actors"] = settings.task.env.num_envs
+    if config.get("lr_schedule") == "constant":
+        # rl-games' default ("legacy") asks the scheduler after every minibatch, reading the KL back
+        # from the GPU each time; a constant rate ignores it, so once per mini-epoch is the same run
+        config["schedule_type"] = "standard"
     config["near_params"] = params
     network = {k: v for k, v in to_dict(params.network, drop_none=True).items() if k in _fields(Network)}
     return {"algo": to_dict(params.algo), "model": to_dict(params.model), "network": network, "config": config}

@@ -35,6 +35,38 @@ from near.training.registry import register_algorithm
 CHECKPOINT_NAME = "checkpoint.pth"
 
 
+class EpisodeMeter:
+    """rl-games' ``AverageMeter`` (the mean of about the last `window` values) fed a (N,) tensor and
+    a (N,) mask of the values that count (the episodes ending now). AverageMeter takes only the
+    selected values, whose number the host must read back from the GPU at every step; here the
+    count stays on the device."""
+
+    def __init__(self, window: int, device: torch.device | str):
+        self.window = window
+        self.mean = torch.zeros(1, device=device)
+        self._size = torch.zeros((), device=device)
+
+    @property
+    def current_size(self) -> torch.Tensor:
+        return self._size
+
+    @current_size.setter
+    def current_size(self, value) -> None:
+        self._size = torch.as_tensor(value, dtype=torch.float32).to(self.mean.device)
+
+    def update(self, values: torch.Tensor, mask: torch.Tensor) -> None:
+        count = mask.sum()
+        new_mean = torch.where(mask, values, 0.0).sum() / count.clamp(min=1)
+        size = count.clamp(max=self.window)
+        old = torch.minimum(self.window - size, self._size)
+        total = old + size
+        self.mean = torch.where(total > 0, (self.mean * old + new_mean * size) / total.clamp(min=1), self.mean)
+        self._size = total
+
+    def get_mean(self):
+        return self.mean.squeeze(0).cpu().numpy()
+
+
 class PPOAgent(a2c_continuous.A2CAgent):
     """Continuous PPO on the task reward, with checkpoints, exact resume and signal handling."""
 
@@ -45,7 +77,7 @@ class PPOAgent(a2c_continuous.A2CAgent):
         self.resume_from: str | None = config.get("near_resume_from")
         self.run_result: dict[str, Any] = config.setdefault("near_result", {})
         self.checkpoint_path = os.path.join(self.nn_dir, CHECKPOINT_NAME)
-        self.episode_meters: dict[str, torch_ext.AverageMeter] = {}
+        self.episode_meters: dict[str, EpisodeMeter] = {}
         self._rollout: dict[str, Any] | None = None
         self.last_rollout: dict[str, Any] | None = None
         self.total_time = 0.0
@@ -60,20 +92,14 @@ class PPOAgent(a2c_continuous.A2CAgent):
             rec["paired_obs"][n] = infos["paired_obs"]
             rec["time_outs"][n] = infos.get("time_outs", rec["time_outs"][n]).float()
             rec["n"] = n + 1
-        metrics = infos.get("episode_metrics")
-        if metrics:
-            done_ids = dones.nonzero(as_tuple=False).squeeze(-1)
-            if done_ids.numel():
-                names = list(metrics)
-                # an episode whose simulation diverged reports NaN metrics: it is left out
-                values = torch.stack([metrics[name][done_ids].float() for name in names], 1)
-                values = values[torch.isfinite(values).all(1)]
-                for k, name in enumerate(names):
-                    meter = self.episode_meters.get(name)
-                    if meter is None:
-                        meter = torch_ext.AverageMeter(1, self.games_to_track).to(self.ppo_device)
-                        self.episode_meters[name] = meter
-                    meter.update(values[:, k : k + 1])
+        done = dones.bool()
+        for name, values in (infos.get("episode_metrics") or {}).items():
+            meter = self.episode_meters.get(name)
+            if meter is None:
+                meter = self.episode_meters[name] = EpisodeMeter(self.games_to_track, self.ppo_device)
+            values = values.float()
+            # an episode whose simulation diverged reports NaN metrics: it is left out
+            meter.update(values, done & torch.isfinite(values))
         return obs, rewards, dones, infos
 
     def play_steps(self):
@@ -181,7 +207,7 @@ class PPOAgent(a2c_continuous.A2CAgent):
                 self._load_meter(getattr(self, name), meters[name])
         for key, value in meters.items():
             if key.startswith("episode/"):
-                meter = torch_ext.AverageMeter(1, self.games_to_track).to(dev)
+                meter = EpisodeMeter(self.games_to_track, dev)
                 self._load_meter(meter, value)
                 self.episode_meters[key[len("episode/"):]] = meter
         self.load_extra_state(state.get("extra", {}))

@@ -3,8 +3,9 @@
 Both expose the same small interface to :class:`~near.training.envs.humanoid.env.HumanoidEnv`:
 ``set_state(ids, qpos, qvel)``, ``step(ctrl, n)`` (n physics steps with PD targets `ctrl`;
 afterwards ``unstable`` (N,) marks worlds the simulator found unstable in them), and ``read()``
--> qpos (N, 35), qvel (N, 34), body positions (N, 15, 3) and a (N, 15) mask of bodies touching
-the floor, as torch tensors on the env's device.
+-> qpos (N, 35), qvel (N, 34), body positions (N, 15, 3) and a (N, 15) mask of bodies in contact
+(with the floor or with another body: both bodies of a self-contact), as torch tensors on the
+env's device.
 """
 
 from __future__ import annotations
@@ -32,8 +33,7 @@ class MujocoBackend:
         self.model = load_model()
         self.device = device
         self.datas = [mujoco.MjData(self.model) for _ in range(num_envs)]
-        self.geom_body = self.model.geom_bodyid.copy() - 1  # world -> -1, pelvis -> 0
-        self.floor = 0
+        self.geom_body = self.model.geom_bodyid.copy()  # world (the floor) -> 0, pelvis -> 1
         self.nq, self.nv = self.model.nq, self.model.nv
         # MuJoCo resets a world whose accelerations blow up (qpos0, time 0) with only a warning;
         # a simulated time behind the steps taken gives that away
@@ -67,15 +67,13 @@ class MujocoBackend:
         qpos = np.empty((n, self.nq))
         qvel = np.empty((n, self.nv))
         xpos = np.empty((n, 15, 3))
-        touch = np.zeros((n, 15), dtype=bool)
+        touch = np.zeros((n, 16), dtype=bool)
         for i, d in enumerate(self.datas):
             qpos[i], qvel[i], xpos[i] = d.qpos, d.qvel, d.xpos[1:]
             if d.ncon:
-                geom = d.contact.geom
-                other = np.where(geom[:, 0] == self.floor, geom[:, 1], geom[:, 0])
-                touch[i, self.geom_body[other]] = True
+                touch[i, self.geom_body[d.contact.geom].ravel()] = True
         to = lambda a: torch.from_numpy(a).to(self.device, torch.float32)  # noqa: E731
-        return to(qpos), to(qvel), to(xpos), torch.from_numpy(touch).to(self.device)
+        return to(qpos), to(qvel), to(xpos), torch.from_numpy(touch[:, 1:]).to(self.device)
 
 
 class WarpBackend:
@@ -139,7 +137,7 @@ class WarpBackend:
         # no forward pass: the next step begins with one, and HumanoidEnv reads nothing before it
         self.qpos[ids] = qpos.to(self.qpos.dtype)
         self.qvel[ids] = qvel.to(self.qvel.dtype)
-        self.warmstart[ids] = 0.0
+        self.warmstart.index_fill_(0, ids, 0.0)  # `x[ids] = 0.0` would copy the 0 to the GPU and wait
 
     def step(self, ctrl: torch.Tensor, n: int) -> None:
         self.ctrl.copy_(ctrl)
@@ -155,10 +153,10 @@ class WarpBackend:
         # contacts fill the first nacon slots of a pool shared by all worlds; counting over every
         # slot with a validity mask avoids reading nacon back to the host (a device sync)
         valid = (self.slots < self.nacon[0]).int()
-        geom = self.contact_geom.long().clamp(0, self.ngeom - 1)
-        other = torch.where(geom[:, 0] == 0, geom[:, 1], geom[:, 0])
-        slot = self.contact_world.long().clamp(0, n - 1) * 16 + self.geom_body[other]
-        touch = torch.zeros(n * 16, dtype=torch.int32, device=self.device).index_add_(0, slot, valid) > 0
+        body = self.geom_body[self.contact_geom.long().clamp(0, self.ngeom - 1)]  # (slots, 2), the floor's: 0
+        slot = self.contact_world.long().clamp(0, n - 1)[:, None] * 16 + body
+        touch = torch.zeros(n * 16, dtype=torch.int32, device=self.device).index_add_(
+            0, slot.flatten(), valid.repeat_interleave(2)) > 0
         return (self.qpos.float().clone(), self.qvel.float().clone(), self.xpos[:, 1:].float().clone(),
                 touch.view(n, 16)[:, 1:])
 

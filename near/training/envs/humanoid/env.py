@@ -40,6 +40,7 @@ import math
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from near import metrics
@@ -111,8 +112,7 @@ class HumanoidEnv(VecEnv):
         groups = _feature_groups()
         self.tracking_groups = {k: groups[k] for k in ("root", "pose", "velocity", "end")}
         self.masks = {k: groups[k] for k in ("upper_body", "lower_body")}
-        contact = [sk.BODY_NAMES.index(b) for b in cfg.contact_bodies]
-        self.contact_ids = sk.ix(contact, torch.empty(0, device=self.device))
+        self.may_touch = torch.tensor([b in cfg.contact_bodies for b in sk.BODY_NAMES], device=self.device)
         self.sim = BACKENDS[cfg.backend](n, self.device)
         model = self.sim.model if hasattr(self.sim, "model") else None
         if model is None:
@@ -135,6 +135,7 @@ class HumanoidEnv(VecEnv):
         self.dtw_acc, self.dtw_len = metrics.dtw_start(n, steps, torch.float32, d)
         self.dtw_sq = self.dtw_acc.clone()  # the squared-cost recursion starts from the same row
         self.diverged = torch.zeros(n, dtype=torch.bool, device=d)
+        self._done_ids = HostIndices(n, self.device)
         self.stand_qpos, self.stand_obs, self.stand_body_pos = self._standing(model)
         self.reset_idx(torch.arange(n, device=d))
 
@@ -165,13 +166,17 @@ class HumanoidEnv(VecEnv):
         return sk.humanoid_obs(s["root_pos"], s["root_rot"], s["root_vel"], s["root_ang_vel"], s["dof_pos"],
                                s["dof_vel"], key, self.cfg.local_root_obs)
 
-    def reference_history(self, motion_id: torch.Tensor, time: torch.Tensor,
-                          last: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, numObsSteps, 105): the reference observations up to `time`, oldest first (`last`:
-        the one at `time`, when the caller has it already)."""
-        k = self.num_obs_steps
-        frames = [self.reference_obs(motion_id, time - (k - 1 - j) * self.dt) for j in range(k - 1)]
-        return torch.stack([*frames, self.reference_obs(motion_id, time) if last is None else last], 1)
+    def reference_history(self, motion_id: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        """(N, numObsSteps, 105): the reference observations up to `time`, oldest first."""
+        return self._reference_frames(motion_id, time)[0]
+
+    def _reference_frames(self, motion_id: torch.Tensor, time: torch.Tensor):
+        """:meth:`reference_history` and the reference state at `time`, from one table lookup (fewer
+        kernels: resets run on most steps, after the step's one wait for the GPU)."""
+        k, n = self.num_obs_steps, motion_id.shape[0]
+        frames = self.table.state(motion_id.repeat(k), torch.cat([time - (k - 1 - j) * self.dt for j in range(k)]))
+        history = self._state_obs(frames).view(k, n, -1).transpose(0, 1)
+        return history, {key: v[(k - 1) * n:] for key, v in frames.items()}
 
     def demo_transitions(self) -> torch.Tensor:
         """Every control step of every motion (``demoOversample`` phases per step) with its
@@ -222,7 +227,7 @@ class HumanoidEnv(VecEnv):
         else:
             default = torch.zeros(n, dtype=torch.bool, device=d)
         time = torch.where(default, 0.0, time)
-        s = self.table.state(mid, time)
+        history, s = self._reference_frames(mid, time)
         rot = s["root_rot"]
         hinges = sk.hinges_from_quats(s["joint_rot"], self.lower, self.upper)
         qpos = torch.cat([s["root_pos"], rot[:, 3:], rot[:, :3], hinges], 1)
@@ -234,14 +239,15 @@ class HumanoidEnv(VecEnv):
         self.sim.set_state(env_ids, qpos, qvel)
         self.motion_id[env_ids] = mid
         self.start_time[env_ids] = time
-        self.progress[env_ids] = 0
-        self.diverged[env_ids] = False
-        hist = torch.where(default[:, None, None], self.stand_obs, self.reference_history(mid, time, self._state_obs(s)))
+        # index_fill_, not `x[ids] = 0`: assigning a Python number copies it to the GPU and waits
+        self.progress.index_fill_(0, env_ids, 0)
+        self.diverged.index_fill_(0, env_ids, False)
+        hist = torch.where(default[:, None, None], self.stand_obs, history)
         self.history[env_ids] = hist
         self.obs[env_ids] = hist[:, -1]
         body = torch.where(default[:, None, None], self.stand_body_pos, s["body_pos"])
         self.prev_root_x[env_ids] = body[:, 0, 0]
-        self.root_path[env_ids] = 0.0
+        self.root_path.index_fill_(0, env_ids, 0.0)
         self.root_path[env_ids, 0] = body[:, 0]
         if cfg.episode_metrics:
             steps = cfg.episode_length + 1
@@ -277,8 +283,16 @@ class HumanoidEnv(VecEnv):
         obs = torch.where(bad[:, None], 0.0, obs)
         xpos = torch.where(bad[:, None, None], 0.0, xpos)
         self.obs = obs
-        self.history = torch.cat([self.history[:, 1:], obs[:, None]], 1)
         self.progress += 1
+        terminate = bad
+        if cfg.enable_early_termination:
+            terminate = terminate | fallen(touch, xpos[..., 2], self.may_touch, cfg.termination_height, self.progress)
+        time_out = (self.progress >= cfg.episode_length) & ~terminate
+        done = terminate | time_out
+        # the host needs `done` (which envs to reset): start its copy now and queue the rest of the
+        # step behind it, so the GPU keeps working while the host waits for that copy alone
+        done_ids = self._done_ids.fetch(done)
+        self.history = torch.cat([self.history[:, 1:], obs[:, None]], 1)
         rewards = []
         if "time" in self.reward_types:
             rewards.append(torch.ones(self.num_envs, device=self.device))
@@ -293,19 +307,11 @@ class HumanoidEnv(VecEnv):
             dist = (self._pose(xpos)[:, None] - self.ref_pose).norm(dim=-1)
             self.dtw_acc, self.dtw_len = metrics.dtw_step(self.dtw_acc, self.dtw_len, dist)
             self.dtw_sq = metrics.dtw_cost_step(self.dtw_sq, dist.square())
-        terminate = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-        if cfg.enable_early_termination:
-            low = (xpos[..., 2] < cfg.termination_height) & touch
-            low[:, self.contact_ids] = False
-            terminate = low.any(1) & (self.progress > 1)
-        terminate = terminate | bad
-        time_out = (self.progress >= cfg.episode_length) & ~terminate
-        done = terminate | time_out
         infos = {"paired_obs": self.history.reshape(self.num_envs, -1), "time_outs": time_out.float(),
                  "terminate": terminate}
         if cfg.target_obs:  # the reference frame this step aimed at (tracking reward)
             infos["reference"] = self.reference_obs(self.motion_id, self.start_time + self.progress.float() * self.dt)
-        done_ids = torch.nonzero(done).flatten()
+        done_ids = done_ids()
         if done_ids.numel():
             infos["episode_metrics"] = self._episode_metrics(done_ids)
             self.reset_idx(done_ids)
@@ -335,11 +341,9 @@ class HumanoidEnv(VecEnv):
         rows = torch.cat([vel.norm(dim=-1), vel[..., 0], vel[..., 1], vel[..., 2]])
         arc = metrics.sparc(rows, self.dt, lengths=(frames - 1).repeat(4)).view(4, -1)
         vals["sparc"], vals["spectral_arc_length"] = arc[0], arc[1:].mean(0)
-        nan = torch.tensor(math.nan, device=self.device)
         bad = self.diverged[ids]
         for key, v in vals.items():
-            out[key] = torch.zeros(n, device=self.device)
-            out[key][ids] = torch.where(bad, nan, v.to(self.device, torch.float64)).float()
+            out[key] = torch.zeros(n, device=self.device).index_copy_(0, ids, torch.where(bad, math.nan, v.float()))
         return out
 
     def feature_mask(self, name: str | None) -> torch.Tensor | None:
@@ -380,6 +384,43 @@ class HumanoidEnv(VecEnv):
         else:
             self.sim.set_state(ids, state["qpos"].to(self.device), state["qvel"].to(self.device))
         self.generator.set_state(state["generator"].cpu())
+
+
+class HostIndices:
+    """The indices of a (N,) bool tensor's True entries, as a long tensor on its device, read without
+    waiting for the GPU's whole queue: :meth:`fetch` starts the copy of the mask into pinned host
+    memory and returns a function that waits for that copy alone (``torch.nonzero`` would wait for
+    everything queued before the call returns). On the CPU it is ``torch.nonzero``."""
+
+    def __init__(self, n: int, device: torch.device):
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.host = torch.empty(n, dtype=torch.bool, pin_memory=True) if self.cuda else None
+
+    def fetch(self, mask: torch.Tensor):
+        if not self.cuda:
+            return lambda: torch.nonzero(mask).flatten()
+        self.host.copy_(mask, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
+
+        def wait() -> torch.Tensor:
+            copied.synchronize()
+            ids = torch.from_numpy(np.flatnonzero(self.host.numpy()))
+            return ids.pin_memory().to(self.device, non_blocking=True)
+        return wait
+
+
+def fallen(touch: torch.Tensor, height: torch.Tensor, may_touch: torch.Tensor, termination_height: float,
+           progress: torch.Tensor) -> torch.Tensor:
+    """NEAR's early termination (its ``compute_humanoid_reset``): (N,) True where a body that may not
+    touch (not one of ``contactBodies``) is in contact, with the floor or another body, and such a
+    body, not necessarily the same one, is below `termination_height`; never in the first two steps
+    (contact forces can linger from the reset). touch (N, B) bool, height (N, B), may_touch (B,) bool."""
+    others = ~may_touch
+    in_contact = (touch & others).any(1)
+    low = ((height < termination_height) & others).any(1)
+    return in_contact & low & (progress > 1)
 
 
 def make_humanoid_env(task: HumanoidTask, num_envs: int, device: str, seed: int):
