@@ -336,3 +336,12 @@ def test_add_notes_name_synthetic_motions_and_files_found_nowhere_the_env_looks(
                                f"{cfg / 'task' / 'motions' / 'humanoid'}): amp_humanoid_run.yaml")
     monkeypatch.delenv("NEAR_MOTION_DIR")  # without the checkout, NEAR's walk is missing too
     assert "amp_humanoid_walk.yaml" in motion_notes({(str(cfg), "Humanoid", "amp_humanoid_walk.yaml"): 1})[-1]
+
+
+def test_a_constant_learning_rate_asks_rl_games_scheduler_once_per_mini_epoch():
+    """rl-games' default reads the KL back from the GPU after every minibatch for its scheduler; a
+    constant rate ignores the KL, so near asks once per mini-epoch. Other schedules keep rl-games'."""
+    constant = S.rl_games_params(S.load_settings(["task=HumanoidNEAR"]))["config"]
+    assert constant["lr_schedule"] == "constant" and constant["schedule_type"] == "standard"
+    adaptive = S.rl_games_params(S.load_settings(["task=HumanoidNEAR", "train.params.config.lr_schedule=adaptive"]))
+    assert "schedule_type" not in adaptive["config"]
