@@ -139,7 +139,17 @@ def train_ncsn(near: NEARSettings, seed: int, run_dir: str, device: str, stop: r
     os.makedirs(nn_dir, exist_ok=True)
     writer = SummaryWriter(summaries)
 
+    # losses stay on the device until written in blocks: reading each back at once would make the
+    # host wait for the GPU every iteration (the training step is launch-bound there)
+    losses: list[tuple[int, torch.Tensor]] = []
+
+    def write_losses() -> None:
+        for (at, _), value in zip(losses, torch.stack([v for _, v in losses]).tolist() if losses else []):
+            writer.add_scalar("loss", value, at)
+        losses.clear()
+
     def save() -> None:
+        write_losses()
         writer.flush()
         state = {
             "format": FORMAT, "hparams": net.hparams, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
@@ -161,9 +171,11 @@ def train_ncsn(near: NEARSettings, seed: int, run_dir: str, device: str, stop: r
         with torch.no_grad():
             demo_in = rms(test) if normalize else test
             rand_in = rms(random_data) if normalize else random_data
-            for c in eval_labels:
-                writer.add_scalar(f"demo_data_energy/sigma_level_{c}", energies(eval_net, demo_in, c, sigmas).mean().item(), step)
-                writer.add_scalar(f"random_data_energy/sigma_level_{c}", energies(eval_net, rand_in, c, sigmas).mean().item(), step)
+            means = torch.stack([energies(eval_net, x, c, sigmas).mean() for c in eval_labels
+                                 for x in (demo_in, rand_in)]).tolist()  # one read-back
+            for k, c in enumerate(eval_labels):
+                writer.add_scalar(f"demo_data_energy/sigma_level_{c}", means[2 * k], step)
+                writer.add_scalar(f"random_data_energy/sigma_level_{c}", means[2 * k + 1], step)
         rms.train()
         net.train()
 
@@ -192,7 +204,9 @@ def train_ncsn(near: NEARSettings, seed: int, run_dir: str, device: str, stop: r
         if ema is not None:
             ema.update(net)
         if step % log_freq == 0:
-            writer.add_scalar("loss", loss.item(), step)
+            losses.append((step, loss.detach()))
+            if len(losses) >= 200:
+                write_losses()
         if step % eval_freq == 0 or step == n_iters:
             evaluate()
         if step % 1000 == 0:
@@ -203,6 +217,7 @@ def train_ncsn(near: NEARSettings, seed: int, run_dir: str, device: str, stop: r
     else:
         if step >= n_iters and not os.path.isfile(ckpt_path):
             save()
+    write_losses()
     writer.flush()
     writer.close()
     return exit_code
