@@ -291,7 +291,7 @@ class HumanoidEnv(VecEnv):
         done = terminate | time_out
         # the host needs `done` (which envs to reset): start its copy now and queue the rest of the
         # step behind it, so the GPU keeps working while the host waits for that copy alone
-        done_ids = self._done_ids.fetch(done)
+        pending_ids = self._done_ids.fetch(done)
         self.history = torch.cat([self.history[:, 1:], obs[:, None]], 1)
         rewards = []
         if "time" in self.reward_types:
@@ -311,7 +311,7 @@ class HumanoidEnv(VecEnv):
                  "terminate": terminate}
         if cfg.target_obs:  # the reference frame this step aimed at (tracking reward)
             infos["reference"] = self.reference_obs(self.motion_id, self.start_time + self.progress.float() * self.dt)
-        done_ids = done_ids()
+        done_ids = pending_ids()
         if done_ids.numel():
             infos["episode_metrics"] = self._episode_metrics(done_ids)
             self.reset_idx(done_ids)
