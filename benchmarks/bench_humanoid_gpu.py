@@ -10,7 +10,12 @@ reward's quality does not change the cost) at ``--envs`` envs: samples/s are the
 counter over the event files' wall times, epoch by epoch after the first (kernel compilation,
 CUDA graph capture), and their median is reported. Prints LAST NEAR's median samples/s as a ratio
 to the raw MuJoCo Warp control-step rate measured in the same run (physics steps/s / 4: the
-anchor, what the simulator alone could deliver).
+anchor, what the simulator alone could deliver), after the median seconds per epoch of rl-games'
+timers (env steps, rollout, PPO update).
+
+To find where the time goes instead: ``--profile N`` (torch.profiler and cProfile of N env steps),
+``--profile-train`` (the same over the training runs) and ``--sync-sites N`` (every call site that
+makes the host wait for the GPU, counted over N env steps and the training runs).
 """
 
 from __future__ import annotations
@@ -155,17 +160,14 @@ def sync_sites(fn) -> None:
         frames = [f for f in traceback.extract_stack()[:-1] if "/near/" in f.filename or "rl_games" in f.filename]
         sites[" <- ".join(f"{f.filename.split('/')[-1]}:{f.lineno}" for f in frames[::-1][:4]) or filename] += 1
 
-    shown = warnings.showwarning
-    warnings.showwarning = record
     torch.cuda.set_sync_debug_mode("warn")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # restores warnings.showwarning on the way out
             warnings.simplefilter("always")
             warnings.showwarning = record
             fn()
     finally:
         torch.cuda.set_sync_debug_mode("default")
-        warnings.showwarning = shown
     for site, count in sites.most_common(40):
         print(f"{count:>6}  {site}", flush=True)
 
