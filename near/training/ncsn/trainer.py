@@ -144,7 +144,10 @@ def train_ncsn(near: NEARSettings, seed: int, run_dir: str, device: str, stop: r
     losses: list[tuple[int, torch.Tensor]] = []
 
     def write_losses() -> None:
-        for (at, _), value in zip(losses, torch.stack([v for _, v in losses]).tolist() if losses else []):
+        if not losses:
+            return
+        values = torch.stack([v for _, v in losses]).tolist()  # one read-back for the block
+        for (at, _), value in zip(losses, values):
             writer.add_scalar("loss", value, at)
         losses.clear()
 
