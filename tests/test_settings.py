@@ -345,3 +345,14 @@ def test_a_constant_learning_rate_asks_rl_games_scheduler_once_per_mini_epoch():
     assert constant["lr_schedule"] == "constant" and constant["schedule_type"] == "standard"
     adaptive = S.rl_games_params(S.load_settings(["task=HumanoidNEAR", "train.params.config.lr_schedule=adaptive"]))
     assert "schedule_type" not in adaptive["config"]
+
+
+def test_a_body_the_humanoid_lacks_stops_the_run_before_its_config_is_rewritten(tmp_path, capsys):
+    """A typo in contactBodies on a resume must not overwrite the run's recorded config.yaml."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("recorded: true\n")
+    assert main(["train", "rl", "task=HumanoidNEAR", "++task.env.contactBodies=[right_foot,left_fot]",
+                 f"run_dir={run_dir}"]) == 2
+    assert "contactBodies: unknown bodies ['left_fot']" in capsys.readouterr().err
+    assert (run_dir / "config.yaml").read_text() == "recorded: true\n" and sorted(os.listdir(run_dir)) == ["config.yaml"]

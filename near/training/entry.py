@@ -127,9 +127,13 @@ def _prepare(stage: str, overrides: list[str]) -> tuple[Settings, str, str, int]
 
 def _motion_sources(task: Any) -> list[dict] | None:
     """The motion files the task reads, their sha256 and which are synthetic (None: the env reads
-    none); ConfigError naming a missing file and where it was looked for."""
+    none); ConfigError naming a missing file and where it was looked for, or a setting the env
+    refuses (checked here, before the run dir is written: a resumed run keeps its config.yaml)."""
     if task.env_type == "Humanoid":
+        from near.training.envs.humanoid.env import check_env_config
         from near.training.envs.humanoid.motion_lib import motion_sources
+
+        check_env_config(task.env)
     elif task.env_type == "motion":
         from near.training.motions import motion_sources
     else:
