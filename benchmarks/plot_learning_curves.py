@@ -40,14 +40,18 @@ def plot(curves: pd.DataFrame, out: str, title: str) -> None:
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="notebook")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4), constrained_layout=True)
     data = curves.assign(mframes=curves["frames"] / 1e6)
     for ax, column, label in ((axes[0], "episode_length", "episode length (control steps; 300 = full)"),
                               (axes[1], "mean_dtw_pose_error", "DTW pose error of training episodes (m)")):
         sns.lineplot(data=data, x="mframes", y=column, hue="run", ax=ax, linewidth=1.6)
         ax.set_xlabel("frames (millions)")
         ax.set_ylabel(label)
-        ax.legend(title=None, loc="best")
+    # one legend beside both panels: inside either it would hide the ends of the curves
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes:
+        ax.get_legend().remove()
+    fig.legend(handles, labels, loc="outside right center")
     fig.suptitle(title)
     fig.savefig(out, dpi=120)
     print(f"wrote {out} ({curves['run'].nunique()} runs, {len(curves)} points)")
