@@ -251,7 +251,7 @@ class HumanoidEnv(VecEnv):
         time = torch.where(default, 0.0, time)
         history, s = self._reference_frames(mid, time)
         rot = s["root_rot"]
-        hinges = sk.hinges_from_quats(s["joint_rot"], self.lower, self.upper)
+        hinges = sk.hinges_from_quats(s["joint_rot"], self.lower, self.upper, s["dof_pos"])
         qpos = torch.cat([s["root_pos"], rot[:, 3:], rot[:, :3], hinges], 1)
         qvel = torch.cat([s["root_vel"], sk.quat_rotate(sk.quat_conj(rot), s["root_ang_vel"]),
                           sk.hinge_rates(hinges, s["dof_vel"])], 1)
