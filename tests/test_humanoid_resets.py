@@ -36,7 +36,8 @@ def _reference_qpos(env: HumanoidEnv, ids: list[int]) -> torch.Tensor:
     """MuJoCo's qpos of the reference state each env in `ids` starts in, from the motion table."""
     s = env.table.state(env.motion_id[ids], env.start_time[ids])
     rot = s["root_rot"]
-    return torch.cat([s["root_pos"], rot[:, 3:], rot[:, :3], sk.hinges_from_quats(s["joint_rot"], env.lower, env.upper)], 1)
+    hinges = sk.hinges_from_quats(s["joint_rot"], env.lower, env.upper)
+    return torch.cat([s["root_pos"], rot[:, 3:], rot[:, :3], hinges], 1)
 
 
 def test_masked_resets_start_exactly_the_done_envs_where_index_resets_do():
@@ -94,7 +95,8 @@ def test_episode_metrics_come_with_the_next_step_or_a_flush_and_describe_the_epi
         _warp_or_skip()
     env, twin = _env(backend, n=3), _env(backend, n=3)
     steps = env.max_episode_length
-    start = env.table.body_positions(env.motion_id[:, None], env.start_time[:, None] + torch.arange(steps + 1) * env.dt)
+    times = env.start_time[:, None] + torch.arange(steps + 1) * env.dt
+    start = env.table.body_positions(env.motion_id[:, None], times)  # the reference over the episode
     poses = [env.table.body_positions(env.motion_id, env.start_time)]  # each episode starts in its reference
     sim_state = env._sim_state
 

@@ -24,7 +24,9 @@ Task reward (``rewardTypes``, default inferred from the motion's name as NEAR do
 ``[time, dist]``, others ``[time]``): ``time`` 1 per step; ``dist`` the forward (x) displacement
 of the pelvis per step clipped to [0, 0.5 m] and scaled to [0, 1]; several are averaged.
 
-Episode metrics (``infos['episode_metrics']`` when an episode ends; logged as ``<name>/step``):
+Episode metrics (``infos['episode_metrics']`` at the step after an episode ends, valid where
+``infos['episode_ended']``; :meth:`HumanoidEnv.flush_episode_metrics` gives the last step's; logged as
+``<name>/step``):
 the pose is the 15 body positions relative to the pelvis (45 numbers), compared with the
 reference motion over the same steps from the episode's start time.
 ``mean_dtw_pose_error`` is NEAR's: tslearn's DTW (square root of the least summed squared frame
@@ -372,7 +374,8 @@ class HumanoidEnv(VecEnv):
         return self.observe(), reward, done, infos
 
     # ------------------------------------------------------------------ metrics
-    def _episode_metrics(self, ids: torch.Tensor, lengths: torch.Tensor, bad: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _episode_metrics(self, ids: torch.Tensor, lengths: torch.Tensor,
+                         bad: torch.Tensor) -> dict[str, torch.Tensor]:
         """(N,) per-env metrics, valid at `ids`: the episodes of `lengths` steps that ended there
         (`bad`: their simulation diverged, NaN metrics); read before those rows start anew."""
         n = self.num_envs
