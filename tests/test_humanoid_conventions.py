@@ -297,7 +297,7 @@ def test_both_bodies_of_a_self_contact_are_in_contact(backend):
     sim = BACKENDS[backend](2, torch.device("cpu"))
     qpos = torch.as_tensor(np.stack([_crossed_legs_qpos(model), _crossed_legs_qpos(model)]))
     qpos[1, 7:] = 0.0  # the second world stands straight, in the air: no contact at all
-    sim.set_state(torch.arange(2), qpos, torch.zeros(2, model.nv, dtype=torch.float64))
+    sim.set_state(torch.ones(2, dtype=torch.bool), qpos, torch.zeros(2, model.nv, dtype=torch.float64))
     sim.step(torch.zeros(2, model.nu), 1)
     touching = {sk.BODY_NAMES[b] for b in sim.read()[3][0].nonzero().flatten().tolist()}
     assert {"right_thigh", "left_thigh", "right_shin", "left_shin"} <= touching

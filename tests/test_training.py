@@ -137,3 +137,18 @@ def test_episode_meter_keeps_rl_games_window_mean_without_reading_counts_back(wi
         assert int(ours.current_size) == int(theirs.current_size)
     ours.current_size = 3  # a checkpoint's int
     assert float(ours.current_size) == 3.0
+
+
+def test_episode_meter_rows_update_together_as_separate_meters():
+    """The PPO base feeds every episode metric into one meter of several rows: one set of kernels."""
+    from near.training.algos.ppo import EpisodeMeter
+
+    gen = torch.Generator().manual_seed(1)
+    batched, single = EpisodeMeter(6, "cpu", rows=3), [EpisodeMeter(6, "cpu") for _ in range(3)]
+    for step in range(30):
+        values, mask = torch.randn(3, 20, generator=gen), torch.rand(3, 20, generator=gen) < 0.2
+        batched.update(values, mask)
+        for k, meter in enumerate(single):
+            meter.update(values[k], mask[k])
+    assert torch.allclose(batched.mean, torch.cat([m.mean for m in single]))
+    assert batched.current_size.tolist() == [float(m.current_size) for m in single]

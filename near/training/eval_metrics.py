@@ -30,13 +30,30 @@ Policy = Callable[[torch.Tensor], torch.Tensor]
 
 @torch.no_grad()
 def rollout_metrics(env: Any, policy: Policy, episodes: int = 64, max_steps: int | None = None) -> dict[str, float]:
-    """Step `env` with `policy` until `episodes` episodes finished; mean of each episode metric."""
+    """Step `env` with `policy` until `episodes` episodes finished; mean of each episode metric
+    (an env may report an episode's metrics a step after it ends: they are taken where reported,
+    the last step's from ``env.flush_episode_metrics()``)."""
     sums: dict[str, float] = {}
-    count = diverged = 0
+    count = diverged = reported = 0
     steps = 0
     lengths = torch.zeros(env.num_envs, dtype=torch.long, device=env.device)
     length_sum = 0.0
     limit = max_steps or 20 * env.max_episode_length * max(1, -(-episodes // env.num_envs))
+
+    def take(found: dict[str, torch.Tensor], ended: torch.Tensor) -> None:
+        """Add the metrics of the first episodes ending where `ended`, up to `episodes` in all
+        (the same episodes, in the same order, as the lengths counted below)."""
+        nonlocal reported, diverged
+        ids = torch.nonzero(ended).flatten()[: episodes - reported]
+        if ids.numel() and found:
+            names = list(found)
+            values = torch.stack([found[key][ids].float() for key in names], 1)
+            finite = torch.isfinite(values).all(1)
+            diverged += int((~finite).sum())
+            for k, key in enumerate(names):
+                sums[key] = sums.get(key, 0.0) + float(values[finite, k].sum())
+        reported += ids.numel()
+
     obs = env.reset()
     while count < episodes:
         if steps >= limit:
@@ -44,19 +61,15 @@ def rollout_metrics(env: Any, policy: Policy, episodes: int = 64, max_steps: int
         obs, _, done, infos = env.step(policy(obs))
         steps += 1
         lengths += 1
+        if "episode_metrics" in infos:
+            take(infos["episode_metrics"], infos.get("episode_ended", done))
         ids = torch.nonzero(done).flatten()[: episodes - count]
-        if ids.numel():
-            found = infos.get("episode_metrics", {})
-            if found:
-                names = list(found)
-                values = torch.stack([found[key][ids].float() for key in names], 1)
-                finite = torch.isfinite(values).all(1)
-                diverged += int((~finite).sum())
-                for k, key in enumerate(names):
-                    sums[key] = sums.get(key, 0.0) + float(values[finite, k].sum())
-            length_sum += float(lengths[ids].sum())
-            count += ids.numel()
+        length_sum += float(lengths[ids].sum())
+        count += ids.numel()
         lengths[done] = 0
+    late = env.flush_episode_metrics() if hasattr(env, "flush_episode_metrics") else None
+    if late is not None:
+        take(*late)
     # an episode whose simulation diverged (NaN metrics) counts, but not in the means
     valid = count - diverged
     out = {key: value / valid if valid else float("nan") for key, value in sums.items()}

@@ -22,6 +22,7 @@ gains ``paired_obs`` flattened to (H*N, D) for algorithms that train on it (AMP)
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -39,12 +40,13 @@ class EpisodeMeter:
     """rl-games' ``AverageMeter`` (the mean of about the last `window` values) fed a (N,) tensor and
     a (N,) mask of the values that count (the episodes ending now). AverageMeter takes only the
     selected values, whose number the host must read back from the GPU at every step; here the
-    count stays on the device."""
+    count stays on the device. With ``rows`` > 1 it is that many meters updated together from
+    (rows, N) values and masks (one set of kernels for every episode metric)."""
 
-    def __init__(self, window: int, device: torch.device | str):
+    def __init__(self, window: int, device: torch.device | str, rows: int = 1):
         self.window = window
-        self.mean = torch.zeros(1, device=device)
-        self._size = torch.zeros((), device=device)
+        self.mean = torch.zeros(rows, device=device)
+        self._size = torch.zeros(rows, device=device)
 
     @property
     def current_size(self) -> torch.Tensor:
@@ -55,8 +57,8 @@ class EpisodeMeter:
         self._size = torch.as_tensor(value, dtype=torch.float32).to(self.mean.device)
 
     def update(self, values: torch.Tensor, mask: torch.Tensor) -> None:
-        count = mask.sum()
-        new_mean = torch.where(mask, values, 0.0).sum() / count.clamp(min=1)
+        count = mask.sum(-1)
+        new_mean = torch.where(mask, values, 0.0).sum(-1) / count.clamp(min=1)
         size = count.clamp(max=self.window)
         old = torch.minimum(self.window - size, self._size)
         total = old + size
@@ -77,7 +79,9 @@ class PPOAgent(a2c_continuous.A2CAgent):
         self.resume_from: str | None = config.get("near_resume_from")
         self.run_result: dict[str, Any] = config.setdefault("near_result", {})
         self.checkpoint_path = os.path.join(self.nn_dir, CHECKPOINT_NAME)
-        self.episode_meters: dict[str, EpisodeMeter] = {}
+        #: the per-episode task metrics' names, in the rows of ``episode_meter``
+        self.episode_names: list[str] = []
+        self.episode_meter: EpisodeMeter | None = None
         self._rollout: dict[str, Any] | None = None
         self.last_rollout: dict[str, Any] | None = None
         self.total_time = 0.0
@@ -92,15 +96,34 @@ class PPOAgent(a2c_continuous.A2CAgent):
             rec["paired_obs"][n] = infos["paired_obs"]
             rec["time_outs"][n] = infos.get("time_outs", rec["time_outs"][n]).float()
             rec["n"] = n + 1
-        done = dones.bool()
-        for name, values in (infos.get("episode_metrics") or {}).items():
-            meter = self.episode_meters.get(name)
-            if meter is None:
-                meter = self.episode_meters[name] = EpisodeMeter(self.games_to_track, self.ppo_device)
-            values = values.float()
-            # an episode whose simulation diverged reports NaN metrics: it is left out
-            meter.update(values, done & torch.isfinite(values))
+        if infos.get("episode_metrics"):
+            # an env may report its episodes a step after they ended, marking them in episode_ended
+            self._update_episode_meter(infos["episode_metrics"], infos.get("episode_ended", dones).bool())
         return obs, rewards, dones, infos
+
+    def _update_episode_meter(self, metrics: dict[str, torch.Tensor], ended: torch.Tensor) -> None:
+        """Feed the metrics of the episodes ending where `ended` (N,) into their meters."""
+        if any(name not in self.episode_names for name in metrics):
+            self._load_episode_meter({**self._episode_meter_state(), **{name: (torch.zeros(1), 0) for name in metrics
+                                                                          if name not in self.episode_names}})
+        values = torch.stack([metrics[name].float() if name in metrics else torch.full_like(ended, math.nan,
+                              dtype=torch.float32) for name in self.episode_names])
+        # an episode whose simulation diverged reports NaN metrics: it is left out
+        self.episode_meter.update(values, ended & torch.isfinite(values))
+
+    def _episode_meter_state(self) -> dict[str, tuple[torch.Tensor, int]]:
+        if self.episode_meter is None:
+            return {}
+        sizes = self.episode_meter.current_size.reshape(-1).tolist()
+        return {name: (self.episode_meter.mean[k:k + 1].detach().clone(), int(sizes[k]))
+                for k, name in enumerate(self.episode_names)}
+
+    def _load_episode_meter(self, state: dict[str, tuple[torch.Tensor, int]]) -> None:
+        self.episode_names = list(state)
+        self.episode_meter = EpisodeMeter(self.games_to_track, self.ppo_device, rows=len(state))
+        for k, (mean, size) in enumerate(state.values()):
+            self.episode_meter.mean[k] = mean.reshape(-1)[0].to(self.ppo_device)
+            self.episode_meter.current_size[k] = float(size)
 
     def play_steps(self):
         h, n = self.horizon_length, self.num_actors * self.num_agents
@@ -113,6 +136,9 @@ class PPOAgent(a2c_continuous.A2CAgent):
             "time_outs": torch.zeros((h, n), device=dev),
         }
         batch_dict = super().play_steps()
+        flushed = self.vec_env.flush_episode_metrics() if hasattr(self.vec_env, "flush_episode_metrics") else None
+        if flushed is not None and flushed[0]:  # the last step's episodes, logged with this epoch's
+            self._update_episode_meter(*flushed)
         rec, self._rollout = self._rollout, None
         self.last_rollout = rec
 
@@ -171,7 +197,7 @@ class PPOAgent(a2c_continuous.A2CAgent):
                 "game_rewards": self._meter_state(self.game_rewards),
                 "game_shaped_rewards": self._meter_state(self.game_shaped_rewards),
                 "game_lengths": self._meter_state(self.game_lengths),
-                **{f"episode/{k}": self._meter_state(m) for k, m in self.episode_meters.items()},
+                **{f"episode/{k}": v for k, v in self._episode_meter_state().items()},
             },
             "rng": runtime.capture_rng(),
             "extra": self.extra_state(),
@@ -205,11 +231,9 @@ class PPOAgent(a2c_continuous.A2CAgent):
         for name in ("game_rewards", "game_shaped_rewards", "game_lengths"):
             if name in meters:
                 self._load_meter(getattr(self, name), meters[name])
-        for key, value in meters.items():
-            if key.startswith("episode/"):
-                meter = EpisodeMeter(self.games_to_track, dev)
-                self._load_meter(meter, value)
-                self.episode_meters[key[len("episode/"):]] = meter
+        episode = {key[len("episode/"):]: value for key, value in meters.items() if key.startswith("episode/")}
+        if episode:
+            self._load_episode_meter(episode)
         self.load_extra_state(state.get("extra", {}))
         if "rng" in state:
             runtime.restore_rng(state["rng"])
@@ -231,9 +255,9 @@ class PPOAgent(a2c_continuous.A2CAgent):
             self.writer.add_scalar("episode_lengths/step", mean_lengths, frame)
             self.writer.add_scalar("episode_lengths/iter", mean_lengths, epoch_num)
             self.writer.add_scalar("episode_lengths/time", mean_lengths, self.total_time)
-        for name, meter in self.episode_meters.items():
-            if meter.current_size > 0:
-                self.writer.add_scalar(f"{name}/step", float(meter.get_mean()), frame)
+        for name, (mean, size) in self._episode_meter_state().items():
+            if size > 0:
+                self.writer.add_scalar(f"{name}/step", float(mean), frame)
 
     def train(self):
         """Train until ``max_epochs``; return 0, or 3 after a stop signal (checkpoint written)."""

@@ -17,7 +17,10 @@ Contract (shapes use N = num_envs):
   - ``time_outs`` ``(N,)`` float: 1 where the episode ended by the time limit (for value
     bootstrapping);
   - ``episode_metrics``: ``{name: (N,) tensor}`` per-episode task metrics, valid where
-    ``done`` (e.g. ``success``, ``demo_distance``); the agents log their means.
+    ``done`` (e.g. ``success``, ``demo_distance``), or where ``episode_ended`` (N,) bool if the
+    env reports its episodes a step after they end (the humanoid, so that the host need not wait
+    for the GPU within a step; :meth:`VecEnv.flush_episode_metrics` gives the last step's); the
+    agents log their means.
 * ``state_dict()`` / ``load_state_dict()`` capture everything needed to continue exactly
   (positions, velocities, counters, the env's own random generator).
 """
@@ -70,6 +73,11 @@ class VecEnv(abc.ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
 
+    def flush_episode_metrics(self) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
+        """The episode metrics not yet in any ``infos`` and the mask of their envs (an env that
+        reports episodes a step late holds the last step's); None if there are none."""
+        return None
+
     def feature_mask(self, name: str | None) -> torch.Tensor | None:
         """Boolean mask over ``paired_obs`` features for a named mask (None: keep all)."""
         if name in (None, "", "None"):
@@ -88,6 +96,9 @@ class RlGamesVecEnv:
 
     def reset(self) -> torch.Tensor:
         return self.env.reset()
+
+    def flush_episode_metrics(self):
+        return self.env.flush_episode_metrics()
 
     def reset_done(self):
         # Our envs reset inside step(); nothing is pending.

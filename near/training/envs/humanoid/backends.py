@@ -1,7 +1,8 @@
 """Batched simulators of the humanoid: MuJoCo on the CPU, MuJoCo Warp on an NVIDIA GPU.
 
 Both expose the same small interface to :class:`~near.training.envs.humanoid.env.HumanoidEnv`:
-``set_state(ids, qpos, qvel)``, ``step(ctrl, n)`` (n physics steps with PD targets `ctrl`;
+``set_state(mask, qpos, qvel)`` (the envs where `mask` (N,) is True take those rows of qpos (N, 35)
+and qvel (N, 34)), ``step(ctrl, n)`` (n physics steps with PD targets `ctrl`;
 afterwards ``unstable`` (N,) marks worlds the simulator found unstable in them), and ``read()``
 -> qpos (N, 35), qvel (N, 34), body positions (N, 15, 3) and a (N, 15) mask of bodies in contact
 (with the floor or with another body: both bodies of a self-contact), as torch tensors on the
@@ -26,6 +27,8 @@ def load_model():
 class MujocoBackend:
     """``num_envs`` MjData of one MjModel, stepped one after the other on this CPU core."""
 
+    masked_writes = False  # set_state writes env by env: the env looks up only the reset envs' states
+
     def __init__(self, num_envs: int, device: torch.device):
         import mujoco
 
@@ -40,13 +43,13 @@ class MujocoBackend:
         self.sim_time = np.zeros(num_envs)
         self.unstable = torch.zeros(num_envs, dtype=torch.bool, device=device)
 
-    def set_state(self, ids: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
+    def set_state(self, mask: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
         qpos, qvel = qpos.detach().cpu().double().numpy(), qvel.detach().cpu().double().numpy()
-        for k, i in enumerate(ids.tolist()):
+        for i in np.flatnonzero(mask.cpu().numpy()):
             d = self.datas[i]
             self.mujoco.mj_resetData(self.model, d)
-            d.qpos[:] = qpos[k]
-            d.qvel[:] = qvel[k]
+            d.qpos[:] = qpos[i]
+            d.qvel[:] = qvel[i]
             self.mujoco.mj_forward(self.model, d)
             self.sim_time[i] = d.time
 
@@ -78,6 +81,8 @@ class MujocoBackend:
 
 class WarpBackend:
     """All envs as worlds of one MuJoCo Warp model on the GPU; torch sees its arrays without copies."""
+
+    masked_writes = True  # set_state writes every world under the mask: no indices read back
 
     def __init__(self, num_envs: int, device: torch.device):
         try:
@@ -133,11 +138,14 @@ class WarpBackend:
         else:
             self.wp.capture_launch(graph)
 
-    def set_state(self, ids: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
-        # no forward pass: the next step begins with one, and HumanoidEnv reads nothing before it
-        self.qpos[ids] = qpos.to(self.qpos.dtype)
-        self.qvel[ids] = qvel.to(self.qvel.dtype)
-        self.warmstart.index_fill_(0, ids, 0.0)  # `x[ids] = 0.0` would copy the 0 to the GPU and wait
+    def set_state(self, mask: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
+        # masked writes into Warp's own arrays (torch views of them): no indices, so nothing is read
+        # back to the host; no forward pass: the next step begins with one, and HumanoidEnv reads
+        # nothing before it
+        row = mask[:, None]
+        torch.where(row, qpos.to(self.qpos.dtype), self.qpos, out=self.qpos)
+        torch.where(row, qvel.to(self.qvel.dtype), self.qvel, out=self.qvel)
+        self.warmstart.masked_fill_(row, 0.0)
 
     def step(self, ctrl: torch.Tensor, n: int) -> None:
         self.ctrl.copy_(ctrl)

@@ -24,7 +24,9 @@ Task reward (``rewardTypes``, default inferred from the motion's name as NEAR do
 ``[time, dist]``, others ``[time]``): ``time`` 1 per step; ``dist`` the forward (x) displacement
 of the pelvis per step clipped to [0, 0.5 m] and scaled to [0, 1]; several are averaged.
 
-Episode metrics (``infos['episode_metrics']`` when an episode ends; logged as ``<name>/step``):
+Episode metrics (``infos['episode_metrics']`` at the step after an episode ends, valid where
+``infos['episode_ended']``; :meth:`HumanoidEnv.flush_episode_metrics` gives the last step's; logged as
+``<name>/step``):
 the pose is the 15 body positions relative to the pelvis (45 numbers), compared with the
 reference motion over the same steps from the episode's start time.
 ``mean_dtw_pose_error`` is NEAR's: tslearn's DTW (square root of the least summed squared frame
@@ -39,6 +41,7 @@ from __future__ import annotations
 import math
 import dataclasses
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -135,9 +138,13 @@ class HumanoidEnv(VecEnv):
         self.dtw_acc, self.dtw_len = metrics.dtw_start(n, steps, torch.float32, d)
         self.dtw_sq = self.dtw_acc.clone()  # the squared-cost recursion starts from the same row
         self.diverged = torch.zeros(n, dtype=torch.bool, device=d)
+        # motion ids are drawn by inverse CDF: one uniform number per env, no host round trip
+        self.motion_cdf = self.table.weights.cumsum(0) / self.table.weights.sum()
         self._done_ids = HostIndices(n, self.device)
+        self._ended: _Ended | None = None            # the last step's finished episodes, not yet settled
+        self._report: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None  # settled, not yet in infos
         self.stand_qpos, self.stand_obs, self.stand_body_pos = self._standing(model)
-        self.reset_idx(torch.arange(n, device=d))
+        self.reset()
 
     def _standing(self, model) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """qpos, observation and body positions of the ``Default`` standing pose (forward
@@ -207,61 +214,108 @@ class HumanoidEnv(VecEnv):
                               xpos[:, sk.ix(sk.KEY_BODY_IDS, xpos)], self.cfg.local_root_obs)
         return obs, xpos, touch
 
-    def reset_idx(self, env_ids: torch.Tensor) -> None:
-        """Reset the given envs by ``stateInit`` (see the module docstring).
+    def _start_episodes(self, mask: torch.Tensor, report: bool) -> None:
+        """Reset the envs where `mask` (N,) is True by ``stateInit`` (see the module docstring).
 
-        The simulator is only written: a reset env's observation and body positions are those of
-        the reference state it starts in (or of the standing pose), so nothing is read back and,
-        on the GPU, nothing waits for the device."""
-        if env_ids.numel() == 0:
-            return
-        n, d, cfg = env_ids.numel(), self.device, self.cfg
-        mid = torch.multinomial(self.table.weights, n, replacement=True, generator=self.generator)
-        time = torch.rand(n, device=d, generator=self.generator) * self.table.duration[mid]
+        Every env draws a start (motion, time, standing or not) at every call, so the random stream
+        does not depend on which envs are reset. On a simulator that takes masked writes (MuJoCo
+        Warp) every env's start is looked up and `mask` selects which envs take it: nothing is read
+        back, so on the GPU the host never waits here. On the CPU simulator, which writes env by env
+        anyway, only the reset envs' starts are looked up (the same values). A reset env's
+        observation and body positions are those of the reference state it starts in (or of the
+        standing pose). What needs the reset envs' indices on the GPU (their episode metrics, the
+        new episodes' reference poses and DTW rows) is left for :meth:`_settle`; `report`: whether
+        the ending episodes' metrics are reported."""
+        n, d, cfg = self.num_envs, self.device, self.cfg
+        u = torch.rand(3, n, device=d, generator=self.generator)
+        ids = None if self.sim.masked_writes else torch.from_numpy(np.flatnonzero(mask.cpu().numpy())).to(d)
+        if ids is not None:
+            if ids.numel() == 0:
+                return
+            u = u[:, ids]
+
+        def put(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+            """A copy of `old` with the reset envs' rows from `new` (all N rows, or theirs alone)."""
+            if ids is None:
+                return torch.where(mask.view((-1,) + (1,) * (new.dim() - 1)), new, old)
+            return old.index_copy(0, ids, new)
+
+        mid = torch.searchsorted(self.motion_cdf, u[0], right=True).clamp_(max=len(self.motions) - 1)
+        time = u[1] * self.table.duration[mid]
         if cfg.state_init == "Start":
             time.zero_()
         if cfg.state_init == "Default":
-            default = torch.ones(n, dtype=torch.bool, device=d)
+            default = torch.ones_like(u[2], dtype=torch.bool)
         elif cfg.state_init == "Hybrid":
-            default = torch.rand(n, device=d, generator=self.generator) >= cfg.hybrid_init_prob
+            default = u[2] >= cfg.hybrid_init_prob
         else:
-            default = torch.zeros(n, dtype=torch.bool, device=d)
+            default = torch.zeros_like(u[2], dtype=torch.bool)
         time = torch.where(default, 0.0, time)
         history, s = self._reference_frames(mid, time)
         rot = s["root_rot"]
-        hinges = sk.hinges_from_quats(s["joint_rot"], self.lower, self.upper)
+        hinges = sk.hinges_from_quats(s["joint_rot"], self.lower, self.upper, s["dof_pos"])
         qpos = torch.cat([s["root_pos"], rot[:, 3:], rot[:, :3], hinges], 1)
         qvel = torch.cat([s["root_vel"], sk.quat_rotate(sk.quat_conj(rot), s["root_ang_vel"]),
                           sk.hinge_rates(hinges, s["dof_vel"])], 1)
         col = default[:, None]
         qpos = torch.where(col, self.stand_qpos, qpos)
         qvel = torch.where(col, 0.0, qvel)
-        self.sim.set_state(env_ids, qpos, qvel)
-        self.motion_id[env_ids] = mid
-        self.start_time[env_ids] = time
-        # index_fill_, not `x[ids] = 0`: assigning a Python number copies it to the GPU and waits
-        self.progress.index_fill_(0, env_ids, 0)
-        self.diverged.index_fill_(0, env_ids, False)
+        self.sim.set_state(mask, put(qpos.new_zeros(n, qpos.shape[1]), qpos),
+                           put(qvel.new_zeros(n, qvel.shape[1]), qvel))
+        self.motion_id = put(self.motion_id, mid)
+        self.start_time = put(self.start_time, time)
+        # new tensors, not writes into the old ones: the ended episodes' lengths and divergence stay
+        # for _settle, and this step's paired_obs keeps the state the step reached
+        length, diverged = self.progress, self.diverged
+        self.progress = torch.where(mask, 0, self.progress)
+        self.diverged = diverged & ~mask
         hist = torch.where(default[:, None, None], self.stand_obs, history)
-        self.history[env_ids] = hist
-        self.obs[env_ids] = hist[:, -1]
+        self.history = put(self.history, hist)
+        self.obs = put(self.obs, hist[:, -1])
         body = torch.where(default[:, None, None], self.stand_body_pos, s["body_pos"])
-        self.prev_root_x[env_ids] = body[:, 0, 0]
-        self.root_path.index_fill_(0, env_ids, 0.0)
-        self.root_path[env_ids, 0] = body[:, 0]
+        self.prev_root_x = put(self.prev_root_x, body[:, 0, 0])
         if cfg.episode_metrics:
-            steps = cfg.episode_length + 1
-            t = time[:, None] + torch.arange(steps, device=d)[None, :] * self.dt
-            ref = self.table.body_positions(mid[:, None].expand(-1, steps), t)
-            self.ref_pose[env_ids] = ref = self._pose(ref)
-            acc, length = metrics.dtw_start(n, steps, torch.float32, d)
-            sq = acc.clone()
-            dist = (self._pose(body)[:, None] - ref).norm(dim=-1)
-            self.dtw_acc[env_ids], self.dtw_len[env_ids] = metrics.dtw_step(acc, length, dist)
-            self.dtw_sq[env_ids] = metrics.dtw_cost_step(sq, dist.square())
+            fetch = self._done_ids.fetch(mask) if ids is None else (lambda: ids)
+            self._ended = _Ended(mask, fetch, length, diverged, put(self.stand_body_pos.expand(n, -1, -1), body),
+                                 report)
+
+    def _settle(self) -> None:
+        """The work of the last reset that needs the reset envs' indices, read from the copy of its
+        mask started then (done by now: the GPU has run that step): the ended episodes' metrics (kept
+        for the next ``infos``), then the new episodes' root path, reference poses and DTW rows."""
+        ended, self._ended = self._ended, None
+        if ended is None:
+            return
+        ids = ended.ids()
+        if ids.numel() == 0:
+            return
+        if ended.report:
+            self._report = (self._episode_metrics(ids, ended.length[ids], ended.diverged[ids]), ended.mask)
+        n, d, steps = ids.numel(), self.device, self.cfg.episode_length + 1
+        body = ended.start_body[ids]
+        self.root_path.index_fill_(0, ids, 0.0)
+        self.root_path[ids, 0] = body[:, 0]
+        t = self.start_time[ids, None] + torch.arange(steps, device=d)[None, :] * self.dt
+        ref = self.table.body_positions(self.motion_id[ids, None].expand(-1, steps), t)
+        self.ref_pose[ids] = ref = self._pose(ref)
+        acc, length = metrics.dtw_start(n, steps, torch.float32, d)
+        sq = acc.clone()
+        dist = (self._pose(body)[:, None] - ref).norm(dim=-1)
+        self.dtw_acc[ids], self.dtw_len[ids] = metrics.dtw_step(acc, length, dist)
+        self.dtw_sq[ids] = metrics.dtw_cost_step(sq, dist.square())
+
+    def flush_episode_metrics(self) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
+        """The metrics of the episodes that ended at the last step, which the next step's ``infos``
+        would carry, and the mask of those envs; None if there are none. Call it after the last
+        step of a rollout so that no episode's metrics are lost; the next step will not repeat them."""
+        self._settle()
+        report, self._report = self._report, None
+        return report
 
     def reset(self) -> torch.Tensor:
-        self.reset_idx(torch.arange(self.num_envs, device=self.device))
+        self._settle()  # episodes that ended at the last step are still reported at the next
+        self._start_episodes(torch.ones(self.num_envs, dtype=torch.bool, device=self.device), report=False)
+        self._settle()
         return self.observe()
 
     def observe(self) -> torch.Tensor:
@@ -271,10 +325,16 @@ class HumanoidEnv(VecEnv):
         return torch.cat([self.obs, nxt], 1)
 
     def step(self, actions: torch.Tensor):
-        """One control step (0.0332 s); finished envs are reset (see ``base.VecEnv``)."""
+        """One control step (0.0332 s); finished envs are reset (see ``base.VecEnv``).
+
+        ``infos['episode_metrics']`` holds the metrics of the episodes that ended at the previous
+        step, valid where ``infos['episode_ended']`` (their done mask): they are computed after this
+        step's physics is launched, so that on the GPU the host never waits for the device within
+        a step (see :meth:`flush_episode_metrics` for the last step's)."""
         cfg = self.cfg
         a = torch.clamp(actions.to(self.device, torch.float32), -1.0, 1.0)
         self.sim.step(sk.hinge_targets(self.pd_offset + self.pd_scale * a, self.lower, self.upper), PHYSICS_STEPS)
+        self._settle()  # queued behind the physics: the host issues it while the GPU simulates
         obs, xpos, touch = self._sim_state()
         # a world whose physics blew up (non-finite, or reset by MuJoCo) ends its episode now; its
         # metrics are reported as NaN, which the trainer's meters and the evaluation leave out
@@ -289,9 +349,6 @@ class HumanoidEnv(VecEnv):
             terminate = terminate | fallen(touch, xpos[..., 2], self.may_touch, cfg.termination_height, self.progress)
         time_out = (self.progress >= cfg.episode_length) & ~terminate
         done = terminate | time_out
-        # the host needs `done` (which envs to reset): start its copy now and queue the rest of the
-        # step behind it, so the GPU keeps working while the host waits for that copy alone
-        pending_ids = self._done_ids.fetch(done)
         self.history = torch.cat([self.history[:, 1:], obs[:, None]], 1)
         rewards = []
         if "time" in self.reward_types:
@@ -311,24 +368,22 @@ class HumanoidEnv(VecEnv):
                  "terminate": terminate}
         if cfg.target_obs:  # the reference frame this step aimed at (tracking reward)
             infos["reference"] = self.reference_obs(self.motion_id, self.start_time + self.progress.float() * self.dt)
-        done_ids = pending_ids()
-        if done_ids.numel():
-            infos["episode_metrics"] = self._episode_metrics(done_ids)
-            self.reset_idx(done_ids)
+        if self._report is not None:
+            (infos["episode_metrics"], infos["episode_ended"]), self._report = self._report, None
+        self._start_episodes(done, report=True)
         return self.observe(), reward, done, infos
 
     # ------------------------------------------------------------------ metrics
-    def _episode_metrics(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _episode_metrics(self, ids: torch.Tensor, lengths: torch.Tensor,
+                         bad: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(N,) per-env metrics, valid at `ids`: the episodes of `lengths` steps that ended there
+        (`bad`: their simulation diverged, NaN metrics); read before those rows start anew."""
         n = self.num_envs
-        out: dict[str, torch.Tensor] = {}
-        if not self.cfg.episode_metrics:
-            return out
-        lengths = self.progress[ids]
-        col = (lengths + 1).unsqueeze(1)
+        col = lengths + 1
         nb = float(len(sk.BODY_NAMES))
         vals = {
-            "dtw_error": (self.dtw_acc[ids].gather(1, col) / self.dtw_len[ids].gather(1, col)).squeeze(1) / nb,
-            "mean_dtw_pose_error": self.dtw_sq[ids].gather(1, col).squeeze(1).clamp_min(0).sqrt() / nb,
+            "dtw_error": self.dtw_acc[ids, col] / self.dtw_len[ids, col] / nb,
+            "mean_dtw_pose_error": self.dtw_sq[ids, col].clamp_min(0).sqrt() / nb,
         }
         frames = (lengths + 1).clamp(min=4)
         path = self.root_path[ids].double()
@@ -341,10 +396,9 @@ class HumanoidEnv(VecEnv):
         rows = torch.cat([vel.norm(dim=-1), vel[..., 0], vel[..., 1], vel[..., 2]])
         arc = metrics.sparc(rows, self.dt, lengths=(frames - 1).repeat(4)).view(4, -1)
         vals["sparc"], vals["spectral_arc_length"] = arc[0], arc[1:].mean(0)
-        bad = self.diverged[ids]
-        for key, v in vals.items():
-            out[key] = torch.zeros(n, device=self.device).index_copy_(0, ids, torch.where(bad, math.nan, v.float()))
-        return out
+        table = torch.where(bad, math.nan, torch.stack(list(vals.values())).float())
+        table = torch.zeros(len(vals), n, device=self.device).index_copy_(1, ids, table)
+        return dict(zip(vals, table))
 
     def feature_mask(self, name: str | None) -> torch.Tensor | None:
         """``upper_body`` / ``lower_body``: the paired-obs features of those bodies (root features are lower body)."""
@@ -358,12 +412,14 @@ class HumanoidEnv(VecEnv):
 
     # ------------------------------------------------------------------ checkpoints
     _KEYS = ("obs", "history", "motion_id", "start_time", "progress", "prev_root_x", "root_path", "ref_pose",
-             "dtw_acc", "dtw_len", "dtw_sq")
+             "dtw_acc", "dtw_len", "dtw_sq", "diverged")
 
     def state_dict(self) -> dict:
+        self._settle()  # the last resets' rows complete; their episodes' metrics go with the state
         qpos, qvel, _, _ = self.sim.read()
         out = {k: None if getattr(self, k) is None else getattr(self, k).clone() for k in self._KEYS}
-        out.update({"qpos": qpos.double().cpu(), "qvel": qvel.double().cpu(), "generator": self.generator.get_state()})
+        out.update({"qpos": qpos.double().cpu(), "qvel": qvel.double().cpu(), "generator": self.generator.get_state(),
+                    "report": self._report})
         if hasattr(self.sim, "datas"):  # exact resume on the CPU: the full float64 physics state
             out["qpos"] = torch.stack([torch.from_numpy(d.qpos.copy()) for d in self.sim.datas])
             out["qvel"] = torch.stack([torch.from_numpy(d.qvel.copy()) for d in self.sim.datas])
@@ -374,7 +430,10 @@ class HumanoidEnv(VecEnv):
         for k in self._KEYS:
             if state.get(k) is not None:
                 setattr(self, k, state[k].to(self.device))
-        ids = torch.arange(self.num_envs, device=self.device)
+        self._ended = None
+        report = state.get("report")
+        self._report = None if report is None else ({k: v.to(self.device) for k, v in report[0].items()},
+                                                    report[1].to(self.device))
         if hasattr(self.sim, "datas"):
             for i, d in enumerate(self.sim.datas):
                 d.qpos[:] = state["qpos"][i].numpy()
@@ -382,8 +441,21 @@ class HumanoidEnv(VecEnv):
                 d.qacc_warmstart[:] = state["act"][i]
                 self.sim.mujoco.mj_forward(self.sim.model, d)
         else:
-            self.sim.set_state(ids, state["qpos"].to(self.device), state["qvel"].to(self.device))
+            every = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+            self.sim.set_state(every, state["qpos"].to(self.device), state["qvel"].to(self.device))
         self.generator.set_state(state["generator"].cpu())
+
+
+@dataclasses.dataclass
+class _Ended:
+    """A step's resets, as :meth:`HumanoidEnv._settle` finds them at the next step."""
+
+    mask: torch.Tensor                   # (N,) bool: the envs reset (done)
+    ids: Callable[[], torch.Tensor]      # their indices (waits for the copy of `mask` alone)
+    length: torch.Tensor                 # (N,) steps of the episodes that ended
+    diverged: torch.Tensor               # (N,) bool: those episodes' simulation blew up
+    start_body: torch.Tensor             # (N, 15, 3) body positions the new episodes start from
+    report: bool                         # whether the ended episodes' metrics are reported
 
 
 class HostIndices:

@@ -80,10 +80,15 @@ def axis_angle_quat(axis: int, angle: torch.Tensor) -> torch.Tensor:
 
 
 def xyz_to_quat(angles: torch.Tensor) -> torch.Tensor:
-    """(..., 3) hinge angles about x, y, z (intrinsic, MuJoCo's joint order) -> quaternion."""
-    q = axis_angle_quat(0, angles[..., 0])
-    q = quat_mul(q, axis_angle_quat(1, angles[..., 1]))
-    return quat_mul(q, axis_angle_quat(2, angles[..., 2]))
+    """(..., 3) hinge angles about x, y, z (intrinsic, MuJoCo's joint order) -> quaternion: the
+    product Rx(a) Ry(b) Rz(c) written out (its zero terms dropped: the same numbers as
+    :func:`quat_mul` of the three, in a fifth of the kernels)."""
+    half = 0.5 * angles
+    s, c = torch.sin(half), torch.cos(half)
+    sa, sb, sc = s.unbind(-1)
+    ca, cb, cc = c.unbind(-1)
+    x, y, z, w = sa * cb, ca * sb, sa * sb, ca * cb  # Rx(a) Ry(b)
+    return torch.stack([x * cc + y * sc, y * cc - x * sc, w * sc + z * cc, w * cc - z * sc], -1)
 
 
 def quat_to_xyz(q: torch.Tensor) -> torch.Tensor:
@@ -235,10 +240,13 @@ def _nearer_triple(q: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) ->
     return torch.where(take[..., None], second, first).flatten(-2)
 
 
-def hinges_from_quats(jq: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+def hinges_from_quats(jq: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
+                      dof: torch.Tensor | None = None) -> torch.Tensor:
     """(..., 12, 4) joint rotations -> (..., 28) MuJoCo hinge angles (`lower`, `upper`: (28,) joint
-    limits; see :func:`_nearer_triple`). A 1-DoF joint is NEAR's angle about y."""
-    out = dof_from_quats(jq)  # the 1-DoF joints are already MuJoCo's hinge angles
+    limits; see :func:`_nearer_triple`). A 1-DoF joint is NEAR's angle about y. `dof`: the
+    rotations' :func:`dof_from_quats` where the caller has it already."""
+    # the 1-DoF joints are already MuJoCo's hinge angles
+    out = dof_from_quats(jq) if dof is None else dof.clone()
     out[..., ix(_SPH_FLAT, out)] = _nearer_triple(jq[..., ix(_SPHERICAL, jq), :], lower, upper)
     return out
 
