@@ -4,6 +4,7 @@ and stop cleanly on SIGTERM (exit 3). Real `near train` subprocesses, CPU, one t
 
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
@@ -152,3 +153,92 @@ def test_episode_meter_rows_update_together_as_separate_meters():
             meter.update(values[k], mask[k])
     assert torch.allclose(batched.mean, torch.cat([m.mean for m in single]))
     assert batched.current_size.tolist() == [float(m.current_size) for m in single]
+
+
+def test_near_rollout_is_rl_games_rollout_without_syncs(tmp_path, monkeypatch):
+    """Inside a real training run, each rollout is played twice from the same state: by rl-games'
+    ``play_steps`` (finished episodes selected by index) and by near's loop (by mask). The recorded
+    tensors and the reward and length meters must agree."""
+    from rl_games.algos_torch import torch_ext
+    from rl_games.common import a2c_common
+
+    from near.training.algos.ppo import PPOAgent
+    from near.training.entry import train_rl_stage
+
+    monkeypatch.setenv("NEAR_CACHE_DIR", str(tmp_path / "cache"))
+    ours = PPOAgent._rollout_steps
+    compared = []
+
+    def both(self):
+        env = self.vec_env.env
+        start = (torch.get_rng_state(), env.state_dict(), self.obs["obs"].clone(), self.dones.clone(),
+                 self.current_rewards.clone(), self.current_shaped_rewards.clone(), self.current_lengths.clone())
+        meters = {}
+        for name in ("game_rewards", "game_shaped_rewards", "game_lengths"):
+            meter = getattr(self, name)
+            reference = torch_ext.AverageMeter(meter.mean.shape[0], self.games_to_track)
+            reference.mean, reference.current_size = meter.mean.clone(), int(meter.current_size.max())
+            meters[name] = (meter, reference)
+            setattr(self, name, reference)
+        reference_batch = {k: v.clone() if torch.is_tensor(v) else v
+                           for k, v in a2c_common.A2CBase.play_steps(self).items()}
+        reference_end = (self.current_rewards.clone(), self.current_lengths.clone(),
+                         self.experience_buffer.tensor_dict["rewards"].clone())
+        torch.set_rng_state(start[0])
+        env.load_state_dict(start[1])
+        self.obs["obs"], self.dones = start[2].clone(), start[3].clone()
+        self.current_rewards, self.current_shaped_rewards, self.current_lengths = (t.clone() for t in start[4:])
+        self._rollout["n"] = 0
+        for name, (meter, _) in meters.items():
+            setattr(self, name, meter)
+        batch = ours(self)
+        for key in ("obses", "actions", "values", "neglogpacs", "mus", "sigmas", "dones"):
+            assert torch.equal(batch[key], reference_batch[key]), key
+        assert torch.equal(self.experience_buffer.tensor_dict["rewards"], reference_end[2])
+        assert torch.equal(self.current_rewards, reference_end[0]) and torch.equal(self.current_lengths, reference_end[1])
+        for name, (meter, reference) in meters.items():
+            assert int(meter.current_size.max()) == reference.current_size, name
+            assert torch.allclose(meter.mean.reshape(-1), reference.mean.reshape(-1), atol=1e-5), name
+        compared.append(int(self.game_lengths.current_size.max()))
+        return batch
+
+    monkeypatch.setattr(PPOAgent, "_rollout_steps", both)
+    code = train_rl_stage(["task=mazePPO", f"run_dir={tmp_path / 'run'}", "device=cpu", "torch_threads=1",
+                           *SMALL, "max_iterations=3"])
+    assert code == 0
+    # three rollouts compared, and episodes ended in them (16 envs, 20-step episodes, 32 steps each)
+    assert len(compared) == 3 and compared[-1] > 0
+
+
+def test_policy_samples_are_rl_games_gaussian_without_the_std_check(tmp_path, monkeypatch):
+    """near's action step draws from rl-games' Gaussian policy (mu, sigma from the same network) and
+    reports its negative log-likelihood, written out here."""
+    from rl_games.algos_torch.a2c_continuous import A2CAgent
+
+    from near.training.algos.ppo import PPOAgent
+    from near.training.entry import train_rl_stage
+
+    monkeypatch.setenv("NEAR_CACHE_DIR", str(tmp_path / "cache"))
+    ours = PPOAgent.get_action_values
+    checked = []
+
+    def check(self, obs):
+        res = ours(self, obs)
+        reference = A2CAgent.get_action_values(self, obs)  # rl-games' own
+        for key in ("mus", "sigmas", "values"):
+            assert torch.allclose(res[key], reference[key]), key
+        mu, sigma, a = res["mus"], res["sigmas"], res["actions"]
+        written_out = (0.5 * ((a - mu) / sigma) ** 2 + torch.log(sigma) + 0.5 * math.log(2 * math.pi)).sum(-1)
+        assert torch.allclose(res["neglogpacs"], written_out, atol=1e-4)
+        # many draws from one state: the policy's mean and spread
+        many = torch.stack([ours(self, obs)["actions"] for _ in range(400)])
+        assert torch.allclose(many.mean(0), mu, atol=4 * float(sigma.max()) / 20)
+        assert torch.allclose(many.std(0), sigma, rtol=0.2)
+        checked.append(True)
+        return res
+
+    monkeypatch.setattr(PPOAgent, "get_action_values", lambda self, obs: check(self, obs) if len(checked) < 2
+                        else ours(self, obs))
+    assert train_rl_stage(["task=mazePPO", f"run_dir={tmp_path / 'run'}", "device=cpu", "torch_threads=1",
+                           *SMALL, "max_iterations=1"]) == 0
+    assert len(checked) == 2

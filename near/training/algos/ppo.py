@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from typing import Any
 
+import numpy as np
 import torch
-from rl_games.algos_torch import a2c_continuous, players, torch_ext
+from rl_games.algos_torch import a2c_continuous, models, players, torch_ext
 from rl_games.common import a2c_common
 
 from near.training import runtime
@@ -68,6 +70,10 @@ class EpisodeMeter:
     def get_mean(self):
         return self.mean.squeeze(0).cpu().numpy()
 
+    def clear(self) -> None:
+        self.mean.zero_()
+        self._size = torch.zeros_like(self._size)
+
 
 class PPOAgent(a2c_continuous.A2CAgent):
     """Continuous PPO on the task reward, with checkpoints, exact resume and signal handling."""
@@ -79,6 +85,10 @@ class PPOAgent(a2c_continuous.A2CAgent):
         self.resume_from: str | None = config.get("near_resume_from")
         self.run_result: dict[str, Any] = config.setdefault("near_result", {})
         self.checkpoint_path = os.path.join(self.nn_dir, CHECKPOINT_NAME)
+        # rl-games' AverageMeters take the finished episodes by index, a host sync per step
+        self.game_rewards = EpisodeMeter(self.games_to_track, self.ppo_device, rows=self.value_size)
+        self.game_shaped_rewards = EpisodeMeter(self.games_to_track, self.ppo_device, rows=self.value_size)
+        self.game_lengths = EpisodeMeter(self.games_to_track, self.ppo_device)
         #: the per-episode task metrics' names, in the rows of ``episode_meter``
         self.episode_names: list[str] = []
         self.episode_meter: EpisodeMeter | None = None
@@ -135,7 +145,7 @@ class PPOAgent(a2c_continuous.A2CAgent):
             "paired_obs": torch.zeros((h, n, paired_dim), device=dev),
             "time_outs": torch.zeros((h, n), device=dev),
         }
-        batch_dict = super().play_steps()
+        batch_dict = self._rollout_steps()
         flushed = self.vec_env.flush_episode_metrics() if hasattr(self.vec_env, "flush_episode_metrics") else None
         if flushed is not None and flushed[0]:  # the last step's episodes, logged with this epoch's
             self._update_episode_meter(*flushed)
@@ -152,6 +162,60 @@ class PPOAgent(a2c_continuous.A2CAgent):
                                     self.experience_buffer.tensor_dict["dones"].float(), values, rewards)
         batch_dict["returns"] = a2c_common.swap_and_flatten01(advs + values)
         batch_dict["paired_obs"] = a2c_common.swap_and_flatten01(rec["paired_obs"])
+        return batch_dict
+
+    def get_action_values(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """rl-games' action step with the Gaussian policy sampled as ``mu + sigma * eps``: rl-games'
+        ``Normal.sample()`` calls ``torch.normal(mu, sigma)``, which checks ``sigma >= 0`` on the
+        host, a sync per step. The same distribution; another random stream."""
+        model = self.model
+        if not isinstance(model, models.ModelA2CContinuousLogStd.Network) or self.has_central_value or self.is_rnn:
+            return super().get_action_values(obs)
+        model.eval()
+        with torch.no_grad():
+            x = model.norm_obs(self._preproc_obs(obs["obs"]))
+            mu, logstd, value, states = model.a2c_network({"obs": x, "is_train": False, "prev_actions": None,
+                                                           "rnn_states": self.rnn_states})
+            sigma = torch.exp(logstd)
+            actions = mu + sigma * torch.randn_like(mu)
+            return {"neglogpacs": torch.squeeze(model.neglogp(actions, mu, sigma, logstd)),
+                    "values": model.denorm_value(value), "actions": actions, "rnn_states": states,
+                    "mus": mu, "sigmas": sigma}
+
+    def _rollout_steps(self) -> dict[str, Any]:
+        """rl-games' rollout (``A2CBase.play_steps``) without a host sync per step: finished episodes
+        reach the reward and length meters through the done mask, not through its indices. The
+        returns are left out: :meth:`play_steps` computes them from this algorithm's rewards."""
+        buf, step_time = self.experience_buffer, 0.0
+        for n in range(self.horizon_length):
+            res = self.get_action_values(self.obs)
+            buf.update_data("obses", n, self.obs["obs"])
+            buf.update_data("dones", n, self.dones)
+            for key in self.update_list:
+                buf.update_data(key, n, res[key])
+            if self.has_central_value:
+                buf.update_data("states", n, self.obs["states"])
+            started = time.perf_counter()
+            self.obs, rewards, self.dones, infos = self.env_step(res["actions"])
+            step_time += time.perf_counter() - started
+            shaped = self.rewards_shaper(rewards)
+            if self.value_bootstrap and "time_outs" in infos:
+                shaped.add_(self.gamma * res["values"] * self.cast_obs(infos["time_outs"]).unsqueeze(1).float())
+            buf.update_data("rewards", n, shaped)
+            self.current_rewards.add_(rewards)
+            self.current_shaped_rewards.add_(shaped)
+            self.current_lengths.add_(1)
+            done = self.dones.bool()
+            self.game_rewards.update(self.current_rewards.T, done)
+            self.game_shaped_rewards.update(self.current_shaped_rewards.T, done)
+            self.game_lengths.update(self.current_lengths.float(), done)
+            alive = (~done).float()
+            self.current_rewards.mul_(alive[:, None])
+            self.current_shaped_rewards.mul_(alive[:, None])
+            self.current_lengths.mul_(alive)
+        batch_dict = buf.get_transformed_list(a2c_common.swap_and_flatten01, self.tensor_list)
+        batch_dict["played_frames"] = self.batch_size
+        batch_dict["step_time"] = step_time
         return batch_dict
 
     def compute_rewards(self, rollout: dict[str, Any]) -> torch.Tensor:
@@ -171,14 +235,14 @@ class PPOAgent(a2c_continuous.A2CAgent):
 
     # ------------------------------------------------------------------ checkpoints
     @staticmethod
-    def _meter_state(meter: torch_ext.AverageMeter) -> tuple[torch.Tensor, int]:
-        return meter.mean.detach().clone(), int(meter.current_size)
+    def _meter_state(meter: EpisodeMeter) -> tuple[torch.Tensor, int]:
+        return meter.mean.detach().clone(), int(meter.current_size.max())
 
     @staticmethod
-    def _load_meter(meter: torch_ext.AverageMeter, state) -> None:
-        mean, size = state
-        meter.mean = mean.to(meter.mean.device)
-        meter.current_size = size
+    def _load_meter(meter: EpisodeMeter, state) -> None:
+        mean, size = state  # a checkpoint of rl-games' AverageMeter holds a (1, rows) mean
+        meter.mean = mean.reshape(meter.mean.shape).to(meter.mean.device)
+        meter.current_size = torch.full_like(meter.mean, float(size))
 
     def full_state(self) -> dict[str, Any]:
         """Everything needed to continue exactly (superset of rl-games' checkpoint)."""
@@ -241,9 +305,9 @@ class PPOAgent(a2c_continuous.A2CAgent):
     # ------------------------------------------------------------------ loop
     def write_episode_stats(self, frame: int, epoch_num: int) -> None:
         """rl-games' reward / episode-length tags plus per-episode task metrics."""
-        if self.game_rewards.current_size > 0:
-            mean_rewards = self.game_rewards.get_mean()
-            mean_shaped = self.game_shaped_rewards.get_mean()
+        if float(self.game_rewards.current_size.max()) > 0:
+            mean_rewards = np.atleast_1d(self.game_rewards.get_mean())
+            mean_shaped = np.atleast_1d(self.game_shaped_rewards.get_mean())
             mean_lengths = self.game_lengths.get_mean()
             self.mean_rewards = mean_rewards[0]
             for i in range(self.value_size):
