@@ -70,10 +70,6 @@ class EpisodeMeter:
     def get_mean(self):
         return self.mean.squeeze(0).cpu().numpy()
 
-    def clear(self) -> None:
-        self.mean.zero_()
-        self._size = torch.zeros_like(self._size)
-
 
 class PPOAgent(a2c_continuous.A2CAgent):
     """Continuous PPO on the task reward, with checkpoints, exact resume and signal handling."""

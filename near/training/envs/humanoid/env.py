@@ -228,7 +228,7 @@ class HumanoidEnv(VecEnv):
         the ending episodes' metrics are reported."""
         n, d, cfg = self.num_envs, self.device, self.cfg
         u = torch.rand(3, n, device=d, generator=self.generator)
-        ids = None if self.sim.masked_writes else torch.from_numpy(np.flatnonzero(mask.cpu().numpy())).to(d)
+        ids = None if self.sim.masked_writes else self._done_ids.fetch(mask)()
         if ids is not None:
             if ids.numel() == 0:
                 return
@@ -239,6 +239,10 @@ class HumanoidEnv(VecEnv):
             if ids is None:
                 return torch.where(mask.view((-1,) + (1,) * (new.dim() - 1)), new, old)
             return old.index_copy(0, ids, new)
+
+        def rows(new: torch.Tensor) -> torch.Tensor:
+            """`new` as N rows, of which only the reset envs' are read (where only theirs were looked up)."""
+            return new if ids is None else new.new_zeros((n, *new.shape[1:])).index_copy(0, ids, new)
 
         mid = torch.searchsorted(self.motion_cdf, u[0], right=True).clamp_(max=len(self.motions) - 1)
         time = u[1] * self.table.duration[mid]
@@ -260,8 +264,7 @@ class HumanoidEnv(VecEnv):
         col = default[:, None]
         qpos = torch.where(col, self.stand_qpos, qpos)
         qvel = torch.where(col, 0.0, qvel)
-        self.sim.set_state(mask, put(qpos.new_zeros(n, qpos.shape[1]), qpos),
-                           put(qvel.new_zeros(n, qvel.shape[1]), qvel))
+        self.sim.set_state(mask, rows(qpos), rows(qvel))
         self.motion_id = put(self.motion_id, mid)
         self.start_time = put(self.start_time, time)
         # new tensors, not writes into the old ones: the ended episodes' lengths and divergence stay
@@ -276,8 +279,7 @@ class HumanoidEnv(VecEnv):
         self.prev_root_x = put(self.prev_root_x, body[:, 0, 0])
         if cfg.episode_metrics:
             fetch = self._done_ids.fetch(mask) if ids is None else (lambda: ids)
-            self._ended = _Ended(mask, fetch, length, diverged, put(self.stand_body_pos.expand(n, -1, -1), body),
-                                 report)
+            self._ended = _Ended(mask, fetch, length, diverged, rows(body), report)
 
     def _settle(self) -> None:
         """The work of the last reset that needs the reset envs' indices, read from the copy of its
@@ -454,7 +456,7 @@ class _Ended:
     ids: Callable[[], torch.Tensor]      # their indices (waits for the copy of `mask` alone)
     length: torch.Tensor                 # (N,) steps of the episodes that ended
     diverged: torch.Tensor               # (N,) bool: those episodes' simulation blew up
-    start_body: torch.Tensor             # (N, 15, 3) body positions the new episodes start from
+    start_body: torch.Tensor             # (N, 15, 3) body positions the new episodes start from (at theirs)
     report: bool                         # whether the ended episodes' metrics are reported
 
 
