@@ -206,6 +206,16 @@ def speed_profile(pos: ArrayLike, dt: float) -> torch.Tensor:
     return s[0] if single else s
 
 
+def _pad_batch(s: torch.Tensor) -> torch.Tensor:
+    """s (B, T) with zero rows appended up to the next power of two of B.
+
+    cuFFT plans are cached per input shape, batch included, and building one costs tens of
+    milliseconds of host time: a GPU env whose number of ended episodes changes every step would
+    build a new plan each step, so batches are rounded to a few sizes whose plans stay cached."""
+    bucket = 1 << max(s.shape[0] - 1, 0).bit_length()
+    return torch.cat([s, s.new_zeros(bucket - s.shape[0], s.shape[1])]) if bucket > s.shape[0] else s
+
+
 def sparc(
     speed: ArrayLike,
     dt: float,
@@ -238,7 +248,7 @@ def sparc(
     # complex abs, without reading anything back from the device
     nband = min(nfft // 2, math.floor(fc * nfft * dt * (1 + 1e-12))) + 1
     freq = torch.arange(nband, dtype=torch.float64, device=s.device) / (nfft * dt)
-    mag = torch.fft.rfft(s, n=nfft)[:, :nband].abs()
+    mag = torch.fft.rfft(_pad_batch(s), n=nfft)[: s.shape[0], :nband].abs()
     mag = mag / mag[:, :1].clamp_min(1e-12)
     idx = torch.arange(freq.numel(), device=s.device)
     last = torch.where(mag >= amp_th, idx, torch.zeros_like(idx)).max(dim=1).values  # (B,)

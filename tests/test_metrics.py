@@ -97,6 +97,27 @@ def test_sparc_of_a_smooth_bell_is_higher_than_a_noisy_one():
     assert batch.shape == (2,) and float(batch[0]) == pytest.approx(s_bell)
 
 
+def test_sparc_batches_reach_the_fft_in_few_shapes_and_padding_changes_nothing(monkeypatch):
+    # a GPU env's batch of ended episodes changes size every step; cuFFT builds a plan per shape
+    rng = np.random.default_rng(3)
+    speeds = np.abs(rng.normal(1.0, 0.3, size=(9, 60)))
+    lengths = rng.integers(10, 61, size=9)
+    alone = [float(metrics.sparc(speeds[i:i + 1], 0.02, lengths=lengths[i:i + 1])) for i in range(9)]
+    seen = []
+    rfft = torch.fft.rfft
+
+    def spy(x, *args, **kwargs):
+        seen.append(x.shape[0])
+        return rfft(x, *args, **kwargs)
+
+    monkeypatch.setattr(torch.fft, "rfft", spy)
+    for b in range(1, 10):
+        out = metrics.sparc(speeds[:b], 0.02, lengths=lengths[:b])
+        assert out.shape == (b,)
+        np.testing.assert_allclose(out.numpy(), alone[:b], rtol=1e-9)
+    assert set(seen) == {1, 2, 4, 8, 16}
+
+
 def test_episode_length_and_success_rate():
     assert metrics.mean_episode_length([10, 20, 30]) == pytest.approx(20.0)
     assert metrics.success_rate(torch.tensor([True, False, True, True])) == pytest.approx(0.75)
