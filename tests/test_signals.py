@@ -1,6 +1,7 @@
 """What the README promises about stopping: `near train` exits 3 (interrupted, resumable) on
-SIGTERM whenever it arrives once the stage began, also before its first epoch; and a job that
-`near sweep run` stops gets 3 / pending recorded, never done."""
+SIGTERM whenever it arrives once the stage began, also before its first epoch, and on a first
+Ctrl-C (a second stops it at once); and a job that `near sweep run` stops gets 3 / pending
+recorded, never done."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from _training_helpers import FAST, NEAR, REPO, env
+import pytest
+import torch
+from _training_helpers import FAST, NEAR, REPO, env, near_train, near_train_interrupted
+
+from near.training.runtime import StopRequest
 
 from near.jobtable import JobSpec, JobTable
 
@@ -57,3 +62,43 @@ def test_a_stopped_job_records_its_own_interruption_not_done(tmp_path):
     j = t.get("j")
     assert res.interrupted and (j.state, j.exit_code, j.attempts) == ("pending", 3, 0), (j.state, j.reason)
     assert not marker.exists()
+
+
+def test_ctrl_c_in_near_train_checkpoints_exits_3_and_the_same_command_resumes(tmp_path):
+    run_dir = tmp_path / "ppo"
+    cache = str(tmp_path / "cache")
+    # no periodic checkpoint: the one found must be the one Ctrl-C asked for
+    cmd = ["task=mazePPO", f"run_dir={run_dir}", "num_envs=16", "max_iterations=400",
+           "++train.params.config.save_frequency=100000"]
+    code, out = near_train_interrupted("rl", cmd, cache, marker="epoch: 2/", sig=signal.SIGINT)
+    assert code == 3, out[-3000:]
+    assert "Ctrl-C again stops at once" in out
+    stopped = torch.load(run_dir / "nn" / "checkpoint.pth", weights_only=False)["epoch"]
+    assert 2 <= stopped < 400
+    again = near_train("rl", cmd, cache)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"at epoch {stopped}" in again.stdout + again.stderr
+
+
+def test_a_second_ctrl_c_stops_at_once_and_an_ignored_one_stays_ignored():
+    before = signal.getsignal(signal.SIGINT)
+    stop = StopRequest().install()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs in the main thread at the next bytecode
+        assert stop.requested and stop.signum == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    finally:
+        stop.uninstall()
+    assert signal.getsignal(signal.SIGINT) is before
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        stop = StopRequest().install()
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) == stop._handle
+        stop.uninstall()
+    finally:
+        signal.signal(signal.SIGINT, before)

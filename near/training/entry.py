@@ -5,7 +5,7 @@ Both compose the hydra config into typed settings (:mod:`near.training.settings`
 ill-typed key stops here, before any file is written), put every output under ``run_dir``
 (default ``runs/<experiment or task name>``), write the resolved settings there (``config.yaml``)
 and the motion files the task reads with their sha256 (``motions.json``),
-install the SIGTERM/SIGUSR2 handlers and resume from ``run_dir/nn/checkpoint.pth`` when it
+install the SIGTERM/SIGUSR2/SIGINT handlers and resume from ``run_dir/nn/checkpoint.pth`` when it
 exists. Exit status: 0 finished, 3 interrupted (checkpoint written, resumable).
 """
 
@@ -23,7 +23,7 @@ from near.training.settings import Settings
 
 class _StageSignals:
     """The stage's stop request, installed before anything slow (hydra, torch) so that a SIGTERM
-    at any moment ends the stage as interrupted (checkpoint, exit 3), never by the signal's default
+    (or a first Ctrl-C) at any moment ends the stage as interrupted (checkpoint, exit 3), never by the signal's default
     action (143). Once the stage has returned its status is decided: a late signal only is noted."""
 
     def __enter__(self) -> runtime.StopRequest:

@@ -1,7 +1,8 @@
 """Run-time plumbing shared by the stages: stop signals, RNG capture, atomic checkpoints.
 
-Signals contract (COMMON.md): on SIGTERM or SIGUSR2 a trainer writes a checkpoint at the
-next iteration boundary and exits with :data:`EXIT_INTERRUPTED` (3, "interrupted, resumable").
+Signals contract (COMMON.md): on SIGTERM, SIGUSR2 or a first SIGINT (Ctrl-C) a trainer writes a
+checkpoint at the next iteration boundary and exits with :data:`EXIT_INTERRUPTED` (3, "interrupted,
+resumable"); a second SIGINT stops it at once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from near.exitcodes import EXIT_OK as EXIT_DONE  # noqa: F401
 
 
 class StopRequest:
-    """Set by SIGTERM / SIGUSR2; trainers poll :attr:`requested` at iteration boundaries."""
+    """Set by SIGTERM / SIGUSR2 / a first Ctrl-C; trainers poll :attr:`requested` at iteration
+    boundaries, checkpoint and exit 3 (resumable). A second Ctrl-C stops at once (KeyboardInterrupt,
+    no checkpoint), as a user pressing it twice expects."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -29,12 +34,20 @@ class StopRequest:
         return self.signum is not None
 
     def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.requested:
+            raise KeyboardInterrupt
         # Only record the request: the trainer checkpoints at the next iteration boundary.
         self.signum = signum
-        print(f"near: received signal {signum}; checkpointing at the next iteration boundary", flush=True)
+        again = "; Ctrl-C again stops at once, without it" if signum == signal.SIGINT else ""
+        print(f"near: received {signal.Signals(signum).name}; checkpointing at the next iteration boundary{again}",
+              flush=True)
 
     def install(self) -> "StopRequest":
-        for sig in (signal.SIGTERM, signal.SIGUSR2):
+        for sig in self.SIGNALS:
+            previous = signal.getsignal(sig)
+            # a process started with Ctrl-C ignored (a shell script's background job, nohup) keeps it so
+            if sig == signal.SIGINT and previous == signal.SIG_IGN:
+                continue
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
