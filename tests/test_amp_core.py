@@ -52,6 +52,21 @@ def test_replay_buffer_is_a_ring_and_round_trips():
         amp.ReplayBuffer(3, 2).sample(1)
 
 
+def test_replay_keeps_every_transition_until_filled_once_then_a_fraction():
+    torch.manual_seed(0)
+    buf = amp.ReplayBuffer(1000, 1)
+    assert bool(amp.replay_keep(buf, 600, 0.01, "cpu").all())
+    buf.store(torch.zeros(600, 1))
+    assert bool(amp.replay_keep(buf, 600, 0.01, "cpu").all())  # 600 of 1000 stored so far
+    buf.store(torch.zeros(600, 1))
+    assert buf.total == 1200 and buf.size == 1000
+    kept = amp.replay_keep(buf, 100_000, 0.01, "cpu")
+    assert 800 < int(kept.sum()) < 1200
+    other = amp.ReplayBuffer(1000, 1)
+    other.load_state_dict(buf.state_dict())
+    assert other.total == 1200  # a resumed run goes on keeping 1 %, not everything
+
+
 def test_tracking_reward_is_one_at_the_reference_and_falls_with_each_error():
     groups = {"pose": [0, 1], "velocity": [2, 3], "end": [4, 5]}
     ref = torch.zeros(1, 6)

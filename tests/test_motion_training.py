@@ -91,6 +91,19 @@ def test_trains_logs_checkpoints_and_resumes(task, tmp_path, request, capsys, mo
     assert second["losses/a_loss"][:2] == first["losses/a_loss"]  # the first two epochs are kept as they were
 
 
+def test_amp_without_its_replay_in_checkpoints_resumes_and_refills_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    run_dir = str(tmp_path / "amp")
+    args = ["train", "rl", "task=mazeAMP", f"run_dir={run_dir}", *TINY, "++task.env.maxEpisodeLength=20",
+            "++train.params.config.amp_replay_in_checkpoint=false"]
+    run_cli(args + ["max_iterations=2"], capsys)
+    ckpt = torch.load(os.path.join(run_dir, "nn", "checkpoint.pth"), map_location="cpu", weights_only=False)
+    assert ckpt["extra"]["replay"] is None and ckpt["extra"]["disc"]
+    assert "resumed from" in run_cli(args + ["max_iterations=4"], capsys)
+    disc = [s for s, _ in scalars(run_dir)["losses/disc_loss"]]
+    assert len(disc) == 4 and disc == sorted(set(disc))
+
+
 def test_evaluation_run_computes_metrics_from_a_checkpoint_and_for_a_random_policy(tmp_path):
     run_dir = str(tmp_path / "track")
     common = ["task=motionTrack", "num_envs=8", "torch_threads=1", "++task.env.episodeLength=20"]

@@ -291,7 +291,10 @@ class AMPConfig(PPOConfig):
     """``params.config`` of AMP: PPO plus the discriminator (NEAR's names)."""
 
     amp_replay_buffer_size: int = setting(100000, "policy transitions kept for the discriminator")
-    amp_replay_keep_prob: float = setting(0.1, "probability that a policy transition enters the replay buffer")
+    amp_replay_keep_prob: float = setting(0.1, "probability that a policy transition enters the replay buffer "
+                                                "once it has been filled")
+    amp_replay_in_checkpoint: bool = setting(True, "save the replay buffer in checkpoints (false: a resumed run "
+                                                   "refills it; for buffers too large to write every few epochs)")
     amp_batch_size: int = setting(1024, "policy transitions per discriminator mini-epoch")
     amp_minibatch_size: int = setting(256, "policy transitions per discriminator step")
     disc_coef: float = setting(5.0, "discriminator loss weight")

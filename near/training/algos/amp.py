@@ -16,7 +16,9 @@ Conventions follow NEAR's AMP baseline (IsaacGymEnvs' formulation) and its confi
 - Style reward: ``-log(max(1 - sigmoid(D(x)), 1e-4)) * disc_reward_scale``; PPO maximises
   ``task_reward_w * task + disc_reward_w * style``.
 - Policy transitions for the discriminator come half from the current rollout, half from a
-  replay buffer of past rollouts (inserted with probability ``amp_replay_keep_prob``).
+  replay buffer of past rollouts (every transition until it has been filled once, then each with
+  probability ``amp_replay_keep_prob``, as NEAR's AMP; saved in checkpoints unless
+  ``amp_replay_in_checkpoint`` is false, then a resumed run refills it).
 - After each rollout (scored with the current D) and PPO update, D trains for ``mini_epochs``
   passes over ``amp_batch_size`` policy transitions in minibatches of ``amp_minibatch_size``.
 
@@ -68,13 +70,14 @@ class Discriminator(nn.Module):
 
 
 class ReplayBuffer:
-    """Fixed-size ring buffer of policy transitions (rows of a 2-D tensor)."""
+    """Fixed-size ring buffer of policy transitions (rows of a 2-D tensor); ``total``: rows ever stored."""
 
     def __init__(self, capacity: int, dim: int, device: torch.device | str = "cpu"):
         self.data = torch.zeros(capacity, dim, device=device)
-        self.capacity, self.size, self.head = capacity, 0, 0
+        self.capacity, self.size, self.head, self.total = capacity, 0, 0, 0
 
     def store(self, x: torch.Tensor) -> None:
+        self.total += x.shape[0]
         x = x[-self.capacity :]
         n = x.shape[0]
         idx = (self.head + torch.arange(n, device=self.data.device)) % self.capacity
@@ -89,11 +92,21 @@ class ReplayBuffer:
         return self.data[idx]
 
     def state_dict(self) -> dict:
-        return {"data": self.data[: self.size].clone(), "head": self.head, "size": self.size}
+        return {"data": self.data[: self.size].clone(), "head": self.head, "size": self.size, "total": self.total}
 
     def load_state_dict(self, d: dict) -> None:
         self.size, self.head = int(d["size"]), int(d["head"])
+        self.total = int(d.get("total", self.size))
         self.data[: self.size] = d["data"].to(self.data.device)
+
+
+def replay_keep(replay: ReplayBuffer, n: int, keep_prob: float, device: torch.device | str) -> torch.Tensor:
+    """Which of ``n`` new policy transitions enter the replay buffer: all of them until it has been
+    filled once, then each with ``keep_prob`` (NEAR's AMP: its buffer starts full of early rollouts
+    and changes slowly after)."""
+    if replay.total < replay.capacity:
+        return torch.ones(n, dtype=torch.bool, device=device)
+    return torch.rand(n, device=device) < keep_prob
 
 
 def disc_loss(
@@ -163,6 +176,7 @@ class AMPAgent(PPOAgent):
         self.disc_optimizer = torch.optim.Adam(self.disc.parameters(), lr=disc_lr)
         self.amp_normalizer = RunningMeanStd((self.paired_dim,)).to(dev) if cfg.normalize_amp_input else None
         self.replay = ReplayBuffer(cfg.amp_replay_buffer_size, self.paired_dim, dev)
+        self.replay_in_checkpoint = cfg.amp_replay_in_checkpoint
         self.demo = env.demo_transitions().to(dev)
         if self.demo.shape[-1] != self.paired_dim:
             raise ValueError(f"demo_transitions() rows have {self.demo.shape[-1]} features, paired_obs {self.paired_dim}")
@@ -223,8 +237,8 @@ class AMPAgent(PPOAgent):
                     sums[k] = sums.get(k, 0.0) + float(v)
                 count += 1
         self.disc.eval()
-        keep = torch.rand(agent_obs.shape[0], device=agent_obs.device) < self.amp_replay_keep_prob
-        self.replay.store(agent_obs[keep])
+        self.replay.store(agent_obs[replay_keep(self.replay, agent_obs.shape[0], self.amp_replay_keep_prob,
+                                                agent_obs.device)])
         self._disc_stats = {k: v / max(count, 1) for k, v in sums.items()}
 
     def write_extra_stats(self, frame: int, epoch_num: int) -> None:
@@ -247,7 +261,7 @@ class AMPAgent(PPOAgent):
             "disc": self.disc.state_dict(),
             "disc_optimizer": self.disc_optimizer.state_dict(),
             "amp_normalizer": None if self.amp_normalizer is None else self.amp_normalizer.state_dict(),
-            "replay": self.replay.state_dict(),
+            "replay": self.replay.state_dict() if self.replay_in_checkpoint else None,
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
