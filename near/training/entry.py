@@ -23,8 +23,9 @@ from near.training.settings import Settings
 
 class _StageSignals:
     """The stage's stop request, installed before anything slow (hydra, torch) so that a SIGTERM
-    (or a first Ctrl-C) at any moment ends the stage as interrupted (checkpoint, exit 3), never by the signal's default
-    action (143). Once the stage has returned its status is decided: a late signal only is noted."""
+    (or a first Ctrl-C) at any moment ends the stage as interrupted (checkpoint, exit 3), never by
+    the signal's default action (143). Once the stage has returned its status is decided: a late
+    signal only is noted."""
 
     def __enter__(self) -> runtime.StopRequest:
         self.stop = runtime.StopRequest().install()
