@@ -15,6 +15,7 @@
 set -euo pipefail
 phase=${1:?first, next or last} motion=${2:?a motion, e.g. crane_pose}
 cd "$(dirname "$0")/.."
+case $phase in first|next|last) ;; *) echo "near: unknown phase '$phase' (first, next or last)" >&2; exit 2 ;; esac
 if [ "$phase" = first ]; then
   bash benchmarks/gpu_wheels_humanoid.sh install
   mkdir -p /tmp/motions && cp -r cfg/task/motions/humanoid/. /tmp/motions/
@@ -28,7 +29,6 @@ case $phase in
   first) deadline=$((545 - SECONDS)) evaluate=--no-eval ;;  # the energy models train in this one
   next) deadline=555 evaluate=--no-eval ;;
   last) deadline=380 evaluate= ;;                                  # evaluation takes the rest
-  *) echo "near: unknown phase '$phase' (first, next or last)" >&2; exit 2 ;;
 esac
 "${PYTHON:-python3}" benchmarks/learning_check_humanoid_gpu.py --motions "/tmp/motions/amp_humanoid_$motion.yaml" \
   --algos NEAR AMP --seeds 3 --envs 4096 --frames 60e6 --ncsn-iters 25000 --parallel 6 --budget 100000 \
