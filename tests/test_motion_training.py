@@ -104,6 +104,28 @@ def test_amp_without_its_replay_in_checkpoints_resumes_and_refills_it(tmp_path, 
     assert len(disc) == 4 and disc == sorted(set(disc))
 
 
+def test_amp_discriminator_steps_take_rollout_replay_and_demo_batches_as_near_does(tmp_path, capsys, monkeypatch):
+    """amp_minibatch_size rollout transitions per step, as many replayed ones once the buffer holds
+    any, as many demonstrations; amp_batch_size / amp_minibatch_size steps per mini-epoch."""
+    from near.training.algos import amp
+
+    monkeypatch.chdir(REPO)
+    calls: list[tuple[int, int]] = []
+    real = amp.disc_loss
+
+    def spy(disc, demo, agent, *args):
+        calls.append((demo.shape[0], agent.shape[0]))
+        return real(disc, demo, agent, *args)
+
+    monkeypatch.setattr(amp, "disc_loss", spy)
+    run_cli(["train", "rl", "task=mazeAMP", f"run_dir={tmp_path / 'amp'}", *TINY, "max_iterations=2",
+             "++train.params.config.mini_epochs=2", "++train.params.config.amp_batch_size=64",
+             "++train.params.config.amp_minibatch_size=16"], capsys)
+    assert len(calls) == 2 * 2 * 4  # epochs x mini-epochs x (64 / 16)
+    assert calls[:8] == [(16, 16)] * 8  # the first epoch: the replay buffer is still empty
+    assert calls[8:] == [(16, 32)] * 8
+
+
 def test_evaluation_run_computes_metrics_from_a_checkpoint_and_for_a_random_policy(tmp_path):
     run_dir = str(tmp_path / "track")
     common = ["task=motionTrack", "num_envs=8", "torch_threads=1", "++task.env.episodeLength=20"]

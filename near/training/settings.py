@@ -295,8 +295,9 @@ class AMPConfig(PPOConfig):
                                                 "once it has been filled")
     amp_replay_in_checkpoint: bool = setting(True, "save the replay buffer in checkpoints (false: a resumed run "
                                                    "refills it; for buffers too large to write every few epochs)")
-    amp_batch_size: int = setting(1024, "policy transitions per discriminator mini-epoch")
-    amp_minibatch_size: int = setting(256, "policy transitions per discriminator step")
+    amp_batch_size: int = setting(1024, "rollout transitions per discriminator mini-epoch")
+    amp_minibatch_size: int = setting(256, "rollout transitions per discriminator step (as many replayed ones "
+                                           "join them)")
     disc_coef: float = setting(5.0, "discriminator loss weight")
     disc_logit_reg: float = setting(0.05, "weight of |w_last|^2")
     disc_grad_penalty: float = setting(5.0, "gradient penalty on demonstrations")

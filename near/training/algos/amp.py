@@ -20,7 +20,8 @@ Conventions follow NEAR's AMP baseline (IsaacGymEnvs' formulation) and its confi
   probability ``amp_replay_keep_prob``, as NEAR's AMP; saved in checkpoints unless
   ``amp_replay_in_checkpoint`` is false, then a resumed run refills it).
 - After each rollout (scored with the current D) and PPO update, D trains for ``mini_epochs``
-  passes over ``amp_batch_size`` policy transitions in minibatches of ``amp_minibatch_size``.
+  passes over ``amp_batch_size`` rollout transitions in steps of ``amp_minibatch_size`` (NEAR's
+  meaning: rollout transitions per step), each joined by as many replayed ones.
 
 Tensorboard tags: ``losses/disc_loss``, ``info/disc_demo_acc``, ``info/disc_agent_acc``,
 ``info/disc_demo_logit``, ``info/disc_agent_logit``, ``info/disc_grad_penalty``,
@@ -211,35 +212,38 @@ class AMPAgent(PPOAgent):
         return result
 
     def update_discriminator(self, agent_obs: torch.Tensor) -> None:
-        """Train D on this rollout's transitions, the replay buffer and the demonstrations."""
+        """Train D on this rollout's transitions, the replay buffer and the demonstrations: per
+        mini-epoch ``amp_batch_size`` rollout transitions in steps of ``amp_minibatch_size``, each
+        joined by as many from the replay buffer (once it holds any) and scored against
+        ``amp_minibatch_size`` demonstrations, as NEAR's AMP does in each PPO minibatch."""
         self.disc.train()
+        dev = agent_obs.device
         n_agent = min(self.amp_batch_size, agent_obs.shape[0])
         mb = min(self.amp_minibatch_size, n_agent)
-        self._norm(torch.cat([agent_obs[torch.randperm(agent_obs.shape[0], device=agent_obs.device)[:n_agent]],
+        self._norm(torch.cat([agent_obs[torch.randperm(agent_obs.shape[0], device=dev)[:n_agent]],
                               self.demo[torch.randint(0, self.demo.shape[0], (n_agent,), device=self.demo.device)]]),
                    update=True)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         count = 0
         for _ in range(self.mini_epochs_num):
-            perm = torch.randperm(agent_obs.shape[0], device=agent_obs.device)[:n_agent]
+            perm = torch.randperm(agent_obs.shape[0], device=dev)[:n_agent]
             for start in range(0, n_agent, mb):
                 cur = agent_obs[perm[start:start + mb]]
-                if self.replay.size > 0:
-                    half = cur.shape[0] // 2
-                    cur = torch.cat([cur[: cur.shape[0] - half], self.replay.sample(half)])
                 demo = self.demo[torch.randint(0, self.demo.shape[0], (cur.shape[0],), device=self.demo.device)]
+                if self.replay.size > 0:
+                    cur = torch.cat([cur, self.replay.sample(cur.shape[0])])
                 loss, info = disc_loss(self.disc, self._norm(demo), self._norm(cur), self.disc_grad_penalty,
                                        self.disc_logit_reg, self.disc_weight_decay)
                 self.disc_optimizer.zero_grad(set_to_none=True)
                 (self.disc_coef * loss).backward()
                 self.disc_optimizer.step()
-                for k, v in info.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+                for k, v in info.items():  # kept on the device: one read-back per epoch, not per step
+                    sums[k] = sums[k] + v if k in sums else v
                 count += 1
+        self._disc_stats = {k: float(v) / max(count, 1) for k, v in sums.items()}
         self.disc.eval()
         self.replay.store(agent_obs[replay_keep(self.replay, agent_obs.shape[0], self.amp_replay_keep_prob,
                                                 agent_obs.device)])
-        self._disc_stats = {k: v / max(count, 1) for k, v in sums.items()}
 
     def write_extra_stats(self, frame: int, epoch_num: int) -> None:
         w = self.writer
