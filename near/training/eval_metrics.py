@@ -23,13 +23,14 @@ from typing import Any, Callable
 import torch
 
 from near.errors import ConfigError, NearError
+from near.training.envs.base import VecEnv
 from near.training.settings import Settings
 
 Policy = Callable[[torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def rollout_metrics(env: Any, policy: Policy, episodes: int = 64, max_steps: int | None = None) -> dict[str, float]:
+def rollout_metrics(env: VecEnv, policy: Policy, episodes: int = 64, max_steps: int | None = None) -> dict[str, float]:
     """Step `env` with `policy` until `episodes` episodes finished; mean of each episode metric
     (an env may report an episode's metrics a step after it ends: they are taken where reported,
     the last step's from ``env.flush_episode_metrics()``)."""
@@ -67,7 +68,7 @@ def rollout_metrics(env: Any, policy: Policy, episodes: int = 64, max_steps: int
         length_sum += float(lengths[ids].sum())
         count += ids.numel()
         lengths[done] = 0
-    late = env.flush_episode_metrics() if hasattr(env, "flush_episode_metrics") else None
+    late = env.flush_episode_metrics()
     if late is not None:
         take(*late)
     # an episode whose simulation diverged (NaN metrics) counts, but not in the means
