@@ -15,7 +15,7 @@ import pytest
 import torch
 from _training_helpers import FAST, NEAR, REPO, env, near_train, near_train_interrupted
 
-from near.training.runtime import StopRequest
+from near.training.runtime import StopRequest, atomic_save
 
 from near.jobtable import JobSpec, JobTable
 
@@ -102,3 +102,16 @@ def test_a_second_ctrl_c_stops_at_once_and_an_ignored_one_stays_ignored():
         stop.uninstall()
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_a_save_stopped_half_way_leaves_the_last_checkpoint_and_no_temporary_file(tmp_path):
+    class Interrupting:
+        def __reduce__(self):
+            raise KeyboardInterrupt  # a second Ctrl-C while the checkpoint is being written
+
+    path = tmp_path / "nn" / "checkpoint.pth"
+    atomic_save({"epoch": 3}, str(path))
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save({"epoch": 4, "x": Interrupting()}, str(path))
+    assert torch.load(path, weights_only=False) == {"epoch": 3}
+    assert [p.name for p in path.parent.iterdir()] == ["checkpoint.pth"]
