@@ -68,8 +68,11 @@ def test_bad_motion_files_are_clear_errors(motion_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"shape.npy.*\(T, 15, 4\)"):
         motion_lib.load_motions(str(tmp_path / "shape.npy"))
     (tmp_path / "list.yaml").write_text("motions:\n- file: gone.npy\n  weight: 1.0\n")
-    with pytest.raises(ConfigError, match=r"gone.npy not found"):
+    gone = r"list.yaml: motions\[0\] names 'gone.npy', not found \(looked for .*gone.npy\)"
+    with pytest.raises(ConfigError, match=gone):
         motion_lib.load_motions(str(tmp_path / "list.yaml"))
+    with pytest.raises(ConfigError, match=gone):  # what a run records, read before the clips load
+        motion_lib.motion_sources(str(tmp_path / "list.yaml"))
     with pytest.raises(ConfigError, match=r"amp_humanoid_tai_chi.yaml.*not found"):
         motion_lib.load_motions("amp_humanoid_tai_chi.yaml")
 

@@ -324,7 +324,8 @@ def test_add_notes_name_synthetic_motions_and_files_found_nowhere_the_env_looks(
     near_checkout = tmp_path / "near"
     data = near_checkout / "isaacgymenvs" / "custom_envs" / "data" / "humanoid"
     data.mkdir(parents=True)
-    (data / "amp_humanoid_walk.yaml").write_text("motions: []\n")
+    (data / "amp_humanoid_walk.yaml").write_text("motions:\n- file: clip.npy\n")
+    (data / "clip.npy").write_bytes(b"")  # the notes look for files, they do not parse them
     monkeypatch.setenv("NEAR_MOTION_DIR", str(near_checkout))
     notes = motion_notes({(str(cfg), "Humanoid", "walk"): 3,
                           (str(cfg), "Humanoid", "amp_humanoid_walk.yaml"): 2,   # in the NEAR checkout
@@ -334,6 +335,11 @@ def test_add_notes_name_synthetic_motions_and_files_found_nowhere_the_env_looks(
     assert len(notes) == 3 and "amp_humanoid_walk.yaml" not in notes[2]
     assert notes[2].startswith(f"motion files not found (looked in the workdir and {data}, "
                                f"{cfg / 'task' / 'motions' / 'humanoid'}): amp_humanoid_run.yaml")
+    (data / "amp_humanoid_crane_pose.yaml").write_text("motions:\n- file: amp_cmu_crane_pose_task/a.npy\n")
+    crane = motion_notes({(str(cfg), "Humanoid", "amp_humanoid_crane_pose.yaml"): 1})  # a clip it lists is missing
+    assert crane[-1] == (f"{data / 'amp_humanoid_crane_pose.yaml'}: motions[0] names 'amp_cmu_crane_pose_task/a.npy', "
+                         f"not found (looked for {data / 'amp_cmu_crane_pose_task' / 'a.npy'}); its jobs stop with "
+                         "this error until it is fixed")
     monkeypatch.delenv("NEAR_MOTION_DIR")  # without the checkout, NEAR's walk is missing too
     assert "amp_humanoid_walk.yaml" in motion_notes({(str(cfg), "Humanoid", "amp_humanoid_walk.yaml"): 1})[-1]
 

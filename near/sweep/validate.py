@@ -140,6 +140,7 @@ def motion_notes(motions: dict[tuple[str, str, str], int]) -> list[str]:
     synthetic: dict[str, int] = {}
     files: dict[str, int] = {}
     missing: dict[str, list[str]] = {}
+    broken: list[str] = []
     for (cfg_dir, env_type, file), n in motions.items():
         if not file.endswith((".npy", ".yaml", ".yml")):
             synthetic[file] = synthetic.get(file, 0) + n
@@ -148,8 +149,11 @@ def motion_notes(motions: dict[tuple[str, str, str], int]) -> list[str]:
         folders = motion_folders(cfg_dir, env_type)
         path = Path(file).expanduser()
         candidates = [Path(cfg_dir).parent / path, *(f / p for f in folders for p in (path, path.name))]
-        if not any(c.is_file() for c in candidates):
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
             missing.setdefault(", ".join(map(str, folders)), []).append(file)
+        elif env_type == "Humanoid" and found.suffix in (".yaml", ".yml"):
+            broken.extend(_broken_list(found))
     notes = []
     if synthetic or files:
         notes.append("synthetic motions (near's generated clips, not motion capture): "
@@ -159,7 +163,19 @@ def motion_notes(motions: dict[tuple[str, str, str], int]) -> list[str]:
     for folder, names in missing.items():
         notes.append(f"motion files not found (looked in the workdir and {folder}): {', '.join(names)}; "
                      "their jobs stop with an error naming the file until it is added")
+    notes.extend(f"{problem}; its jobs stop with this error until it is fixed" for problem in dict.fromkeys(broken))
     return notes
+
+
+def _broken_list(path: Path) -> list[str]:
+    """What is wrong with a humanoid motion list (a clip it names missing, a bad entry), or nothing."""
+    from near.training.envs.humanoid.motion_lib import listed_clips
+
+    try:
+        listed_clips(path)
+    except ConfigError as err:
+        return [str(err)]
+    return []
 
 
 _UNPARSED = object()

@@ -150,11 +150,23 @@ def _find(spec: str) -> Path | None:
     return next((c for c in _candidates(spec) if c.is_file()), None)
 
 
+def listed_clips(path: Path) -> list[tuple[Path, float]]:
+    """The clips a NEAR motion list names (relative to the list) with their weights; ConfigError
+    naming the list, the entry and the path looked for when a clip is missing."""
+    out = []
+    for i, (file, weight) in enumerate(read_motion_list(path)):
+        clip = path.parent / file
+        if not clip.is_file():
+            raise ConfigError(f"{path}: motions[{i}] names {file!r}, not found (looked for {clip})")
+        out.append((clip, weight))
+    return out
+
+
 def load_yaml(path: Path) -> list[HumanoidMotion]:
     """The motions a NEAR motion list names, files relative to the list, each with its weight."""
     out = []
-    for file, weight in read_motion_list(path):
-        motion = load_npy(path.parent / file)
+    for clip, weight in listed_clips(path):
+        motion = load_npy(clip)
         motion.weight = weight
         out.append(motion)
     return out
@@ -186,7 +198,7 @@ def motion_sources(spec: str) -> list[dict[str, Any]]:
     """Every file ``spec`` reads (a motion list and the clips it names), with its sha256 and whether
     it is a synthetic clip: what a run records in ``motions.json``."""
     path, synthetic = resolve(spec)
-    files = [path] + ([path.parent / f for f, _ in read_motion_list(path)] if path.suffix in (".yaml", ".yml") else [])
+    files = [path] + ([clip for clip, _ in listed_clips(path)] if path.suffix in (".yaml", ".yml") else [])
     return [{"motion_file": str(spec), "file": str(f.resolve()), "sha256": _sha256(f), "synthetic": synthetic}
             for f in files]
 
