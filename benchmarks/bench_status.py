@@ -6,9 +6,11 @@ The table: NEAR's grid shape (4 algorithms x 25 motions x 10 ablations x seeds; 
 four rl jobs, each rl job needing its ncsn job), 70% done, 30% pending, 40 jobs failed or running.
 It is written by the code of ``--base`` (a `git worktree` of it at a temp path: JobTable.create,
 then one executemany in one transaction), so the base reads it as its own. A copy is opened once
-by this checkout's code for writing (the upgrade any writing command does, timed apart); then both
-run the real CLI (`python -m near`, each with its own checkout first on the path) on their copy,
-and their outputs must match. Prints the steps, then LAST the figure: seconds of `status` and of
+by this checkout's code for writing (the upgrade or recount any writing command does, timed
+apart); then both run the real CLI (`python -m near`, each with its own checkout first on the
+path) on their copy, and their outputs must match. The base's copy is never opened by a writer:
+rows inserted outside near leave a base that keeps tallies counting from the jobs (its path for
+tables edited by other tools), so against such a base the ratio is what the tallies save. Prints the steps, then LAST the figure: seconds of `status` and of
 `show` (best of 3; the base runs once) and the ratios to the base.
 """
 

@@ -117,6 +117,24 @@ def test_status_counts_from_the_jobs_when_something_else_edited_them(tmp_path):
         assert "tallies" not in t.meta() and _stored_tallies(t) == _recounted(t)
 
 
+def test_a_writer_recounts_tallies_that_jobs_inserted_outside_near_left_behind(tmp_path):
+    """An INSERT outside ``add`` fires no trigger and marks nothing stale: readers see the totals
+    disagree and count from the jobs (slow on big tables), so the next writer recounts once."""
+    exp = _sweep(tmp_path, _grid())
+    conn = sqlite3.connect(exp / "jobs.db")
+    conn.execute("INSERT INTO jobs(job_id, sweep, stage, command_template, params, resources, state, created, "
+                 "updated) SELECT 'x', sweep, stage, command_template, params, resources, 'done', created, "
+                 "updated FROM jobs WHERE job_id='r-AMP-1'")
+    conn.commit()
+    conn.close()
+    with JobTable.open(exp, readonly=True) as t:
+        assert "tallies" not in t.meta() and _stored_tallies(t) != _recounted(t)  # stale, unmarked
+        assert t.by_axis() == _python_counts(t)  # the reader is right regardless
+    with JobTable.open(exp) as t:
+        assert _stored_tallies(t) == _recounted(t)
+        assert t.by_axis()["algorithm"]["AMP"] == {"pending": 4, "done": 1}
+
+
 # --------------------------------------------------------------------------- read-only
 def _write_bits(box: Path, on: bool) -> None:
     for p in [box] + list(box.rglob("*")):

@@ -152,22 +152,40 @@ def _shown(kind: str, value: Any) -> str:
     return str(value)
 
 
+def _stored_tallies(table: JobTable) -> list[tuple] | None:
+    """The stored tallies (rows as in :func:`_tally_rows`) when they agree with the jobs' states,
+    else None: not stored yet, marked stale, or jobs inserted by something other than near (an
+    INSERT outside ``add`` fires no trigger, so only the totals can tell)."""
+    conn = table._conn
+    stored = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='tallies'").fetchone()
+    if not stored or "tallies" in table.meta():
+        return None
+    rows = conn.execute("SELECT key, type, value, state, n, first FROM tallies WHERE n != 0").fetchall()
+    by_state: dict[str, int] = {}
+    for key, _kind, _value, state, n, _first in rows:
+        if key == "":
+            by_state[state] = by_state.get(state, 0) + n
+    return rows if by_state == {s: n for s, n in counts(table).items() if n} else None
+
+
+def tallies_agree(table: JobTable) -> bool:
+    """Whether the stored tallies can be trusted (see :func:`_stored_tallies`); a writer that finds
+    they cannot recounts them, so readers stay fast."""
+    try:
+        return _stored_tallies(table) is not None
+    except TableError:  # a job in a state near does not know: its readers name it
+        return False
+
+
 def _tally_rows(table: JobTable) -> list[tuple]:
     """``(key, type, value, state, n, first)`` of every tally: the stored ones when they agree
     with the jobs' states, else counted from the jobs (a table not yet upgraded, opened
     read-only, or edited by something other than near)."""
-    conn = table._conn
-    stored = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='tallies'").fetchone()
-    if stored and "tallies" not in table.meta():
-        rows = conn.execute("SELECT key, type, value, state, n, first FROM tallies WHERE n != 0").fetchall()
-        by_state: dict[str, int] = {}
-        for key, _kind, _value, state, n, _first in rows:
-            if key == "":
-                by_state[state] = by_state.get(state, 0) + n
-        if by_state == {s: n for s, n in counts(table).items() if n}:
-            return rows
+    rows = _stored_tallies(table)
+    if rows is not None:
+        return rows
     try:
-        return conn.execute(TALLY_COUNT).fetchall()
+        return table._conn.execute(TALLY_COUNT).fetchall()
     except sqlite3.OperationalError:
         check(table)  # a row whose params are not JSON: name it
         raise

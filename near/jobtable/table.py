@@ -118,7 +118,7 @@ class JobTable:
                 table._migrate(version)
             if not readonly:
                 table._tune()
-                if "tallies" in table.meta():  # just migrated, or jobs edited by something other than near
+                if not counters.tallies_agree(table):  # just migrated, or jobs edited by something other than near
                     counters.recount(table)
         except BaseException:
             conn.close()
