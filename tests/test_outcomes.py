@@ -17,7 +17,7 @@ from near.executors.outcomes import (
     CANCELLED, FINISHED, LOST, REQUEUED, STARTED, STOPPED, Outcome, checkpoint_progress, read_outcomes, reserve,
     write_outcome,
 )
-from near.executors.slurm import SchedulerView, reconcile
+from near.executors.slurm import SchedulerView, parse_sacct, reconcile
 from near.jobtable import TRANSITIONS, JobSpec, JobTable, legal
 
 
@@ -265,3 +265,18 @@ def test_a_cycle_decides_by_the_files_first_then_by_the_exit_status(tmp_path):
     assert j0.state == "done"
     assert (j1.state, j1.attempts, j1.charged, j1.reason) == ("pending", 0, 0, "interrupted by SIGINT")
     assert (j2.state, j2.charged, j2.exit_code) == ("pending", 1, 143) and "SIGTERM" in j2.reason
+
+
+def test_sacct_lines_cover_the_tasks_of_an_array_listed_bare_or_as_a_range():
+    """Right after an array is cancelled, slurmdbd may list it bare (``8``) before it records the
+    range; those tasks are as cancelled as the ones of ``7_[0-2%8]``, unless they have a line."""
+    out = "\n".join(["7_[0-2%8]|CANCELLED by 0|0:0|JobHeldUser",
+                     "8|CANCELLED by 0|0:0|None",
+                     "8_1|COMPLETED|0:0|None",
+                     "9|FAILED|1:0|None",
+                     "garbage"])
+    got = parse_sacct(out, ["7_0", "7_2", "8_0", "8_1", "8_2", "9", "10_0"])
+    assert {sid: rec[0] for sid, rec in got.items()} == {
+        "7_0": "CANCELLED", "7_1": "CANCELLED", "7_2": "CANCELLED", "8": "CANCELLED", "8_0": "CANCELLED",
+        "8_1": "COMPLETED", "8_2": "CANCELLED", "9": "FAILED"}
+    assert got["9"] == ("FAILED", "1:0", "None") and got["7_1"][2] == "JobHeldUser"

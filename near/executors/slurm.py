@@ -381,25 +381,43 @@ class SchedulerView:
 def query_scheduler(scheduler_ids: Iterable[str]) -> SchedulerView:
     """squeue + sacct for the arrays/jobs behind ``scheduler_ids``: ceil(#arrays / 400) calls each."""
     view = SchedulerView()
-    bases = sorted({sid.split("_")[0] for sid in scheduler_ids if sid})
+    scheduler_ids = [sid for sid in scheduler_ids if sid]
+    bases = sorted({sid.split("_")[0] for sid in scheduler_ids})
     for chunk in _batches(bases):
         out = _run(["squeue", "-h", "-r", "-j", ",".join(chunk), "-o", "%i|%T|%r"], ok_codes=(0,))
         view.calls += 1
         for line in out.splitlines():
             sid, state, reason = (line.split("|") + ["", ""])[:3]
             view.live[sid.strip()] = (state.strip(), reason.strip())
+    out = []
     for chunk in _batches(bases):
-        out = _run(["sacct", "-X", "-n", "-P", "-j", ",".join(chunk), "-o", "JobID,State,ExitCode,Reason"])
+        out.append(_run(["sacct", "-X", "-n", "-P", "-j", ",".join(chunk), "-o", "JobID,State,ExitCode,Reason"]))
         view.calls += 1
-        for line in out.splitlines():
-            parts = line.split("|")
-            if len(parts) < 4:
-                continue
-            rec = (parts[1].split()[0] if parts[1] else "", parts[2], parts[3])
-            # "A_[3-9%2]": tasks that never started (still pending, or removed e.g. by a failed dependency)
-            for sid in _expand_array_id(parts[0]):
-                view.accounted[sid] = rec
+    view.accounted = parse_sacct("\n".join(out), scheduler_ids)
     return view
+
+
+def parse_sacct(out: str, scheduler_ids: Iterable[str]) -> dict[str, tuple[str, str, str]]:
+    """``sacct -X -P -o JobID,State,ExitCode,Reason`` lines -> scheduler id -> (state, exit code,
+    reason), for every id sacct lists and every task of ``scheduler_ids`` its array's line covers.
+
+    ``A_[3-9%2]`` stands for the tasks that never started (still pending, or removed, e.g. by a
+    failed dependency). Right after an array is cancelled, slurmdbd may list it as a bare ``A``
+    until it has recorded the range: that line then covers each of the array's tasks without a
+    line of its own (without it they would stay queued until a later sync)."""
+    accounted: dict[str, tuple[str, str, str]] = {}
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) < 4:
+            continue
+        rec = (parts[1].split()[0] if parts[1] else "", parts[2], parts[3])
+        for sid in _expand_array_id(parts[0].strip()):
+            accounted[sid] = rec
+    for sid in scheduler_ids:
+        base = sid.split("_")[0]
+        if sid != base and sid not in accounted and base in accounted:
+            accounted[sid] = accounted[base]
+    return accounted
 
 
 def _expand_array_id(text: str) -> list[str]:
