@@ -61,8 +61,12 @@ slurm-up:
 slurm-down:
 	bash slurm/down.sh
 
+# Every benchmark; exit 77 is one that cannot run here (no GPU, no SLURM cluster: it says which).
+# The limits benchmark runs with --hold (its full 5,000-job run takes hours on 2 cores: by hand).
 bench: setup
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in benchmarks/bench_*.py; do args=; [ $$b = benchmarks/bench_slurm_limits.py ] && args=--hold; \
+	  echo "== $$b $$args"; $(PY) $$b $$args; rc=$$?; \
+	  [ $$rc = 0 ] || [ $$rc = 77 ] || { echo "$$b exited $$rc"; exit 1; }; done
 
 figures: setup
 	$(NEAR) report --all

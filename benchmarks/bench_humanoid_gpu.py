@@ -16,6 +16,8 @@ timers (env steps, rollout, PPO update).
 To find where the time goes instead: ``--profile N`` (torch.profiler and cProfile of N env steps),
 ``--profile-train`` (the same over the training runs) and ``--sync-sites N`` (every call site that
 makes the host wait for the GPU, counted over N env steps and the training runs).
+
+Without a CUDA device it says so and exits 77 (skipped), unless ``--device cpu`` is given.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 
 import torch
 
-
+#: exit status of a benchmark that cannot run here (no GPU); `make bench` reports it and goes on
+SKIPPED = 77
 
 TIMES = {"performance/step_time": "env steps", "performance/step_inference_time": "rollout (env, policy, reward)",
          "performance/rl_update_time": "PPO update"}
@@ -200,6 +204,10 @@ def main() -> None:
     from near.training.envs.humanoid.env import PHYSICS_STEPS
 
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"near: no CUDA device here: the GPU benchmark is skipped (it measures MuJoCo Warp on {args.device}; "
+              "`--device cpu --envs 64` runs it small on the CPU)", flush=True)
+        sys.exit(SKIPPED)
     if args.profile:
         profile_env(args.envs, args.profile, device, args.motions)
         return

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_slurm import sbatch_shim  # noqa: E402
+from bench_slurm import require_cluster, sbatch_shim  # noqa: E402
 
 from near.executors.slurm import cancel, cluster_limits, submit, wait  # noqa: E402
 from near.executors.slurm_profile import load_profile  # noqa: E402
@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--hold", action="store_true",
                     help="only submit (held) and check the split, then cancel: seconds instead of hours")
     args = ap.parse_args()
+    require_cluster()
     profile = load_profile(REPO / "slurm" / "local.yaml")
     profile.setup = [*profile.setup, "renice -n 15 -p $$ >/dev/null"]
     profile.mem, profile.time = "100M", 10
