@@ -11,7 +11,8 @@
 #   call 3  bash benchmarks/device_learning_check.sh next <motion>
 #   call 4  bash benchmarks/device_learning_check.sh last <motion>       (trains on, then evaluates)
 # LC_EXTRA appends arguments (a CPU smoke: LC_EXTRA='--device cpu --envs 64 --frames 1e5 --ncsn-iters 300').
-# Their device time: about 575 + 565 + 560 s of the 1800 s a session has (machine start: ~30 s).
+# Their device time: about 560 + 480 + 490 s of the 1800 s a session has; the machine's start counts
+# too (up to about 180 s held before the first command runs), and the stash call about 30 s.
 set -euo pipefail
 phase=${1:?first, next or last} motion=${2:?a motion, e.g. crane_pose}
 cd "$(dirname "$0")/.."
@@ -27,8 +28,8 @@ fi
 export PYTHONPATH=/tmp/site:$PWD
 case $phase in
   first) deadline=$((545 - SECONDS)) evaluate=--no-eval ;;  # the energy models train in this one
-  next) deadline=555 evaluate=--no-eval ;;
-  last) deadline=380 evaluate= ;;                                  # evaluation takes the rest
+  next) deadline=470 evaluate=--no-eval ;;
+  last) deadline=300 evaluate= ;;                                  # evaluation takes about 180 s more
 esac
 "${PYTHON:-python3}" benchmarks/learning_check_humanoid_gpu.py --motions "/tmp/motions/amp_humanoid_$motion.yaml" \
   --algos NEAR AMP --seeds 3 --envs 4096 --frames 60e6 --ncsn-iters 25000 --parallel 6 --budget 100000 \
