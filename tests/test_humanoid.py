@@ -220,7 +220,8 @@ def test_isaacgym_backend_is_still_a_clear_error(tmp_path, capsys):
     from near.cli import main
 
     code = main(["train", "rl", "task=HumanoidAMP", "++task.sim.backend=isaacgym", f"run_dir={tmp_path}/x"])
-    assert code == 2 and "Isaac Gym" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and "Isaac Gym" in err and "task.sim.backend=mujoco" in err  # and what runs instead
 
 
 def test_warp_backend_matches_mujoco(motion_dir):

@@ -1,7 +1,8 @@
-"""Isaac Gym tasks (``Humanoid*``): a guarded import with a clear error.
+"""The ``isaacgym`` simulation backend of the ``Humanoid*`` tasks: a guarded import with a clear error.
 
-Isaac Gym is not on any package registry and cannot be installed or tested here, so
-nothing claims to support these tasks; selecting one explains how to get Isaac Gym.
+near runs those tasks on MuJoCo (``task.sim.backend=mujoco`` on the CPU, ``mujoco_warp`` on a
+GPU). Isaac Gym is not on any package registry and cannot be installed or tested here, so nothing
+claims to drive it; selecting it explains how to get it and what runs instead.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ INSTALL_HINT = (
     "needs NVIDIA Isaac Gym (Preview 4), which is not on PyPI: download it from "
     "https://developer.nvidia.com/isaac-gym, then `pip install -e isaacgym/python` into this "
     "environment and install NEAR's isaacgymenvs tasks (github.com/anishhdiwan/near). "
-    "Isaac Gym tasks are not supported by near's own training core; use the maze or motion tasks "
-    "(task=mazeNEAR, task=motionNEAR)."
+    "near's own training core does not drive Isaac Gym: it runs the same task on MuJoCo with "
+    "task.sim.backend=mujoco (CPU) or mujoco_warp (NVIDIA GPU), the default chosen by `device`."
 )
 
 
