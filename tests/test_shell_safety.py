@@ -285,3 +285,54 @@ def test_a_command_of_several_lines_keeps_them(tmp_path):
     assert job.command == "# writes the value\nprintf '%s\\0' 'x  y' 'p  q' > out\n# done"
     run_probe(resolve_command(job.command, job.job_id, tmp_path / "exp", job.deps), tmp_path)
     assert (tmp_path / "out").read_bytes() == b"x  y\0p  q\0"
+
+
+# trainer arguments as a spec's own command may write them: bash changes some before the trainer
+# reads them (brace expansion splits NEAR's unquoted checkpoint dicts into two overrides; $${X}
+# is bash's ${X}, not a hydra interpolation), others it passes as written
+OWN_WORDS = ["k={a.yaml:x/c.pth,b.yaml:y/c.pth}", "'k={a.yaml:x/c.pth,b.yaml:y/c.pth}'", "k=$${HOME}",
+             "'k=$${HOME}'", "\"k=$${HOME}\"", "k=$HOME", "k=`echo 1`", "k=$(echo 1)", "k={1..3}", "k=\\{a,b}",
+             "k=[a,b]", "k={a:1}", "'k=$x'", "k=$'a\\tb'", "k=${seed}{a,b}", "k=x$"]
+
+
+@pytest.mark.parametrize("word", OWN_WORDS)
+def test_a_validated_trainer_call_reads_what_bash_passes_or_is_refused(tmp_path, word):
+    """Validation reads the trainer's arguments from the parsed template: a word of the command
+    that bash expands (so validation would check other arguments than the trainer gets) is
+    refused at load, naming the stage's command; every other word is read as bash passes it."""
+    template = f"near train rl seed=${{seed}} {word}"
+    doc = {"name": "probe", "axes": {"seed": [1]}, "stages": [{"name": "rl", "command": template}]}
+    path = write_spec(tmp_path, doc)
+    env_home = {**os.environ, "HOME": "/home/probe"}
+    job_cmd = template.replace("${seed}", "1").replace("$${", "${").replace("near train rl", "printf '%s\\0'", 1)
+    printed = subprocess.run(["bash", "-c", job_cmd], capture_output=True, cwd=tmp_path, env=env_home,
+                             timeout=30).stdout.split(b"\0")[:-1]
+    try:
+        spec = load_spec(path)
+    except SpecError as err:
+        assert "stages[0].command: bash changes the trainer argument" in str(err)
+        assert printed != [b"seed=1", shlex.split(word.replace("$${", "${"))[0].encode()], \
+            f"{word} was refused, but bash passes it as written"
+        return
+    kind, words = expand(spec).jobs[0].call
+    assert [w.encode() for w in words] == printed, f"validation reads {words}, bash passes {printed}"
+
+
+def test_a_raw_bundle_that_bash_expands_is_refused_where_it_is_validated(tmp_path):
+    """A raw bundle is split as written for validation: a brace expansion or a $ expansion in it
+    would give the trainer other arguments; outside a validated trainer call it is the spec's
+    own shell code."""
+    bundle = "num_envs=8 '++x={a:1,b:2}' ++y={a:1,b:2}"
+    text = ("raw: [bundle]\nvars: {bundle: \"%s\"}\naxes: {seed: [1]}\n"
+            "stages: [{name: rl, command: 'near train rl seed=${seed} ${bundle}'%s}]\n")
+    with pytest.raises(SpecError, match=r"stages\[0\]\.command: \$\{bundle\} = .* holds a brace expansion "
+                                        r"\('\{a:1,b:2\}'.* \(at grid point seed=1\)"):
+        expand(spec_of(tmp_path, text % (bundle, "")))
+    with pytest.raises(SpecError, match=r"holds a parameter expansion"):
+        expand(spec_of(tmp_path, text % ("k=$${HOME}", "")))
+    quoted = expand(spec_of(tmp_path, text % ("num_envs=8 '++x={a:1,b:2}'", ""))).jobs[0]
+    assert quoted.call == ("rl", ("seed=1", "num_envs=8", "++x={a:1,b:2}"))
+    unchecked = expand(spec_of(tmp_path, text % (bundle, ", validate: false"))).jobs[0]
+    assert unchecked.command == f"near train rl seed=1 {bundle}"
+    other = spec_of(tmp_path, text.replace("near train rl", "echo") % (bundle, ""))
+    assert expand(other).jobs[0].command == f"echo seed=1 {bundle}"

@@ -285,6 +285,11 @@ class _Expander:
                 raise self.err(where, point, f"${{{name}}} is raw shell text (raw: in the spec) but stands "
                                "inside quotes; use it unquoted, or drop it from raw: to pass it as one word")
             problem = shell_words.not_words(word)
+            if not problem and stage.validate and stage.call is not None:
+                # validation splits a raw value as written: bash must not change its words
+                found = shell_words.expansions(word)
+                problem = found and f"a {found[0][1]} ({word[found[0][0]:found[0][0] + 12]!r}...), which " \
+                    "bash applies before near train reads it (quote it to pass it as written)"
             if problem:
                 raise self.err(where, point, f"${{{name}}} = {word!r} is raw shell text (raw: in the spec) "
                                f"but holds {problem}; a raw variable holds shell words only")

@@ -325,6 +325,60 @@ def unbalanced(text: str) -> str | None:
     return None
 
 
+_BRACE_SEQUENCE = re.compile(r"(?:-?[0-9]+\.\.-?[0-9]+|[A-Za-z]\.\.[A-Za-z])(?:\.\.-?[0-9]+)?")
+# what may follow a `$` for bash to expand it (outside double quotes also $'...' and $"...")
+_DOLLAR_NEXT = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_@*#?$!-{([")
+
+
+def expansions(text: str) -> list[tuple[int, str]]:
+    """Where bash changes the words of the top-level shell text ``text`` beyond removing quotes
+    (``(index, what)``, in order): a parameter expansion (``$X``, ``$${X}``, near's escape for
+    ``${X}``), a command substitution, arithmetic, ``$'...'``/``$"..."`` quoting, or a brace
+    expansion (``k={a:1,b:2}`` becomes the two words ``k=a:1 k=b:2``). near's placeholders are
+    values, quoted for their place, so they are none of these."""
+    chars: dict[int, tuple[str, bool]] = {}  # index -> (where: code, "dq" or other, escaped)
+    for i, stack, escaped in _scan(text):
+        where = "code" if len(stack) == 1 else "dq" if len(stack) == 2 and stack[1] == DOUBLE else ""
+        chars[i] = (where, escaped)
+    out: list[tuple[int, str]] = []
+    for i, (where, escaped) in chars.items():
+        if escaped or not where or i == len(text):
+            continue
+        c, nxt = text[i], text[i + 1 : i + 2]
+        if c == "$" and not _PLACEHOLDER.match(text, i):
+            if nxt == "(" or nxt == "[":
+                out.append((i, "command substitution or arithmetic"))
+            elif nxt in _DOLLAR_NEXT or (where == "code" and nxt in ("'", '"')):
+                out.append((i, "quoting bash reads itself" if nxt in "'\"" else "parameter expansion"))
+        elif c == "`":
+            out.append((i, "command substitution"))
+        elif c == "{" and where == "code" and _brace_end(text, i, chars):
+            out.append((i, "brace expansion"))
+    return out
+
+
+def _brace_end(text: str, start: int, chars: dict[int, tuple[str, bool]]) -> bool:
+    """Whether the unquoted ``{`` at ``start`` opens a brace expansion: a matching unquoted ``}``
+    in the same word with an unquoted ``,`` between them, or a sequence (``{1..3}``)."""
+    depth, comma = 1, False
+    for j in range(start + 1, len(text)):
+        where, escaped = chars.get(j, ("", False))  # not listed: inside a placeholder
+        if where != "code" or escaped:
+            continue
+        c = text[j]
+        if c in " \t\n;&|<>()":
+            return False
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return comma or bool(_BRACE_SEQUENCE.fullmatch(text[start + 1 : j]))
+        elif c == "," and depth == 1:
+            comma = True
+    return False
+
+
 def not_words(text: str) -> str | None:
     """None if ``text`` is only shell words (quoted or not: what a raw variable may hold), else what
     is in the way: an operator (``;`` ``&`` ``|`` ``<`` ``>`` ``(`` ``)`` or a newline), a command

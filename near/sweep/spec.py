@@ -86,6 +86,13 @@ unclosed quote is refused, naming the file, the key, the grid point and the vari
 variable placed inside quotes, and a placeholder right after a backslash. A ``--var`` that forces
 a raw variable is checked the same way.
 
+Validation reads a trainer call's arguments as written, so in a stage that runs ``near train``
+(and validates) a word that bash itself changes is refused, naming the word: a brace expansion
+(NEAR's unquoted ``k={a.yaml:x,b.yaml:y}`` would reach the trainer as two overrides), a ``$``
+expansion (``$HOME``, ``$${x}``, which bash reads as ``${x}``, not a hydra interpolation),
+``$(...)``, backticks, ``$'...'``. Quote such a word to pass it as written (``'k=$${x}'``), or
+set ``validate: false``. A raw value spliced into such a stage is checked the same way.
+
 A multi-line command keeps its lines (a ``#`` comment ends at its line); runs of blanks between
 words become one space, quoted text is kept byte for byte.
 
@@ -931,11 +938,18 @@ def _stages(raw: Any, ctx: _Ctx) -> list[Stage]:
         validate = body.get("validate", True)
         if not isinstance(validate, bool):
             raise ctx.err(f"{where}.validate", f"must be true or false, not {_show(validate)}")
+        call = parse_call(cmd)
+        if validate and call is not None and call.expanded:
+            shown, what = call.expanded[0]
+            raise ctx.err(f"{where}.command", f"bash changes the trainer argument {_show(shown)} ({what}) "
+                          "before near train reads it, so it cannot be validated as written; quote it "
+                          "('...') to pass it as written (a hydra interpolation is '++a=$${b}'), or set "
+                          "validate: false on this stage")
         out.append(Stage(
             name=name, command=cmd, overrides=overrides.get(ALL_STAGES, []), needs=needs,
             resources=_resources(body.get("resources"), f"{where}.resources", ctx), when=when, unless=unless,
             max_attempts=None if ma is None else _posint(ma, f"{where}.max_attempts", ctx),
-            validate=validate, where=where, call=parse_call(cmd),
+            validate=validate, where=where, call=call,
         ))
     return out
 

@@ -15,7 +15,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from near.sweep.shell import PLACEHOLDER
+from near.sweep.shell import PLACEHOLDER, expansions
 
 _PLACEHOLDER = PLACEHOLDER
 _SHELL_CHARS = set(";&|<>()")
@@ -23,6 +23,8 @@ _ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 # a placeholder stands in the text shlex splits as one private-use character
 _FIRST_SLOT = 0xF0000
 _SLOTS = re.compile("([\U000F0000-\U000FFFFD])")
+# marks, in the text shlex splits, where bash expands something (shlex would keep it as text)
+_EXPANDS = "\U0010FFFD"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class Call:
     kind: Word
     overrides: tuple[Word, ...]
     to_end: bool = True  # the overrides run to the end of the command (then the stage's own follow)
+    # words of the call (kind, overrides) that bash changes before the trainer reads them, with
+    # what it does there: validation would read them as written, so a validated stage refuses them
+    expanded: tuple[tuple[str, str], ...] = ()
 
 
 def parse_call(template: str) -> Call | None:
@@ -56,16 +61,21 @@ def parse_call(template: str) -> Call | None:
         slots.append("${" if m.group(0) == "$${" else Slot(m.group(1), m.group(2)))
         return chr(_FIRST_SLOT + len(slots) - 1)
 
-    if _SLOTS.search(template):
+    if _SLOTS.search(template) or _EXPANDS in template:
         return None  # cannot tell its own characters from placeholders
+    sites = expansions(template)
+    what = [w for _, w in sites]
+    for at, _ in reversed(sites):
+        template = template[:at] + _EXPANDS + template[at:]
     text = _PLACEHOLDER.sub(mark, template)
     lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     lexer.commenters = ""
     try:
-        tokens = list(lexer)
+        marked = list(lexer)
     except ValueError:
         return None
+    tokens = [t.replace(_EXPANDS, "") for t in marked]
     for i, tok in enumerate(tokens):
         if os.path.basename(tok) == "near" and tokens[i + 1 : i + 2] == ["train"]:
             first, start = i, i + 2
@@ -89,8 +99,16 @@ def parse_call(template: str) -> Call | None:
                 break
             overrides.append(t)
         word = _word_of(slots)
+        # the n-th mark in the text is the n-th expansion site
+        seen = [marked[k].count(_EXPANDS) for k in range(len(marked))]
+        expanded = []
+        for k in range(start, start + 1 + len(overrides)):
+            if seen[k]:
+                shown = "".join(p if isinstance(p, str) else f"${{{p.name}{'.' + p.attr if p.attr else ''}}}"
+                                for p in word(tokens[k]))
+                expanded.append((shown, what[sum(seen[:k])]))
         return Call(tuple(map(word, env)), tuple(tokens[first:start]), word(tokens[start]),
-                    tuple(map(word, overrides)), to_end)
+                    tuple(map(word, overrides)), to_end, tuple(expanded))
     return None
 
 
