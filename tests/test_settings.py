@@ -362,3 +362,37 @@ def test_a_body_the_humanoid_lacks_stops_the_run_before_its_config_is_rewritten(
                  f"run_dir={run_dir}"]) == 2
     assert "contactBodies: unknown bodies ['left_fot']" in capsys.readouterr().err
     assert (run_dir / "config.yaml").read_text() == "recorded: true\n" and sorted(os.listdir(run_dir)) == ["config.yaml"]
+
+
+# a motion no env can load: a misspelt built-in name, NEAR's walk_and_wave name (no file by it), none
+BAD_MOTIONS = [("rl", "Humanoid", "wlak"), ("ncsn", "HumanoidNEAR", "amp_humanoid_walk_and_wave"),
+               ("rl", "motionPPO", "circel"), ("ncsn", "motionNEAR", "")]
+
+
+@pytest.mark.parametrize("stage,task,motion", BAD_MOTIONS)
+def test_a_motion_no_env_can_load_is_refused_at_add_and_by_near_train(sweep_root, tmp_path, monkeypatch, capsys,
+                                                                      stage, task, motion):
+    """The run would stop loading its motions: add refuses it with the job and the key instead of
+    calling it a synthetic motion."""
+    spec = sweep_root / "bad_motion.yaml"
+    spec.write_text(SPEC.format(workdir=REPO, stage=stage, task=task, extra=f"'++task.env.motion_file={motion}'"))
+    before = _digest(sweep_root / "exp")
+    capsys.readouterr()
+    assert main(["sweep", "add", str(spec), "--root", str(sweep_root / "exp")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"near: error: {re.escape(str(spec))}: job [0-9a-f]{{12}} \(seed=[01]\): setting "
+                     rf"task.env.motion_file='{motion}': not a motion", err), err
+    assert _digest(sweep_root / "exp") == before
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", stage, f"task={task}", f"run_dir={tmp_path / 'run'}",
+                 f"++task.env.motion_file={motion}"]) == 2
+    assert f"setting task.env.motion_file='{motion}': not a motion" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_built_in_motion_names_are_those_the_envs_generate():
+    from near.training import motions
+    from near.training.envs.humanoid import synthetic
+
+    assert sorted(S.PLANAR_MOTIONS) == motions.motion_names()
+    assert sorted(S.HUMANOID_MOTIONS) == sorted(synthetic.MOTIONS)

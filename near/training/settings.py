@@ -104,6 +104,7 @@ class MotionEnvConfig:
 
     def __post_init__(self) -> None:
         _at_least(self, "task.env", num_envs=1, episode_length=5, num_obs_steps=1, substeps=1, demo_oversample=1)
+        _motion_named(self, PLANAR_MOTIONS, (".yaml", ".yml"))
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class HumanoidEnvConfig:
 
     def __post_init__(self) -> None:
         _at_least(self, "task.env", num_envs=1, episode_length=5, num_obs_steps=1, demo_oversample=1)
+        _motion_named(self, HUMANOID_MOTIONS, (".yaml", ".yml", ".npy"))
 
 
 @dataclass(frozen=True)
@@ -480,6 +482,22 @@ class Settings:
 
 
 # ---------------------------------------------------------------------------------------- conversion
+# the built-in motions each env generates by name (near.training.motions.BUILTIN and
+# near.training.envs.humanoid.synthetic.MOTIONS, which import torch; a test keeps them equal)
+PLANAR_MOTIONS = ("circle", "figure8", "stepturn")
+HUMANOID_MOTIONS = ("walk", "run", "crane_pose")
+
+
+def _motion_named(env: Any, names: tuple[str, ...], suffixes: tuple[str, ...]) -> None:
+    """SettingsError unless ``env.motion_file`` is a built-in motion or a file the env can read
+    (by its suffix): anything else (a misspelt name, NEAR's name without ``.yaml``) could only
+    stop the run when it loads its motions."""
+    spec = str(env.motion_file).strip()
+    if spec not in names and not spec.endswith(suffixes):
+        raise SettingsError(f"setting task.env.motion_file={env.motion_file!r}: not a motion: name a built-in "
+                            f"one ({', '.join(names)}) or a file ending in {', '.join(suffixes)}")
+
+
 def _at_least(obj: Any, where: str, **minimums: int) -> None:
     for name, low in minimums.items():
         value = getattr(obj, name)
