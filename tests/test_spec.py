@@ -237,3 +237,38 @@ def test_var_and_name_shrink_a_sweep_into_its_own_folder(repo):
                           (["--name", "../x"], "--name '../x' is not a valid sweep name")):
         r = near("sweep", "add", "sweeps/demo.yaml", *args, cwd=repo)
         assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_a_spec_added_by_another_near_is_expanded_and_validated_again(tmp_path):
+    """An unchanged spec is recognised without expanding it only while near's own expansion and
+    validation are unchanged too: after an upgrade that refuses what the older near accepted,
+    re-adding refuses it (and writes nothing) instead of reporting it unchanged."""
+    import os
+    import shutil
+
+    repo = Path(__file__).resolve().parents[1]
+    older = tmp_path / "older"
+    shutil.copytree(repo / "near", older / "near", ignore=shutil.ignore_patterns("__pycache__"))
+    settings = older / "near" / "training" / "settings.py"
+    current = settings.read_text()
+    settings.write_text(current.replace('HUMANOID_MOTIONS = ("walk", "run", "crane_pose")',
+                                        'HUMANOID_MOTIONS = ("walk", "run", "crane_pose", "wlak")'))
+    assert settings.read_text() != current
+    spec = tmp_path / "wlak.yaml"
+    spec.write_text(f"name: wlak\nworkdir: {repo}\naxes: {{seed: [1]}}\nstages:\n  - name: rl\n    command: "
+                    "near train rl task=Humanoid seed=${seed} run_dir=${run_dir} ++task.env.motion_file=wlak\n")
+
+    def add(tree: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "near", "sweep", "add", str(spec), "--root", "exp"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(tree)})
+
+    first = add(older)
+    assert first.returncode == 0 and "1 new" in first.stdout, first.stderr
+    again = add(older)
+    assert again.returncode == 0 and "unchanged since the last add" in again.stdout
+    db = (tmp_path / "exp" / "wlak" / "jobs.db").read_bytes()
+    upgraded = add(repo)
+    assert upgraded.returncode == 2, upgraded.stdout
+    assert "job" in upgraded.stderr and "task.env.motion_file='wlak': not a motion" in upgraded.stderr
+    assert (tmp_path / "exp" / "wlak" / "jobs.db").read_bytes() == db

@@ -678,14 +678,38 @@ def with_settings(spec: Spec, *, name: str | None = None, set_vars: dict[str, st
     return dataclasses.replace(spec, name=name or spec.name, vars={**spec.vars, **set_vars}, axes=axes)
 
 
+_CODE_DIGEST: str | None = None
+
+
+def _code_digest() -> str:
+    """A digest of the source of near's code that expands and validates specs (near/sweep, the
+    add service, the typed settings and their composition): a near that expands or checks
+    differently may add or refuse jobs of an unchanged spec."""
+    global _CODE_DIGEST
+    if _CODE_DIGEST is None:
+        import hashlib
+
+        package = Path(__file__).resolve().parents[1]
+        files = sorted(Path(__file__).resolve().parent.glob("*.py"))
+        files += [package / "add.py", package / "training" / "settings.py", package / "training" / "config.py"]
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f"\0{f.relative_to(package)}\0".encode())
+            h.update(f.read_bytes())
+        _CODE_DIGEST = h.hexdigest()
+    return _CODE_DIGEST
+
+
 def spec_fingerprint(spec: Spec, *, validate: bool = True) -> str:
     """A digest of everything an ``add`` of ``spec`` depends on: the spec file's bytes, its workdir,
-    the hydra tree under ``<workdir>/cfg`` (paths, sizes, mtimes) and near's expansion version.
-    Equal digests mean re-adding cannot add or reject anything."""
+    the hydra tree under ``<workdir>/cfg`` (paths, sizes, mtimes), near's expansion version and the
+    source of near's expansion and validation. Equal digests mean re-adding cannot add or reject
+    anything."""
     import hashlib
 
     h = hashlib.sha256()
-    h.update(f"{EXPANSION_VERSION}\0{spec.workdir}\0{validate}\0{spec.name}\0{sorted(spec.vars.items())}\0".encode())
+    h.update(f"{EXPANSION_VERSION}\0{_code_digest()}\0{spec.workdir}\0{validate}\0{spec.name}\0"
+             f"{sorted(spec.vars.items())}\0".encode())
     h.update(spec.path.read_bytes())
     cfg = spec.workdir / "cfg"
     if validate and cfg.is_dir():
