@@ -120,6 +120,15 @@ CASES = {
                                 "stages[0]: stage name 's\\n' must be an identifier"),
     "time with newline": ('name: t\naxes: {a: [1]}\nresources: {time: "00:10:00\\n"}\n' + STAGE,
                           "resources.time: '00:10:00\\n' is not a time limit"),
+    # sbatch refuses each of these (--cpus-per-task=0, --mem=4.5G, '4 G', 4B) once the jobs are added
+    "zero cpus": ("name: t\naxes: {a: [1]}\nresources: {cpus: 0}\n" + STAGE,
+                  "resources.cpus: must be a positive integer, not 0"),
+    "fractional mem": ("name: t\naxes: {a: [1]}\nstages: [{name: s, command: 'echo ${a}', resources: {mem: 4.5G}}]\n",
+                       "stages[0].resources.mem: '4.5G' is not a memory size"),
+    "mem with a blank": ("name: t\naxes: {a: [1]}\nresources: {mem: 4 G}\n" + STAGE,
+                         "resources.mem: '4 G' is not a memory size"),
+    "mem in bytes": ("name: t\naxes: {a: [1]}\nresources: {mem: 4B}\n" + STAGE,
+                     "resources.mem: '4B' is not a memory size"),
     "huge seed count": ("name: t\naxes: {seed: {count: 10000000000}}\n" + STAGE.replace("${a}", "${seed}"),
                         "axes.seed.count: 10,000,000,000 values is more than the limit of 1,000,000 jobs"),
     "10^7-point grid": ("name: t\naxes: {" + ", ".join(f"a{i}: [0,1,2,3,4,5,6,7,8,9]" for i in range(7))

@@ -127,7 +127,8 @@ RESOURCE_KEYS = ("cpus", "gpus", "mem", "time", "slurm", "checkpoint", "max_requ
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _TIME = re.compile(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)|\d+")
-_MEM = re.compile(r"\d+(\.\d+)?\s*[KMGT]?B?", re.IGNORECASE)
+# what sbatch --mem accepts: a whole number of megabytes, or of K/M/G/T(B) (no fraction, no blank)
+_MEM = re.compile(r"\d+(?:[KMGT]B?)?", re.IGNORECASE)
 # the most jobs one spec may expand to unless the caller raises it (`near sweep add --max-jobs`)
 DEFAULT_MAX_JOBS = 1_000_000
 _SCALARS = (str, int, float, bool, type(None))
@@ -620,7 +621,10 @@ def _resources(raw: Any, where: str, ctx: _Ctx) -> dict[str, Any]:
     for k, v in raw.items():
         if not isinstance(k, str) or k not in RESOURCE_KEYS:
             raise ctx.err(f"{where}.{k}", f"unknown resource (known: {', '.join(RESOURCE_KEYS)})")
-        if k in ("cpus", "gpus"):
+        if k == "cpus":  # sbatch refuses --cpus-per-task=0
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ctx.err(f"{where}.{k}", f"must be a positive integer, not {_show(v)}")
+        elif k == "gpus":
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ctx.err(f"{where}.{k}", f"must be a non-negative integer, not {_show(v)}")
         elif k == "mem":
