@@ -129,6 +129,16 @@ CASES = {
                          "resources.mem: '4 G' is not a memory size"),
     "mem in bytes": ("name: t\naxes: {a: [1]}\nresources: {mem: 4B}\n" + STAGE,
                      "resources.mem: '4B' is not a memory size"),
+    # extra sbatch options replace near's own lines of the script (sbatch also takes a prefix: --arr)
+    "sbatch signal": ("name: t\naxes: {a: [1]}\nresources: {slurm: {signal: USR1@30}}\n" + STAGE,
+                      "resources.slurm.signal: near sets sbatch's --signal itself"),
+    "sbatch array prefix": ("name: t\naxes: {a: [1]}\nstages: [{name: s, command: 'echo ${a}', "
+                            "resources: {slurm: {arr: 0-9}}}]\n",
+                            "stages[0].resources.slurm.arr: near sets sbatch's --array itself"),
+    "sbatch time": ("name: t\naxes: {a: [1]}\nresources: {slurm: {time: 5}}\n" + STAGE,
+                    "resources.slurm.time: sbatch's --time comes from resources.time; set that instead"),
+    "sbatch cpus": ("name: t\naxes: {a: [1]}\nresources: {slurm: {cpus_per_task: 8}}\n" + STAGE,
+                    "resources.slurm.cpus_per_task: sbatch's --cpus-per-task comes from resources.cpus"),
     "huge seed count": ("name: t\naxes: {seed: {count: 10000000000}}\n" + STAGE.replace("${a}", "${seed}"),
                         "axes.seed.count: 10,000,000,000 values is more than the limit of 1,000,000 jobs"),
     "10^7-point grid": ("name: t\naxes: {" + ", ".join(f"a{i}: [0,1,2,3,4,5,6,7,8,9]" for i in range(7))
@@ -251,3 +261,13 @@ def test_spec_loader_fuzz_raises_only_near_errors():
     outcomes = _fuzz_module().run(300, rng_seed=1)
     assert sum(outcomes.values()) >= 300 and set(outcomes) <= {"ok", "SpecError"}, outcomes
     assert outcomes.get("ok", 0) > 10  # the cases reach expansion, not only the parser
+
+
+def test_extra_sbatch_options_near_does_not_write_are_kept():
+    from near.sweep.spec import spec_from_bytes
+
+    text = ("name: t\naxes: {a: [1]}\nresources: {slurm: {partition: gpu, constraint: a100, qos: high, "
+            "comment: x, mail-type: END, gres: 'gpu:1'}}\n" + STAGE)
+    spec = spec_from_bytes(text.encode(), REPO / "sweeps" / "ok.yaml")
+    assert spec.resources["slurm"] == {"partition": "gpu", "constraint": "a100", "qos": "high", "comment": "x",
+                                       "mail-type": "END", "gres": "gpu:1"}

@@ -103,7 +103,10 @@ at most 100,000 nodes (a recursive alias is refused); no text (value, key, comma
 may hold a NUL byte or an unpaired surrogate, which no command can carry; ``workdir`` must be a
 directory; values are plain scalars; every value a ``when``,
 ``unless`` or ``exclude`` names must be one its axis (or an ``include``, or a ``needs.with``) has;
-a spec must give at least one job; ``resources.slurm`` values are one line. The grid is counted
+a spec must give at least one job; ``resources.slurm`` values are one line, and its options are
+none near writes itself (``array``, ``output``, ``signal``, ``dependency``, ...; ``time``, ``mem``,
+``cpus-per-task``, ``gpus-per-node`` come from ``resources``), nor a prefix of one, which sbatch
+would take for it. The grid is counted
 before it is built: more than 1,000,000 jobs (``near sweep add --max-jobs N`` to change) is refused
 with the count.
 """
@@ -647,11 +650,35 @@ def _resources(raw: Any, where: str, ctx: _Ctx) -> dict[str, Any]:
             for opt, val in v.items():  # become `#SBATCH --OPT=VAL` lines: plain option names only
                 if not isinstance(opt, str) or not re.fullmatch(r"[a-z][a-z0-9_-]*", opt):
                     raise ctx.err(f"{where}.{k}.{opt}", "sbatch option names look like 'constraint' or 'mail-type'")
+                owned = _sbatch_owned(opt)
+                if owned:
+                    raise ctx.err(f"{where}.{k}.{opt}", owned)
                 _scalar(val, f"{where}.{k}.{opt}", ctx, "sbatch option values")
                 if "\n" in str(val) or "\r" in str(val):  # would end the #SBATCH header: a script line
                     raise ctx.err(f"{where}.{k}.{opt}", "sbatch option values are one line (no line breaks)")
         out[k] = v
     return out
+
+
+# sbatch options near's submission writes itself (its array, log, signal for checkpointing and
+# dependencies), and those it writes from typed resources; an extra option of the same name would
+# replace them in the script
+_SBATCH_NEAR = ("array", "output", "error", "open-mode", "signal", "job-name", "dependency",
+                "kill-on-invalid-dep", "hold", "wrap", "parsable")
+_SBATCH_TYPED = {"cpus-per-task": "cpus", "mem": "mem", "mem-per-cpu": "mem", "time": "time", "gpus-per-node": "gpus"}
+
+
+def _sbatch_owned(opt: str) -> str | None:
+    """Why extra sbatch option ``opt`` may not be given, or None. sbatch takes any unambiguous
+    prefix of an option (``--sig`` is ``--signal``), so a prefix of an owned one is refused too."""
+    name = opt.replace("_", "-")
+    for owned in _SBATCH_NEAR:
+        if owned.startswith(name):
+            return f"near sets sbatch's --{owned} itself (its arrays, logs, checkpoint signal and dependencies)"
+    for owned, key in _SBATCH_TYPED.items():
+        if owned.startswith(name):
+            return f"sbatch's --{owned} comes from resources.{key}; set that instead"
+    return None
 
 
 # Bump when expansion or validation changes what an unchanged spec produces.
