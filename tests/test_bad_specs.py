@@ -139,6 +139,10 @@ CASES = {
                     "resources.slurm.time: sbatch's --time comes from resources.time; set that instead"),
     "sbatch cpus": ("name: t\naxes: {a: [1]}\nresources: {slurm: {cpus_per_task: 8}}\n" + STAGE,
                     "resources.slurm.cpus_per_task: sbatch's --cpus-per-task comes from resources.cpus"),
+    "zipped axes with different when": (
+        "name: t\naxes: {x: [1, 2], a: [p, q], b: {values: [r, s], when: {x: 1}}}\nzip: [[a, b]]\n"
+        "stages: [{name: s, command: 'echo ${a}'}]\n",
+        "zip[0]: zipped axes vary together, so they need the same 'when': a: none, b: x=1"),
     "huge seed count": ("name: t\naxes: {seed: {count: 10000000000}}\n" + STAGE.replace("${a}", "${seed}"),
                         "axes.seed.count: 10,000,000,000 values is more than the limit of 1,000,000 jobs"),
     "10^7-point grid": ("name: t\naxes: {" + ", ".join(f"a{i}: [0,1,2,3,4,5,6,7,8,9]" for i in range(7))

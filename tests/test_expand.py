@@ -174,3 +174,16 @@ stages:
     assert points == len(e.points) == 12 + 8 + 2
     # ncsn counted once per point (12), though the 3 ablations share 4 ncsn jobs
     assert jobs == 12 * 2 + 8 + 2 and len(e.jobs) == 4 + 12 + 8 + 2
+
+
+def test_zipped_axes_with_one_condition_are_present_only_where_it_matches():
+    s = spec("""
+axes:
+  x: [1, 2]
+  a: {values: [p, q], when: {x: 1}}
+  b: {values: [r, s], when: {x: 1}}
+zip: [[a, b]]
+stages: [{name: s, command: "echo ${x}"}]
+""")
+    assert grid_points(s) == [{"x": 1, "a": "p", "b": "r"}, {"x": 1, "a": "q", "b": "s"}, {"x": 2}]
+    assert grid_size(s) == (3, 3)

@@ -478,6 +478,12 @@ def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
         if len(set(lengths.values())) != 1:
             raise ctx.err(f"zip[{i}]", "zipped axes need the same number of values: "
                           + ", ".join(f"{a}={n}" for a, n in lengths.items()))
+        # a zip group is one factor of the grid, present where its condition matches: every
+        # axis in it must have that condition, or one axis's 'when' would silently not apply
+        whens = {a: _when_text(next(x for x in axes if x.name == a).when) for a in group}
+        if len(set(whens.values())) != 1:
+            raise ctx.err(f"zip[{i}]", "zipped axes vary together, so they need the same 'when': "
+                          + ", ".join(f"{a}: {w or 'none'}" for a, w in whens.items()))
 
     filters: dict[str, list[dict[str, list[Any]]]] = {}
     for key in ("exclude", "include"):
@@ -529,6 +535,13 @@ def parse_spec(data: Any, path: Path, ctx: _Ctx | None = None) -> Spec:
                 include=include, exclude=exclude, max_attempts=max_attempts, resources=resources,
                 description=str(desc or ""), vars=top_vars, snapshot=snapshot,
                 raw=frozenset(raw_names), search=search)
+
+
+def _when_text(when: dict[str, list[Any]] | None) -> str:
+    """An axis's condition as comparable text ('' for none)."""
+    if not when:
+        return ""
+    return ", ".join(f"{k}={'|'.join(sorted(format_value(v) for v in vs))}" for k, vs in sorted(when.items()))
 
 
 def _kind(v: Any) -> str:
