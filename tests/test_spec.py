@@ -272,3 +272,26 @@ def test_a_spec_added_by_another_near_is_expanded_and_validated_again(tmp_path):
     assert upgraded.returncode == 2, upgraded.stdout
     assert "job" in upgraded.stderr and "task.env.motion_file='wlak': not a motion" in upgraded.stderr
     assert (tmp_path / "exp" / "wlak" / "jobs.db").read_bytes() == db
+
+
+@pytest.mark.parametrize("root", ["exps,v2", "jürgen", "it's", "[old]"])
+def test_an_experiment_folder_hydra_cannot_read_is_refused_for_trainer_jobs(tmp_path, root):
+    """Trainer jobs get their run dirs as hydra overrides (run_dir=EXP/runs/ID): under a folder
+    whose path hydra's grammar cannot read, near train stops every one of them, so add refuses the
+    folder (dry run too) and creates nothing; a blank is fine."""
+    repo = Path(__file__).resolve().parents[1]
+    spec = tmp_path / "t.yaml"
+    spec.write_text(f"name: t\nworkdir: {repo}\naxes: {{seed: [1]}}\nstages:\n  - name: rl\n    command: near train "
+                    "rl task=mazePPO seed=${seed} run_dir=${run_dir} num_envs=2 max_iterations=1 device=cpu\n")
+    train = near("train", "rl", "task=mazePPO", "num_envs=2", "max_iterations=1", "device=cpu",
+                 f"run_dir={tmp_path / root / 't' / 'runs' / 'x'}", cwd=tmp_path)
+    assert train.returncode == 2 and "do not compose" in train.stderr  # what every job would do
+    for dry in ([], ["--dry-run"]):
+        r = near("sweep", "add", str(spec), "--root", root, *dry, cwd=tmp_path)
+        assert r.returncode == 2, r.stdout
+        assert f"runs near train, whose run dirs would lie in {tmp_path / root / 't'}, which holds" in r.stderr
+        assert not (tmp_path / root).exists()
+    ok = near("sweep", "add", str(spec), "--root", "my exps", "--dry-run", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    unchecked = near("sweep", "add", str(spec), "--root", root, "--no-validate", "--dry-run", cwd=tmp_path)
+    assert unchecked.returncode == 0, unchecked.stderr

@@ -103,6 +103,12 @@ def cmd_add(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(args)
 
+    if not args.no_validate:
+        from near.add import load
+        from near.sweep.validate import check_experiment_path
+
+        spec = load(args.spec, args.name, args.var, args.max_jobs)
+        check_experiment_path(spec, Path(args.root) / spec.name)
     s = add_spec(args.spec, args.root, validate=not args.no_validate, name=args.name, set_vars=args.var,
                  max_jobs=args.max_jobs)
     if s.search:
@@ -123,6 +129,10 @@ def _dry_run(args: argparse.Namespace) -> int:
     from near.sweep.expand import expand
 
     spec = load(args.spec, args.name, args.var, args.max_jobs)
+    if not args.no_validate:
+        from near.sweep.validate import check_experiment_path
+
+        check_experiment_path(spec, Path(args.root) / spec.name)
     if spec.search is not None:  # a search: the jobs of one representative trial per study
         from near.search.controller import axes_points, probe_params
 

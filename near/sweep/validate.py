@@ -186,3 +186,55 @@ def _config_error(spec_label: str, job: JobSpec, cfg_dir: Path, problem: str) ->
         return ConfigError(f"{spec_label}: job {job.job_id} ({job.label}): {problem}")
     return ConfigError(f"{spec_label}: job {job.job_id} ({job.label}), stage {job.stage!r}: "
                        f"does not compose with {cfg_dir}: {problem}")
+
+
+def hydra_path_problem(path: str) -> str | None:
+    """Why a run dir below ``path`` cannot stand unquoted in a hydra override value (``run_dir=``
+    ``PATH/runs/ID``, ``...checkpoint=PATH/runs/ID/nn/...``), or None: hydra's grammar reads a
+    comma as a sweep, ``${`` as an interpolation, and refuses quotes, brackets, ``=``, ``~``,
+    ``#``, non-ASCII letters and more."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    if "${" in path:
+        return "holds '${', which hydra reads as an interpolation"
+    value = f"{path}/runs/0"
+    try:
+        parsed = OverridesParser.create().parse_override(f"k={value}")
+        ok = not parsed.is_sweep_override() and parsed.value() == value
+    except HydraException:
+        ok = False
+    if ok:
+        return None
+    bad = sorted({c for c in path if c not in "/._-" and not (c.isascii() and c.isalnum())
+                  and hydra_path_problem_char(c)})
+    return "holds " + (", ".join(repr(c) for c in bad) if bad else "text") + ", which hydra's override grammar " \
+        "cannot read in a value"
+
+
+def hydra_path_problem_char(c: str) -> bool:
+    """Whether hydra's override grammar cannot read character ``c`` inside a path value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    value = f"/a{c}b"
+    try:
+        parsed = OverridesParser.create().parse_override(f"k={value}")
+        return parsed.is_sweep_override() or parsed.value() != value
+    except HydraException:
+        return True
+
+
+def check_experiment_path(spec, exp_dir: str | Path) -> None:
+    """ConfigError naming the experiment folder when a validated stage of ``spec`` runs near's
+    trainer and the folder's absolute path cannot stand in its overrides (:func:`hydra_path_problem`):
+    every such job would stop when hydra reads its ``run_dir``."""
+    trainer = [s for s in spec.stages if s.validate and s.call is not None]
+    if not trainer:
+        return
+    path = str(Path(exp_dir).resolve())
+    problem = hydra_path_problem(path)
+    if problem:
+        raise ConfigError(f"{spec.label}: stage {trainer[0].name!r} runs near train, whose run dirs would lie "
+                          f"in {path}, which {problem} (every such job would stop there); add the sweep "
+                          "under another --root, or set validate: false on the stage if it passes no near path")
