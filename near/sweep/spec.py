@@ -75,7 +75,9 @@ guarantee ends at the arguments: what the command itself does with a value (``ev
 ``bash -c``, ``${!name}``, a variable declared integer elsewhere) is the command's own. The
 dispatch placeholders (``${run_dir}``, ``${exp_dir}``, ``${<ref>.run_dir}``) follow the same rules:
 their paths are quoted for their place at dispatch (:mod:`near.sweep.dispatch`), so an
-experiment root may hold blanks, quotes or ``$(...)``.
+experiment root may hold blanks, quotes or ``$(...)`` (but hydra's override grammar cannot read
+quotes, commas, brackets or non-ASCII letters in ``run_dir=...``: ``near sweep add`` refuses such a
+folder for a stage that runs near's trainer).
 
 ``raw: [NAME, ...]`` opts variables (or axes) out of quoting: their value is spliced as shell
 words, for bundles of several overrides such as ``base: task=Humanoid${algorithm} seed=${seed}``
