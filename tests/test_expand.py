@@ -187,3 +187,43 @@ stages: [{name: s, command: "echo ${x}"}]
 """)
     assert grid_points(s) == [{"x": 1, "a": "p", "b": "r"}, {"x": 1, "a": "q", "b": "s"}, {"x": 2}]
     assert grid_size(s) == (3, 3)
+
+
+ORDERS = """
+axes:
+  a:
+    values: [a1, a2]
+    overrides: {a1: [n=8], a2: [n=16]}
+  b:
+    values: [b1, b2]
+    overrides: {b1: [n=16], b2: [n=8]}
+stages:
+  - name: s
+    command: printf '%s\\\\n' last
+"""
+
+
+def test_points_whose_overrides_set_a_key_in_another_order_are_refused():
+    """The last override of a key wins, so a=a1 b=b1 runs n=16 and a=a2 b=b2 runs n=8, but a job id
+    hashes the overrides sorted: both would be one job (the first point's command)."""
+    import subprocess
+
+    cmds = ["printf '%s\\n' last n=8 n=16", "printf '%s\\n' last n=16 n=8"]
+    assert [subprocess.run(["bash", "-c", c], capture_output=True, text=True).stdout.split()[-1]
+            for c in cmds] == ["n=16", "n=8"]  # what the program reads last
+    with pytest.raises(SpecError, match=r"x.yaml: stages\[0\]: overrides set a key more than once, the last one "
+                                        r"winning \(n=16 n=8\), in another order than at grid point a=a1 b=b1 "
+                                        r"\(n=8 n=16\).* \(at grid point a=a2 b=b2\)"):
+        expand(spec(ORDERS))
+    # b sets 16 everywhere: no two points give the same overrides in another order
+    same_value = expand(spec(ORDERS.replace("b2: [n=8]", "b2: [n=16]")))
+    assert sorted(j.command.split(None, 3)[-1] for j in same_value.jobs) == ["n=16 n=16", "n=8 n=16"]
+
+
+def test_a_key_set_twice_keeps_the_id_sorting_gives():
+    """A stage's default and a value's bundle for the same key (the common case) keep the ids tables
+    written before hold: the id does not depend on the order of the overrides."""
+    def one(order: str):
+        return spec("axes: {a: {values: [x], overrides: {x: [%s]}}}\nstages: [{name: s, command: run}]\n" % order)
+
+    assert expand(one("k=200, k=150000")).jobs[0].job_id == expand(one("k=150000, k=200")).jobs[0].job_id

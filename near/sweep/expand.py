@@ -144,6 +144,7 @@ class _Expander:
         self._text_names: dict[str, tuple[str, ...]] = {}
         self._ctx_cache: dict[str, dict[int, str]] = {}
         self._var_names: dict[str, set[str]] = {}
+        self._orders: dict[str, tuple[str, ...]] = {}  # job id -> its overrides of repeated keys, in order
         self.var_names = set(spec.vars) | {v for a in spec.axes for vs in a.vars.values() for v in vs}
 
     def _names_in(self, text: str, seen: frozenset = frozenset()) -> set[str]:
@@ -446,6 +447,11 @@ class _Expander:
         else:
             params = {k: point[k] for k in keys}
         prev = self.jobs.get(digest)
+        if len(overrides) > 1:
+            if prev is None:
+                self._orders[digest] = _override_order(overrides)
+            else:
+                self._check_order(digest, overrides, prev, point, plan.stage.where)
         if prev is not None:
             # the same job reached from another point: keep only the labels all its points agree on
             # (a shared ncsn job gets no ablation value even if a variable of the ablation shaped it)
@@ -461,6 +467,17 @@ class _Expander:
             self.memo[key] = result
         return result
 
+    def _check_order(self, digest: str, overrides: list[str], prev: JobSpec, point: Point, where: str) -> None:
+        """SpecError if this point's overrides set a key in another order than those of the job it
+        shares an id with: the id hashes the overrides sorted (the order of different keys changes
+        nothing), but of one key the last wins, so one job would stand for two runs."""
+        mine, theirs = _override_order(overrides), self._orders.get(digest, ())
+        if mine != theirs:
+            raise self.err(where, point, f"overrides set a key more than once, the last one winning "
+                           f"({' '.join(mine)}), in another order than at grid point "
+                           f"{point_label(prev.params) or '(a shared job)'} ({' '.join(theirs)}): both would be "
+                           "one job running the first's value; set each key once per job")
+
     def closure(self, job_id: str, acc: set[str]) -> None:
         stack = [job_id]
         while stack:
@@ -469,6 +486,18 @@ class _Expander:
                 continue
             acc.add(j)
             stack.extend(self.jobs[j].deps.values())
+
+
+def _override_order(overrides: list[str]) -> tuple[str, ...]:
+    """The overrides that set a key another one sets too (the last one wins), grouped by key in
+    their order: what a job id, which hashes the overrides sorted, does not tell apart."""
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    if len(set(keys)) == len(keys):
+        return ()
+    by_key: dict[str, list[str]] = {}
+    for k, o in zip(keys, overrides):
+        by_key.setdefault(k, []).append(o)
+    return tuple(o for k in sorted(by_key) if len(by_key[k]) > 1 for o in by_key[k])
 
 
 class _Plan:
