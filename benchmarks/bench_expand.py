@@ -141,7 +141,7 @@ def compare(ref: str, rounds: int) -> None:
 
 
 def _spec_text() -> str:
-    motions = ", ".join(f"m{i}" for i in range(25))
+    motions = ", ".join(f"m{i}.yaml" for i in range(25))  # motion lists: a name must be a file or a built-in
     ablations = ", ".join(f"a{i}: {{rl: [++train.params.config.near_config.inference.sigma_level={i}]}}"
                           for i in range(98))
     return SPEC.format(workdir=TREE, motions=motions, ablations=ablations)
