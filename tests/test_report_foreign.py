@@ -259,3 +259,20 @@ def test_runs_group_by_the_motion_files_they_recorded(tmp_path, monkeypatch):
     legend = next(v for k, v in drawn.items() if k.startswith("curves_rewards"))
     assert sorted(entry[-8:] for entry in legend) == ["aaaaaaaa", "bbbbbbbb"]  # one curve per content (the
     # legend abbreviates the shared file name with a key)
+
+
+def test_run_without_a_final_value_is_named_and_not_counted(tmp_path):
+    """A run whose last values are all NaN (a diverged loss) has no final value: the table counts and
+    averages only the runs that have one, and a warning names the run (so --check fails)."""
+    root = tmp_path / "runs"
+    steps = list(range(0, 200, 10))
+    for seed, vals in ((1, [1.0] * 20), (2, [3.0] * 20), (3, [10.0] * 5 + [float("nan")] * 15)):
+        write_run_tbx(root / f"NEAR_walk_{seed}", {"loss": (steps, vals)})
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "near", "report", str(root), "--pattern", PATTERN, "--out", str(out),
+                           "--workers", "1", "--check"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "no finite value in its last 10 point(s)" in proc.stderr and "NEAR_walk_3" in proc.stderr
+    csv = pd.read_csv(out / "final.csv")
+    assert csv["n"].tolist() == [2] and csv["mean"].tolist() == [2.0]
+    assert "| NEAR | 2.00 [1.00, 3.00] | 2 |" in (out / "final.md").read_text()

@@ -99,3 +99,11 @@ def test_final_summary_per_group():
     assert a["n"] == 2 and a["mean"] == 3.0 and 2.0 <= a["ci_low"] <= a["ci_high"] <= 4.0
     s2 = stats.final_summary(frame, ["algorithm"], window=2)
     assert s2.set_index("algorithm").loc["B", "mean"] == 3.0
+
+
+def test_final_summary_counts_only_runs_with_a_final_value():
+    """A run whose final window is all NaN adds nothing to its group's mean, so it is not counted in n."""
+    frame = pd.DataFrame({"run": ["r1", "r2", "r3"], "algorithm": ["A", "A", "A"], "step": [0, 0, 0],
+                          "value": [2.0, 4.0, np.nan]})
+    a = stats.final_summary(frame, ["algorithm"], window=1, n_boot=200).iloc[0]
+    assert a["n"] == 2 and a["mean"] == 3.0

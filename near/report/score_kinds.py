@@ -18,13 +18,23 @@ from near.report.runs import as_text, select_runs
 from near.report.spec import TagSpec
 
 
-def finals(data: RunData, tag: str, runs: pd.DataFrame, columns: list[str], window: int) -> pd.DataFrame:
+def finals(data: RunData, tag: str, runs: pd.DataFrame, columns: list[str], window: int,
+           warn=None, where: str = "") -> pd.DataFrame:
     """One row per run of `runs` that logged `tag`: its `columns` as text and ``final``, the mean of
-    its last `window` values (missing ones skipped; all missing -> NaN)."""
+    its last `window` values (missing ones skipped). A run whose last `window` values are all
+    missing (NaN: a diverged run) has no final value: it is left out, named through `warn`."""
     series = data.series[tag]
     names = [r for r in runs.index if r in series]
     per_run = pd.DataFrame({c: as_text(runs.loc[names, c]) for c in columns}, index=names)
     per_run["final"] = [float(stats.nanmean(series[r][1][-window:])) for r in names]
+    none = per_run.index[per_run["final"].isna()].tolist()
+    if none:
+        # left in, such a run would count as a run of its group while adding nothing to its mean
+        if warn is not None:
+            shown = ", ".join(none[:6]) + (f", ... ({len(none)} in all)" if len(none) > 6 else "")
+            warn(f"{where}: tag '{tag}': {len(none)} run(s) with no finite value in its last {window} point(s) "
+                 f"left out of the final scores: {shown}")
+        per_run = per_run[per_run["final"].notna()]
     return per_run
 
 
@@ -51,7 +61,7 @@ def scores(data: RunData, out: Output, where: str, tag: str, runs: pd.DataFrame,
     for col in [group] + ([task] if task else []):
         if col not in runs.columns:
             raise SpecError(f"{where}: column '{col}' is not in the data")
-    per_run = finals(data, tag, runs, [group] + ([task] if task else []), window)
+    per_run = finals(data, tag, runs, [group] + ([task] if task else []), window, out.warn, where)
     tspec = out.spec.tags[tag]
     tasks = sorted({str(v) for v in per_run[task] if v is not None}) if task else [None]
     refs = {}
@@ -138,7 +148,7 @@ def final_table(data: RunData, tbl, out: Output) -> list[Path]:
     for tag in tbl.tags or list(spec.tags):
         if tag not in data.series:
             continue
-        per_run = finals(data, tag, runs, by, tbl.window)
+        per_run = finals(data, tag, runs, by, tbl.window, out.warn, where)
         per_run = per_run[[all(v is not None for v in row) for row in per_run[by].itertuples(index=False)]]
         if per_run.empty:
             continue

@@ -271,7 +271,8 @@ def summarize_finals(per_run: pd.DataFrame, by: list[str], level: float = 0.95, 
         key = key if isinstance(key, tuple) else (key,)
         vals = g["final"].to_numpy(dtype=np.float64)
         lo, hi = bootstrap_ci(vals, "mean", level, n_boot, seed)
-        rows.append({**dict(zip(by, key)), "n": len(vals), "mean": float(nanmean(vals)),
+        # n counts the runs the statistics use: a run without a final value (NaN) adds nothing
+        rows.append({**dict(zip(by, key)), "n": int(np.isfinite(vals).sum()), "mean": float(nanmean(vals)),
                      "iqm": float(iqm(vals)), "ci_low": float(lo), "ci_high": float(hi),
                      "std": float(np.nanstd(vals))})
     return pd.DataFrame(rows, columns=[*by, "n", "mean", "iqm", "ci_low", "ci_high", "std"])
