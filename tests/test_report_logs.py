@@ -174,6 +174,26 @@ def test_resumed_run_keeps_the_latest_write_per_step(tmp_path):
     assert out.value.tolist() == [0.0, 1.0, 20.0, 30.0, 40.0]
 
 
+def test_restart_from_an_earlier_checkpoint_supersedes_the_old_attempts_later_steps(tmp_path):
+    """Attempt 1 logged steps 0..100 and crashed; attempt 2 resumed from step 50's checkpoint and is at 80:
+    the run is 0..40 of attempt 1, then attempt 2 -- attempt 1's 90 and 100 belong to a discarded
+    course and must not follow attempt 2's values (nor enter the final score)."""
+    run = tmp_path / "runs" / "j1"
+    first = write_run(run, {"x": (list(range(0, 101, 10)), [float(s) for s in range(0, 101, 10)]),
+                            "other": ([0, 100], [1.0, 2.0])})
+    os.utime(first, (1, 1))
+    second = write_run(run, {"x": ([50, 60, 70, 80], [-1.0, -2.0, -3.0, -4.0])})
+    assert first != second
+    frame, _ = logs.load_scalars(logs.find_event_files([tmp_path]), None)
+    jobs = pd.DataFrame({"job_id": ["j1"], "run_dir": [str(run)]})
+    out = logs.dedupe_resumed(logs.attach_metadata(frame, jobs))
+    x = out[out.tag == "x"].sort_values("step")
+    assert x.step.tolist() == [0, 10, 20, 30, 40, 50, 60, 70, 80]
+    assert x.value.tolist() == [0.0, 10.0, 20.0, 30.0, 40.0, -1.0, -2.0, -3.0, -4.0]
+    # a tag the new attempt has not logged yet keeps what the old one logged
+    assert out[out.tag == "other"].step.tolist() == [0, 100]
+
+
 def test_crc_matches_tensorboards_reference_implementation():
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
 

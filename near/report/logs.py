@@ -336,18 +336,32 @@ def attach_run(scalars: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
 
 
 def dedupe_resumed(frame: pd.DataFrame) -> pd.DataFrame:
-    """A resumed run logs some steps twice (once per event file): keep the latest write per step."""
+    """A resumed run writes a new event file per attempt. Per tag, an attempt's first step is where it
+    took up the run: what earlier attempts logged from that step on belongs to a course that was
+    discarded (a crash after the last checkpoint) and is dropped; of the rest, the latest write per
+    step is kept. Per tag, because tags count steps in their own units (iterations, frames, seconds)."""
     if frame.empty:
         return frame
-    paths = frame["path"].astype("category").cat.categories
     run_of = frame.drop_duplicates("path")[["path", "run"]].astype(str)
     counts = run_of["run"].value_counts()
     multi = counts[counts > 1].index
-    del paths
     if len(multi) == 0:
         return frame
     mask = frame["run"].isin(multi)
-    part = frame[mask].sort_values("wall_time", kind="stable")
+    part = frame[mask]
+    keys = ["run", "tag", "path"]
+    by_file = part.groupby(keys, observed=True, sort=False)
+    file_of = by_file.ngroup().to_numpy()  # each row's attempt, numbered as `files` lists them
+    files = by_file.agg(start=("wall_time", "min"), first=("step", "min")).reset_index()
+    # per file, the smallest first step of any attempt that started later (latest first, running minimum,
+    # shifted so that a file's own first step is not counted): earlier attempts' points from there on go
+    files = files.sort_values(["run", "tag", "start"], ascending=[True, True, False], kind="stable")
+    per_tag = ["run", "tag"]
+    running = files.groupby(per_tag, observed=True, sort=False)["first"].cummin()
+    files["cut"] = running.groupby([files["run"], files["tag"]], observed=True, sort=False).shift(1)
+    cut = files.sort_index()["cut"].astype(float).fillna(np.inf).to_numpy()[file_of]
+    part = part[part["step"].to_numpy() < cut]
+    part = part.sort_values("wall_time", kind="stable")
     part = part.drop_duplicates(subset=["run", "tag", "step"], keep="last")
     return pd.concat([frame[~mask], part], ignore_index=True)
 
