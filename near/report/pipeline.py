@@ -23,7 +23,7 @@ from near.report.registry import Output, figure_kinds, table_kinds
 from near.report.rundata import RunData, RunOptions, build, discover
 
 # Bump when a change of this package changes what a report draws (invalidates up-to-date stamps).
-REPORT_VERSION = 3
+REPORT_VERSION = 4
 
 
 def load_jobs(exp: Path) -> pd.DataFrame | None:
