@@ -276,3 +276,16 @@ def test_run_without_a_final_value_is_named_and_not_counted(tmp_path):
     csv = pd.read_csv(out / "final.csv")
     assert csv["n"].tolist() == [2] and csv["mean"].tolist() == [2.0]
     assert "| NEAR | 2.00 [1.00, 3.00] | 2 |" in (out / "final.md").read_text()
+
+
+def test_final_table_bolds_no_best_group_of_a_tag_groups_do_not_share(tmp_path):
+    """Each algorithm's reward is its own (comparable: false, the default for rewards): its final table
+    names no best algorithm; a metric they share (episode length) still does."""
+    root = tmp_path / "runs"
+    make_near_layout(root, seeds=(1, 2), n_steps=5)
+    rep = Report(root, None, tmp_path / "out", workers=1, log=lambda m: None, pattern=PATTERN)
+    rep.run()
+    assert rep.spec.tags["rewards/iter"].comparable is False and rep.spec.tags["episode_lengths/iter"].comparable
+    csv = pd.read_csv(tmp_path / "out" / "final.csv")
+    assert not csv[csv.tag == "rewards/iter"]["best"].any()
+    assert csv[csv.tag == "episode_lengths/iter"].groupby("motion")["best"].sum().tolist() == [1, 1]

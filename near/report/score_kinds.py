@@ -173,13 +173,15 @@ def _arrow(tspec: TagSpec) -> str:
 
 def _best_rows(summary: pd.DataFrame, tags: dict[str, TagSpec], by: list[str]) -> np.ndarray:
     """Per row of a summary: is it the best of its tag by the tag's direction, compared across the
-    first `by` field within each value of the others (e.g. best algorithm per motion)."""
+    first `by` field within each value of the others (e.g. best algorithm per motion); never for a
+    tag whose groups do not share one scale (comparable: false)."""
     best = np.zeros(len(summary), bool)
     rest = [c for c in by[1:] if c in summary.columns]
     for keys, part in summary.groupby(["tag", *rest], sort=False, observed=True):
         keys = keys if isinstance(keys, tuple) else (keys,)
         t = tags.get(keys[0])
-        if t is None or t.direction is None or len(part) < 2:
+        # a tag each group optimises in its own version (comparable: false) has no best group
+        if t is None or t.direction is None or not t.comparable or len(part) < 2:
             continue
         vals = part["mean"].to_numpy(dtype=float)
         if t.direction == "target":
