@@ -130,6 +130,30 @@ def test_cache_rereads_only_changed_files(tmp_path):
     assert len(f5) == 8
 
 
+def test_rewritten_file_of_the_same_size_and_mtime_is_read_again(tmp_path):
+    """An event file replaced by another run's of the same length (fixed-size records make that common)
+    with its old mtime restored (``cp -p``, ``rsync -t``, ``touch -r``): the cache and the report read
+    the new numbers, never the old ones."""
+    from near.report.pipeline import Report
+
+    exp = tmp_path / "exp"
+    path = write_run(exp / "NEAR_walk_1", {"x": (list(range(10)), [1.0] * 10)})
+    other = write_run(tmp_path / "other", {"x": (list(range(10)), [9.0] * 10)})
+    out = tmp_path / "out"
+    quiet = {"workers": 1, "log": lambda m: None, "pattern": "{algorithm}_{motion}_{seed:d}"}
+    Report(exp, None, out, **quiet).run()
+    assert pd.read_csv(out / "final.csv")["mean"].tolist() == [1.0]
+    st = os.stat(path)
+    data = other.read_bytes()
+    assert len(data) == st.st_size
+    path.write_bytes(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (os.stat(path).st_size, os.stat(path).st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    rep = Report(exp, None, out, **quiet)
+    assert rep.run(), "called up to date"
+    assert pd.read_csv(out / "final.csv")["mean"].tolist() == [9.0]
+
+
 def test_parallel_read_matches_serial(tmp_path):
     for k in range(10):
         write_run(tmp_path / f"r{k}", {"x": ([0, 1], [k, 2.0 * k]), "y": ([5], [k])})

@@ -2,8 +2,8 @@
 
 Cache layout (``EXP/.cache/scalars/``): ``scalars.parquet`` holds every point of every event file
 (columns path, tag, step, value, wall_time) and ``index.json`` maps each event file's absolute path
-to the (size, mtime_ns) it had when read, plus any warning. A report stats every event file and
-re-reads only those whose (path, size, mtime) changed; nothing changed -> one parquet read.
+to the `file_key` it had when read, plus any warning. A report stats every event file and re-reads
+only those whose path or key changed; nothing changed -> one parquet read.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 SKIP_DIRS = {".cache", "figures", "nn", "__pycache__"}
 # Job-table columns not worth repeating on every scalar row (look them up in the job table instead).
 BULKY_JOB_COLUMNS = {"command", "command_template", "deps", "resources", "created", "updated", "started", "finished"}
@@ -36,6 +36,14 @@ class ReadReport:
     # per event file: {"points": n, "digest": content hash, "warning": text or None}
     file_info: dict[str, dict] = field(default_factory=dict)
     writer: object = None  # thread still writing the cache (background_write=True)
+
+
+def file_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What says a file's content may have changed: size, mtime, and also ctime and inode, because
+    a file rewritten to the same size keeps its old mtime when that is restored (``cp -p``,
+    ``rsync -t``, ``touch -r``), while the kernel sets ctime on every write and a replacing file
+    has an inode of its own."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def is_event_file(name: str) -> bool:
@@ -154,7 +162,7 @@ def load_scalars(
 ) -> tuple[pd.DataFrame, ReadReport]:
     """Tidy frame (path, tag, step, value, wall_time) of all scalars in `files`, via the cache.
 
-    Only files whose (path, size, mtime) differ from the cache index are decoded. Files that
+    Only files whose path or `file_key` differ from the cache index are decoded. Files that
     vanished are dropped from the cache. Broken or cut-off files contribute what they hold and
     a warning; they never raise. `pool`: an existing process pool to decode in. With
     `background_write` the cache is written by a thread; join ``report.writer`` before exiting.
@@ -172,7 +180,7 @@ def load_scalars(
             st = os.stat(f)
         except OSError:
             continue
-        current[str(f)] = (st.st_size, st.st_mtime_ns)
+        current[str(f)] = file_key(st)
 
     index: dict = {}
     data_path = index_path = None

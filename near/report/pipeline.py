@@ -130,13 +130,13 @@ class Report:
         return RunOptions([runmeta.compile_pattern(t, where) for t in texts], keys, files)
 
     def fingerprint(self) -> str:
-        """Hash of everything the outputs depend on: event files (path, size, mtime), job metadata,
+        """Hash of everything the outputs depend on: event files (path, `logs.file_key`), job metadata,
         spec text, output folder, options and this module's version."""
         keys = []
         for f in self.files:
             try:
                 st = os.stat(f)
-                keys.append((str(f), st.st_size, st.st_mtime_ns))
+                keys.append((str(f), *logs.file_key(st)))
             except OSError:
                 pass
         jobs = None
