@@ -289,3 +289,20 @@ def test_final_table_bolds_no_best_group_of_a_tag_groups_do_not_share(tmp_path):
     csv = pd.read_csv(tmp_path / "out" / "final.csv")
     assert not csv[csv.tag == "rewards/iter"]["best"].any()
     assert csv[csv.tag == "episode_lengths/iter"].groupby("motion")["best"].sum().tolist() == [1, 1]
+
+
+def test_run_dir_with_an_empty_summaries_folder_is_named_as_left_out(tmp_path):
+    """NEAR's saved runs include run dirs whose summaries/ folder holds no event file (not kept): each is
+    a run that is in no figure, so it is named under "Left out" and --check fails."""
+    root = tmp_path / "runs"
+    write_run_tbx(root / "NEAR_walk_1", {"rewards/iter": ([0, 1], [1.0, 2.0])})
+    (root / "NEAR_walk_2" / "summaries").mkdir(parents=True)
+    (root / "NEAR_walk_3" / "summaries" / "_").mkdir(parents=True)  # NEAR's NCSN runs write into summaries/_
+    (root / "NEAR_walk_1" / "eval" / "summaries").mkdir(parents=True)  # a run with data elsewhere is no loss
+    rep = Report(root, None, tmp_path / "out", workers=1, log=lambda m: None, pattern=PATTERN)
+    rep.run()
+    left = {run: why for run, why in ((x.run, x.reason) for x in rep.data.left_out)}
+    assert set(left) == {"NEAR_walk_2", "NEAR_walk_3"}
+    assert all("no event file" in why for why in left.values())
+    assert any("NEAR_walk_2" in w and "NEAR_walk_3" in w for w in rep.warnings)
+    assert "NEAR_walk_2" in (tmp_path / "out" / "index.html").read_text()

@@ -68,6 +68,22 @@ def find_event_files(roots: list[Path]) -> list[Path]:
     return [Path(p) for p in sorted(found)]
 
 
+def empty_summaries(roots: list[Path]) -> list[Path]:
+    """Every ``summaries`` folder under each root with no event file anywhere inside it (sorted): a run
+    dir in NEAR's or rl-games' layout whose logs were not kept."""
+    found = []
+    for root in roots:
+        if not Path(root).is_dir():
+            continue
+        for dirpath, dirnames, _ in os.walk(root):
+            dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
+            if "summaries" in dirnames:
+                folder = Path(dirpath) / "summaries"
+                if not any(is_event_file(n) for _, _, names in os.walk(folder) for n in names):
+                    found.append(folder.resolve())
+    return sorted(found)
+
+
 def _read_one(path: str) -> tuple[str, dict]:
     """Decode one file into plain arrays (runs in a worker process)."""
     from near.report.events import read_event_file

@@ -108,6 +108,8 @@ def build(exp: Path, jobs: pd.DataFrame | None, files: list[Path], options: RunO
     meta, fields = _bare_metadata(exp, meta, options, warn)
     left: list[LeftOut] = []
     meta = _drop_empty_and_duplicates(meta, rep.file_info, left)
+    if jobs is None:  # a folder of runs: a run dir without event files is in no figure, so it is named
+        left += _runs_without_event_files(exp, set(meta["run"].astype(str)), options.patterns)
     keep = set(meta["path"])
     if len(frame) and not frame["path"].isin(keep).all():
         frame = frame[frame["path"].isin(keep)]
@@ -161,6 +163,20 @@ def _bare_metadata(exp: Path, meta: pd.DataFrame, options: RunOptions, warn) -> 
     if jobs.empty:
         return found.reset_index(drop=True), fields
     return pd.concat([jobs.astype(object), found], ignore_index=True), fields
+
+
+def _runs_without_event_files(exp: Path, have: set[str], patterns: list) -> list[LeftOut]:
+    """Runs whose ``summaries`` folder holds no event file, named as their event files would name them
+    (by the run patterns, else the folder holding ``summaries``), unless the run has data elsewhere."""
+    out, root = [], Path(exp).resolve()
+    for folder in logs.empty_summaries([root]):
+        rel = os.path.relpath(folder, root).replace(os.sep, "/")
+        found = runmeta.run_dir_of(f"{rel}/events.out.tfevents", patterns) or runmeta.run_dir_of(
+            f"{rel}/events.out.tfevents", None)
+        run = found[0]
+        if run not in have and run not in {x.run for x in out}:
+            out.append(LeftOut(run, "no event file in its summaries folder"))
+    return out
 
 
 def _drop_empty_and_duplicates(meta: pd.DataFrame, info: dict[str, dict], left: list[LeftOut]) -> pd.DataFrame:
