@@ -306,3 +306,8 @@ def test_run_dir_with_an_empty_summaries_folder_is_named_as_left_out(tmp_path):
     assert all("no event file" in why for why in left.values())
     assert any("NEAR_walk_2" in w and "NEAR_walk_3" in w for w in rep.warnings)
     assert "NEAR_walk_2" in (tmp_path / "out" / "index.html").read_text()
+    # one more such run dir is a change: the report is redrawn and names it
+    (root / "NEAR_walk_4" / "summaries").mkdir(parents=True)
+    rep = Report(root, None, tmp_path / "out", workers=1, log=lambda m: None, pattern=PATTERN)
+    assert rep.run(), "called up to date"
+    assert "NEAR_walk_4" in {x.run for x in rep.data.left_out}

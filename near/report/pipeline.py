@@ -130,8 +130,9 @@ class Report:
         return RunOptions([runmeta.compile_pattern(t, where) for t in texts], keys, files)
 
     def fingerprint(self) -> str:
-        """Hash of everything the outputs depend on: event files (path, `logs.file_key`), job metadata,
-        spec text, output folder, options and this module's version."""
+        """Hash of everything the outputs depend on: event files (path, `logs.file_key`), a folder of
+        runs' empty summaries folders, job metadata, spec text, output folder, options and this
+        module's version."""
         keys = []
         for f in self.files:
             try:
@@ -140,7 +141,9 @@ class Report:
             except OSError:
                 pass
         jobs = None
-        if self.jobs is not None:
+        if self.jobs is None:  # runs without event files are named on the page: a new one is a change
+            keys.append([str(p) for p in logs.empty_summaries([self.exp])])
+        else:
             keep = [c for c in self.jobs.columns if c not in logs.BULKY_JOB_COLUMNS | {"attempts", "reason",
                                                                                           "scheduler_id", "exit_code"}]
             jobs = self.jobs[keep].astype(str).to_json(orient="split")
