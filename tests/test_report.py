@@ -263,3 +263,15 @@ def test_report_all_pairs_every_sweep_with_its_specs(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "near", "report", "--all", str(root / "demo")],
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert bad.returncode == 2 and "--all takes no EXP" in bad.stderr
+
+
+def test_markdown_table_cells_keep_their_columns():
+    """A run or tag name holding '|' or a newline (both legal in folder names and tags) stays one cell:
+    otherwise every later cell of its row moves one column to the right, under another heading."""
+    from near.report.tables import to_markdown
+
+    table = pd.DataFrame({"algorithm": ["NEAR|v2", "AMP\nold"], "a|b": ["1.50", "3.50"], "runs": [1, 2]})
+    lines = to_markdown(table).splitlines()
+    assert lines[0] == r"| algorithm | a\|b | runs |"
+    assert lines[2] == r"| NEAR\|v2 | 1.50 | 1 |" and lines[3] == "| AMP old | 3.50 | 2 |"
+    assert all(len(line.replace("\\|", "").split("|")) == 5 for line in lines)
