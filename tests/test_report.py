@@ -275,3 +275,25 @@ def test_markdown_table_cells_keep_their_columns():
     assert lines[0] == r"| algorithm | a\|b | runs |"
     assert lines[2] == r"| NEAR\|v2 | 1.50 | 1 |" and lines[3] == "| AMP old | 3.50 | 2 |"
     assert all(len(line.replace("\\|", "").split("|")) == 5 for line in lines)
+
+
+def test_names_with_dollar_signs_are_drawn_as_written(tmp_path, monkeypatch):
+    """'$' in a run or tag name is text, not matplotlib's math: '$\\frac{' used to stop the report with
+    a traceback, and 'A$x$MP' was drawn as 'A' + italic x + 'MP'."""
+    root = tmp_path / "runs"
+    write_run(root / "NE$\\frac{AR_walk_1", {"rewards/step": ([0, 1], [1.0, 2.0]), "x$^$/y": ([0, 1], [1.0, 2.0])})
+    write_run(root / "A$x$MP_walk_1", {"rewards/step": ([0, 1], [3.0, 4.0]), "x$^$/y": ([0, 1], [1.0, 2.0])})
+    texts = []
+    save = figures._save
+
+    def capture(fig, out_base, formats, **kw):
+        texts.extend(t for t in fig.findobj(lambda a: hasattr(a, "get_parse_math")) if t.get_text())
+        return save(fig, out_base, formats, **kw)
+
+    monkeypatch.setattr(figures, "_save", capture)
+    rep = Report(root, None, tmp_path / "out", workers=1, log=lambda m: None, pattern="{algorithm}_{motion}_{seed}")
+    written = rep.run()
+    assert sum(p.suffix == ".png" for p in written) == 2
+    shown = {t.get_text() for t in texts}
+    assert {"NE$\\frac{AR", "A$x$MP"} <= shown
+    assert not any(t.get_parse_math() for t in texts if "$" in t.get_text())

@@ -56,6 +56,9 @@ STYLE = {
     "patch.linewidth": 0.8, "text.color": ".15", "xtick.bottom": False, "xtick.color": ".15",
     "xtick.labelsize": 9.68, "ytick.color": ".15", "ytick.labelsize": 9.68, "ytick.left": False,
     "font.sans-serif": ["Arial", "DejaVu Sans", "Liberation Sans", "Bitstream Vera Sans", "sans-serif"],
+    # every text drawn is a name or a number from the data: '$' in a run or tag name is a dollar sign,
+    # never matplotlib's math (which garbles the name or fails to parse it)
+    "text.parse_math": False,
 }
 
 
