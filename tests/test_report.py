@@ -297,3 +297,12 @@ def test_names_with_dollar_signs_are_drawn_as_written(tmp_path, monkeypatch):
     shown = {t.get_text() for t in texts}
     assert {"NE$\\frac{AR", "A$x$MP"} <= shown
     assert not any(t.get_parse_math() for t in texts if "$" in t.get_text())
+
+
+def test_latex_cells_spell_angle_brackets_and_bars():
+    """In LaTeX's default font encoding '<', '>' and '|' typed as text print as '¡', '¿' and '—': a name
+    holding them is written with the text commands that print them."""
+    from near.report.tables import to_latex
+
+    tex = to_latex(pd.DataFrame({"algorithm": ["A<B>|C"], "runs": [1]}))
+    assert r"A\textless{}B\textgreater{}\textbar{}C & 1 \\" in tex
