@@ -306,3 +306,26 @@ def test_latex_cells_spell_angle_brackets_and_bars():
 
     tex = to_latex(pd.DataFrame({"algorithm": ["A<B>|C"], "runs": [1]}))
     assert r"A\textless{}B\textgreater{}\textbar{}C & 1 \\" in tex
+
+
+def test_tags_in_epochs_and_seconds_get_their_own_x_label(tmp_path, monkeypatch):
+    """rl-games (and near's trainer) log each reward three times: per frame (/step), per epoch (/iter) and
+    per second of training (/time); a spec-wide 'Environment frames' fits only the first."""
+    write_run(tmp_path / "runs" / "NEAR_walk_1", {t: ([0, 1, 2], [1.0, 2.0, 3.0]) for t in
+                                                  ("rewards/step", "rewards/iter", "rewards/time")})
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("x_label: Environment frames\n")
+    labels = {}
+    save = figures._save
+
+    def capture(fig, out_base, formats, **kw):
+        labels[out_base.name] = {ax.get_xlabel() for ax in fig.axes if ax.get_xlabel()}
+        return save(fig, out_base, formats, **kw)
+
+    monkeypatch.setattr(figures, "_save", capture)
+    rep = Report(tmp_path / "runs", spec, tmp_path / "out", workers=1, log=lambda m: None,
+                 pattern="{algorithm}_{motion}_{seed}")
+    rep.run()
+    assert labels == {"curves_rewards_step": {"Environment frames"}, "curves_rewards_iter": {"Epoch"},
+                      "curves_rewards_time": {"Training time (s)"}}
+    assert "over training time (s)" in rep.captions["curves_rewards_time"]

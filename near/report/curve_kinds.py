@@ -97,6 +97,16 @@ def ablation(data: RunData, fig: FigureSpec, out: Output) -> list[Path]:
     return curves(data, fig, out)
 
 
+# rl-games' tags (and near's trainer's, near/training/tags.py) name their step's unit in their suffix
+STEP_UNITS = {"iter": "Epoch", "time": "Training time (s)"}
+
+
+def x_label_of(tag: str, configured: str) -> str:
+    """The x axis of `tag`: 'Epoch' for an ``/iter`` tag, 'Training time (s)' for a ``/time`` tag (their
+    steps are never frames, whatever the spec-wide `x_label` says), else `configured`."""
+    return STEP_UNITS.get(tag.rsplit("/", 1)[-1], configured) if "/" in tag else configured
+
+
 def _tag_figure(data: RunData, fig: FigureSpec, out: Output, tag: str, runs: pd.DataFrame, hue: str | None,
                 facet: str | None, rows: str | None) -> list[Path]:
     spec, tspec = out.spec, out.spec.tags[tag]
@@ -139,13 +149,14 @@ def _tag_figure(data: RunData, fig: FigureSpec, out: Output, tag: str, runs: pd.
     arrow = {"lower": " ↓", "higher": " ↑", "target": " → expert"}.get(tspec.direction or "", "")
     base = out.dir / f"{slug(fig.name)}_{slug(tag)}"
     ncols = len(facet_values) if rows else min(len(panels), fig.col_wrap)
-    args = (panels, base, title, spec.x_label, f"{tspec.label} ({stat_name}){arrow}", colours, fig.annotate_end,
+    x_label = x_label_of(tag, spec.x_label)
+    args = (panels, base, title, x_label, f"{tspec.label} ({stat_name}){arrow}", colours, fig.annotate_end,
             ncols, tuple(fig.size), fig.sharey, tuple(spec.formats), spec.ci["level"], band,
             fig.legend != "none")
     out.submit(figures.curves_figure, args)
     n = len(runs)
     out.captions[base.name] = fig.caption or (
-        f"{tspec.label}{better} over {spec.x_label.lower()}: {stat_name} over the runs"
+        f"{tspec.label}{better} over {x_label.lower()}: {stat_name} over the runs"
         + (f" of each {hue}" if hue else "") + f" ({n} run(s) in all)" + (f", a panel per {facet}" if facet else "")
         + (f", a row per {rows}" if rows else "") + f"; shaded: {band}.")
     return [base.with_suffix(f".{fmt}") for fmt in spec.formats]
