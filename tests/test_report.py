@@ -329,3 +329,15 @@ def test_tags_in_epochs_and_seconds_get_their_own_x_label(tmp_path, monkeypatch)
     assert labels == {"curves_rewards_step": {"Environment frames"}, "curves_rewards_iter": {"Epoch"},
                       "curves_rewards_time": {"Training time (s)"}}
     assert "over training time (s)" in rep.captions["curves_rewards_time"]
+
+
+def test_table_cell_over_fewer_runs_than_its_row_says_so(tmp_path):
+    """A run that never logged a tag (it crashed before its first episode ended) leaves that tag's cell
+    over fewer runs than the row's 'runs' column: the cell names its own count."""
+    root = tmp_path / "runs"
+    for seed, tags in ((1, {"loss": 1.0, "rewards/step": 1.0}), (2, {"loss": 1.0, "rewards/step": 3.0}),
+                       (3, {"loss": 1.0})):
+        write_run(root / f"NEAR_walk_{seed}", {t: ([0, 1, 2], [v] * 3) for t, v in tags.items()})
+    Report(root, None, tmp_path / "out", workers=1, log=lambda m: None, pattern="{algorithm}_{motion}_{seed}").run()
+    md = (tmp_path / "out" / "final.md").read_text()
+    assert "| NEAR | 1.00 [1.00, 1.00] | 2.00 [1.00, 3.00] (2 runs) | 3 |" in md, md

@@ -19,9 +19,12 @@ def wide(summary: pd.DataFrame, by: list[str], digits: int = 2, labels: dict | N
     rows flagged in `best` are wrapped in ``**`` (bold in Markdown; LaTeX and HTML translate it)."""
     labels = labels or {}
     best = best if best is not None else [False] * len(summary)
+    # the row's 'runs' is its largest count; a tag some of those runs never logged says its own
+    most = summary.groupby(by, observed=True, sort=False)["n"].transform("max").to_numpy()
+    text = [_fmt(m, lo, hi, digits) + (f" ({k} run{'s' if k != 1 else ''})" if k < top and not pd.isna(m) else "")
+            for m, lo, hi, k, top in zip(summary["mean"], summary["ci_low"], summary["ci_high"], summary["n"], most)]
     cells = summary.assign(
-        cell=[f"**{_fmt(m, lo, hi, digits)}**" if b else _fmt(m, lo, hi, digits)
-              for m, lo, hi, b in zip(summary["mean"], summary["ci_low"], summary["ci_high"], best)],
+        cell=[f"**{t}**" if b else t for t, b in zip(text, best)],
         column=[labels.get(t, t) for t in summary["tag"]],
     )
     n = cells.groupby(by, observed=True, sort=True)["n"].max().rename("runs")
