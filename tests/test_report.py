@@ -341,3 +341,16 @@ def test_table_cell_over_fewer_runs_than_its_row_says_so(tmp_path):
     Report(root, None, tmp_path / "out", workers=1, log=lambda m: None, pattern="{algorithm}_{motion}_{seed}").run()
     md = (tmp_path / "out" / "final.md").read_text()
     assert "| NEAR | 1.00 [1.00, 1.00] | 2.00 [1.00, 3.00] (2 runs) | 3 |" in md, md
+
+
+def test_select_that_keeps_no_run_says_so(tmp_path):
+    """A spec whose select matches none of the runs is a warning about the select (naming the values
+    there are), not a claim that the event files hold no data."""
+    write_run(tmp_path / "runs" / "NEAR_walk_1", {"loss": ([0, 1], [1.0, 0.5])})
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("select: {algorithm: NAER}\nruns: {pattern: '{algorithm}_{motion}_{seed}'}\n")
+    rep = Report(tmp_path / "runs", spec, tmp_path / "out", workers=1, log=lambda m: None)
+    rep.run()
+    assert any("select" in w and "NAER" in w and "1 run(s)" in w and "algorithm: NEAR" in w for w in rep.warnings), \
+        rep.warnings
+    assert not any("no scalar data in any event file" in w for w in rep.warnings)

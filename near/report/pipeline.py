@@ -219,7 +219,7 @@ class Report:
                  f"{len(self.jobs) if self.jobs is not None else 'no'} job(s)")
         self.load()
         spec = self.resolve_spec()
-        if not self.data.series:
+        if not self.data.series and not self.data.unselected:  # an empty selection is warned about where made
             self.warn(f"{self.exp}: no scalar data in any event file; nothing to plot")
         present = set(self.data.series)
         if spec.tags is None:

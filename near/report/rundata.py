@@ -46,6 +46,7 @@ class RunData:
     jobs: pd.DataFrame | None = None
     left_out: list[LeftOut] = field(default_factory=list)
     points: int = 0
+    unselected: int = 0  # runs with scalars that the spec's `select` keeps out (on purpose: not left out)
 
     def tags(self) -> list[str]:
         """Every tag some run logged, sorted."""
@@ -127,14 +128,21 @@ def build(exp: Path, jobs: pd.DataFrame | None, files: list[Path], options: RunO
     motions = [runmeta.motions_label(Path(d)) for d in runs["run_dir"]]
     if any(m is not None for m in motions):  # a column to group by (--group-by motions), not a default field
         runs["motions"] = motions
+    unselected = 0
     if select:
-        runs = select_runs(runs, select, where)
+        kept = select_runs(runs, select, where)
+        if len(runs) and kept.empty:  # say which values there are: a typo must not read as "no data"
+            have = "; ".join(f"{k}: " + ", ".join(sorted({v for v in as_text(runs[k]) if v is not None})[:10])
+                             for k in select)
+            warn(f"{where}: select {select} keeps none of the {len(runs)} run(s) with scalars (values: {have})")
+        unselected = len(runs) - len(kept)
+        runs = kept
         frame = frame[frame["run"].isin(runs.index)]
     series = _split(frame) if len(frame) else {}
     _drop_non_finite(series, warn)
     for item in _group_left(left):
         warn(item)
-    data = RunData(Path(exp), runs, series, fields, jobs, left, len(frame))
+    data = RunData(Path(exp), runs, series, fields, jobs, left, len(frame), unselected)
     log(f"near report: {rep.points} scalar points from {rep.files} file(s) ({rep.read} read, {rep.cached} from "
         f"cache) in {time.perf_counter() - t0:.2f}s")
     return data, frame, rep.writer
