@@ -311,3 +311,25 @@ def test_run_dir_with_an_empty_summaries_folder_is_named_as_left_out(tmp_path):
     rep = Report(root, None, tmp_path / "out", workers=1, log=lambda m: None, pattern=PATTERN)
     assert rep.run(), "called up to date"
     assert "NEAR_walk_4" in {x.run for x in rep.data.left_out}
+
+
+def test_config_values_that_are_interpolations_are_resolved_or_named(tmp_path):
+    """NEAR's saved config.yaml is hydra's unresolved config: ``task_name: ${task.name}``. Taken as text,
+    every run's task read '${task.name}' and runs of different tasks were pooled into one group."""
+    root = tmp_path / "runs"
+    for task in ("maze", "walk"):
+        run = root / f"{task}_1"
+        write_run_tbx(run, {"loss": ([0, 1], [1.0, 2.0])})
+        (run / "config.yaml").write_text(yaml.safe_dump({
+            "task_name": "${task.name}", "num_envs": "",
+            "task": {"name": task, "env": {"numEnvs": "${resolve_default:16,${...num_envs}}"}}}))
+    rep = Report(root, None, tmp_path / "out", workers=1, log=lambda m: None, pattern="{name}_{seed:d}",
+                 config=["task=task_name", "envs=task.env.numEnvs"], group_by=["task"])
+    rep.run()
+    assert sorted(rep.runs["task"]) == ["maze", "walk"]
+    # an interpolation that cannot be resolved here is no value ...
+    assert "envs" not in rep.runs.columns or rep.runs["envs"].isna().all()
+    # ... and says so, naming the file and the key
+    assert any("config.yaml" in w and "task.env.numEnvs" in w and "resolve_default" in w for w in rep.warnings), \
+        rep.warnings
+    assert pd.read_csv(tmp_path / "out" / "final.csv")["task"].tolist() == ["maze", "walk"]

@@ -118,6 +118,23 @@ def lookup(config: dict, dotted: str):
     return node if not isinstance(node, (dict, list)) else str(node)
 
 
+def resolve(config: dict, dotted: str) -> tuple[str | None, str | None]:
+    """(value, None) of a dotted key whose value holds OmegaConf interpolations (``${task.name}``, as
+    hydra saves a run's config unresolved), or (None, why) when it cannot be resolved here: the
+    resolvers a program registers (IsaacGymEnvs' ``resolve_default``, ...) are not known to near."""
+    from omegaconf import OmegaConf
+
+    try:
+        value = OmegaConf.select(OmegaConf.create(config), dotted, throw_on_resolution_failure=True)
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+    except Exception as err:  # any resolution failure: the key has no value here, said so by the caller
+        return None, str(err).splitlines()[0] if str(err) else type(err).__name__
+    if value is None:
+        return None, "it resolves to nothing"
+    return str(value), None
+
+
 DEFAULT_CONFIG_FILES = (".hydra/config.yaml", "config.yaml", "ncsn_config.yaml", "configs/{name}/run_config.yaml")
 
 
@@ -172,8 +189,15 @@ def read_run_config(run_dir: Path, keys: dict[str, str], root: Path | None = Non
             if not isinstance(raw, dict):
                 continue
             for col, key in keys.items():
+                if col in cols:
+                    continue
                 value = lookup(raw, key)
-                if value is not None and col not in cols:
+                if isinstance(value, str) and "${" in value:
+                    value, problem = resolve(raw, key)
+                    if problem:
+                        warnings.append(f"{path}: key '{key}' is {lookup(raw, key)!r}, which cannot be resolved "
+                                        f"outside its program ({problem}); no '{col}' from it")
+                if value is not None:
                     cols[col] = str(value)
             if all(c in cols for c in keys):
                 break
