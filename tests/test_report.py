@@ -113,11 +113,12 @@ def test_ablation_figure_and_expert_lines(tmp_path):
     assert sorted(t.ablation) == ["anneal", "sigma5"] and (t.n == 2).all()
 
 
-def _drawn(monkeypatch, panels, **kw):
+def _drawn(monkeypatch, panels, colours=None, **kw):
     """The matplotlib figure curves_figure builds (captured before it is saved and closed)."""
     captured = []
     monkeypatch.setattr(figures, "_save", lambda fig, out_base, formats, **kw: captured.append(fig) or [])
-    figures.curves_figure(panels, Path("unused"), "T", "frames", "error", {"NEAR": "#d62728", "PPO": "#ff7f0e"}, **kw)
+    figures.curves_figure(panels, Path("unused"), "T", "frames", "error",
+                          colours or {"NEAR": "#d62728", "PPO": "#ff7f0e"}, **kw)
     return captured[0]
 
 
@@ -354,3 +355,18 @@ def test_select_that_keeps_no_run_says_so(tmp_path):
     assert any("select" in w and "NAER" in w and "1 run(s)" in w and "algorithm: NEAR" in w for w in rep.warnings), \
         rep.warnings
     assert not any("no scalar data in any event file" in w for w in rep.warnings)
+
+
+def test_curves_beyond_the_palette_stay_distinguishable(monkeypatch):
+    """Past the palette's 19 colours, curves of one figure repeated colours: two curves (and their
+    legend entries) looked the same. A curve whose colour an earlier one has gets its own line style."""
+    grid = np.arange(4.0)
+    names = [f"run_{k:02d}" for k in range(40)]
+    curves = {n: stats.Curve(grid, grid + k, grid + k, grid + k, np.full(4, 1), [n]) for k, n in enumerate(names)}
+    colours = figures.distinct_colours(names)
+    assert len(set(colours.values())) < len(names)
+    fig = _drawn(monkeypatch, [{"title": "all", "curves": curves}], colours=colours)
+    drawn = [(ln.get_color(), ln.get_linestyle()) for ln in fig.axes[0].lines]
+    assert len(drawn) == 40 and len(set(drawn)) == 40
+    handles = fig.legends[0].legend_handles
+    assert len({(h.get_color(), h.get_linestyle()) for h in handles}) == 40

@@ -64,13 +64,17 @@ STYLE = {
 
 def distinct_colours(names: list[str], overrides: dict | None = None) -> dict[str, str]:
     """`color_for` each name, except that a name whose colour an earlier name of the same figure
-    already has gets the next unused one (hashed colours collide once there are a few names)."""
+    already has gets the next unused one (hashed colours collide once there are a few names), or
+    the least used one when none is left."""
     out: dict[str, str] = {}
     spare = [c for c in EXTRA + COLORBLIND if c not in FIXED_COLOURS.values()]
     for name in names:
         colour = color_for(name, overrides)
         if colour in out.values() and not (overrides and name in overrides):
-            colour = next((c for c in spare if c not in out.values()), colour)
+            used = list(out.values())
+            # once every colour is taken, the least used one: curves sharing a colour then differ by
+            # line style (`line_styles`), which has a few styles per colour, not one per curve
+            colour = min(spare, key=lambda c: (used.count(c), spare.index(c)))
         out[name] = colour
     return out
 
@@ -151,6 +155,23 @@ def _end_labels(ax, labels: list[tuple[str, float, float | None, str]]) -> None:
                         bbox=dict(boxstyle="square,pad=0.15", fc="white", ec="none"), zorder=7)
 
 
+# for curves whose colour an earlier curve of the figure already has (past the palette's size); the
+# expert's line is dashed too, but black, a colour no curve has
+LINE_STYLES = ["-", "--", ":", "-."]
+
+
+def line_styles(labels: list[str], colours: dict[str, str]) -> dict[str, object]:
+    """A line style per curve so that no two curves of a figure look alike: solid for the first curve
+    of each colour, the next style for each further curve of that colour."""
+    seen: dict[str, int] = {}
+    out = {}
+    for label in labels:
+        k = seen.get(colours[label], 0)
+        seen[colours[label]] = k + 1
+        out[label] = LINE_STYLES[k % len(LINE_STYLES)]
+    return out
+
+
 def curves_figure(
     panels: list[dict],
     out_base: Path,
@@ -202,6 +223,7 @@ def curves_figure(
     bottom = 0.8 + 0.2 * legend_lines
     height = size[1] * nrows + bottom + top - 0.9
     fig, axes = _canvas(nrows, ncols, width, height, sharey, (left, right, top, bottom, gap_w, gap_h))
+    styles = line_styles([label for label in order if label != "Expert"], colours)
     handles: dict[str, object] = {}
     for k, panel in enumerate(panels):
         ax = axes[k // ncols][k % ncols]
@@ -211,7 +233,8 @@ def curves_figure(
             valid = ~np.isnan(curve.center)
             if not valid.any():
                 continue
-            (line,) = ax.plot(curve.grid[valid], curve.center[valid], color=colour, lw=1.6, label=label)
+            (line,) = ax.plot(curve.grid[valid], curve.center[valid], color=colour, lw=1.6, label=label,
+                              ls=styles[label])
             band = valid & ~np.isnan(curve.low) & ~np.isnan(curve.high)
             if (curve.high[band] > curve.low[band]).any():  # a group of one run has no band: nothing to fill
                 ax.fill_between(curve.grid[band], curve.low[band], curve.high[band], color=colour, alpha=0.2, lw=0)
