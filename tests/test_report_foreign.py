@@ -272,7 +272,7 @@ def test_run_without_a_final_value_is_named_and_not_counted(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "near", "report", str(root), "--pattern", PATTERN, "--out", str(out),
                            "--workers", "1", "--check"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "no finite value in its last 10 point(s)" in proc.stderr and "NEAR_walk_3" in proc.stderr
+    assert "no finite value in the last 10 point(s)" in proc.stderr and "NEAR_walk_3" in proc.stderr
     csv = pd.read_csv(out / "final.csv")
     assert csv["n"].tolist() == [2] and csv["mean"].tolist() == [2.0]
     assert "| NEAR | 2.00 [1.00, 3.00] | 2 |" in (out / "final.md").read_text()

@@ -32,7 +32,7 @@ def finals(data: RunData, tag: str, runs: pd.DataFrame, columns: list[str], wind
         # left in, such a run would count as a run of its group while adding nothing to its mean
         if warn is not None:
             shown = ", ".join(none[:6]) + (f", ... ({len(none)} in all)" if len(none) > 6 else "")
-            warn(f"{where}: tag '{tag}': {len(none)} run(s) with no finite value in its last {window} point(s) "
+            warn(f"{where}: tag '{tag}': {len(none)} run(s) with no finite value in the last {window} point(s) "
                  f"left out of the final scores: {shown}")
         per_run = per_run[per_run["final"].notna()]
     return per_run
