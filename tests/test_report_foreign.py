@@ -333,3 +333,44 @@ def test_config_values_that_are_interpolations_are_resolved_or_named(tmp_path):
     assert any("config.yaml" in w and "task.env.numEnvs" in w and "resolve_default" in w for w in rep.warnings), \
         rep.warnings
     assert pd.read_csv(tmp_path / "out" / "final.csv")["task"].tolist() == ["maze", "walk"]
+
+
+def _events(path: Path, tag: str, points: list[tuple[int, float, float]]) -> None:
+    """An event file of `tag` with (step, value, wall_time) points, written record by record."""
+    import struct
+
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+
+    from near.report.events import masked_crc32c
+
+    def record(data: bytes) -> bytes:
+        head = struct.pack("<Q", len(data))
+        return head + struct.pack("<I", masked_crc32c(head)) + data + struct.pack("<I", masked_crc32c(data))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(record(event_pb2.Event(wall_time=w, step=s, summary=summary_pb2.Summary(
+        value=[summary_pb2.Summary.Value(tag=tag, simple_value=v)])).SerializeToString()) for s, v, w in points))
+
+
+def test_event_files_written_side_by_side_in_one_run_are_a_warning(tmp_path):
+    """A pattern that stops above the seeds ('{_}/{algorithm}' over NEAR/seed1, NEAR/seed2) makes two
+    seeds one run; their files were written at the same time, so they are not one run's attempts, and
+    keeping the latest write per step silently dropped one seed. The warning names the run and --check fails."""
+    root = tmp_path / "runs"
+    for seed, level, t0 in ((1, 10.0, 1000.0), (2, 20.0, 1000.5)):
+        _events(root / "exp" / "NEAR" / f"seed{seed}" / "summaries" / f"events.out.tfevents.{seed}.h", "loss",
+                [(s, level, t0 + s) for s in range(0, 100, 10)])
+    rep = Report(root, None, tmp_path / "out", workers=1, log=lambda m: None, pattern="{_}/{algorithm}")
+    rep.run()
+    assert any("exp/NEAR" in w and "at the same time" in w and "seed1" in w and "seed2" in w
+               for w in rep.warnings), rep.warnings
+    # a restart (the next attempt starts after the last write of the one before) stays silent
+    rep = Report(root, None, tmp_path / "out2", workers=1, log=lambda m: None, pattern="{_}/{algorithm}/{seed}")
+    rep.run()
+    assert not any("at the same time" in w for w in rep.warnings)
+    run = tmp_path / "resumed" / "NEAR"
+    _events(run / "summaries" / "events.out.tfevents.1.h", "loss", [(s, 1.0, 100.0 + s) for s in range(5)])
+    _events(run / "summaries" / "events.out.tfevents.2.h", "loss", [(s, 2.0, 200.0 + s) for s in range(3, 8)])
+    rep = Report(run.parent, None, tmp_path / "out3", workers=1, log=lambda m: None, pattern="{algorithm}")
+    rep.run()
+    assert not any("at the same time" in w for w in rep.warnings), rep.warnings

@@ -359,11 +359,14 @@ def attach_run(scalars: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def dedupe_resumed(frame: pd.DataFrame) -> pd.DataFrame:
+def dedupe_resumed(frame: pd.DataFrame, warn=None) -> pd.DataFrame:
     """A resumed run writes a new event file per attempt. Per tag, an attempt's first step is where it
     took up the run: what earlier attempts logged from that step on belongs to a course that was
     discarded (a crash after the last checkpoint) and is dropped; of the rest, the latest write per
-    step is kept. Per tag, because tags count steps in their own units (iterations, frames, seconds)."""
+    step is kept. Per tag, because tags count steps in their own units (iterations, frames, seconds).
+
+    Attempts follow each other; event files of one run written at the same time are several runs
+    taken for one (a run pattern that stops above the seeds): `warn` names each such run."""
     if frame.empty:
         return frame
     run_of = frame.drop_duplicates("path")[["path", "run"]].astype(str)
@@ -376,7 +379,9 @@ def dedupe_resumed(frame: pd.DataFrame) -> pd.DataFrame:
     keys = ["run", "tag", "path"]
     by_file = part.groupby(keys, observed=True, sort=False)
     file_of = by_file.ngroup().to_numpy()  # each row's attempt, numbered as `files` lists them
-    files = by_file.agg(start=("wall_time", "min"), first=("step", "min")).reset_index()
+    files = by_file.agg(start=("wall_time", "min"), end=("wall_time", "max"), first=("step", "min")).reset_index()
+    if warn is not None:
+        _warn_side_by_side(files, warn)
     # per file, the smallest first step of any attempt that started later (latest first, running minimum,
     # shifted so that a file's own first step is not counted): earlier attempts' points from there on go
     files = files.sort_values(["run", "tag", "start"], ascending=[True, True, False], kind="stable")
@@ -388,6 +393,26 @@ def dedupe_resumed(frame: pd.DataFrame) -> pd.DataFrame:
     part = part.sort_values("wall_time", kind="stable")
     part = part.drop_duplicates(subset=["run", "tag", "step"], keep="last")
     return pd.concat([frame[~mask], part], ignore_index=True)
+
+
+def _warn_side_by_side(files: pd.DataFrame, warn) -> None:
+    """Warn for each run with event files whose writes of one tag overlap in time (per file: run, tag,
+    path, start, end)."""
+    files = files.sort_values(["run", "tag", "start"], kind="stable")
+    per_tag = files.groupby(["run", "tag"], observed=True, sort=False)["end"]
+    before = per_tag.cummax().groupby([files["run"], files["tag"]], observed=True, sort=False).shift(1)
+    overlap = files["start"].to_numpy() < before.to_numpy(dtype=float, na_value=-np.inf)
+    if not overlap.any():
+        return
+    clash = files.loc[overlap, ["run", "tag"]].astype(str).drop_duplicates()
+    for run in dict.fromkeys(clash["run"]):
+        tags = set(clash.loc[clash["run"] == run, "tag"])
+        mine = files[(files["run"].astype(str) == run) & files["tag"].astype(str).isin(tags)]
+        paths = sorted(set(mine["path"].astype(str)))
+        shown = ", ".join(paths[:4]) + (f", ... ({len(paths)} in all)" if len(paths) > 4 else "")
+        warn(f"run {run}: its event files were written at the same time, so they are not attempts of one "
+             f"run (does the run pattern stop above the runs, e.g. the seeds?): {shown}; their points "
+             "are merged as one run's")
 
 
 def read_tbparse(folder: Path) -> pd.DataFrame:

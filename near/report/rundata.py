@@ -115,7 +115,7 @@ def build(exp: Path, jobs: pd.DataFrame | None, files: list[Path], options: RunO
     if len(frame) and not frame["path"].isin(keep).all():
         frame = frame[frame["path"].isin(keep)]
     frame["path"] = frame["path"].astype("category").cat.remove_unused_categories()
-    frame = logs.dedupe_resumed(logs.attach_run(frame, meta)) if len(frame) else frame.assign(run=pd.Categorical([]))
+    frame = logs.dedupe_resumed(logs.attach_run(frame, meta), warn) if len(frame) else frame.assign(run=pd.Categorical([]))
     runs = runs_table(meta) if len(meta) else pd.DataFrame({"run": []}).set_index("run", drop=False)
     if "run_dir" not in runs.columns:
         runs["run_dir"] = [str(exp / r) for r in runs.index]
