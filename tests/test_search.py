@@ -276,3 +276,18 @@ def test_reproposed_config_is_the_same_job_and_grid_stops_at_its_size(tmp_path: 
             assert len(frame) == 8 and len(jobs) < 8
         else:
             assert len(frame) == 4 and len(jobs) == 4
+
+
+def test_trials_table_cells_with_bars_keep_their_columns():
+    """A categorical parameter may hold '|' (a choice such as "relu|tanh"): escaped, the trials
+    table keeps each value under its own heading."""
+    import re
+
+    import pandas as pd
+
+    from near.search.report import _markdown
+
+    md = _markdown(pd.DataFrame({"trial": [0], "value": [0.25], "act": ["relu|tanh"], "note": ["two\nlines"]}))
+    header, _, row = md.splitlines()
+    cells = [c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1]]
+    assert cells == ["0", "0.25", "relu\\|tanh", "two lines"] and len(cells) == header.count("|") - 1

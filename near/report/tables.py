@@ -36,7 +36,7 @@ def wide(summary: pd.DataFrame, by: list[str], digits: int = 2, labels: dict | N
     return table.reset_index()
 
 
-def _md(value: object) -> str:
+def md_cell(value: object) -> str:
     """One Markdown cell: '|' escaped and line breaks as spaces, so a name holding either (legal in
     folder names and tags) cannot split its cell and shift the rest of the row under other headings."""
     return " ".join(str(value).splitlines()).replace("|", "\\|")
@@ -44,10 +44,10 @@ def _md(value: object) -> str:
 
 def to_markdown(table: pd.DataFrame) -> str:
     """GitHub-flavoured Markdown table."""
-    cols = [_md(c) for c in table.columns]
+    cols = [md_cell(c) for c in table.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(" --- " for _ in cols) + "|"]
     for row in table.itertuples(index=False):
-        lines.append("| " + " | ".join("" if pd.isna(v) else _md(v) for v in row) + " |")
+        lines.append("| " + " | ".join("" if pd.isna(v) else md_cell(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,8 +1,8 @@
 """A trial's metric from its run's event files, read incrementally at poll time.
 
 Uses the report's event-file decoder (:func:`near.report.events.read_event_file`) and its file
-discovery; a file is decoded again only when its size or mtime changed since the last poll, so
-polling many running trials costs a ``stat`` per file when nothing moved.
+discovery; a file is decoded again only when its ``file_key`` (size, mtime, ctime, inode) changed
+since the last poll, so polling many running trials costs a ``stat`` per file when nothing moved.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import os
 import numpy as np
 
 from near.report.events import read_event_file
-from near.report.logs import find_event_files
+from near.report.logs import file_key, find_event_files
 
 
 class TagReader:
-    """(steps, values) of one tag in a run folder, cached per event file on (size, mtime)."""
+    """(steps, values) of one tag in a run folder, cached per event file on its `file_key`."""
 
     def __init__(self, tag: str):
         self.tag = tag
-        self._files: dict[str, tuple[tuple[int, int], np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._files: dict[str, tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def series(self, run_dir: str) -> tuple[np.ndarray, np.ndarray]:
         """Points of the tag in ``run_dir`` sorted by step; a step logged twice (a resumed run)
@@ -33,7 +33,7 @@ class TagReader:
                     st = os.stat(p)
                 except OSError:
                     continue
-                key = (st.st_size, st.st_mtime_ns)
+                key = file_key(st)
                 hit = self._files.get(p)
                 if hit is None or hit[0] != key:
                     hit = self._files[p] = (key, *self._decode(p))

@@ -96,10 +96,12 @@ def write_report(exp_dir: str | os.PathLike, out: str | os.PathLike, formats=("p
 
 
 def _markdown(frame: pd.DataFrame) -> str:
+    from near.report.tables import md_cell
+
     cols = list(frame.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = ["| " + " | ".join(map(md_cell, cols)) + " |", "|" + "---|" * len(cols)]
     for _, r in frame.iterrows():
-        lines.append("| " + " | ".join("" if pd.isna(r[c]) else (f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]))
+        lines.append("| " + " | ".join("" if pd.isna(r[c]) else md_cell(f"{r[c]:.6g}" if isinstance(r[c], float) else r[c])
                                        for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
