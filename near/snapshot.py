@@ -6,8 +6,8 @@ it; again after a ``reset``) the workdir's files are copied to
 tree reuses its snapshot. The job's run dir records which snapshot it runs (``snapshot`` file), and
 its command runs from there: cwd is the snapshot, ``PYTHONPATH`` starts with it (so ``near ...``
 imports the snapshot's ``near``, not the editable install of the live tree) and ``NEAR_CFG_DIR``
-points at its ``cfg/``. Retries and requeues of the same job keep its snapshot (a resumed run keeps
-its code).
+points at its ``cfg/``. Retries, requeues and attempts stopped by Ctrl-C keep the job's snapshot (a
+resumed run keeps its code); only a ``reset`` takes the tree anew.
 
 Copied: the files git lists (tracked and untracked-not-ignored), or every file when the workdir is
 not a git repository; never ``.git``, ``.venv``, ``experiments/``, ``__pycache__``, the experiment
@@ -167,12 +167,13 @@ def enabled(meta: dict[str, str]) -> bool:
     return meta.get(META_KEY, "true") != "false"
 
 
-def assign(run_dir: str | os.PathLike, snap: Snapshot, attempt: int) -> Path:
-    """Record that the job in ``run_dir`` runs ``snap``, unless an earlier attempt of it (since its
-    last reset: ``attempt`` > 1) already runs one; returns the snapshot the job runs."""
+def assign(run_dir: str | os.PathLike, snap: Snapshot, first: bool) -> Path:
+    """Record that the job in ``run_dir`` runs ``snap``, unless this is not its ``first`` dispatch
+    since its last reset and an earlier attempt already runs one (a stopped, interrupted or crashed
+    job resumes its checkpoint with the code that wrote it); returns the snapshot the job runs."""
     rec = Path(run_dir) / RECORD_FILE
     current = recorded(run_dir)
-    if current is not None and attempt > 1:
+    if current is not None and not first:
         return current
     rec.parent.mkdir(parents=True, exist_ok=True)
     tmp = rec.with_name(RECORD_FILE + ".tmp")
@@ -210,14 +211,20 @@ class Snapshotter:
         self.log = log
         self._taken: dict[str, Snapshot] = {}
 
-    def freeze(self, job) -> Path | None:
-        """Record the snapshot ``job`` (a just-claimed JobRecord) runs; None when snapshots are off or
-        the job has no workdir (added without a spec: it runs wherever it is dispatched from)."""
+    def freeze(self, job, first: bool) -> Path | None:
+        """Record the snapshot ``job`` (a just-claimed JobRecord) runs; ``first``: this is the job's
+        first claim since it was added or reset (else an earlier attempt's snapshot is kept).
+        None when snapshots are off or the job has no workdir (added without a spec: it runs
+        wherever it is dispatched from)."""
         if not self.on or not job.workdir:
             return None
+        if not first:
+            current = recorded(job.run_dir)
+            if current is not None:  # no need to hash the tree: the job keeps its code
+                return current
         workdir = job.workdir
         snap = self._taken.get(workdir)
         if snap is None:
             snap = self._taken[workdir] = take(self.exp_dir, workdir, warn=self.log)
             self.log(f"code snapshot {snap.label()}")
-        return assign(job.run_dir, snap, job.attempts)
+        return assign(job.run_dir, snap, first)

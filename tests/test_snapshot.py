@@ -230,3 +230,47 @@ def test_motion_data_is_linked_not_copied(tmp_path: Path) -> None:
     assert (linked / "clip.npy").read_bytes() == b"\0" * 4096  # a job still finds the files
     (data / "clip.npy").write_bytes(b"\1")                    # data changes leave the code's digest alone
     assert snapshot.take(tmp_path / "exp", wd, warn=lambda _: None).digest == snap.digest
+
+
+def test_a_job_stopped_by_ctrl_c_resumes_with_its_snapshot_and_reset_takes_the_tree_anew(tmp_path: Path) -> None:
+    """A stopped attempt is refunded (its attempt counter goes back to 0), yet the job resumes its
+    checkpoint: it must keep the code that wrote it, however the tree changed meanwhile."""
+    import signal
+    import time
+
+    wd = tmp_path / "wd"
+    (wd / "sweeps").mkdir(parents=True)
+    (wd / "code.txt").write_text("v1\n")
+    (wd / ".gitignore").write_text("/experiments/\n")
+    (wd / "sweeps" / "s.yaml").write_text("""name: s
+workdir: ..
+axes:
+  seed: [1]
+stages:
+  - name: a
+    command: cat code.txt >> ${run_dir}/seen.txt; touch ${run_dir}/started; while [ ! -e ${run_dir}/go ]; do sleep 0.05; done
+""")
+    git(wd, "init", "-q")
+    git(wd, "add", ".")
+    git(wd, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "v1")
+    near("sweep", "add", "sweeps/s.yaml", "--no-validate", cwd=wd)
+    exp = wd / "experiments" / "s"
+    run_dir = exp / "runs" / job_ids(exp)["a"]
+    ctl = subprocess.Popen([sys.executable, "-m", "near", "sweep", "run", str(exp)], cwd=wd,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    end = time.monotonic() + 60
+    while not (run_dir / "started").exists():
+        assert ctl.poll() is None and time.monotonic() < end, ctl.communicate()[0]
+        time.sleep(0.05)
+    ctl.send_signal(signal.SIGINT)
+    assert ctl.wait(timeout=60) == 130, ctl.communicate()[0]
+
+    (wd / "code.txt").write_text("v2\n")          # edited while the job waits to resume
+    (run_dir / "go").touch()
+    near("sweep", "run", exp, cwd=wd)
+    assert (run_dir / "seen.txt").read_text() == "v1\nv1\n"
+    assert len([p for p in (exp / "snapshots").iterdir() if p.is_dir()]) == 1
+
+    near("sweep", "reset", exp, "--state", "done", cwd=wd)   # a reset runs the tree as it is now
+    near("sweep", "run", exp, cwd=wd)
+    assert (run_dir / "seen.txt").read_text() == "v1\nv1\nv2\n"

@@ -215,7 +215,7 @@ class LocalBackend:
         for k, job in enumerate(claimed):
             launch_id = f"local-{uuid.uuid4().hex[:12]}"
             try:
-                self.snapshots.freeze(job)
+                self.snapshots.freeze(job, self.table.claims_since_reset(job.job_id) <= 1)
                 self.table.set_command(job.job_id, job.command, scheduler_id=launch_id)
                 proc = runner.launch(job, launch_id)
             except OSError as err:

@@ -291,7 +291,7 @@ def submit(
         try:
             for planned in plan.arrays:
                 for jid in planned.job_ids:
-                    snapshots.freeze(claimed[jid])
+                    snapshots.freeze(claimed[jid], table.claims_since_reset(jid) <= 1)
             folder.mkdir(parents=True, exist_ok=True)
             chunks_of = Counter(a.group for a in plan.arrays)
             for planned in plan.arrays:

@@ -230,6 +230,18 @@ def history(table: JobTable, job_id: str) -> list[Event]:
     return events
 
 
+@reads(job=True)
+def claims_since_reset(table: JobTable, job_id: str) -> int:
+    """How many times the job was claimed (pending -> running/queued) since its last reset, or
+    since it was added: 1 right after its first dispatch, more once an earlier attempt existed
+    (one that was stopped, interrupted or crashed, whatever its attempt counter says now)."""
+    return table._conn.execute(
+        "SELECT COUNT(*) FROM events WHERE job_id=? AND from_state='pending' AND to_state IN ('running','queued') "
+        "AND id > COALESCE((SELECT MAX(id) FROM events WHERE job_id=? AND reason='reset'), 0)",
+        (job_id, job_id),
+    ).fetchone()[0]
+
+
 @reads
 def histories(table: JobTable, job_ids: Iterable[str]) -> dict[str, list[Event]]:
     """The recorded state changes (events) of many jobs, oldest first, in few queries (unlike

@@ -240,6 +240,7 @@ class JobTable:
     expired = queries.expired
     history = queries.history
     histories = queries.histories
+    claims_since_reset = queries.claims_since_reset
     deps = queries.deps
     dependents = queries.dependents
     folded = queries.folded
