@@ -355,6 +355,53 @@ stages:
     assert not marker.exists()
 
 
+ESCAPE = """\
+import os, subprocess, sys
+run_dir, tag = sys.argv[1], sys.argv[2]
+sleeper = [sys.executable, "-c", "import time; time.sleep(600)", tag]
+new_session = subprocess.Popen(sleeper, start_new_session=True)      # setsid: a group of its own
+if os.fork() == 0:                                                    # a daemon's double fork
+    os.setsid()
+    if os.fork() == 0:
+        os.execv(sys.executable, sleeper)
+    os._exit(0)
+os.wait()
+open(os.path.join(run_dir, "pids.txt"), "w").write(str(new_session.pid))
+"""
+
+
+def _tagged_pids(tag: str) -> list[int]:
+    pids = []
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and tag.encode() in Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0"):
+                pids.append(int(d))
+        except OSError:
+            continue
+    return pids
+
+
+def test_processes_a_job_started_outside_its_group_end_with_it(tmp_path):
+    (tmp_path / "escape.py").write_text(ESCAPE)
+    tag = f"near-escapee-{os.getpid()}-{tmp_path.name}"
+    write_spec(tmp_path, f"""
+stages:
+  - name: rl
+    command: {sys.executable} {tmp_path / 'escape.py'} ${{run_dir}} {tag}
+""")
+    near("sweep", "add", "sweeps/t.yaml", cwd=tmp_path)
+    job = JobTable.open(tmp_path / "experiments" / "t").jobs()[0]
+    try:
+        near("sweep", "run", "experiments/t", cwd=tmp_path)
+        assert (Path(job.run_dir) / "pids.txt").exists()
+        # recorded done only once nothing the attempt started is left writing into its run dir
+        assert _tagged_pids(tag) == []
+        assert JobTable.open(tmp_path / "experiments" / "t").get(job.job_id).state == "done"
+    finally:
+        for pid in _tagged_pids(tag):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_a_full_disk_at_dispatch_leaves_the_job_pending_and_it_runs_once_space_is_back(tmp_path):
     from near.executors.local import run_local
     from near.jobtable import JobSpec

@@ -9,7 +9,8 @@ The supervisor (``main``) holds an exclusive ``flock`` on ``RUN_DIR/.near.lock``
 (a stray earlier attempt never writes into the run dir at the same time; a controller tells a live
 attempt from a dead one by it), asks the kernel to signal it when its parent dies (a SIGKILLed
 controller leaves no orphans: that is one stop, however many times the signal comes) and runs
-``bash command.sh`` in a process group of its own.
+``bash command.sh`` in a process group of its own. It is the job's subreaper: what the job started
+in a session of its own (``setsid cmd &``, a daemon) is killed with the rest when the job ends.
 
 One signal path: the controller signals the supervisor only (:func:`stop`); the supervisor
 forwards the first SIGTERM/SIGINT to the job's group once, and a second one as SIGKILL.
@@ -248,6 +249,56 @@ def _set_parent_death_signal(sig: int) -> None:
         pass
 
 
+def _become_subreaper() -> None:
+    """Make this process the reaper of the job's orphans: a process the job started in a session
+    or group of its own (``setsid cmd &``, a daemon's double fork) becomes this process's child when
+    its parent exits, instead of init's, so that it cannot outlive the attempt."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        PR_SET_CHILD_SUBREAPER = 36
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except OSError:  # not Linux: only the job's process group is stopped
+        pass
+
+
+def _children() -> set[int]:
+    """This process's children (the job's orphans once its shell exited), from /proc."""
+    kids: set[int] = set()
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return kids
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as fh:
+                kids.update(int(p) for p in fh.read().split())
+        except (OSError, ValueError):
+            continue
+    return kids
+
+
+def _kill_orphans(rounds: int = 100) -> None:
+    """SIGKILL and reap every process the job left outside its group: each one killed hands its
+    own children on to this process, so this repeats until none is left (bounded: a job forking
+    faster than it is killed is still cut off after ``rounds``)."""
+    for _ in range(rounds):
+        kids = _children()
+        if not kids:
+            return
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for pid in kids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
 def attempt_running(run_dir: str | os.PathLike) -> bool:
     """Whether a supervisor holds the run dir's lock (an attempt of the job is alive)."""
     try:
@@ -277,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(argv[0])
     parent = os.getppid()
     _set_parent_death_signal(PARENT_DEATH_SIGNAL)
+    _become_subreaper()
     if os.getppid() != parent:  # the controller died before prctl took effect
         return 128 + signal.SIGTERM
     stops: list[int] = []
@@ -334,8 +386,10 @@ def main(argv: list[str] | None = None) -> int:
                 signalled_at = signalled_at or time.monotonic()
                 if time.monotonic() - signalled_at > kill_after:
                     _kill_group(child.pid)
-    # what the job left running in its group (a background command, a child ignoring SIGTERM)
+    # what the job left running in its group (a background command, a child ignoring SIGTERM), and
+    # outside it: nothing of this attempt may still write into the run dir once its outcome is read
     _kill_group(child.pid)
+    _kill_orphans()
     own = 128 - rc if rc < 0 else rc
     status = attempt_status(own, bool(stops))
     reason = None
