@@ -102,17 +102,54 @@ def _inside(path: Path, workdir: Path) -> str | None:
         return None
 
 
+def _hash_file(h, rel: str, data: bytes, executable: bool) -> None:
+    h.update(f"{rel}\0{int(executable)}\0{len(data)}\0".encode())
+    h.update(data)
+
+
+def _read(path: Path) -> bytes | None:
+    """The file's bytes, or None when it vanished since it was listed (the tree is being edited)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
 def tree_digest(workdir: Path, rels: Iterable[str]) -> tuple[str, int]:
     """(sha256 over the files' paths, executable bits and contents, total bytes)."""
     h = hashlib.sha256()
     size = 0
     for rel in rels:
         p = workdir / rel
-        data = p.read_bytes()
+        data = _read(p)
+        if data is None:
+            continue
         size += len(data)
-        h.update(f"{rel}\0{int(os.access(p, os.X_OK))}\0{len(data)}\0".encode())
-        h.update(data)
+        _hash_file(h, rel, data, os.access(p, os.X_OK))
     return h.hexdigest()[:16], size
+
+
+def _copy_tree(workdir: Path, rels: Iterable[str], dst_root: Path) -> tuple[str, int, list[str]]:
+    """Copy the files to ``dst_root``; returns the digest and size of the bytes written (the same
+    as :func:`tree_digest` of the tree as it was when each file was read) and the files copied."""
+    h = hashlib.sha256()
+    size = 0
+    copied = []
+    for rel in rels:
+        src, dst = workdir / rel, dst_root / rel
+        data = _read(src)
+        if data is None:
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(data)
+        try:
+            shutil.copystat(src, dst)
+        except FileNotFoundError:
+            pass
+        size += len(data)
+        _hash_file(h, rel, data, os.access(dst, os.X_OK))
+        copied.append(rel)
+    return h.hexdigest()[:16], size, copied
 
 
 def take(exp_dir: str | os.PathLike, workdir: str | os.PathLike, *,
@@ -132,16 +169,20 @@ def take(exp_dir: str | os.PathLike, workdir: str | os.PathLike, *,
              f"than {WARN_BYTES // 2**20} MB); set `snapshot: false` in the sweep spec to run from the live tree")
     commit = (_git(workdir, "rev-parse", "HEAD") or "").strip() or None
     diff = _git(workdir, "diff", "HEAD", "--binary") or "" if commit else ""
-    kept = set(rels)
-    untracked = [r for r in (_git(workdir, "ls-files", "--others", "--exclude-standard") or "").splitlines()
-                 if r in kept]
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{digest}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    for rel in rels:
-        dst = tmp / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(workdir / rel, dst)
+    # named by what was copied: a file saved between the digest above and its copy must not end up
+    # in a snapshot named after its old content (a later tree with that content would reuse it)
+    digest, size, rels = _copy_tree(workdir, rels, tmp)
+    target = root / digest
+    meta_file = root / f"{digest}.json"
+    kept = set(rels)
+    if target.is_dir() and meta_file.is_file():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return describe(target) or Snapshot(target, digest, commit, False, size)
+    untracked = [r for r in (_git(workdir, "ls-files", "--others", "--exclude-standard") or "").splitlines()
+                 if r in kept]
     if (workdir / MOTION_DATA).is_dir():
         (tmp / MOTION_DATA).parent.mkdir(parents=True, exist_ok=True)
         os.symlink(workdir / MOTION_DATA, tmp / MOTION_DATA)

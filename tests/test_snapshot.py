@@ -274,3 +274,30 @@ stages:
     near("sweep", "reset", exp, "--state", "done", cwd=wd)   # a reset runs the tree as it is now
     near("sweep", "run", exp, cwd=wd)
     assert (run_dir / "seen.txt").read_text() == "v1\nv1\nv2\n"
+
+
+def test_a_file_saved_while_the_snapshot_is_taken_never_lands_under_its_old_digest(tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    wd = tmp_path / "tree"
+    wd.mkdir()
+    (wd / "code.txt").write_text("old\n")
+    (wd / "gone.txt").write_text("deleted while the snapshot is taken\n")
+    hashed = snapshot.tree_digest
+
+    def then_edit(workdir: Path, rels):   # the tree changes between the digest and the copy
+        got = hashed(workdir, rels)
+        (wd / "code.txt").write_text("new\n")
+        (wd / "gone.txt").unlink()
+        return got
+
+    monkeypatch.setattr(snapshot, "tree_digest", then_edit)
+    snap = snapshot.take(tmp_path / "exp", wd, warn=lambda _: None)
+    monkeypatch.setattr(snapshot, "tree_digest", hashed)
+    assert (snap.path / "code.txt").read_text() == "new\n" and not (snap.path / "gone.txt").exists()
+    # the snapshot is named by its content: the tree with that content reuses it...
+    assert snapshot.take(tmp_path / "exp", wd, warn=lambda _: None) == snap
+    # ...and the old content is never served from it
+    (wd / "code.txt").write_text("old\n")
+    (wd / "gone.txt").write_text("deleted while the snapshot is taken\n")
+    old = snapshot.take(tmp_path / "exp", wd, warn=lambda _: None)
+    assert old.digest != snap.digest and (old.path / "code.txt").read_text() == "old\n"
