@@ -161,8 +161,8 @@ def take(exp_dir: str | os.PathLike, workdir: str | os.PathLike, *,
     digest, size = tree_digest(workdir, rels)
     target = root / digest
     meta_file = root / f"{digest}.json"
-    if target.is_dir() and meta_file.is_file():
-        meta = json.loads(meta_file.read_text())
+    meta = _read_meta(meta_file) if target.is_dir() else None
+    if meta is not None:
         return Snapshot(target, digest, meta.get("commit"), bool(meta.get("dirty")), int(meta.get("size", size)))
     if size > WARN_BYTES:
         warn(f"near: warning: the code snapshot of {workdir} is {size / 2**20:.0f} MB ({len(rels)} files, more "
@@ -178,7 +178,7 @@ def take(exp_dir: str | os.PathLike, workdir: str | os.PathLike, *,
     target = root / digest
     meta_file = root / f"{digest}.json"
     kept = set(rels)
-    if target.is_dir() and meta_file.is_file():
+    if target.is_dir() and _read_meta(meta_file) is not None:
         shutil.rmtree(tmp, ignore_errors=True)
         return describe(target) or Snapshot(target, digest, commit, False, size)
     untracked = [r for r in (_git(workdir, "ls-files", "--others", "--exclude-standard") or "").splitlines()
@@ -195,7 +195,11 @@ def take(exp_dir: str | os.PathLike, workdir: str | os.PathLike, *,
     (root / f"{digest}.diff").write_text(diff)
     meta = {"workdir": str(workdir), "commit": commit, "dirty": bool(diff.strip() or untracked),
             "untracked": untracked, "files": len(rels), "size": size, "created": time.time()}
-    meta_file.write_text(json.dumps(meta, indent=1) + "\n")
+    # whole or absent, whoever reads it (another dispatcher of the same tree, `show`), even if this
+    # process is killed while writing it
+    part = meta_file.with_name(f".{meta_file.name}.{os.getpid()}")
+    part.write_text(json.dumps(meta, indent=1) + "\n")
+    os.replace(part, meta_file)
     try:
         os.rename(tmp, target)
     except OSError:  # another dispatcher made the same snapshot meanwhile
@@ -233,12 +237,21 @@ def recorded(run_dir: str | os.PathLike) -> Path | None:
     return path if path.is_dir() else None
 
 
+def _read_meta(meta_file: Path) -> dict | None:
+    """A snapshot's metadata, or None when it is missing or unreadable (then the snapshot is taken
+    again, which writes it anew)."""
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def describe(path: Path) -> Snapshot | None:
     """The snapshot at ``path`` with its recorded commit, or None when its metadata is missing."""
-    meta_file = path.parent / f"{path.name}.json"
-    if not meta_file.is_file():
+    meta = _read_meta(path.parent / f"{path.name}.json")
+    if meta is None:
         return None
-    meta = json.loads(meta_file.read_text())
     return Snapshot(path, path.name, meta.get("commit"), bool(meta.get("dirty")), int(meta.get("size", 0)))
 
 

@@ -301,3 +301,26 @@ def test_a_file_saved_while_the_snapshot_is_taken_never_lands_under_its_old_dige
     (wd / "gone.txt").write_text("deleted while the snapshot is taken\n")
     old = snapshot.take(tmp_path / "exp", wd, warn=lambda _: None)
     assert old.digest != snap.digest and (old.path / "code.txt").read_text() == "old\n"
+
+
+def test_a_torn_snapshot_metadata_file_is_written_anew_not_a_traceback(tmp_path: Path) -> None:
+    """A dispatcher killed while writing the metadata of a snapshot another one had just made left
+    half a JSON file beside a complete snapshot: every later dispatch and `show` must still work."""
+    wd = tmp_path / "wd"
+    (wd / "sweeps").mkdir(parents=True)
+    (wd / "code.txt").write_text("v1\n")
+    (wd / "sweeps" / "s.yaml").write_text("name: s\nworkdir: ..\nstages:\n  - name: a\n    command: cat code.txt\n")
+    near("sweep", "add", "sweeps/s.yaml", "--no-validate", cwd=wd)
+    exp = wd / "experiments" / "s"
+    near("sweep", "run", exp, cwd=wd)
+    [meta] = (exp / "snapshots").glob("*.json")
+    whole = meta.read_text()
+    meta.write_text(whole[: len(whole) // 2])
+    job = job_ids(exp)["a"]
+    show = near("sweep", "show", exp, job, cwd=wd)
+    assert "Traceback" not in show.stderr and "snapshot" in show.stdout
+    near("sweep", "reset", exp, "--state", "done", cwd=wd)
+    r = near("sweep", "run", exp, cwd=wd, check=False)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert json.loads(meta.read_text()) == json.loads(whole) | {"created": json.loads(meta.read_text())["created"]}
+    assert [p.name for p in (exp / "snapshots").iterdir() if p.name.startswith(".")] == []
