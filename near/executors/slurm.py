@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import subprocess
 import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from near.errors import NearError, TableError
 from near.executors.base import Hook, Plan, View, backoff_s, decide, fold, is_transient
@@ -204,11 +207,52 @@ def submit(
     submitter claimed is skipped, so concurrent or repeated submits never queue a job twice.
     ``hold`` submits the arrays held (``sbatch --hold``; benchmarks use it).
     """
+    with _sigterm_interrupts():
+        return _submit(exp_dir, profile, stages=stages, resubmit=resubmit, hold=hold, log=log)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt meanwhile, as Ctrl-C does, so that either one lets a submit
+    put back the jobs it claimed but did not send (in the main thread only: signals go there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block ended (an sbatch and the recording of its ids): an
+    interrupt lands before an array is sent or after it is recorded, never in between."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _submit(exp_dir: str | os.PathLike, profile: SlurmProfile, *, stages: Sequence[str] | None,
+            resubmit: Sequence[str], hold: bool, log) -> SubmitResult:
+    """:func:`submit`, its signals set up."""
     import submitit
 
     t0 = time.perf_counter()
     res = SubmitResult()
     table = JobTable.open(exp_dir)
+    claimed: dict[str, JobRecord] = {}
+    sent: set[str] = set()  # claimed jobs in an array SLURM accepted
     try:
         if resubmit:
             n = table.reset(resubmit)
@@ -232,7 +276,6 @@ def submit(
 
         # 1. claim, dependencies first. A job goes if each dependency is done, active on the
         #    cluster (has a scheduler id) or claimed in this same call; no more than the queue takes.
-        claimed: dict[str, JobRecord] = {}
         order = topo_order(pending)
         roots = [j.job_id for j in order if all(everything[d].state == DONE for d in j.deps.values())]
         room = len(roots) if budget is None else min(len(roots), budget)
@@ -317,18 +360,20 @@ def submit(
                     **{k: v for k, v in g.params.items() if k != EXTRA},
                 )
                 margin = profile.margin_s(g.params["time"])
-                with ex.batch():
-                    sub = [ex.submit(NodeJob(str(Path(exp_dir).resolve()), jid, g.params["time"] * 60,
-                                             margin, profile.max_requeues, task=Task.of(claimed[jid])))
-                           for jid in g.job_ids]
-                ids = [s.job_id for s in sub]
-                g.scheduler_id = ids[0].split("_")[0]
-                if len(ids) > 1:
-                    array_sizes[g.scheduler_id] = len(ids)
-                for jid, sid in zip(g.job_ids, ids):
-                    sid_of[jid] = sid
-                    table.set_scheduler_id(jid, sid)
-                res.arrays.append(g)
+                with _interrupts_held():
+                    with ex.batch():
+                        sub = [ex.submit(NodeJob(str(Path(exp_dir).resolve()), jid, g.params["time"] * 60,
+                                                 margin, profile.max_requeues, task=Task.of(claimed[jid])))
+                               for jid in g.job_ids]
+                    ids = [s.job_id for s in sub]
+                    g.scheduler_id = ids[0].split("_")[0]
+                    if len(ids) > 1:
+                        array_sizes[g.scheduler_id] = len(ids)
+                    for jid, sid in zip(g.job_ids, ids):
+                        sid_of[jid] = sid
+                        table.set_scheduler_id(jid, sid)
+                    res.arrays.append(g)
+                    sent.update(g.job_ids)
                 res.submitted += len(ids)
                 log(f"submitted {len(ids)} {g.stage} job(s) as slurm {'array ' if len(ids) > 1 else ''}"
                     f"{g.scheduler_id}" + (f" (group jobs {planned.offset}..{planned.offset + len(ids) - 1})"
@@ -342,6 +387,14 @@ def submit(
                 if jid not in done_ids and jid not in plan.deferred:
                     table.release(jid, reason=f"sbatch failed: {str(err).strip()[-300:]}")
             raise SlurmError(f"sbatch failed after {len(res.arrays)} array(s): {str(err).strip()[-1500:]}") from err
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM: what was claimed but not sent goes back to pending (no attempt charged);
+        # left queued without a scheduler id, nothing would ever submit, sync or reset it
+        with _interrupts_held():  # a second Ctrl-C does not cut the putting back short
+            for jid in claimed:
+                if jid not in sent:
+                    table.release(jid, reason="submit interrupted before sending it")
+        raise
     finally:
         table.close()
     res.seconds = time.perf_counter() - t0
