@@ -402,6 +402,56 @@ stages:
             os.kill(pid, signal.SIGKILL)
 
 
+SLOW_SNAPSHOT = """\
+import os, sys, time
+from near import cli, snapshot
+take, gate = snapshot.take, sys.argv[2]
+
+def held_up(*args, **kwargs):   # the snapshot of a large tree: no heartbeat meanwhile
+    open(gate + ".waiting", "w").close()
+    while not os.path.exists(gate):
+        time.sleep(0.05)
+    return take(*args, **kwargs)
+
+snapshot.take = held_up
+sys.exit(cli.main(["sweep", "run", sys.argv[1], "--lease", "1"]))
+"""
+
+
+def test_a_claim_that_lapsed_during_a_slow_snapshot_is_not_started_again(tmp_path):
+    (tmp_path / "slow.py").write_text(SLOW_SNAPSHOT)
+    write_spec(tmp_path, f"""
+stages:
+  - name: rl
+    command: echo ran >> {tmp_path / 'ran.txt'}
+""")
+    near("sweep", "add", "sweeps/t.yaml", cwd=tmp_path)
+    exp = tmp_path / "experiments" / "t"
+    gate = tmp_path / "gate"
+    slow = subprocess.Popen([sys.executable, str(tmp_path / "slow.py"), str(exp), str(gate)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: Path(str(gate) + ".waiting").exists(), what="the slow controller's claim")
+        # its 1 s lease lapses: another controller takes the job over and runs it to the end
+        near("sweep", "run", str(exp), cwd=tmp_path)
+        with JobTable.open(exp) as t:
+            job = t.jobs()[0]
+        assert job.state == "done" and (tmp_path / "ran.txt").read_text() == "ran\n"
+        gate.touch()
+        out, _ = slow.communicate(timeout=60)
+    finally:
+        gate.touch()
+        slow.kill()
+    assert slow.returncode == 0, out
+    assert "claim lapsed" in out, out
+    # the slow controller started nothing: no second attempt of the done job, its record untouched
+    with JobTable.open(exp) as t:
+        after = t.get(job.job_id)
+    assert (after.state, after.scheduler_id) == ("done", job.scheduler_id)
+    assert (Path(job.run_dir) / "stdout.log").read_text().count("=== near: job") == 1
+    assert (tmp_path / "ran.txt").read_text() == "ran\n"
+
+
 def test_a_full_disk_at_dispatch_leaves_the_job_pending_and_it_runs_once_space_is_back(tmp_path):
     from near.executors.local import run_local
     from near.jobtable import JobSpec

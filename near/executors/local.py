@@ -211,11 +211,32 @@ class LocalBackend:
         self._last_claim = now
         claimed = self.table.claim(self.owner, limit=free, lease_s=self.lease_s)
         self._idle_claim = not claimed
+        held_at = time.monotonic()   # when the claimed jobs' leases were last renewed
+        taken_over: set[str] = set()
+
+        def still_held(k: int) -> bool:
+            """Whether this controller still holds ``claimed[k]``. A slow snapshot (a large tree, a
+            slow disk) holds up the heartbeat: the claims may have lapsed and another controller
+            run the jobs meanwhile, so past a heartbeat period their leases are renewed first."""
+            nonlocal held_at
+            if time.monotonic() - held_at >= self.heartbeat_s:
+                left = [j.job_id for j in claimed[k:] if j.job_id not in taken_over]
+                taken_over.update(set(left) - self.table.heartbeat(self.owner, left, self.lease_s))
+                held_at = time.monotonic()
+            return claimed[k].job_id not in taken_over
+
         started = 0
         for k, job in enumerate(claimed):
             launch_id = f"local-{uuid.uuid4().hex[:12]}"
             try:
-                self.snapshots.freeze(job, self.table.claims_since_reset(job.job_id) <= 1)
+                held = still_held(k)
+                if held:
+                    self.snapshots.freeze(job, self.table.claims_since_reset(job.job_id) <= 1)
+                    held = still_held(k)
+                if not held:
+                    self.log(f"lost     {_label(job)} (its claim lapsed while dispatching; another controller "
+                             "has it)")
+                    continue
                 self.table.set_command(job.job_id, job.command, scheduler_id=launch_id)
                 proc = runner.launch(job, launch_id)
             except OSError as err:
