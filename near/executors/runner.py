@@ -279,10 +279,12 @@ def _children() -> set[int]:
     return kids
 
 
-def _kill_orphans(rounds: int = 100) -> None:
+def _kill_orphans(rounds: int = 100, wait_s: float = 5.0) -> None:
     """SIGKILL and reap every process the job left outside its group: each one killed hands its
     own children on to this process, so this repeats until none is left (bounded: a job forking
-    faster than it is killed is still cut off after ``rounds``)."""
+    faster than it is killed is still cut off after ``rounds``; one that a SIGKILL cannot end at
+    once, stuck in the kernel on a dead file server, is left to init after ``wait_s``)."""
+    end = time.monotonic() + wait_s
     for _ in range(rounds):
         kids = _children()
         if not kids:
@@ -292,11 +294,17 @@ def _kill_orphans(rounds: int = 100) -> None:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        for pid in kids:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
+        while kids and time.monotonic() < end:
+            for pid in list(kids):
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0]:
+                        kids.discard(pid)
+                except ChildProcessError:
+                    kids.discard(pid)
+            if kids:
+                time.sleep(0.01)
+        if kids:
+            return
 
 
 def attempt_running(run_dir: str | os.PathLike) -> bool:
