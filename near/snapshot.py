@@ -29,7 +29,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 SNAPSHOT_DIR = "snapshots"
 RECORD_FILE = "snapshot"            # in a job's run dir: the snapshot it runs
@@ -102,7 +102,8 @@ def _inside(path: Path, workdir: Path) -> str | None:
         return None
 
 
-def _hash_file(h, rel: str, data: bytes, executable: bool) -> None:
+def _hash_file(h: Any, rel: str, data: bytes, executable: bool) -> None:
+    """Feed one file into the tree's digest ``h`` (a hashlib object)."""
     h.update(f"{rel}\0{int(executable)}\0{len(data)}\0".encode())
     h.update(data)
 
