@@ -152,4 +152,4 @@ def test_unknown_motion_is_a_clear_error(tmp_path, capsys):
     code = main(["train", "rl", "task=motionPPO", f"run_dir={tmp_path}/x", "num_envs=4", "++task.env.motion_file=moonwalk"])
     err = capsys.readouterr().err
     assert code == 2
-    assert "unknown reference motion 'moonwalk'" in err and "figure8" in err
+    assert "task.env.motion_file='moonwalk'" in err and "not a motion" in err and "figure8" in err

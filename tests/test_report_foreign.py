@@ -322,15 +322,18 @@ def test_config_values_that_are_interpolations_are_resolved_or_named(tmp_path):
         write_run_tbx(run, {"loss": ([0, 1], [1.0, 2.0])})
         (run / "config.yaml").write_text(yaml.safe_dump({
             "task_name": "${task.name}", "num_envs": "",
-            "task": {"name": task, "env": {"numEnvs": "${resolve_default:16,${...num_envs}}"}}}))
+            "task": {"name": task, "env": {"numEnvs": "${resolve_default:16,${...num_envs}}",
+                                           "obs": "${their_own_resolver:1}"}}}))
     rep = Report(root, None, tmp_path / "out", workers=1, log=lambda m: None, pattern="{name}_{seed:d}",
-                 config=["task=task_name", "envs=task.env.numEnvs"], group_by=["task"])
+                 config=["task=task_name", "envs=task.env.numEnvs", "obs=task.env.obs"], group_by=["task"])
     rep.run()
     assert sorted(rep.runs["task"]) == ["maze", "walk"]
+    # NEAR's own resolvers are near's too, registered or not by whatever ran before in this process
+    assert rep.runs["envs"].tolist() == ["16", "16"]
     # an interpolation that cannot be resolved here is no value ...
-    assert "envs" not in rep.runs.columns or rep.runs["envs"].isna().all()
+    assert "obs" not in rep.runs.columns or rep.runs["obs"].isna().all()
     # ... and says so, naming the file and the key
-    assert any("config.yaml" in w and "task.env.numEnvs" in w and "resolve_default" in w for w in rep.warnings), \
+    assert any("config.yaml" in w and "task.env.obs" in w and "their_own_resolver" in w for w in rep.warnings), \
         rep.warnings
     assert pd.read_csv(tmp_path / "out" / "final.csv")["task"].tolist() == ["maze", "walk"]
 

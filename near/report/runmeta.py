@@ -120,10 +120,15 @@ def lookup(config: dict, dotted: str):
 
 def resolve(config: dict, dotted: str) -> tuple[str | None, str | None]:
     """(value, None) of a dotted key whose value holds OmegaConf interpolations (``${task.name}``, as
-    hydra saves a run's config unresolved), or (None, why) when it cannot be resolved here: the
-    resolvers a program registers (IsaacGymEnvs' ``resolve_default``, ...) are not known to near."""
+    hydra saves a run's config unresolved), or (None, why) when it cannot be resolved here. The
+    resolvers NEAR's (IsaacGymEnvs') configs use (``resolve_default``, ``eq``, ``contains``, ``if``)
+    are always registered first, so a value never depends on what else ran in this process; a
+    resolver another program registers is unknown here (None, why)."""
     from omegaconf import OmegaConf
 
+    from near.training.config import register_resolvers
+
+    register_resolvers()
     try:
         value = OmegaConf.select(OmegaConf.create(config), dotted, throw_on_resolution_failure=True)
         if OmegaConf.is_config(value):
