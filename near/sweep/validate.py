@@ -17,12 +17,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from near.errors import ConfigError
 from near.jobtable import JobSpec
 from near.sweep.settings_check import SettingsChecker
 from near.sweep.template import dummy_slot, parse_call
+
+if TYPE_CHECKING:
+    from near.sweep.spec import Spec
 
 
 @dataclass
@@ -207,12 +210,12 @@ def hydra_path_problem(path: str) -> str | None:
     if ok:
         return None
     bad = sorted({c for c in path if c not in "/._-" and not (c.isascii() and c.isalnum())
-                  and hydra_path_problem_char(c)})
+                  and _hydra_refuses_char(c)})
     return "holds " + (", ".join(repr(c) for c in bad) if bad else "text") + ", which hydra's override grammar " \
         "cannot read in a value"
 
 
-def hydra_path_problem_char(c: str) -> bool:
+def _hydra_refuses_char(c: str) -> bool:
     """Whether hydra's override grammar cannot read character ``c`` inside a path value."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -225,7 +228,7 @@ def hydra_path_problem_char(c: str) -> bool:
         return True
 
 
-def check_experiment_path(spec, exp_dir: str | Path) -> None:
+def check_experiment_path(spec: "Spec", exp_dir: str | Path) -> None:
     """ConfigError naming the experiment folder when a validated stage of ``spec`` runs near's
     trainer and the folder's absolute path cannot stand in its overrides (:func:`hydra_path_problem`):
     every such job would stop when hydra reads its ``run_dir``."""
