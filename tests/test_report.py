@@ -279,8 +279,8 @@ def test_markdown_table_cells_keep_their_columns():
 
 
 def test_names_with_dollar_signs_are_drawn_as_written(tmp_path, monkeypatch):
-    """'$' in a run or tag name is text, not matplotlib's math: '$\\frac{' used to stop the report with
-    a traceback, and 'A$x$MP' was drawn as 'A' + italic x + 'MP'."""
+    """'$' in a run or tag name is text, not matplotlib's math: parsed as math, '$\\frac{' stops the
+    report with a traceback and 'A$x$MP' is drawn as 'A' + italic x + 'MP'."""
     root = tmp_path / "runs"
     write_run(root / "NE$\\frac{AR_walk_1", {"rewards/step": ([0, 1], [1.0, 2.0]), "x$^$/y": ([0, 1], [1.0, 2.0])})
     write_run(root / "A$x$MP_walk_1", {"rewards/step": ([0, 1], [3.0, 4.0]), "x$^$/y": ([0, 1], [1.0, 2.0])})
