@@ -96,14 +96,11 @@ def write_report(exp_dir: str | os.PathLike, out: str | os.PathLike, formats=("p
 
 
 def _markdown(frame: pd.DataFrame) -> str:
-    from near.report.tables import md_cell
+    """The trials as the report's Markdown table, floats to 6 significant digits."""
+    from near.report.tables import to_markdown
 
-    cols = list(frame.columns)
-    lines = ["| " + " | ".join(map(md_cell, cols)) + " |", "|" + "---|" * len(cols)]
-    for _, r in frame.iterrows():
-        lines.append("| " + " | ".join("" if pd.isna(r[c]) else md_cell(f"{r[c]:.6g}" if isinstance(r[c], float) else r[c])
-                                       for c in cols) + " |")
-    return "\n".join(lines) + "\n"
+    return to_markdown(frame.apply(lambda col: col.map(lambda v: f"{v:.6g}" if isinstance(v, float) and not pd.isna(v)
+                                                       else v)))
 
 
 def _grid(plt, n: int, w: float = 5.0, h: float = 3.6):

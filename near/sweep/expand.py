@@ -449,7 +449,9 @@ class _Expander:
         prev = self.jobs.get(digest)
         if len(overrides) > 1:
             if prev is None:
-                self._orders[digest] = _override_order(overrides)
+                order = _override_order(overrides)
+                if order:  # most jobs set each key once: nothing to compare later
+                    self._orders[digest] = order
             else:
                 self._check_order(digest, overrides, prev, point, plan.stage.where)
         if prev is not None:
